@@ -1,0 +1,243 @@
+//! Configuration of the programs: the strict loader and avsd's own keys.
+//! `avs-companion` has its config next to its code.
+
+pub mod strict;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use strict::{ConfigError, Invalid, Problem, StrictConfig, load, parse};
+
+/// Where avsd reads its config when `--config` is not given.
+pub const DEFAULT_AVSD_CONFIG: &str = "/etc/avsd/avsd.toml";
+
+/// Where state lives when neither the config nor systemd's
+/// `STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/avsd";
+
+/// Log levels accepted by `log.level`.
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// avsd's configuration (`/etc/avsd/avsd.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvsdConfig {
+    /// Logging.
+    pub log: LogConfig,
+    /// Persistent state.
+    pub state: StateConfig,
+    /// This device's identity at Amazon.
+    pub device: DeviceConfig,
+    /// The companion web service that holds the LWA refresh token.
+    pub companion: CompanionClientConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Minimum level; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// `[state]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// State directory; unset means `$STATE_DIRECTORY`, else `/var/lib/avsd`.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[device]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// The product ID registered for this device type at Amazon.
+    pub product_id: String,
+    /// Device serial number; unset means the Pi's serial, else machine-id.
+    pub serial: Option<String>,
+}
+
+/// `[companion]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompanionClientConfig {
+    /// Base URL of `avs-companion`, e.g. `https://pi.local:8443`.
+    pub url: String,
+    /// PEM file of the CA that signed the companion's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS, if the companion asks for one.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Begin registration at start-up when no session is saved.
+    pub register_on_start: bool,
+}
+
+impl Default for CompanionClientConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            register_on_start: true,
+        }
+    }
+}
+
+impl StrictConfig for AvsdConfig {
+    const HELP: &'static [(&'static str, &'static str)] = &[
+        (
+            "log.level",
+            "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+        ),
+        (
+            "state.dir",
+            "an absolute directory path in quotes, e.g. \"/var/lib/avsd\"",
+        ),
+        (
+            "device.product_id",
+            "the product ID of your device type at Amazon, in quotes",
+        ),
+        (
+            "device.serial",
+            "a serial number in quotes, unique per device, e.g. \"0001\"",
+        ),
+        (
+            "companion.url",
+            "the companion's https:// base URL in quotes",
+        ),
+        (
+            "companion.ca_file",
+            "the path of a PEM CA certificate in quotes",
+        ),
+        (
+            "companion.client_cert",
+            "the path of a PEM client certificate in quotes",
+        ),
+        (
+            "companion.client_key",
+            "the path of a PEM private key in quotes",
+        ),
+        ("companion.register_on_start", "true or false"),
+    ];
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            out.push(Invalid::new(
+                "log.level",
+                format!("`{}` is not a log level", self.log.level),
+                "use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+            ));
+        }
+        if let Some(dir) = &self.state.dir {
+            if !dir.is_absolute() {
+                out.push(Invalid::new(
+                    "state.dir",
+                    format!("`{}` is not an absolute path", dir.display()),
+                    "give the full path, starting with /",
+                ));
+            }
+        }
+        if let Some(serial) = &self.device.serial {
+            if serial.trim().is_empty() || serial.len() > 64 {
+                out.push(Invalid::new(
+                    "device.serial",
+                    "the serial must be 1 to 64 characters",
+                    "remove the line to use the Pi's serial number, or set a short unique id",
+                ));
+            }
+        }
+        if !self.companion.url.is_empty() {
+            match url::Url::parse(&self.companion.url) {
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+                Ok(_) => out.push(Invalid::new(
+                    "companion.url",
+                    format!("`{}` is not an https:// URL", self.companion.url),
+                    "the companion only speaks HTTPS: use https://HOST:PORT",
+                )),
+                Err(e) => out.push(Invalid::new(
+                    "companion.url",
+                    format!("`{}` is not a URL: {e}", self.companion.url),
+                    "write it like https://pi.local:8443",
+                )),
+            }
+        }
+        for (key, path) in [
+            ("companion.ca_file", &self.companion.ca_file),
+            ("companion.client_cert", &self.companion.client_cert),
+            ("companion.client_key", &self.companion.client_key),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    out.push(Invalid::new(
+                        key,
+                        format!("`{}` does not exist or is not a file", p.display()),
+                        "fix the path, or remove the line",
+                    ));
+                }
+            }
+        }
+        if self.companion.client_cert.is_some() != self.companion.client_key.is_some() {
+            out.push(Invalid::new(
+                "companion.client_cert",
+                "client_cert and client_key must be set together",
+                "set both for mutual TLS, or neither",
+            ));
+        }
+        out
+    }
+}
+
+impl AvsdConfig {
+    /// The state directory: config, then `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`; the first entry if it lists several), then the default.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state.dir {
+            return dir.clone();
+        }
+        match std::env::var_os("STATE_DIRECTORY") {
+            Some(v) if !v.is_empty() => {
+                let s = v.to_string_lossy();
+                PathBuf::from(s.split(':').next().unwrap_or(DEFAULT_STATE_DIR))
+            }
+            _ => PathBuf::from(DEFAULT_STATE_DIR),
+        }
+    }
+
+    /// A short human summary for `--check-config`.
+    pub fn summary(&self, path: &Path) -> String {
+        let companion = if self.companion.url.is_empty() {
+            "not set (registration cannot start until companion.url is set)".to_string()
+        } else {
+            self.companion.url.clone()
+        };
+        let product = if self.device.product_id.is_empty() {
+            "not set"
+        } else {
+            &self.device.product_id
+        };
+        format!(
+            "{}: OK\n  log level:  {}\n  state dir:  {}\n  product id: {}\n  companion:  {}\n",
+            path.display(),
+            self.log.level,
+            self.state_dir().display(),
+            product,
+            companion
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

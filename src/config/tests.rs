@@ -1,0 +1,106 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse_avsd(text: &str) -> Result<AvsdConfig, ConfigError> {
+    parse::<AvsdConfig>(Path::new("/etc/avsd/avsd.toml"), text)
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse_avsd("").unwrap();
+    assert_eq!(c.log.level, "info");
+    assert!(c.companion.register_on_start);
+    assert!(c.companion.url.is_empty());
+}
+
+#[test]
+fn typo_names_file_line_key_and_suggestion() {
+    let err =
+        parse_avsd("[log]\nlevel = \"debug\"\n\n[companion]\nurll = \"https://x\"\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    assert_eq!(p.line, Some(5));
+    assert_eq!(p.key, "companion.urll");
+    assert!(p.fix.contains("did you mean `url`"), "{}", p.fix);
+    let shown = err.to_string();
+    assert!(shown.contains("/etc/avsd/avsd.toml:5"), "{shown}");
+}
+
+#[test]
+fn wrong_type_names_key_and_expected_value() {
+    let err = parse_avsd("[companion]\nregister_on_start = \"yes\"\n").unwrap_err();
+    let p = &err.problems[0];
+    assert_eq!(
+        (p.line, p.key.as_str()),
+        (Some(2), "companion.register_on_start")
+    );
+    assert!(p.fix.contains("true or false"), "{}", p.fix);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "[log]\nlevl = \"info\"\n[device]\nproduct_id = 7\n[bogus]\nx = 1\n";
+    let err = parse_avsd(text).unwrap_err();
+    let keys: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.key.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (Some(2), "log.levl".to_string()),
+            (Some(4), "device.product_id".to_string()),
+            (Some(5), "bogus".to_string()),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn semantic_problems_are_located_too() {
+    let text = "[log]\nlevel = \"loud\"\n[companion]\nurl = \"http://pi.local\"\n";
+    let err = parse_avsd(text).unwrap_err();
+    let keys: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![(Some(2), "log.level"), (Some(4), "companion.url")]
+    );
+    assert!(err.problems[1].fix.contains("https://"));
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let err = parse_avsd("[log]\nlevel = \"info\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].line, Some(2));
+    assert!(err.problems[0].message.starts_with("not valid TOML"));
+}
+
+#[test]
+fn missing_file_says_how_to_fix() {
+    let err = load::<AvsdConfig>(Path::new("/nonexistent/avsd.toml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/avsd.toml"));
+    assert!(err.problems[0].fix.contains("--config"));
+}
+
+#[test]
+fn multibyte_text_keeps_later_lines_right() {
+    let text = "[device]\nserail = \"ünïcødé\"\nproduct_id = 5\n";
+    let err = parse_avsd(text).unwrap_err();
+    let lines: Vec<_> = err.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![Some(2), Some(3)], "{err}");
+}
+
+#[test]
+fn parse_and_semantic_problems_come_together() {
+    let text = "[log]\nlevl = \"info\"\n[companion]\nurl = \"http://x\"\n";
+    let err = parse_avsd(text).unwrap_err();
+    let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["log.levl", "companion.url"], "{err}");
+}

@@ -141,23 +141,23 @@ impl StrictConfig for AvsdConfig {
                 "use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
             ));
         }
-        if let Some(dir) = &self.state.dir {
-            if !dir.is_absolute() {
-                out.push(Invalid::new(
-                    "state.dir",
-                    format!("`{}` is not an absolute path", dir.display()),
-                    "give the full path, starting with /",
-                ));
-            }
+        if let Some(dir) = &self.state.dir
+            && !dir.is_absolute()
+        {
+            out.push(Invalid::new(
+                "state.dir",
+                format!("`{}` is not an absolute path", dir.display()),
+                "give the full path, starting with /",
+            ));
         }
-        if let Some(serial) = &self.device.serial {
-            if serial.trim().is_empty() || serial.len() > 64 {
-                out.push(Invalid::new(
-                    "device.serial",
-                    "the serial must be 1 to 64 characters",
-                    "remove the line to use the Pi's serial number, or set a short unique id",
-                ));
-            }
+        if let Some(serial) = &self.device.serial
+            && (serial.trim().is_empty() || serial.len() > 64)
+        {
+            out.push(Invalid::new(
+                "device.serial",
+                "the serial must be 1 to 64 characters",
+                "remove the line to use the Pi's serial number, or set a short unique id",
+            ));
         }
         if !self.companion.url.is_empty() {
             match url::Url::parse(&self.companion.url) {
@@ -179,14 +179,14 @@ impl StrictConfig for AvsdConfig {
             ("companion.client_cert", &self.companion.client_cert),
             ("companion.client_key", &self.companion.client_key),
         ] {
-            if let Some(p) = path {
-                if !p.is_file() {
-                    out.push(Invalid::new(
-                        key,
-                        format!("`{}` does not exist or is not a file", p.display()),
-                        "fix the path, or remove the line",
-                    ));
-                }
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                out.push(Invalid::new(
+                    key,
+                    format!("`{}` does not exist or is not a file", p.display()),
+                    "fix the path, or remove the line",
+                ));
             }
         }
         if self.companion.client_cert.is_some() != self.companion.client_key.is_some() {

@@ -245,10 +245,10 @@ fn locate(table: &Table, span: &Range<usize>, prefix: &str) -> Option<(String, R
                 return Some(hit);
             }
             let extent = table_extent(child, key_span.clone());
-            if let Some(ext) = extent {
-                if overlaps(&ext, span) {
-                    return Some((path, ext));
-                }
+            if let Some(ext) = extent
+                && overlaps(&ext, span)
+            {
+                return Some((path, ext));
             }
             continue;
         }
@@ -257,10 +257,10 @@ fn locate(table: &Table, span: &Range<usize>, prefix: &str) -> Option<(String, R
             (Some(k), Some(v)) => Some(k.start.min(v.start)..k.end.max(v.end)),
             (k, v) => k.or(v),
         };
-        if let Some(ext) = extent {
-            if overlaps(&ext, span) {
-                return Some((path, ext));
-            }
+        if let Some(ext) = extent
+            && overlaps(&ext, span)
+        {
+            return Some((path, ext));
         }
     }
     None

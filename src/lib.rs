@@ -1,11 +1,18 @@
 //! avsd: an Alexa Voice Service client daemon for Raspberry Pi, and the
 //! Login with Amazon companion service that authorizes it.
 //!
-//! Modules depend downwards only: `config`, `secret`, `backoff`, `fsutil` at
-//! the bottom; protocol and service modules in the middle; `daemon` and
-//! `dbus` on top.
+//! Modules depend downwards only: `config`, `secret`, `backoff`, `fsutil`,
+//! `actor` at the bottom; `auth` and `dialog` (the actors) in the middle;
+//! `dbus` and `daemon` on top.
 
+pub mod actor;
+pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod daemon;
+pub mod dbus;
+pub mod dialog;
 pub mod fsutil;
+pub mod logging;
+pub mod notify;
 pub mod secret;

@@ -1,0 +1,120 @@
+//! The daemon's supervisor: starts the actors, takes the bus name, tells
+//! systemd, feeds the watchdog from the main loop, and shuts down cleanly.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
+use crate::config::AvsdConfig;
+use crate::dbus::{self, BusError};
+use crate::dialog::{self, DialogHandle};
+use crate::notify;
+
+/// How long shutdown may take before tasks are abandoned; systemd's
+/// default stop timeout is far longer, but users expect `systemctl stop`
+/// to be instant.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The bus refused us.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Run avsd until `shutdown` is cancelled.
+pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let tracker = TaskTracker::new();
+    let auth = auth::spawn(&config, &tracker, shutdown.child_token());
+    let dialog = dialog::spawn(auth.status(), &tracker, shutdown.child_token());
+    let conn = match dbus::serve(
+        auth.clone(),
+        dialog.clone(),
+        &tracker,
+        shutdown.child_token(),
+    )
+    .await
+    {
+        Ok(conn) => conn,
+        Err(e) => {
+            stop(&tracker, &shutdown).await;
+            return Err(e.into());
+        }
+    };
+    let status = status_line(&auth.status().borrow(), &config);
+    notify::ready(&status);
+    tracing::info!("ready on D-Bus as {}: {status}", dbus::BUS_NAME);
+
+    let watchdog = notify::watchdog_interval();
+    let mut auth_rx = auth.status();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick(watchdog) => {
+                // Ping from here, not from a side task: if this loop or an
+                // actor is wedged, systemd stops hearing from us.
+                match alive(&auth, &dialog, watchdog.unwrap_or(Duration::MAX) / 4).await {
+                    Ok(()) => notify::watchdog(),
+                    Err(e) => tracing::error!("withholding the watchdog ping: {e}"),
+                }
+            }
+            changed = auth_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let status = status_line(&auth_rx.borrow_and_update(), &config);
+                notify::status(&status);
+            }
+        }
+    }
+    notify::stopping();
+    tracing::info!("stopping");
+    stop(&tracker, &shutdown).await;
+    drop(conn);
+    Ok(())
+}
+
+async fn stop(tracker: &TaskTracker, shutdown: &CancellationToken) {
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
+/// Half the watchdog interval, as systemd recommends; never when disabled.
+async fn tick(watchdog: Option<Duration>) {
+    match watchdog {
+        Some(every) => tokio::time::sleep(every / 2).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn alive(auth: &AuthHandle, dialog: &DialogHandle, within: Duration) -> Result<(), String> {
+    auth.ping(within).await.map_err(|e| e.to_string())?;
+    dialog.ping(within).await.map_err(|e| e.to_string())
+}
+
+/// The `STATUS=` line: what is going on and what the person should do.
+pub fn status_line(auth: &AuthStatus, config: &AvsdConfig) -> String {
+    match auth.state {
+        AuthState::Unregistered if config.companion.url.is_empty() => {
+            "Not registered: set companion.url in the config, then run `avsctl login`".to_string()
+        }
+        AuthState::Unregistered => {
+            "Not registered: run `avsctl login` to link with Amazon".to_string()
+        }
+        AuthState::WaitingForUser => format!(
+            "Waiting for login: open {} and enter code {}",
+            auth.login_url, auth.user_code
+        ),
+        AuthState::Authorized => "Authorized with Amazon".to_string(),
+        AuthState::Error => format!("Error: {}", auth.last_error),
+    }
+}

@@ -1,0 +1,58 @@
+//! `org.avsd.Avs1.Dialog`: a facade over the dialog actor.
+
+use zbus::interface;
+
+use super::AvsError;
+use crate::dialog::{DialogHandle, Trigger};
+
+/// The Dialog interface object.
+pub struct Dialog {
+    dialog: DialogHandle,
+}
+
+impl Dialog {
+    /// Wrap a handle to the dialog actor.
+    pub fn new(dialog: DialogHandle) -> Self {
+        Self { dialog }
+    }
+}
+
+#[interface(name = "org.avsd.Avs1.Dialog")]
+impl Dialog {
+    /// Start a NEAR_FIELD Recognize (initiator TAP); AVS ends it.
+    async fn tap(&self) -> Result<(), AvsError> {
+        Ok(self.dialog.trigger(Trigger::Tap).await?)
+    }
+
+    /// Start a CLOSE_TALK Recognize (initiator PRESS_AND_HOLD).
+    async fn hold(&self) -> Result<(), AvsError> {
+        Ok(self.dialog.trigger(Trigger::Hold).await?)
+    }
+
+    /// End the CLOSE_TALK Recognize started by Hold.
+    async fn release(&self) -> Result<(), AvsError> {
+        Ok(self.dialog.trigger(Trigger::Release).await?)
+    }
+
+    /// Stop listening or speaking now.
+    async fn stop(&self) -> Result<(), AvsError> {
+        Ok(self.dialog.trigger(Trigger::Stop).await?)
+    }
+
+    /// `idle`, `listening`, `thinking` or `speaking`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.dialog.status().borrow().state.as_str().to_string()
+    }
+
+    /// `disconnected`, `connecting` or `connected`.
+    #[zbus(property)]
+    fn connection(&self) -> String {
+        self.dialog
+            .status()
+            .borrow()
+            .connection
+            .as_str()
+            .to_string()
+    }
+}

@@ -1,0 +1,148 @@
+//! `avsd --check-config` and the shipped sample config.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use avsd::config::{AvsdConfig, StrictConfig};
+
+fn check(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(path)
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
+/// The sample with every `# key = value` line enabled.
+fn sample_enabled(files_dir: &Path) -> String {
+    let text = std::fs::read_to_string(support::repo().join("config/avsd.toml")).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let uncommented = line.strip_prefix("# ").filter(|rest| {
+            rest.split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        });
+        out.push_str(uncommented.unwrap_or(line));
+        out.push('\n');
+    }
+    // The sample's file paths name files a fresh machine does not have.
+    for name in ["companion-ca.pem", "device.pem", "device.key"] {
+        let p = files_dir.join(name);
+        std::fs::write(&p, "x").unwrap();
+        out = out.replace(&format!("/etc/avsd/{name}"), &p.display().to_string());
+    }
+    out
+}
+
+#[test]
+fn every_sample_key_parses_and_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = sample_enabled(dir.path());
+    let cfg: AvsdConfig = avsd::config::parse(Path::new("sample"), &text).unwrap();
+    assert_eq!(cfg.companion.url, "https://pi.local:8443");
+    assert_eq!(cfg.device.serial.as_deref(), Some("0001"));
+    // Every documented key is in the sample, and every sample key documented.
+    let doc = text.parse::<toml::Table>().unwrap();
+    let mut in_sample = Vec::new();
+    for (section, table) in &doc {
+        for key in table.as_table().unwrap().keys() {
+            in_sample.push(format!("{section}.{key}"));
+        }
+    }
+    let mut documented: Vec<String> = AvsdConfig::HELP
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    in_sample.sort();
+    documented.sort();
+    assert_eq!(in_sample, documented);
+}
+
+#[test]
+fn check_config_accepts_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("avsd.toml");
+    std::fs::write(&path, sample_enabled(dir.path())).unwrap();
+    let out = check(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK") && text.contains("https://pi.local:8443"),
+        "{text}"
+    );
+    // The shipped file as is (all commented) is valid too.
+    let out = check(&support::repo().join("config/avsd.toml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_names_file_key_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("avsd.toml");
+    let cases = [
+        (
+            "[companion]\nurl = \"https://a\"\nregister_on_strat = true\n",
+            "companion.register_on_strat",
+            ":3:",
+            "did you mean `register_on_start`",
+        ),
+        ("[log]\n\nlevel = 3\n", "log.level", ":3:", "one of"),
+        (
+            "[device]\nproduct_id = \"p\"\nserial = \"\"\n",
+            "device.serial",
+            ":3:",
+            "Pi's serial",
+        ),
+    ];
+    for (text, key, line, fix) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = check(&path);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let place = format!("{}{line}", path.display());
+        assert!(err.contains(&place), "no {place} in:\n{err}");
+        assert!(err.contains(&format!("`{key}`")), "no key {key} in:\n{err}");
+        assert!(err.contains(fix), "no fix {fix:?} in:\n{err}");
+    }
+    let out = check(&dir.path().join("missing.toml"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("avsd {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--check-config") && text.contains("org.avsd.Avs1"),
+        "{text}"
+    );
+}

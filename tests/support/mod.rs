@@ -1,0 +1,331 @@
+//! Test rig shared by the black-box tests: a private system bus that loads
+//! the project's own policy, an sd_notify socket, and the real `avsd`
+//! binary whose log is printed when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the tests run as root (needed to call as another user).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A private `dbus-daemon` configured like the system bus, including the
+/// project's `dbus/*.conf`, plus one rule letting the test user own the name.
+pub struct Bus {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    child: Child,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let dir = tempfile::Builder::new()
+            .prefix("avsd-bus")
+            .tempdir()
+            .unwrap();
+        // Other uids (nobody) must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let policy_dir = dir.path().join("system.d");
+        std::fs::create_dir(&policy_dir).unwrap();
+        for entry in std::fs::read_dir(repo().join("dbus")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "conf") {
+                std::fs::copy(&path, policy_dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let user = current_user();
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(&config, bus_config(&socket, &policy_dir, &user)).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon must be installed (apt-get install dbus-daemon)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_string();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed {line:?}");
+        Bus {
+            dir,
+            address,
+            child,
+        }
+    }
+
+    /// `busctl --address=… ARGS` as the current user.
+    pub fn busctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// A zbus connection to this bus.
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn bus_config(socket: &Path, policy_dir: &Path, user: &str) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <includedir>{policy_dir}</includedir>
+  <!-- test only: the test user stands in for user avsd -->
+  <policy user="{user}">
+    <allow own="org.avsd.Avs1"/>
+  </policy>
+</busconfig>
+"#,
+        socket = socket.display(),
+        policy_dir = policy_dir.display(),
+    )
+}
+
+/// A bound `NOTIFY_SOCKET`, read datagram by datagram.
+pub struct Notify {
+    pub path: PathBuf,
+    socket: UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl Notify {
+    pub fn bind() -> Notify {
+        let dir = tempfile::Builder::new()
+            .prefix("avsd-notify")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        Notify {
+            path,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// The next datagram, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    /// Read datagrams until one contains `needle` (as a line); panics after
+    /// `timeout`. Returns every datagram seen, the matching one last.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} within {timeout:?}; got {seen:?}"
+            );
+            if let Some(msg) = self.recv(left) {
+                let hit = msg.lines().any(|l| l == needle);
+                seen.push(msg);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+/// The real `avsd` binary under test. Its stderr is kept and printed if
+/// the test panics.
+pub struct Daemon {
+    child: Option<Child>,
+    pid: i32,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Start avsd on `bus` with the given config text.
+    pub fn start(
+        bus: &Bus,
+        notify: Option<&Notify>,
+        config: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("avsd-daemon")
+            .tempdir()
+            .unwrap();
+        let state = dir.path().join("state");
+        let config_path = dir.path().join("avsd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avsd"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("STATE_DIRECTORY", &state)
+            .env("RUST_LOG", "debug")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(n) = notify {
+            cmd.env("NOTIFY_SOCKET", &n.path);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            pid: child.id() as i32,
+            child: Some(child),
+            log,
+            config: config_path,
+            _dir: dir,
+        }
+    }
+
+    /// Start avsd and wait until its name is on the bus (READY=1).
+    pub fn start_ready(bus: &Bus, config: &str) -> Daemon {
+        let notify = Notify::bind();
+        let d = Daemon::start(bus, Some(&notify), config, &[]);
+        notify.wait_for("READY=1", Duration::from_secs(20));
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Send a signal by name (`TERM`, `KILL`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for exit up to `timeout`; None if still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(timeout).ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- avsd log ----\n{}\n------------------",
+                self.log_text()
+            );
+        }
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A config with no companion: registration fails with a clear error.
+pub const MINIMAL_CONFIG: &str = "[log]\nlevel = \"debug\"\n";
+
+/// Ensure group `avsd` exists when we can create it (root), so the policy's
+/// `<policy group="avsd">` can be exercised.
+pub fn ensure_avsd_group() -> Option<u32> {
+    let gid = |_: ()| -> Option<u32> {
+        let out = Command::new("getent")
+            .args(["group", "avsd"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        text.split(':').nth(2)?.trim().parse().ok()
+    };
+    if let Some(g) = gid(()) {
+        return Some(g);
+    }
+    if is_root() {
+        let _ = Command::new("groupadd").args(["--system", "avsd"]).status();
+    }
+    gid(())
+}

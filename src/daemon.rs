@@ -28,7 +28,11 @@ pub enum DaemonError {
 /// Run avsd until `shutdown` is cancelled.
 pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
-    let auth = auth::spawn(&config, &tracker, shutdown.child_token());
+    let auth = auth::spawn(
+        auth::Settings::from_config(&config),
+        &tracker,
+        shutdown.child_token(),
+    );
     let dialog = dialog::spawn(auth.status(), &tracker, shutdown.child_token());
     let conn = match dbus::serve(
         auth.clone(),

@@ -1,15 +1,22 @@
-//! Authorization: the one owner of avsd's LWA session and access token.
-//! Everything else reads its status from a `watch` channel and sends it
-//! commands through an [`AuthHandle`].
+//! Authorization: the one owner of avsd's session with the companion and of
+//! its LWA access token. Everything else reads its status from a `watch`
+//! channel and asks it for "a valid token now" through an [`AuthHandle`].
 
 mod actor;
+pub mod companion;
+mod flow;
+pub mod session;
 
-use tokio::sync::{mpsc, watch};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
 use crate::config::AvsdConfig;
+use crate::secret::Secret;
 
 /// The `Authorization.State` values of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,12 +59,24 @@ pub struct AuthStatus {
     pub last_error: String,
 }
 
+/// A valid LWA access token and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub value: Secret,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
 /// Why an authorization command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// Something the user must set in the config is missing.
+    /// Something the user must set in the config is missing or wrong.
     #[error("{0}")]
     NotConfigured(String),
+    /// No valid access token now.
+    #[error("{0}")]
+    NotAuthorized(String),
     /// The actor did not answer.
     #[error(transparent)]
     Actor(#[from] ActorError),
@@ -67,11 +86,15 @@ pub enum AuthError {
 #[derive(Debug)]
 pub enum AuthCommand {
     /// Begin (or restart) registration with the companion.
-    Start(tokio::sync::oneshot::Sender<Result<(), AuthError>>),
+    Start(oneshot::Sender<Result<(), AuthError>>),
     /// Forget the session and any token.
-    Reset(tokio::sync::oneshot::Sender<()>),
+    Reset(oneshot::Sender<()>),
+    /// The current token, if it is valid.
+    Token(oneshot::Sender<Result<AccessToken, AuthError>>),
+    /// AVS rejected this token (HTTP 403): renew now.
+    Rejected(Secret),
     /// Liveness check for the watchdog.
-    Ping(tokio::sync::oneshot::Sender<()>),
+    Ping(oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable way to talk to the authorization actor.
@@ -92,8 +115,21 @@ impl AuthHandle {
         Ok(call("authorization", &self.tx, REPLY_TIMEOUT, AuthCommand::Reset).await?)
     }
 
+    /// A valid access token now, or why there is none.
+    pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
+        call("authorization", &self.tx, REPLY_TIMEOUT, AuthCommand::Token).await?
+    }
+
+    /// Report that AVS refused `token`; the actor renews it early.
+    pub async fn token_rejected(&self, token: Secret) -> Result<(), AuthError> {
+        self.tx
+            .send(AuthCommand::Rejected(token))
+            .await
+            .map_err(|_| AuthError::Actor(ActorError::Gone("authorization")))
+    }
+
     /// Answer within `timeout` or count as wedged.
-    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), ActorError> {
+    pub async fn ping(&self, timeout: Duration) -> Result<(), ActorError> {
         call("authorization", &self.tx, timeout, AuthCommand::Ping).await
     }
 
@@ -103,15 +139,56 @@ impl AuthHandle {
     }
 }
 
+/// What the actor needs from the config, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The companion client, or why it cannot be built.
+    pub companion: Result<companion::CompanionClient, String>,
+    /// Product ID at Amazon.
+    pub product_id: String,
+    /// Device serial number.
+    pub dsn: String,
+    /// Where the session file lives.
+    pub state_dir: PathBuf,
+    /// Register at start-up when there is no session.
+    pub register_on_start: bool,
+    /// Head start for renewals.
+    pub renew_before: Duration,
+}
+
+impl Settings {
+    /// Resolve settings from the config.
+    pub fn from_config(config: &AvsdConfig) -> Self {
+        let companion = if config.companion.url.is_empty() {
+            Err(missing("companion.url"))
+        } else if config.device.product_id.is_empty() {
+            Err(missing("device.product_id"))
+        } else {
+            companion::CompanionClient::new(&config.companion).map_err(|e| e.to_string())
+        };
+        Self {
+            companion,
+            product_id: config.device.product_id.clone(),
+            dsn: crate::device::serial(config.device.serial.as_deref()),
+            state_dir: config.state_dir(),
+            register_on_start: config.companion.register_on_start,
+            renew_before: Duration::from_secs(config.companion.renew_before_secs),
+        }
+    }
+}
+
+fn missing(key: &str) -> String {
+    format!(
+        "cannot register: `{key}` is not set in the config; set it (see the commented sample \
+         /etc/avsd/avsd.toml), restart avsd, then start the login again"
+    )
+}
+
 /// Start the authorization actor on `tracker`; it stops on `shutdown`.
-pub fn spawn(
-    config: &AvsdConfig,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> AuthHandle {
+pub fn spawn(settings: Settings, tracker: &TaskTracker, shutdown: CancellationToken) -> AuthHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (status_tx, status) = watch::channel(AuthStatus::default());
-    let actor = actor::Actor::new(config, status_tx);
+    let actor = actor::Actor::new(settings, status_tx);
     tracker.spawn(actor.run(rx, shutdown));
     AuthHandle { tx, status }
 }

@@ -81,6 +81,8 @@ pub struct CompanionClientConfig {
     pub client_key: Option<PathBuf>,
     /// Begin registration at start-up when no session is saved.
     pub register_on_start: bool,
+    /// Renew the access token this many seconds before it expires.
+    pub renew_before_secs: u64,
 }
 
 impl Default for CompanionClientConfig {
@@ -91,6 +93,7 @@ impl Default for CompanionClientConfig {
             client_cert: None,
             client_key: None,
             register_on_start: true,
+            renew_before_secs: 600,
         }
     }
 }
@@ -130,6 +133,10 @@ impl StrictConfig for AvsdConfig {
             "the path of a PEM private key in quotes",
         ),
         ("companion.register_on_start", "true or false"),
+        (
+            "companion.renew_before_secs",
+            "a whole number of seconds, e.g. 600",
+        ),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
@@ -188,6 +195,13 @@ impl StrictConfig for AvsdConfig {
                     "fix the path, or remove the line",
                 ));
             }
+        }
+        if self.companion.renew_before_secs == 0 || self.companion.renew_before_secs > 3000 {
+            out.push(Invalid::new(
+                "companion.renew_before_secs",
+                format!("{} is out of range", self.companion.renew_before_secs),
+                "use 1 to 3000 seconds; LWA access tokens live 3600 s and 600 is the usual head start",
+            ));
         }
         if self.companion.client_cert.is_some() != self.companion.client_key.is_some() {
             out.push(Invalid::new(

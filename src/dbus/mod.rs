@@ -50,6 +50,7 @@ impl From<AuthError> for AvsError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::NotConfigured(m) => Self::NotConfigured(m),
+            AuthError::NotAuthorized(m) => Self::NotAuthorized(m),
             AuthError::Actor(a) => a.into(),
         }
     }

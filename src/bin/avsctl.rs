@@ -1,0 +1,154 @@
+//! `avsctl`: a small command-line client of avsd's D-Bus API.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+
+use avsd::ctl::{self, Snapshot};
+use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
+
+/// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
+///
+/// Reading status works for everyone; the other commands need root or
+/// membership in group avsd (`sudo adduser $USER avsd`, then log in again).
+#[derive(Parser, Debug)]
+#[command(name = "avsctl", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show authorization and dialog state; while waiting for a login, the
+    /// URL, the code and a QR code of the URL.
+    Status,
+    /// Start linking this device with Amazon and wait until it is done.
+    Login,
+    /// Forget the session and tokens.
+    Reset,
+    /// Tap to talk: listen until Alexa decides you have finished.
+    Tap,
+    /// Start listening until `avsctl release`.
+    Hold,
+    /// Stop listening after `avsctl hold`.
+    Release,
+    /// Stop listening or speaking now.
+    Stop,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("avsctl: {}", explain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> zbus::Result<ExitCode> {
+    let conn = zbus::Connection::system().await?;
+    let auth = AuthorizationProxy::new(&conn).await?;
+    let dialog = DialogProxy::new(&conn).await?;
+    match command {
+        Command::Status => {
+            print!(
+                "{}",
+                ctl::report(&snapshot(&auth, &dialog).await?, unix_now())
+            );
+        }
+        Command::Login => return login(&auth).await,
+        Command::Reset => {
+            auth.reset().await?;
+            println!("Session forgotten; avsd is unregistered.");
+        }
+        Command::Tap => dialog.tap().await?,
+        Command::Hold => dialog.hold().await?,
+        Command::Release => dialog.release().await?,
+        Command::Stop => dialog.stop().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
+    let mut changes = auth.receive_state_changed().await;
+    if auth.state().await? != "waiting-for-user" {
+        auth.start().await?;
+    }
+    let mut shown = String::new();
+    loop {
+        let state = auth.state().await?;
+        match state.as_str() {
+            "authorized" => {
+                println!("Logged in: avsd is authorized.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "error" => {
+                eprintln!("Login failed: {}", auth.last_error().await?);
+                return Ok(ExitCode::FAILURE);
+            }
+            "waiting-for-user" => {
+                let url = auth.login_url().await?;
+                if url != shown {
+                    print!(
+                        "{}",
+                        ctl::login_instructions(&url, &auth.user_code().await?)
+                    );
+                    println!("Waiting for the login to finish (Ctrl-C to stop waiting)...");
+                    shown = url;
+                }
+            }
+            _ => {}
+        }
+        if changes.next().await.is_none() {
+            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        }
+    }
+}
+
+async fn snapshot(
+    auth: &AuthorizationProxy<'_>,
+    dialog: &DialogProxy<'_>,
+) -> zbus::Result<Snapshot> {
+    Ok(Snapshot {
+        auth_state: auth.state().await?,
+        login_url: auth.login_url().await?,
+        user_code: auth.user_code().await?,
+        token_expires_at: auth.token_expires_at().await?,
+        last_error: auth.last_error().await?,
+        dialog_state: dialog.state().await?,
+        connection: dialog.connection().await?,
+    })
+}
+
+/// Turn bus errors into what the person should do.
+fn explain(e: &zbus::Error) -> String {
+    if let zbus::Error::MethodError(name, msg, _) = e {
+        let msg = msg.clone().unwrap_or_default();
+        return match name.as_str() {
+            "org.freedesktop.DBus.Error.AccessDenied" => {
+                "permission denied: only root and members of group avsd may do this \
+                 (sudo adduser $USER avsd, then log in again)"
+                    .to_string()
+            }
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                "avsd is not running (systemctl status avsd; journalctl -u avsd)".to_string()
+            }
+            _ => msg,
+        };
+    }
+    format!("{e} (is the system D-Bus running?)")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

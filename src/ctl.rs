@@ -1,0 +1,131 @@
+//! `avsctl`'s output: the status report and the terminal QR code, kept
+//! apart from the binary so the tests can check what a person sees.
+
+use qrcode::QrCode;
+use qrcode::render::unicode::Dense1x2;
+
+/// Both interfaces' properties, as read over D-Bus.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Authorization.State
+    pub auth_state: String,
+    /// Authorization.LoginUrl
+    pub login_url: String,
+    /// Authorization.UserCode
+    pub user_code: String,
+    /// Authorization.TokenExpiresAt
+    pub token_expires_at: u64,
+    /// Authorization.LastError
+    pub last_error: String,
+    /// Dialog.State
+    pub dialog_state: String,
+    /// Dialog.Connection
+    pub connection: String,
+}
+
+/// The `avsctl status` report. `now` is Unix seconds, for "expires in".
+pub fn report(s: &Snapshot, now: u64) -> String {
+    let mut out = format!(
+        "Authorization: {}\nDialog:        {} (AVS connection: {})\n",
+        s.auth_state, s.dialog_state, s.connection
+    );
+    if s.token_expires_at > 0 {
+        let left = s.token_expires_at.saturating_sub(now);
+        out.push_str(&format!(
+            "Access token:  expires in {} min {} s\n",
+            left / 60,
+            left % 60
+        ));
+    }
+    if !s.last_error.is_empty() {
+        out.push_str(&format!("Last error:    {}\n", s.last_error));
+    }
+    if s.auth_state == "waiting-for-user" {
+        out.push_str(&login_instructions(&s.login_url, &s.user_code));
+    } else if s.auth_state == "unregistered" {
+        out.push_str("Run `avsctl login` to link this device with your Amazon account.\n");
+    }
+    out
+}
+
+/// What to do to log in, with a QR code of the URL for a phone.
+pub fn login_instructions(url: &str, code: &str) -> String {
+    let mut out = format!(
+        "\nTo log in, open {url}\nand enter the code {code} (or scan this with your phone):\n\n"
+    );
+    out.push_str(&qr(url));
+    out
+}
+
+/// The URL as a QR code in Unicode half blocks (two rows per line), light
+/// modules drawn, for the usual dark terminal; the quiet zone included.
+pub fn qr(text: &str) -> String {
+    match QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            let mut img = code
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            img.push('\n');
+            img
+        }
+        Err(e) => format!("(no QR code: {e})\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_report_shows_url_code_and_a_qr_code() {
+        let s = Snapshot {
+            auth_state: "waiting-for-user".into(),
+            login_url: "https://pi.local:8443/provision/ABCD2345".into(),
+            user_code: "ABCD2345".into(),
+            dialog_state: "idle".into(),
+            connection: "disconnected".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(text.contains("https://pi.local:8443/provision/ABCD2345"));
+        assert!(text.contains("ABCD2345"));
+        assert!(text.contains('\u{2588}'), "no QR blocks:\n{text}");
+    }
+
+    /// Read the half-block picture back into pixels and decode it with an
+    /// independent QR decoder: the phone must get exactly the URL.
+    #[test]
+    fn terminal_qr_code_decodes_to_the_url() {
+        let url = "https://pi.local:8443/provision/ABCD2345";
+        let art = qr(url);
+        let lines: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
+        let (w, h) = (lines[0].len(), lines.len() * 2);
+        let light = |x: usize, y: usize| {
+            let c = lines[y / 2].get(x).copied().unwrap_or(' ');
+            let top = matches!(c, '\u{2580}' | '\u{2588}');
+            let bottom = matches!(c, '\u{2584}' | '\u{2588}');
+            if y.is_multiple_of(2) { top } else { bottom }
+        };
+        let scale = 4;
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w * scale, h * scale, |x, y| {
+            if light(x / scale, y / scale) { 255 } else { 0 }
+        });
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1, "no QR code found in:\n{art}");
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(content, url);
+    }
+
+    #[test]
+    fn authorized_report_shows_expiry() {
+        let s = Snapshot {
+            auth_state: "authorized".into(),
+            token_expires_at: 1000 + 3599,
+            ..Snapshot::default()
+        };
+        assert!(report(&s, 1000).contains("expires in 59 min 59 s"));
+    }
+}

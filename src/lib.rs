@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod auth;
+pub mod avs;
 pub mod backoff;
 pub mod config;
 pub mod ctl;

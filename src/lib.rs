@@ -5,6 +5,7 @@
 //! the bottom; protocol and service modules in the middle; `daemon` and
 //! `dbus` on top.
 
+pub mod avs;
 pub mod backoff;
 pub mod config;
 pub mod fsutil;

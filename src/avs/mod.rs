@@ -6,6 +6,7 @@ pub mod encode;
 pub mod message;
 mod mime;
 pub mod multipart;
+mod multipart_error;
 
 #[cfg(test)]
 mod tests;

@@ -270,8 +270,8 @@ impl Directive {
 /// A `System.Exception` received as a plain-JSON response body (C.6/C.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvsException {
-    /// The exception's header, if the body had one.
-    pub header: Option<Header>,
+    /// The exception's messageId, if the body had one (for logs).
+    pub message_id: Option<String>,
     /// Code and description.
     pub payload: ExceptionPayload,
 }
@@ -286,8 +286,19 @@ enum ExceptionBody {
 #[derive(Deserialize)]
 struct ExceptionMessage {
     #[serde(default)]
-    header: Option<Header>,
+    header: Option<ExceptionHeader>,
     payload: ExceptionPayload,
+}
+
+/// Lenient on purpose: an error report missing its messageId is still
+/// worth reading, unlike a directive.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExceptionHeader {
+    namespace: String,
+    name: String,
+    #[serde(default)]
+    message_id: Option<String>,
 }
 
 /// Parses the body of a non-multipart error response (400, 403, 429, 500).
@@ -317,7 +328,7 @@ pub fn parse_exception_body(body: &[u8]) -> Result<AvsException, MessageError> {
         });
     }
     Ok(AvsException {
-        header: message.header,
+        message_id: message.header.and_then(|h| h.message_id),
         payload: message.payload,
     })
 }

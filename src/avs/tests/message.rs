@@ -278,13 +278,20 @@ fn exception_bodies_parse() {
         "payload":{"code":"UNAUTHORIZED_REQUEST_EXCEPTION","description":"Unable to authenticate the request."}}"#;
     let exc = parse_exception_body(bare).expect("documented shape");
     assert_eq!(exc.payload.code, "UNAUTHORIZED_REQUEST_EXCEPTION");
-    assert_eq!(exc.header.map(|h| h.message_id), Some("m".into()));
+    assert_eq!(exc.message_id.as_deref(), Some("m"));
     let wrapped = br#"{"directive":{"header":{"namespace":"System","name":"Exception","messageId":"m"},"payload":{"code":"INVALID_REQUEST_EXCEPTION"}}}"#;
     assert_eq!(
         parse_exception_body(wrapped)
             .expect("wrapped")
             .payload
             .description,
+        None
+    );
+    let no_id = br#"{"header":{"namespace":"System","name":"Exception"},"payload":{"code":"THROTTLING_EXCEPTION"}}"#;
+    assert_eq!(
+        parse_exception_body(no_id)
+            .expect("no messageId")
+            .message_id,
         None
     );
     let other = br#"{"header":{"namespace":"System","name":"Other","messageId":"m"},"payload":{"code":"x"}}"#;

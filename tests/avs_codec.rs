@@ -130,6 +130,28 @@ proptest! {
     }
 
     #[test]
+    fn encoded_events_round_trip_under_any_split(
+        audio in proptest::collection::vec(any::<u8>(), 0..2000),
+        token in "[ -~]{0,40}",
+        sizes in proptest::collection::vec(1usize..400, 1..8),
+    ) {
+        let form = FormData::new();
+        let metadata = AvsEvent::speech("SpeechStarted", &token).to_json();
+        let mut body = form.head(&metadata).expect("head").to_vec();
+        body.extend_from_slice(&form.audio_part_header());
+        body.extend_from_slice(&audio);
+        body.extend_from_slice(&form.tail());
+        let (events, err) = parse_chunks(form.boundary(), split(&body, &sizes));
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(&events[1], &Event::Data(metadata.into_bytes().into()));
+        if audio.is_empty() {
+            prop_assert_eq!(events.len(), 6);
+        } else {
+            prop_assert_eq!(&events[4], &Event::Data(audio.into()));
+        }
+    }
+
+    #[test]
     fn damaged_bodies_fail_the_same_way_however_split(
         attachment in tricky_attachment(),
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),

@@ -202,7 +202,9 @@ pub(crate) fn parse_header_block(
             let (_, _, value) = fields
                 .last_mut()
                 .ok_or(HeaderFault::BadLine(at, "continuation before any header"))?;
-            value.push(' ');
+            if !value.is_empty() {
+                value.push(' ');
+            }
             value.push_str(text.trim());
             continue;
         }

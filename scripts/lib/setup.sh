@@ -43,5 +43,5 @@ need_rust() {
 }
 
 # The packages every script needs: the private bus, busctl/systemd-analyze,
-# setpriv, ALSA headers for cpal, pkg-config.
-BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates)
+# setpriv, ALSA headers for cpal, pkg-config, and g++ for libFuzzer.
+BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++)

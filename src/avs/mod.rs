@@ -1,3 +1,14 @@
-//! The Alexa Voice Service side: the HTTP/2 link to AVS.
+//! The Alexa Voice Service side. The wire codec works without any
+//! networking: the multipart parser for directive streams, the
+//! multipart/form-data writer for events, and the JSON envelopes on both
+//! sides. `link` is the HTTP/2 connection they travel on.
 
+pub mod encode;
 pub mod link;
+pub mod message;
+mod mime;
+pub mod multipart;
+mod multipart_error;
+
+#[cfg(test)]
+mod tests;

@@ -168,7 +168,16 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
         let tls = TlsConnector::from(endpoint.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| fail(format!("TLS: {e}")))?;
+            .map_err(|e| {
+                let alert = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                let no_h2 =
+                    rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol);
+                if alert == Some(&no_h2) {
+                    LinkError::NoH2(authority.clone())
+                } else {
+                    fail(format!("TLS: {e}"))
+                }
+            })?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(LinkError::NoH2(authority.clone()));
         }

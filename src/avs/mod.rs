@@ -3,7 +3,10 @@
 //! multipart/form-data writer for events, and the JSON envelopes on both
 //! sides. `link` is the HTTP/2 connection they travel on.
 
+pub mod connection;
+pub mod discovery;
 pub mod encode;
+pub mod inbound;
 pub mod link;
 pub mod message;
 mod mime;

@@ -1,0 +1,160 @@
+//! One event on one link: open the stream under the gate's rules, write the
+//! multipart body (streaming audio as it comes), read the answer.
+
+use bytes::Bytes;
+use h2::SendStream;
+use http::Method;
+use tokio::sync::mpsc;
+
+use super::{Gate, Settings};
+use crate::auth::AuthHandle;
+use crate::avs::encode::FormData;
+use crate::avs::inbound::{Inbound, PumpError, pump};
+use crate::avs::link::{Link, LinkError};
+use crate::avs::message::{AvsException, parse_exception_body};
+use crate::secret::Secret;
+
+/// The events path of AVS v20160207.
+pub const EVENTS_PATH: &str = "/v20160207/events";
+
+/// Why an event was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No link within the queue timeout.
+    #[error("not connected to AVS")]
+    NotConnected,
+    /// No valid access token.
+    #[error("no valid access token: {0}")]
+    NotAuthorized(String),
+    /// AVS refused the token (HTTP 403).
+    #[error("AVS refused the access token (HTTP 403)")]
+    Forbidden(Secret),
+    /// AVS answered an error status, with its System.Exception if any.
+    #[error("AVS answered HTTP {status}{}", exception.as_ref().map(|e| format!(": {} {}", e.payload.code, e.payload.description.clone().unwrap_or_default())).unwrap_or_default())]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The exception body, when AVS sent one.
+        exception: Option<AvsException>,
+    },
+    /// The stream broke or stalled.
+    #[error("the event stream failed: {0}")]
+    Stream(String),
+}
+
+impl From<LinkError> for SendError {
+    fn from(e: LinkError) -> Self {
+        Self::Stream(e.to_string())
+    }
+}
+
+impl From<PumpError> for SendError {
+    fn from(e: PumpError) -> Self {
+        Self::Stream(e.to_string())
+    }
+}
+
+/// Send `metadata` (and `audio`) as one event on `link`.
+pub(crate) async fn exchange(
+    link: &Link,
+    auth: &AuthHandle,
+    gate: &Gate,
+    settings: &Settings,
+    inbound: &mpsc::Sender<Inbound>,
+    metadata: String,
+    audio: Option<mpsc::Receiver<Bytes>>,
+) -> Result<u16, SendError> {
+    let _slot = gate
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| SendError::NotConnected)?;
+    let token = auth
+        .access_token()
+        .await
+        .map_err(|e| SendError::NotAuthorized(e.to_string()))?;
+    let form = FormData::new();
+    let head = form
+        .head(&metadata)
+        .map_err(|e| SendError::Stream(e.to_string()))?;
+    // Held from opening until response headers: AVS wants each event to be
+    // answered before the next begins.
+    let opening = gate.opening.lock().await;
+    let (resp, body) = link
+        .open(
+            Method::POST,
+            EVENTS_PATH,
+            &token.value,
+            Some(&form.content_type()),
+            true,
+        )
+        .await?;
+    let mut body = body.ok_or_else(|| SendError::Stream("no request body stream".into()))?;
+    body.send_data(head, false)
+        .map_err(|e| SendError::Stream(e.to_string()))?;
+    let upload = match audio {
+        Some(rx) => {
+            body.send_data(form.audio_part_header(), false)
+                .map_err(|e| SendError::Stream(e.to_string()))?;
+            Some(tokio::spawn(stream_audio(body, rx, form.tail())))
+        }
+        None => {
+            body.send_data(form.tail(), true)
+                .map_err(|e| SendError::Stream(e.to_string()))?;
+            None
+        }
+    };
+    let resp = tokio::time::timeout(settings.stall_timeout, resp)
+        .await
+        .map_err(|_| SendError::Stream(format!("no response within {:?}", settings.stall_timeout)))?
+        .map_err(|e| SendError::Stream(e.to_string()))?;
+    drop(opening);
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let recv = resp.into_body();
+    let result = match status {
+        200 if content_type.starts_with("multipart/") => {
+            pump(recv, &content_type, inbound, Some(settings.stall_timeout)).await?;
+            Ok(status)
+        }
+        200..=299 => Ok(status),
+        403 => Err(SendError::Forbidden(token.value)),
+        _ => Err(SendError::Status {
+            status,
+            exception: read_exception(recv).await,
+        }),
+    };
+    if let Some(upload) = upload {
+        // The answer is complete; an upload still going (AVS stopped
+        // listening first) has nothing left to say.
+        upload.abort();
+    }
+    result
+}
+
+/// Write audio chunks as they come, then close the body.
+async fn stream_audio(mut body: SendStream<Bytes>, mut rx: mpsc::Receiver<Bytes>, tail: Bytes) {
+    while let Some(chunk) = rx.recv().await {
+        if body.send_data(chunk, false).is_err() {
+            return;
+        }
+    }
+    let _ = body.send_data(tail, true);
+}
+
+async fn read_exception(mut recv: h2::RecvStream) -> Option<AvsException> {
+    let mut buf = Vec::new();
+    while let Some(Ok(chunk)) = recv.data().await {
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        if buf.len() > crate::avs::message::MAX_EXCEPTION_BODY {
+            return None;
+        }
+    }
+    parse_exception_body(&buf).ok()
+}

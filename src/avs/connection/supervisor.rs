@@ -1,0 +1,359 @@
+//! The connection's lifecycle, one phase at a time: wait for a token,
+//! connect, open the downchannel, announce the device, synchronize state,
+//! then watch the link (ping, GOAWAY, downchannel end, 403) and start over.
+//! Every phase runs inside [`Supervisor::until`], so commands (the
+//! watchdog's ping among them) are answered at any point.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::exchange::{SendError, exchange};
+use super::{Command, ContextSource, Gate, Settings};
+use crate::auth::{AuthHandle, AuthState, AuthStatus};
+use crate::avs::discovery;
+use crate::avs::inbound::{Inbound, PumpError, pump};
+use crate::avs::link::{self, Closed, Endpoint, Link, LinkError};
+use crate::avs::message::Event;
+use crate::backoff::Backoff;
+use crate::dialog::ConnectionState;
+use crate::secret::Secret;
+
+/// The downchannel path of AVS v20160207.
+pub const DIRECTIVES_PATH: &str = "/v20160207/directives";
+
+pub(super) struct Supervisor {
+    pub(super) settings: Arc<Settings>,
+    pub(super) auth: AuthHandle,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    pub(super) context: ContextSource,
+    pub(super) gate: Arc<Gate>,
+    pub(super) link: watch::Sender<Option<Link>>,
+    pub(super) state: watch::Sender<ConnectionState>,
+    pub(super) rx: mpsc::Receiver<Command>,
+    pub(super) shutdown: CancellationToken,
+    /// Where to connect now (System.SetEndpoint changes it).
+    pub(super) endpoint: String,
+}
+
+/// How a phase ended early.
+enum Interrupt {
+    Shutdown,
+    Reconnect,
+}
+
+/// Why a connected link was given up.
+#[derive(Debug)]
+enum End {
+    Downchannel(String),
+    Closed(Closed),
+    Ping(String),
+    Forbidden(Secret),
+    AuthLost,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Downchannel(why) | End::Ping(why) => f.write_str(why),
+            End::Closed(Closed::Graceful) => f.write_str("AVS closed the connection"),
+            End::Closed(Closed::Broken(why)) => write!(f, "the connection broke: {why}"),
+            End::Forbidden(_) => f.write_str("AVS refused the access token"),
+            End::AuthLost => f.write_str("no valid access token"),
+        }
+    }
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    #[error("no valid access token: {0}")]
+    Token(String),
+    #[error("AVS refused the access token (HTTP 403)")]
+    Forbidden(Secret),
+    #[error("the downchannel answered HTTP {0}")]
+    Status(u16),
+    #[error("the downchannel did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{what} failed: {source}")]
+    PostConnect {
+        what: &'static str,
+        source: SendError,
+    },
+}
+
+struct Established {
+    link: Link,
+    downchannel: oneshot::Receiver<Result<(), PumpError>>,
+}
+
+impl Supervisor {
+    pub(super) async fn run(mut self) {
+        let mut backoff = Backoff::avs_connect();
+        let mut rejected: Option<Secret> = None;
+        loop {
+            self.publish(ConnectionState::Disconnected);
+            let waited = self
+                .until(wait_for_token(self.auth.clone(), rejected.clone()))
+                .await;
+            match waited {
+                Err(Interrupt::Shutdown) => return,
+                Err(Interrupt::Reconnect) => continue,
+                Ok(()) => {}
+            }
+            let endpoint = match Endpoint::new(&self.endpoint, self.settings.ca_file.as_deref()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(
+                        "cannot use AVS endpoint {}: {e}; back to the configured one",
+                        self.endpoint
+                    );
+                    self.endpoint = self.settings.endpoint.clone();
+                    if self
+                        .until(tokio::time::sleep(backoff.next_delay()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.publish(ConnectionState::Connecting);
+            tracing::info!("connecting to AVS at {}", endpoint.authority());
+            let attempt = establish(
+                endpoint,
+                self.settings.clone(),
+                self.auth.clone(),
+                self.inbound.clone(),
+                self.context.clone(),
+                self.gate.clone(),
+            );
+            let est = match self.until(attempt).await {
+                Err(Interrupt::Shutdown) => return,
+                Err(Interrupt::Reconnect) => continue,
+                Ok(Ok(est)) => est,
+                Ok(Err(e)) => {
+                    if let ConnectError::Forbidden(token) = &e {
+                        rejected = Some(token.clone());
+                        let _ = self.auth.token_rejected(token.clone()).await;
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "cannot connect to AVS (attempt {}, next try in {:.1} s): {e}",
+                        backoff.attempt(),
+                        delay.as_secs_f64()
+                    );
+                    self.publish(ConnectionState::Disconnected);
+                    if self.until(tokio::time::sleep(delay)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            rejected = None;
+            let up_since = Instant::now();
+            self.link.send_replace(Some(est.link.clone()));
+            self.publish(ConnectionState::Connected);
+            tracing::info!("connected to AVS");
+            let watched = watch_link(est, self.settings.clone(), self.auth.clone());
+            let end = self.until(watched).await;
+            self.link.send_replace(None);
+            if up_since.elapsed() >= self.settings.stable_after {
+                backoff.reset();
+            }
+            match end {
+                Err(Interrupt::Shutdown) => return,
+                Err(Interrupt::Reconnect) => {}
+                // GOAWAY: AVS wants us on a fresh connection now; the old
+                // one finishes its streams while the new one comes up.
+                Ok(End::Closed(Closed::Graceful)) => {
+                    tracing::info!("AVS closed the connection (GOAWAY); reconnecting")
+                }
+                Ok(End::AuthLost) => tracing::info!("no valid token any more; disconnected"),
+                Ok(End::Forbidden(token)) => {
+                    tracing::warn!("AVS refused the access token; renewing it before reconnecting");
+                    let _ = self.auth.token_rejected(token.clone()).await;
+                    rejected = Some(token);
+                }
+                Ok(other) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "AVS connection lost ({other}); reconnecting in {:.1} s (attempt {})",
+                        delay.as_secs_f64(),
+                        backoff.attempt()
+                    );
+                    self.publish(ConnectionState::Disconnected);
+                    if self.until(tokio::time::sleep(delay)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `fut` while answering commands; a command that changes where or
+    /// how to connect interrupts it.
+    async fn until<F: Future>(&mut self, fut: F) -> Result<F::Output, Interrupt> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Interrupt::Shutdown),
+                out = &mut fut => return Ok(out),
+                cmd = self.rx.recv() => match cmd {
+                    None => return Err(Interrupt::Shutdown),
+                    Some(Command::Ping(reply)) => { let _ = reply.send(()); }
+                    Some(Command::Forbidden(token)) => {
+                        let _ = self.auth.token_rejected(token).await;
+                        if self.link.borrow().is_some() {
+                            return Err(Interrupt::Reconnect);
+                        }
+                    }
+                    Some(Command::SetEndpoint(url)) => {
+                        let url = super::endpoint_for(&url);
+                        if url != self.endpoint {
+                            tracing::info!("AVS asked to use endpoint {url}; switching");
+                            self.endpoint = url;
+                            return Err(Interrupt::Reconnect);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn publish(&self, state: ConnectionState) {
+        self.state.send_if_modified(|cur| {
+            let changed = *cur != state;
+            *cur = state;
+            changed
+        });
+    }
+}
+
+/// Wait until the auth actor holds a valid token other than `rejected`.
+async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
+    let mut status: watch::Receiver<AuthStatus> = auth.status();
+    loop {
+        if status.borrow_and_update().state == AuthState::Authorized {
+            match auth.access_token().await {
+                Ok(t) if Some(&t.value) != rejected.as_ref() => return,
+                _ => {}
+            }
+        }
+        if status.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn establish(
+    endpoint: Endpoint,
+    settings: Arc<Settings>,
+    auth: AuthHandle,
+    inbound: mpsc::Sender<Inbound>,
+    context: ContextSource,
+    gate: Arc<Gate>,
+) -> Result<Established, ConnectError> {
+    let token = auth
+        .access_token()
+        .await
+        .map_err(|e| ConnectError::Token(e.to_string()))?;
+    let link = link::connect(&endpoint).await?;
+    let resp = tokio::time::timeout(
+        settings.downchannel_timeout,
+        link.get(DIRECTIVES_PATH, &token.value),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout(settings.downchannel_timeout))??;
+    match resp.status().as_u16() {
+        200 => {}
+        403 => return Err(ConnectError::Forbidden(token.value)),
+        other => return Err(ConnectError::Status(other)),
+    }
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (done_tx, downchannel) = oneshot::channel();
+    let out = inbound.clone();
+    tokio::spawn(async move {
+        let result = pump(resp.into_body(), &content_type, &out, None).await;
+        let _ = done_tx.send(result);
+    });
+    let post = |what: &'static str| move |source| ConnectError::PostConnect { what, source };
+    let report = discovery::add_or_update_report(&settings.identity, &token.value);
+    exchange(&link, &auth, &gate, &settings, &inbound, report, None)
+        .await
+        .map_err(post("Alexa.Discovery.AddOrUpdateReport"))?;
+    let sync = Event::synchronize_state(context()).to_json();
+    exchange(&link, &auth, &gate, &settings, &inbound, sync, None)
+        .await
+        .map_err(post("System.SynchronizeState"))?;
+    Ok(Established { link, downchannel })
+}
+
+/// Watch a connected link until it ends, pinging it while idle.
+async fn watch_link(mut est: Established, settings: Arc<Settings>, auth: AuthHandle) -> End {
+    let mut status = auth.status();
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    loop {
+        tokio::select! {
+            r = &mut est.downchannel => {
+                let why = match r {
+                    Ok(Ok(())) => "the downchannel ended".to_string(),
+                    Ok(Err(e)) => format!("the downchannel failed: {e}"),
+                    Err(_) => "the downchannel reader stopped".to_string(),
+                };
+                // A GOAWAY ends the downchannel too; report it as such.
+                return match est.link.closed_now() {
+                    Some(how) => End::Closed(how),
+                    None => End::Downchannel(why),
+                };
+            }
+            how = est.link.closed() => return End::Closed(how),
+            _ = ping.tick() => {
+                if let Err(end) = ping_once(&est.link, &settings, &auth).await {
+                    return end;
+                }
+            }
+            changed = status.changed() => {
+                let lost = changed.is_err() || {
+                    let s = status.borrow_and_update();
+                    s.state != AuthState::Authorized && s.token_expires_at == 0
+                };
+                if lost {
+                    return End::AuthLost;
+                }
+            }
+        }
+    }
+}
+
+async fn ping_once(link: &Link, settings: &Settings, auth: &AuthHandle) -> Result<(), End> {
+    let token = auth.access_token().await.map_err(|_| End::AuthLost)?;
+    match tokio::time::timeout(settings.ping_timeout, link.get("/ping", &token.value)).await {
+        Ok(Ok(resp)) if resp.status().as_u16() == 204 => {
+            tracing::debug!("ping answered");
+            Ok(())
+        }
+        Ok(Ok(resp)) if resp.status().as_u16() == 403 => Err(End::Forbidden(token.value)),
+        Ok(Ok(resp)) => Err(End::Ping(format!("ping answered HTTP {}", resp.status()))),
+        Ok(Err(e)) => Err(End::Ping(format!("ping failed: {e}"))),
+        Err(_) => Err(End::Ping(format!(
+            "no ping answer within {:?}",
+            settings.ping_timeout
+        ))),
+    }
+}

@@ -1,12 +1,17 @@
 //! The daemon's supervisor: starts the actors, takes the bus name, tells
 //! systemd, feeds the watchdog from the main loop, and shuts down cleanly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
+use crate::avs::connection::{self, ConnectionHandle};
+use crate::avs::message::ContextEntry;
+use crate::avs::router::{self, Router};
 use crate::config::AvsdConfig;
 use crate::dbus::{self, BusError};
 use crate::dialog::{self, DialogHandle};
@@ -33,7 +38,29 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
-    let dialog = dialog::spawn(auth.status(), &tracker, shutdown.child_token());
+    let (inbound_tx, inbound) = mpsc::channel(64);
+    let connection = connection::spawn(
+        avs_settings(&config),
+        auth.clone(),
+        inbound_tx,
+        Arc::new(|| ContextEntry::idle(100)),
+        &tracker,
+        shutdown.child_token(),
+    );
+    let router = Router {
+        connection: connection.clone(),
+        auth: auth.clone(),
+        state_dir: config.state_dir(),
+        inactivity_report_every: INACTIVITY_REPORT_EVERY,
+        dialog: None,
+    };
+    tracker.spawn(router.run(inbound, shutdown.child_token()));
+    let dialog = dialog::spawn(
+        auth.status(),
+        connection.state(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let conn = match dbus::serve(
         auth.clone(),
         dialog.clone(),
@@ -60,7 +87,8 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             _ = tick(watchdog) => {
                 // Ping from here, not from a side task: if this loop or an
                 // actor is wedged, systemd stops hearing from us.
-                match alive(&auth, &dialog, watchdog.unwrap_or(Duration::MAX) / 4).await {
+                let within = watchdog.unwrap_or(Duration::MAX) / 4;
+                match alive(&auth, &dialog, &connection, within).await {
                     Ok(()) => notify::watchdog(),
                     Err(e) => tracing::error!("withholding the watchdog ping: {e}"),
                 }
@@ -100,9 +128,40 @@ async fn tick(watchdog: Option<Duration>) {
     }
 }
 
-async fn alive(auth: &AuthHandle, dialog: &DialogHandle, within: Duration) -> Result<(), String> {
+async fn alive(
+    auth: &AuthHandle,
+    dialog: &DialogHandle,
+    connection: &ConnectionHandle,
+    within: Duration,
+) -> Result<(), String> {
     auth.ping(within).await.map_err(|e| e.to_string())?;
-    dialog.ping(within).await.map_err(|e| e.to_string())
+    dialog.ping(within).await.map_err(|e| e.to_string())?;
+    connection.ping(within).await.map_err(|e| e.to_string())
+}
+
+/// The interfaces this build implements, for Alexa.Discovery.
+const CAPABILITIES: &[(&str, &str)] = &[("System", "1.0")];
+
+/// UserInactivityReport goes out hourly (System interface).
+const INACTIVITY_REPORT_EVERY: Duration = Duration::from_secs(3600);
+
+fn avs_settings(config: &AvsdConfig) -> connection::Settings {
+    let state_dir = config.state_dir();
+    // An endpoint AVS asked for (System.SetEndpoint) wins over the config.
+    let endpoint = router::saved_endpoint(&state_dir)
+        .unwrap_or_else(|| connection::endpoint_for(&config.avs.endpoint));
+    let identity = connection::Identity {
+        product_id: config.device.product_id.clone(),
+        dsn: crate::device::serial(config.device.serial.as_deref()),
+        capabilities: CAPABILITIES
+            .iter()
+            .map(|(i, v)| (i.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut settings = connection::Settings::new(endpoint, identity);
+    settings.ca_file = config.avs.ca_file.clone();
+    settings.ping_interval = Duration::from_secs(config.avs.ping_interval_secs);
+    settings
 }
 
 /// The `STATUS=` line: what is going on and what the person should do.

@@ -12,6 +12,7 @@ pub mod message;
 mod mime;
 pub mod multipart;
 mod multipart_error;
+pub mod router;
 
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,30 @@ pub struct AvsdConfig {
     pub device: DeviceConfig,
     /// The companion web service that holds the LWA refresh token.
     pub companion: CompanionClientConfig,
+    /// The Alexa Voice Service connection.
+    pub avs: AvsConfig,
+}
+
+/// `[avs]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvsConfig {
+    /// `na`, `eu`, `fe`, or an `https://` base URL.
+    pub endpoint: String,
+    /// Extra CA (PEM) to trust for the endpoint, e.g. a local stand-in's.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds between pings of an idle connection.
+    pub ping_interval_secs: u64,
+}
+
+impl Default for AvsConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "na".to_string(),
+            ca_file: None,
+            ping_interval_secs: 300,
+        }
+    }
 }
 
 /// `[log]`
@@ -137,6 +161,15 @@ impl StrictConfig for AvsdConfig {
             "companion.renew_before_secs",
             "a whole number of seconds, e.g. 600",
         ),
+        (
+            "avs.endpoint",
+            "\"na\", \"eu\", \"fe\" or an https:// URL in quotes",
+        ),
+        ("avs.ca_file", "the path of a PEM CA certificate in quotes"),
+        (
+            "avs.ping_interval_secs",
+            "a whole number of seconds from 1 to 300",
+        ),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
@@ -181,7 +214,29 @@ impl StrictConfig for AvsdConfig {
                 )),
             }
         }
+        if !["na", "eu", "fe"].contains(&self.avs.endpoint.as_str()) {
+            let ok = url::Url::parse(&self.avs.endpoint)
+                .is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+            if !ok {
+                out.push(Invalid::new(
+                    "avs.endpoint",
+                    format!(
+                        "`{}` is neither a region nor an https:// URL",
+                        self.avs.endpoint
+                    ),
+                    "use \"na\" (North America), \"eu\", \"fe\", or https://HOST[:PORT]",
+                ));
+            }
+        }
+        if !(1..=300).contains(&self.avs.ping_interval_secs) {
+            out.push(Invalid::new(
+                "avs.ping_interval_secs",
+                format!("{} is out of range", self.avs.ping_interval_secs),
+                "use 1 to 300: AVS closes a connection that is idle for 5 minutes",
+            ));
+        }
         for (key, path) in [
+            ("avs.ca_file", &self.avs.ca_file),
             ("companion.ca_file", &self.companion.ca_file),
             ("companion.client_cert", &self.companion.client_cert),
             ("companion.client_key", &self.companion.client_key),

@@ -48,11 +48,6 @@ impl Dialog {
     /// `disconnected`, `connecting` or `connected`.
     #[zbus(property)]
     fn connection(&self) -> String {
-        self.dialog
-            .status()
-            .borrow()
-            .connection
-            .as_str()
-            .to_string()
+        self.dialog.connection().borrow().as_str().to_string()
     }
 }

@@ -113,6 +113,7 @@ pub async fn serve(
     tracker.spawn(signals::forward_dialog(
         conn.clone(),
         dialog.status(),
+        dialog.connection(),
         shutdown,
     ));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())

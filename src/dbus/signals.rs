@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Authorization, Dialog, OBJECT_PATH};
 use crate::auth::AuthStatus;
-use crate::dialog::DialogStatus;
+use crate::dialog::{ConnectionState, DialogStatus};
 
 pub(super) async fn forward_auth(
     conn: zbus::Connection,
@@ -51,6 +51,7 @@ pub(super) async fn forward_auth(
 pub(super) async fn forward_dialog(
     conn: zbus::Connection,
     mut rx: watch::Receiver<DialogStatus>,
+    mut link: watch::Receiver<ConnectionState>,
     shutdown: CancellationToken,
 ) {
     let Ok(iface) = conn
@@ -60,22 +61,29 @@ pub(super) async fn forward_dialog(
     else {
         return;
     };
-    let mut old = *rx.borrow_and_update();
-    while wait(&mut rx, &shutdown).await {
-        let new = *rx.borrow_and_update();
-        let obj = iface.get().await;
-        let em = iface.signal_emitter();
-        let mut sent = Ok(());
-        if new.state != old.state {
-            sent = sent.and(obj.state_changed(em).await);
-        }
-        if new.connection != old.connection {
-            sent = sent.and(obj.connection_changed(em).await);
-        }
+    rx.borrow_and_update();
+    link.borrow_and_update();
+    loop {
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                rx.borrow_and_update();
+                iface.get().await.state_changed(iface.signal_emitter()).await
+            }
+            r = link.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                link.borrow_and_update();
+                iface.get().await.connection_changed(iface.signal_emitter()).await
+            }
+        };
         if let Err(e) = sent {
             tracing::warn!("cannot announce a Dialog property change: {e}");
         }
-        old = new;
     }
 }
 

@@ -60,13 +60,12 @@ impl ConnectionState {
     }
 }
 
-/// Everything the Dialog interface shows.
+/// What the dialog actor publishes (the connection state is published by
+/// the AVS connection supervisor, its only owner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DialogStatus {
     /// Attention state.
     pub state: DialogState,
-    /// AVS connection state.
-    pub connection: ConnectionState,
 }
 
 /// Why a talk command was refused.
@@ -113,6 +112,7 @@ pub enum DialogCommand {
 pub struct DialogHandle {
     tx: mpsc::Sender<DialogCommand>,
     status: watch::Receiver<DialogStatus>,
+    connection: watch::Receiver<ConnectionState>,
 }
 
 impl DialogHandle {
@@ -133,16 +133,33 @@ impl DialogHandle {
     pub fn status(&self) -> watch::Receiver<DialogStatus> {
         self.status.clone()
     }
+
+    /// A receiver of every AVS connection state change.
+    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.clone()
+    }
 }
 
-/// Start the dialog actor; it reads authorization from `auth`.
+/// Start the dialog actor; it reads authorization from `auth` and the AVS
+/// connection state from `connection`.
 pub fn spawn(
     auth: watch::Receiver<AuthStatus>,
+    connection: watch::Receiver<ConnectionState>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> DialogHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (status_tx, status) = watch::channel(DialogStatus::default());
-    tracker.spawn(actor::run(auth, status_tx, rx, shutdown));
-    DialogHandle { tx, status }
+    tracker.spawn(actor::run(
+        auth,
+        connection.clone(),
+        status_tx,
+        rx,
+        shutdown,
+    ));
+    DialogHandle {
+        tx,
+        status,
+        connection,
+    }
 }

@@ -6,6 +6,9 @@
 //! `dbus` on top.
 
 pub mod backoff;
+pub mod companion;
 pub mod config;
 pub mod fsutil;
 pub mod secret;
+pub mod sim;
+pub mod tls;

@@ -1,0 +1,5 @@
+//! Local stand-ins for Amazon's services, for tests, benchmarks and the
+//! demo. Not a production component.
+
+pub mod lwa;
+pub mod token;

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 const REDIRECT: &str = "https://device.example:8443/authresponse";
 
+/// Query overrides: a parameter and its value, or `None` to leave it out.
+type Over<'a> = Vec<(&'a str, Option<&'a str>)>;
+
 fn scope_data(product: &str, dsn: &str) -> String {
     json!({"alexa:all": {"productID": product, "productInstanceAttributes": {"deviceSerialNumber": dsn}}})
         .to_string()
@@ -91,7 +94,7 @@ async fn authorize_checks_client_redirect_type_scope_and_scope_data() {
         assert_eq!((status, loc), (400, None), "{over:?}: {page}");
     }
     let bad_sd = r#"{"alexa:all":{"productID":"p1"}}"#;
-    let cases: Vec<(Vec<(&str, Option<&str>)>, &str)> = vec![
+    let cases: Vec<(Over, &str)> = vec![
         (
             vec![("response_type", Some("token"))],
             "unsupported_response_type",

@@ -61,7 +61,7 @@ fn check_cert(
         return Ok(());
     }
     let want = format!("{product}:{dsn}");
-    if cert_names.iter().any(|n| *n == want) {
+    if cert_names.contains(&want) {
         return Ok(());
     }
     let what = if cert_names.is_empty() {

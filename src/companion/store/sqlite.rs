@@ -56,10 +56,10 @@ impl SqliteStore {
             path: shown.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                crate::fsutil::ensure_private_dir(dir).map_err(io)?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            crate::fsutil::ensure_private_dir(dir).map_err(io)?;
         }
         // Create the file ourselves so it is 0600 from the first byte;
         // SQLite gives its -wal and -shm files the same mode.

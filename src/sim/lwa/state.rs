@@ -40,6 +40,10 @@ impl LwaError {
     }
 }
 
+/// A refused `/ap/oa` request: where it may be sent back to (redirect URI
+/// and the client's `state`), if anywhere, and why.
+pub type Refusal = (Option<(String, Option<String>)>, LwaError);
+
 /// What the stand-in was started with.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -162,11 +166,7 @@ impl SimState {
     /// Check an `/ap/oa` request. `Err((None, e))` must be shown on a page
     /// (client or redirect URI untrusted); `Err((Some(uri), e))` may be sent
     /// back to the client's redirect URI.
-    #[allow(clippy::result_large_err)]
-    pub fn authorize(
-        &mut self,
-        q: &HashMap<String, String>,
-    ) -> Result<String, (Option<(String, Option<String>)>, LwaError)> {
+    pub fn authorize(&mut self, q: &HashMap<String, String>) -> Result<String, Refusal> {
         self.counters.authorize += 1;
         let client = q.get("client_id").map(String::as_str).unwrap_or("");
         if client != self.rules.client_id {

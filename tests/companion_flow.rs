@@ -377,3 +377,36 @@ async fn restart_while_waiting_for_the_user_keeps_the_registration() {
     s.clock.advance(5);
     assert_eq!(device.poll(&session).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_polls_near_expiry_refresh_once() {
+    let s = Setup::new(&[]).await;
+    let (session, first) = linked(&s).await;
+    s.clock.advance(3100);
+    // Hold the refresh at the stand-in so the polls overlap.
+    s.sim
+        .control("delay", json!({"count": 1, "millis": 300}))
+        .await;
+    let device = s.device();
+    let (a, b, c) = tokio::join!(
+        device.poll(&session),
+        device.poll(&session),
+        device.poll(&session)
+    );
+    let tokens: Vec<_> = [a, b, c]
+        .into_iter()
+        .map(|(status, v)| {
+            assert_eq!(status, 200, "{v}");
+            v["access_token"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0] && *t != first),
+        "one new token for all"
+    );
+    assert_eq!(s.sim.counter("refresh_grants").await, 1);
+    assert_eq!(
+        s.sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
+        None
+    );
+}

@@ -3,6 +3,8 @@
 //! with Amazon, and the service keeps the refresh token and hands the device
 //! fresh access tokens.
 
+#![warn(missing_docs)]
+
 pub mod browser;
 pub mod cli;
 pub mod config;

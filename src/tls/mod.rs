@@ -3,6 +3,8 @@
 //! the accept loop shared by `avs-companion` and `avs-sim`, and making a
 //! local CA with server and device certificates.
 
+#![warn(missing_docs)]
+
 pub mod certs;
 pub mod serve;
 

@@ -187,3 +187,6 @@ impl StoreHandle {
             .map_err(|_| StoreError::Worker)?
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -223,7 +223,21 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
     seen.push_str(&browser.get(&back).await.1);
     seen.push_str(&browser.get(&format!("{base}/")).await.1);
 
-    drop(second);
+    // SIGTERM stops it cleanly, with exit status 0.
+    let mut second = second;
+    let pid = second.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(WAIT, second.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
     let refresh = sim.issued_refresh_tokens().await;
     assert_eq!(refresh.len(), 1);
     let logs = format!("{}{}", log1.lock().unwrap(), log2.lock().unwrap());

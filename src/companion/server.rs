@@ -87,7 +87,9 @@ pub async fn run_with_clock(
             }
         })
     };
-    tracing::info!(addr = ?listener.local_addr().ok(), "avs-companion serving HTTPS");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "avs-companion serving HTTPS");
+    }
     crate::tls::serve(listener, tls, shutdown, move |req, peer| {
         let flow = flow.clone();
         async move { route(&flow, req, &peer).await }

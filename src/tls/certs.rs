@@ -102,11 +102,6 @@ fn this_year() -> i32 {
     1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
 }
 
-/// Whether `host` is an IP address (goes in an IP SAN, not a DNS one).
-pub fn is_ip(host: &str) -> bool {
-    host.parse::<IpAddr>().is_ok()
-}
-
 /// The SAN kinds used, for the summary `make-certs` prints.
 pub fn san_kind(host: &str) -> &'static str {
     match host.parse::<IpAddr>() {

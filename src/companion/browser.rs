@@ -1,0 +1,286 @@
+//! The browser side: the code form, the device page with the "Login with
+//! Amazon" link, and `/authresponse` where LWA sends the user back.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, StatusCode};
+
+use super::flow::{Flow, RETRY_BUDGET, normalize_code, pkce_challenge, random_token, with_retry};
+use super::http::{self as h, Resp};
+use super::pages;
+use super::store::{LoginState, Status, TakeState, Tokens};
+use crate::backoff::Backoff;
+use crate::secret::Secret;
+
+/// The cookie that binds a login `state` to this browser. `__Host-` makes
+/// browsers insist on Secure, Path=/ and no Domain.
+pub const COOKIE: &str = "__Host-avs-login";
+
+fn fail(status: StatusCode, title: &str, what: &str, todo: &str) -> Resp {
+    h::html(status, pages::failure(title, what, todo))
+}
+
+fn db_down() -> Resp {
+    fail(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The service could not read or write its database.",
+        "Try again in a minute; if it keeps happening, check the service log.",
+    )
+}
+
+/// `GET /`, or `GET /?code=…` from its own form.
+pub fn home(query: &HashMap<String, String>) -> Resp {
+    match query.get("code") {
+        None => h::html(StatusCode::OK, pages::home(None)),
+        Some(raw) => match normalize_code(raw) {
+            Some(code) => h::redirect(&format!("/provision/{code}")),
+            None => h::html(
+                StatusCode::BAD_REQUEST,
+                pages::home(Some(
+                    "That is not a code from a device: codes have 8 letters and digits, like ABCD-2345.",
+                )),
+            ),
+        },
+    }
+}
+
+/// `GET /provision/{regCode}`: show the device and a login link carrying a
+/// fresh `state` bound to this browser's cookie.
+pub async fn device_page(flow: &Flow, raw_code: &str, headers: &HeaderMap) -> Resp {
+    let gone = || {
+        fail(
+            StatusCode::NOT_FOUND,
+            "Code not found",
+            "This code is unknown or has already been used.",
+            "Check the code on your device, or restart registration on the device to get a new one.",
+        )
+    };
+    let Some(code) = normalize_code(raw_code) else {
+        return gone();
+    };
+    let lookup = code.clone();
+    let session = match flow.store.call(move |s| s.session_by_code(&lookup)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return gone(),
+        Err(_) => return db_down(),
+    };
+    let now = flow.now();
+    if now >= session.reg_expires_at {
+        return fail(
+            StatusCode::GONE,
+            "Code expired",
+            "This code is too old to use.",
+            "Restart registration on the device to get a new code, then use it within a few minutes.",
+        );
+    }
+    let cookie = h::cookie(headers, COOKIE)
+        .filter(|c| {
+            c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or_else(|| random_token(32));
+    let ttl = flow.config.timing.state_ttl_secs;
+    let login = LoginState {
+        state: Secret::new(random_token(32)),
+        session_id: session.id.clone(),
+        cookie: Secret::new(cookie.clone()),
+        verifier: Secret::new(random_token(32)),
+        expires_at: now + ttl,
+    };
+    let url = match consent_url(flow, &session.product_id, &session.dsn, &login) {
+        Some(u) => u,
+        None => return db_down(),
+    };
+    let stored = login.clone();
+    if flow
+        .store
+        .call(move |s| s.add_state(&stored))
+        .await
+        .is_err()
+    {
+        return db_down();
+    }
+    let page = pages::device(&code, &session.product_id, &session.dsn, &url);
+    h::set_cookie(
+        h::html(StatusCode::OK, page),
+        &format!("{COOKIE}={cookie}; Max-Age={ttl}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+    )
+}
+
+/// The LWA consent URL (protocol §A.2) for this login.
+fn consent_url(flow: &Flow, product: &str, dsn: &str, login: &LoginState) -> Option<String> {
+    let lwa = &flow.config.lwa;
+    let mut url = url::Url::parse(&lwa.authorize_url).ok()?;
+    let scope_data = serde_json::json!({
+        "alexa:all": {
+            "productID": product,
+            "productInstanceAttributes": { "deviceSerialNumber": dsn }
+        }
+    });
+    url.query_pairs_mut()
+        .append_pair("client_id", &lwa.client_id)
+        .append_pair("scope", "alexa:all")
+        .append_pair("scope_data", &scope_data.to_string())
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", &lwa.redirect_uri)
+        .append_pair("state", login.state.expose())
+        .append_pair("code_challenge", &pkce_challenge(login.verifier.expose()))
+        .append_pair("code_challenge_method", "S256");
+    Some(url.to_string())
+}
+
+/// `GET /authresponse`: check `state`, then exchange the code.
+pub async fn auth_response(
+    flow: &Flow,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Resp {
+    let again = "Go back to the device page (or type the code at this site's start page) and press Login with Amazon again.";
+    let Some(state) = query.get("state").filter(|s| !s.is_empty()).cloned() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Sign-in could not be checked",
+            "Amazon's answer did not carry the check value this service sent, so it cannot be trusted.",
+            again,
+        );
+    };
+    let cookie = h::cookie(headers, COOKIE);
+    let now = flow.now();
+    let taken = flow
+        .store
+        .call(move |s| s.take_state(&state, cookie.as_deref(), now))
+        .await;
+    let login = match taken {
+        Ok(TakeState::Taken(l)) => l,
+        Ok(TakeState::Unknown) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "Sign-in link already used",
+                "This sign-in answer was already used, or it was not started here.",
+                again,
+            );
+        }
+        Ok(TakeState::Expired) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "Sign-in took too long",
+                "The sign-in was started too long ago.",
+                again,
+            );
+        }
+        Ok(TakeState::WrongBrowser) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "Different browser",
+                "This sign-in was started in another browser (or cookies are blocked), so it was not accepted.",
+                "Open the device page in this browser, with cookies allowed, and sign in from there.",
+            );
+        }
+        Err(_) => return db_down(),
+    };
+    let sid = login.session_id.expose().to_string();
+    let key = sid.clone();
+    let session = match flow.store.call(move |s| s.session(&key)).await {
+        Ok(Some(s)) if s.status == Status::Pending => s,
+        Ok(_) => {
+            return fail(
+                StatusCode::CONFLICT,
+                "Device already handled",
+                "This device registration is no longer waiting for a sign-in.",
+                "If the device does not work, restart registration on it.",
+            );
+        }
+        Err(_) => return db_down(),
+    };
+    if let Some(error) = query.get("error") {
+        if error == "access_denied" {
+            let key = sid.clone();
+            if flow
+                .store
+                .call(move |s| s.end(&key, Status::Denied))
+                .await
+                .is_err()
+            {
+                return db_down();
+            }
+            tracing::info!(product = %session.product_id, dsn = %session.dsn, "user declined consent");
+            return fail(
+                StatusCode::OK,
+                "Access not allowed",
+                "You chose not to let this device use Alexa. Nothing was linked.",
+                "If that was a mistake, restart registration on the device.",
+            );
+        }
+        tracing::warn!(error = %printable(error), "LWA returned an error to /authresponse");
+        return fail(
+            StatusCode::BAD_GATEWAY,
+            "Amazon reported a problem",
+            &format!("Amazon answered with the error \"{}\".", printable(error)),
+            again,
+        );
+    }
+    let Some(code) = query.get("code").filter(|c| !c.is_empty()).cloned() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Sign-in incomplete",
+            "Amazon's answer had neither a code nor an error.",
+            again,
+        );
+    };
+    let mut backoff = Backoff::token_service();
+    let verifier = login.verifier.clone();
+    let granted = with_retry(&mut backoff, RETRY_BUDGET, "code exchange", || {
+        flow.lwa.exchange_code(&code, &verifier)
+    })
+    .await;
+    let g = match granted {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "code exchange failed");
+            let (status, what) = if e.is_transient() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Login with Amazon could not be reached.",
+                )
+            } else {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "Amazon did not accept the sign-in (it may have expired).",
+                )
+            };
+            return fail(status, "Linking failed", what, again);
+        }
+    };
+    let now = flow.now();
+    let tokens = Tokens {
+        access: g.access,
+        access_expires_at: now + g.expires_in,
+        refresh: g.refresh,
+    };
+    match flow.store.call(move |s| s.link(&sid, &tokens)).await {
+        Ok(true) => {
+            tracing::info!(product = %session.product_id, dsn = %session.dsn, "device linked");
+            h::html(
+                StatusCode::OK,
+                pages::success(&session.product_id, &session.dsn),
+            )
+        }
+        Ok(false) => fail(
+            StatusCode::CONFLICT,
+            "Device already handled",
+            "This device registration is no longer waiting for a sign-in.",
+            "If the device does not work, restart registration on it.",
+        ),
+        Err(_) => db_down(),
+    }
+}
+
+/// An error code from the query, cut to something safe to show and log.
+fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! The `avs-companion` command line: serve, `--check-config`, `make-certs`.
+//! Only this module picks exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{CompanionConfig, DEFAULT_COMPANION_CONFIG};
+
+/// The Login with Amazon companion web service for avsd devices.
+#[derive(Debug, Parser)]
+#[command(name = "avs-companion", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, default_value = DEFAULT_COMPANION_CONFIG, global = true)]
+    pub config: PathBuf,
+    /// Check the config, print a summary, and exit (1 if it has problems).
+    #[arg(long)]
+    pub check_config: bool,
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a local CA and a server certificate for this host (and device
+    /// client certificates for mutual TLS). Install `ca.crt` on the devices
+    /// and browsers that talk to the service.
+    MakeCerts {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP address the service is reached at; repeat it.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A device identity `<productId>:<dsn>` to make a client
+        /// certificate for; repeat it.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+    },
+}
+
+/// Parse the command line and run; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::tls::install_provider();
+    if let Some(Command::MakeCerts {
+        out,
+        hosts,
+        devices,
+    }) = &cli.command
+    {
+        return make_certs(out, hosts, devices);
+    }
+    let config: CompanionConfig = match crate::config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.summary(&cli.config));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("avs-companion: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: CompanionConfig) -> ExitCode {
+    let addr = config.server.listen.clone();
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "avs-companion: cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Ok(a) = listener.local_addr() {
+        // Tests and scripts read this line to find a port chosen by the OS.
+        println!("avs-companion listening on https://{a}");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signals(shutdown.clone()));
+    match super::run(listener, config, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Cancel `shutdown` on SIGTERM or SIGINT; SIGHUP is logged and ignored
+/// (there is nothing to reload without a restart).
+pub async fn wait_for_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::info!("SIGHUP: config is read at start only; restart the service to apply changes"),
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+/// Log to stderr (journald captures it under systemd); `RUST_LOG` wins.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // journald and test logs want plain text, a terminal wants colour.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> ExitCode {
+    if let Some(bad) = devices.iter().find(|d| !d.contains(':')) {
+        eprintln!("avs-companion make-certs: --device {bad}: write it as <productId>:<dsn>");
+        return ExitCode::from(1);
+    }
+    match crate::tls::certs::write_bundle(out, hosts, devices) {
+        Ok(()) => {
+            println!(
+                "wrote {}/ca.crt, ca.key, server.crt, server.key",
+                out.display()
+            );
+            for h in hosts {
+                println!(
+                    "  server certificate names {} {h}",
+                    crate::tls::certs::san_kind(h)
+                );
+            }
+            for (i, d) in devices.iter().enumerate() {
+                println!("  device-{}.crt/.key names {d}", i + 1);
+            }
+            println!(
+                "Set server.cert_file and server.key_file to server.crt and server.key; \
+                 trust ca.crt on devices and phones; keep ca.key offline."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion make-certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The device side: `POST /provision/regCode` and `POST /provision/accessToken`
+//! with RFC 8628 §3.5 polling semantics.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::flow::{Flow, RETRY_BUDGET, new_reg_code, random_token, with_retry};
+use super::store::{Session, Status, Tokens};
+use crate::backoff::Backoff;
+use crate::secret::Secret;
+
+/// RFC 8628 adds this much to the interval after each `slow_down`.
+const SLOW_DOWN_STEP: u64 = 5;
+
+/// A device-route failure, sent as `{"error", "error_description"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The error code of the contract.
+    pub error: &'static str,
+    /// Words a person can act on.
+    pub description: String,
+}
+
+impl DeviceError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn bad(error: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, description)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the companion could not reach its database; try again shortly",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        json!({"error": self.error, "error_description": self.description})
+    }
+}
+
+/// When mutual TLS is on, the client certificate must name `product:dsn`.
+fn check_cert(
+    flow: &Flow,
+    cert_names: &[String],
+    product: &str,
+    dsn: &str,
+) -> Result<(), DeviceError> {
+    if flow.config.server.device_ca_file.is_none() {
+        return Ok(());
+    }
+    let want = format!("{product}:{dsn}");
+    if cert_names.contains(&want) {
+        return Ok(());
+    }
+    let what = if cert_names.is_empty() {
+        "this route needs a device client certificate signed by the configured device CA"
+    } else {
+        "the client certificate does not name this product id and serial (<productId>:<dsn>)"
+    };
+    Err(DeviceError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        what,
+    ))
+}
+
+/// `POST /provision/regCode`.
+pub async fn register(
+    flow: &Flow,
+    body: &[u8],
+    cert_names: &[String],
+) -> Result<Value, DeviceError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| DeviceError::bad("invalid_request", "send JSON {\"productId\", \"dsn\"}"))?;
+    let field = |k: &str, max: usize| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty() && s.len() <= max)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                DeviceError::bad(
+                    "invalid_request",
+                    format!("{k} must be a string of 1 to {max} characters"),
+                )
+            })
+    };
+    let product = field("productId", 384)?;
+    let dsn = field("dsn", 128)?;
+    check_cert(flow, cert_names, &product, &dsn)?;
+    if !flow.config.allows(&product, &dsn) {
+        tracing::info!(product = %product, dsn = %dsn, "registration refused: product or DSN not allowed");
+        return Err(DeviceError::new(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            "this product id (or serial number) is not allowed by this companion service",
+        ));
+    }
+    let ttl = flow.config.timing.registration_ttl_secs;
+    let interval = flow.config.timing.poll_interval_secs;
+    // 40-bit codes collide rarely; a few tries make it certain.
+    for _ in 0..8 {
+        let code = new_reg_code();
+        let session = Session {
+            id: Secret::new(random_token(32)),
+            reg_code: Some(code.clone()),
+            product_id: product.clone(),
+            dsn: dsn.clone(),
+            reg_expires_at: flow.now() + ttl,
+            status: Status::Pending,
+            interval,
+            last_poll_at: None,
+            tokens: None,
+        };
+        let id = session.id.clone();
+        let created = flow
+            .store
+            .call(move |s| s.create_session(&session))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot store a registration");
+                DeviceError::internal()
+            })?;
+        if created {
+            tracing::info!(product = %product, dsn = %dsn, "device registered; waiting for the user");
+            return Ok(json!({
+                "regCode": code,
+                "sessionId": id.expose(),
+                "loginUrl": format!("{}/provision/{code}", flow.config.public_base()),
+                "expiresIn": ttl,
+                "interval": interval,
+            }));
+        }
+    }
+    Err(DeviceError::internal())
+}
+
+/// `POST /provision/accessToken`.
+pub async fn access_token(
+    flow: &Flow,
+    body: &[u8],
+    cert_names: &[String],
+) -> Result<Value, DeviceError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| DeviceError::bad("invalid_request", "send JSON {\"sessionId\"}"))?;
+    let id = v
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .ok_or_else(|| DeviceError::bad("invalid_request", "sessionId is missing"))?
+        .to_string();
+    let unknown = || {
+        DeviceError::bad(
+            "invalid_session",
+            "unknown session: register again with POST /provision/regCode",
+        )
+    };
+    let session = load(flow, &id).await?.ok_or_else(unknown)?;
+    check_cert(flow, cert_names, &session.product_id, &session.dsn)?;
+    let now = flow.now();
+    match session.status {
+        Status::Denied | Status::Revoked => Err(DeviceError::bad(
+            "access_denied",
+            "the user refused or revoked access: register again",
+        )),
+        Status::Pending => {
+            if now >= session.reg_expires_at {
+                return Err(DeviceError::bad(
+                    "expired_token",
+                    "the registration code expired before the user logged in: register again",
+                ));
+            }
+            let too_fast = session
+                .last_poll_at
+                .is_some_and(|last| now < last.saturating_add(session.interval));
+            let interval = if too_fast {
+                session.interval + SLOW_DOWN_STEP
+            } else {
+                session.interval
+            };
+            let key = id.clone();
+            flow.store
+                .call(move |s| s.touch_poll(&key, now, interval))
+                .await
+                .map_err(|_| DeviceError::internal())?;
+            if too_fast {
+                Err(DeviceError::bad(
+                    "slow_down",
+                    format!("polling too fast: wait at least {interval} seconds between polls"),
+                ))
+            } else {
+                Err(DeviceError::bad(
+                    "authorization_pending",
+                    "the user has not logged in yet",
+                ))
+            }
+        }
+        Status::Linked => linked(flow, &id, session).await,
+    }
+}
+
+async fn load(flow: &Flow, id: &str) -> Result<Option<Session>, DeviceError> {
+    let key = id.to_string();
+    flow.store
+        .call(move |s| s.session(&key))
+        .await
+        .map_err(|_| DeviceError::internal())
+}
+
+fn token_json(t: &Tokens, now: u64) -> Value {
+    json!({
+        "access_token": t.access.expose(),
+        "token_type": "bearer",
+        "expires_in": t.access_expires_at.saturating_sub(now),
+    })
+}
+
+/// A linked session: the cached token while it has more than the margin
+/// left, else a refresh (one at a time per session, retried with back-off).
+async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, DeviceError> {
+    let margin = flow.config.lwa.refresh_margin_secs;
+    let fresh = |s: &Session, now: u64| {
+        s.tokens
+            .as_ref()
+            .filter(|t| t.access_expires_at > now.saturating_add(margin))
+            .map(|t| token_json(t, now))
+    };
+    if let Some(v) = fresh(&session, flow.now()) {
+        return Ok(v);
+    }
+    let lock = flow.refresh_lock(id);
+    let _guard = lock.lock().await;
+    // Another request may have refreshed while this one waited.
+    let session = load(flow, id)
+        .await?
+        .ok_or_else(|| DeviceError::bad("invalid_session", "unknown session: register again"))?;
+    if session.status != Status::Linked {
+        return Err(DeviceError::bad(
+            "access_denied",
+            "the user revoked access: register again",
+        ));
+    }
+    if let Some(v) = fresh(&session, flow.now()) {
+        return Ok(v);
+    }
+    let Some(old) = session.tokens.clone() else {
+        return Err(DeviceError::bad(
+            "access_denied",
+            "no tokens held: register again",
+        ));
+    };
+    let mut backoff = Backoff::token_service();
+    let result = with_retry(&mut backoff, RETRY_BUDGET, "refresh", || {
+        flow.lwa.refresh(&old.refresh)
+    })
+    .await;
+    let now = flow.now();
+    match result {
+        Ok(g) => {
+            let tokens = Tokens {
+                access: g.access,
+                access_expires_at: now + g.expires_in,
+                refresh: g.refresh,
+            };
+            let key = id.to_string();
+            let stored = tokens.clone();
+            // Stored before the answer goes out, so a rotated refresh token
+            // is never lost to a crash.
+            flow.store
+                .call(move |s| s.update_tokens(&key, &stored))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot store refreshed tokens");
+                    DeviceError::internal()
+                })?;
+            tracing::info!(product = %session.product_id, dsn = %session.dsn, "access token refreshed");
+            Ok(token_json(&tokens, now))
+        }
+        Err(e) if e.is_invalid_grant() => {
+            let key = id.to_string();
+            flow.store
+                .call(move |s| s.end(&key, Status::Revoked))
+                .await
+                .map_err(|_| DeviceError::internal())?;
+            tracing::info!(product = %session.product_id, dsn = %session.dsn, "LWA refused the refresh token; session ended");
+            Err(DeviceError::bad(
+                "access_denied",
+                "the user revoked access at Amazon: register again",
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "refresh failed");
+            if old.access_expires_at > now {
+                // Still valid: better a short-lived token than none.
+                return Ok(token_json(&old, now));
+            }
+            Err(DeviceError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "Login with Amazon is unreachable; retry in a minute",
+            ))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Routing and the service loop: `run` takes its listener and shutdown
+//! token from outside, so tests bind port 0 and stop it when they like.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use hyper::Request;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{CompanionConfig, read_secret};
+use super::flow::{Clock, Flow, SystemClock};
+use super::http::{self as h, Resp};
+use super::lwa_client::LwaClient;
+use super::store::{SqliteStore, StoreHandle};
+use super::{browser, device, pages};
+use crate::tls::Peer;
+
+/// How often expired codes, states and sessions are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+    /// The client secret file.
+    #[error("lwa.client_secret_file: {0}; fix: {1}")]
+    Secret(String, String),
+    /// The LWA client.
+    #[error("{0}")]
+    Lwa(String),
+}
+
+/// Serve the companion on `listener` with the wall clock.
+pub async fn run(
+    listener: TcpListener,
+    config: CompanionConfig,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    run_with_clock(listener, config, shutdown, Arc::new(SystemClock)).await
+}
+
+/// Serve with a given clock (tests move time to expire codes and tokens).
+pub async fn run_with_clock(
+    listener: TcpListener,
+    config: CompanionConfig,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> Result<(), StartError> {
+    let tls = crate::tls::server_config(
+        &config.server.cert_file,
+        &config.server.key_file,
+        config.server.device_ca_file.as_deref(),
+    )?;
+    let secret = read_secret(&config.lwa.client_secret_file)
+        .map_err(|(what, fix)| StartError::Secret(what, fix))?;
+    let lwa = LwaClient::new(&config, secret).map_err(StartError::Lwa)?;
+    let db_path = config.database_path();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+        .await
+        .map_err(|_| super::store::StoreError::Worker)??;
+    let store = StoreHandle::new(Arc::new(store));
+    let flow = Arc::new(Flow::new(Arc::new(config), store, lwa, clock));
+
+    let purger = {
+        let flow = flow.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(PURGE_EVERY) => {}
+                }
+                let now = flow.now();
+                match flow.store.call(move |s| s.purge(now)).await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        })
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "avs-companion serving HTTPS");
+    }
+    crate::tls::serve(listener, tls, shutdown, move |req, peer| {
+        let flow = flow.clone();
+        async move { route(&flow, req, &peer).await }
+    })
+    .await;
+    let _ = purger.await;
+    Ok(())
+}
+
+async fn route(flow: &Flow, req: Request<Incoming>, peer: &Peer) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match (&method, path.as_str()) {
+        (&Method::GET, "/") => browser::home(&h::query(&req)),
+        (&Method::GET, "/authresponse") => {
+            browser::auth_response(flow, &h::query(&req), req.headers()).await
+        }
+        (&Method::POST, "/provision/regCode") => {
+            device_json(req, |body| async move {
+                device::register(flow, &body, &peer.cert_names).await
+            })
+            .await
+        }
+        (&Method::POST, "/provision/accessToken") => {
+            device_json(req, |body| async move {
+                device::access_token(flow, &body, &peer.cert_names).await
+            })
+            .await
+        }
+        (&Method::GET, p) if p.starts_with("/provision/") && p.len() < 64 => {
+            let code = &p["/provision/".len()..];
+            browser::device_page(flow, code, req.headers()).await
+        }
+        (_, "/" | "/authresponse" | "/provision/regCode" | "/provision/accessToken") => {
+            h::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => h::html(
+            StatusCode::NOT_FOUND,
+            pages::failure(
+                "Page not found",
+                "There is no page at this address.",
+                "Start from this site's start page.",
+            ),
+        ),
+    };
+    // The path may hold a registration code: log the route, not the path.
+    let route = if path.starts_with("/provision/")
+        && !path.ends_with("regCode")
+        && !path.ends_with("accessToken")
+    {
+        "/provision/{regCode}"
+    } else {
+        path.as_str()
+    };
+    tracing::debug!(%method, route, status = resp.status().as_u16(), peer = %peer.addr, "request");
+    resp
+}
+
+async fn device_json<F, Fut>(req: Request<Incoming>, f: F) -> Resp
+where
+    F: FnOnce(bytes::Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, device::DeviceError>>,
+{
+    let body = match h::read_body(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match f(body).await {
+        Ok(v) => h::json(StatusCode::OK, &v),
+        Err(e) => h::json(e.status, &e.body()),
+    }
+}

@@ -1,0 +1,7 @@
+//! Local stand-ins for Amazon's services, for tests, benchmarks and the
+//! demo. Not a production component.
+
+#![warn(missing_docs)]
+
+pub mod lwa;
+pub mod token;

@@ -1,0 +1,148 @@
+//! `config/companion.toml` and the parser cannot drift; bad configs are
+//! refused with file, line, key and a fix, by `--check-config` too.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use avsd::companion::CompanionConfig;
+use avsd::config::StrictConfig;
+
+const SAMPLE: &str = include_str!("../config/companion.toml");
+
+/// The sample with every `# key = value` line enabled and its paths moved
+/// into `dir`, where the files they name are created.
+fn enabled_sample(dir: &Path) -> String {
+    let mut out = String::new();
+    for line in SAMPLE.lines() {
+        let body = line.strip_prefix("# ").unwrap_or("");
+        let is_key = body
+            .split_once(" = ")
+            .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' '));
+        out.push_str(if is_key { body } else { line });
+        out.push('\n');
+    }
+    let moved = out.replace("/etc/avsd/companion/", &format!("{}/", dir.display()));
+    let moved = moved.replace("/var/lib/avsd/", &format!("{}/", dir.display()));
+    for f in ["server.crt", "server.key", "ca.crt", "lwa-ca.crt"] {
+        std::fs::write(dir.join(f), "x").unwrap();
+    }
+    write_secret(dir, 0o600);
+    moved
+}
+
+fn write_secret(dir: &Path, mode: u32) {
+    let p = dir.join("client-secret");
+    std::fs::write(&p, "s3cret\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn sample_parses_with_every_key_enabled_and_documents_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path());
+    assert!(!text.contains("\n# level"), "every key was enabled");
+    let path = dir.path().join("companion.toml");
+    let c: CompanionConfig = match avsd::config::parse(&path, &text) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\n{text}"),
+    };
+    assert_eq!(c.lwa.authorize_url, "https://www.amazon.com/ap/oa");
+    assert_eq!(c.lwa.token_url, "https://api.amazon.com/auth/o2/token");
+    assert!(c.server.device_ca_file.is_some() && c.lwa.ca_file.is_some());
+    assert!(c.allows("other-product", "0002") && !c.allows("other-product", "0003"));
+    assert!(c.allows("my_avs_device", "anything"));
+    assert_eq!(c.public_base(), "https://pi.local:8443");
+    // Every documented key appears in the sample, and the other way round.
+    for (key, _) in CompanionConfig::HELP {
+        let leaf = key.rsplit('.').next().unwrap();
+        let section = key.split('.').next().unwrap();
+        assert!(SAMPLE.contains(&format!("[{section}]")), "{key}");
+        if key.contains('.') {
+            assert!(
+                SAMPLE.contains(&format!("{leaf} = ")),
+                "{key} missing from the sample"
+            );
+        }
+    }
+}
+
+#[test]
+fn defaults_point_at_amazon() {
+    let c = CompanionConfig::default();
+    assert_eq!(c.lwa.authorize_url, "https://www.amazon.com/ap/oa");
+    assert_eq!(c.lwa.token_url, "https://api.amazon.com/auth/o2/token");
+    assert_eq!(c.lwa.refresh_margin_secs, 600);
+}
+
+fn check(dir: &Path, text: &str) -> (i32, String, String) {
+    let path = dir.join("companion.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_avs-companion"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_enabled_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path());
+    let (code, out, err) = check(dir.path(), &text);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(": OK") && out.contains("https://pi.local:8443/authresponse"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"));
+}
+
+#[test]
+fn typo_is_refused_with_line_key_and_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path()).replace("refresh_margin_secs", "refresh_margn_secs");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("refresh_margn_secs"))
+        .unwrap()
+        + 1;
+    let (code, _, err) = check(dir.path(), &text);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("companion.toml:{line}")), "{err}");
+    assert!(err.contains("lwa.refresh_margn_secs"), "{err}");
+    assert!(err.contains("did you mean `refresh_margin_secs`"), "{err}");
+}
+
+#[test]
+fn a_client_secret_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path());
+    write_secret(dir.path(), 0o644);
+    let (code, _, err) = check(dir.path(), &text);
+    assert_eq!(code, 1);
+    assert!(err.contains("lwa.client_secret_file"), "{err}");
+    assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("s3cret"));
+}
+
+#[test]
+fn semantic_problems_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path())
+        .replace("https://pi.local:8443/authresponse", "http://pi.local/auth")
+        .replace("listen = \"0.0.0.0:8443\"", "listen = \"everywhere\"")
+        .replace("my_avs_device = []\n", "")
+        .replace("\"other-product\" = [\"0001\", \"0002\"]\n", "");
+    let (code, _, err) = check(dir.path(), &text);
+    assert_eq!(code, 1);
+    for key in ["server.listen", "lwa.redirect_uri", "products"] {
+        assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
+    }
+}

@@ -1,0 +1,377 @@
+//! Shared harness for the companion tests: a throwaway CA, the `avs-sim lwa`
+//! binary, `avs-companion` in-process on port 0 (or as a process), and
+//! browser- and device-like HTTPS clients.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use avsd::companion::CompanionConfig;
+use avsd::companion::flow::ManualClock;
+use avsd::tls::certs::LocalCa;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+mod clients;
+pub use clients::*;
+
+/// Client id the stand-in registers.
+pub const CLIENT_ID: &str = "amzn1.application-oa2-client.test";
+/// A product every test may register.
+pub const PRODUCT: &str = "test_product";
+/// Startup can include a first build of rustls state; never wait forever.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Throwaway PKI and files for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub ca: LocalCa,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub secret: String,
+    pub secret_file: PathBuf,
+    pub token_key: Vec<u8>,
+    pub token_key_file: PathBuf,
+    pub db: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        avsd::tls::install_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = LocalCa::new("test CA").expect("CA");
+        let server = ca
+            .server(&["127.0.0.1".into(), "localhost".into()])
+            .expect("server cert");
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("ca.crt"), &ca.pem.cert).unwrap();
+        std::fs::write(p("server.crt"), &server.cert).unwrap();
+        std::fs::write(p("server.key"), &server.key).unwrap();
+        let secret = format!("secret-{}", avsd::companion::flow::random_token(24));
+        std::fs::write(p("client-secret"), format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(p("client-secret"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let token_key = avsd::companion::flow::random_token(32).into_bytes();
+        std::fs::write(p("token.key"), &token_key).unwrap();
+        Self {
+            ca_file: p("ca.crt"),
+            cert_file: p("server.crt"),
+            key_file: p("server.key"),
+            secret,
+            secret_file: p("client-secret"),
+            token_key,
+            token_key_file: p("token.key"),
+            db: p("state/companion.sqlite3"),
+            ca,
+            dir,
+        }
+    }
+
+    /// A client certificate + key (PEM, concatenated) naming `name`.
+    pub fn device_identity(&self, name: &str) -> reqwest::Identity {
+        let pem = self.ca.client(name).expect("client cert");
+        reqwest::Identity::from_pem(format!("{}{}", pem.cert, pem.key).as_bytes())
+            .expect("identity")
+    }
+
+    /// The companion config as TOML; `extra` is appended to `[server]`.
+    pub fn companion_toml(
+        &self,
+        listen: &str,
+        redirect: &str,
+        sim: &str,
+        server_extra: &str,
+    ) -> String {
+        format!(
+            r#"[log]
+level = "debug"
+
+[server]
+listen = "{listen}"
+cert_file = "{cert}"
+key_file = "{key}"
+{server_extra}
+
+[lwa]
+client_id = "{CLIENT_ID}"
+client_secret_file = "{secret}"
+redirect_uri = "{redirect}"
+authorize_url = "{sim}/ap/oa"
+token_url = "{sim}/auth/o2/token"
+ca_file = "{ca}"
+
+[products]
+{PRODUCT} = []
+"dsn-limited" = ["0001"]
+
+[storage]
+database = "{db}"
+"#,
+            cert = self.cert_file.display(),
+            key = self.key_file.display(),
+            secret = self.secret_file.display(),
+            ca = self.ca_file.display(),
+            db = self.db.display(),
+        )
+    }
+
+    pub fn companion_config(&self, toml: &str) -> CompanionConfig {
+        let path = self.dir.path().join("companion.toml");
+        std::fs::write(&path, toml).unwrap();
+        match avsd::config::load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("test config refused:\n{e}"),
+        }
+    }
+
+    /// A client that trusts the test CA (no cookies, no redirects).
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let ca = reqwest::Certificate::from_pem(self.ca.pem.cert.as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(WAIT)
+    }
+}
+
+/// Spawn `cmd`, collect its stderr, and return it once it printed its
+/// "listening on https://ADDR" line.
+pub async fn spawn_listening(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    let log = Arc::new(Mutex::new(String::new()));
+    collect(child.stderr.take().unwrap(), log.clone());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("no listening line in time")
+        .expect("read stdout");
+    let Some(line) = line else {
+        let _ = child.wait().await;
+        panic!("process exited before listening:\n{}", log.lock().unwrap());
+    };
+    let base = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    let out = Arc::new(Mutex::new(String::new()));
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            out.lock().unwrap().push_str(&l);
+        }
+    });
+    (child, base, log)
+}
+
+fn collect(r: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<String>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let mut s = into.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+}
+
+/// A running `avs-sim lwa`.
+pub struct Sim {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<String>>,
+    client: reqwest::Client,
+}
+
+impl Sim {
+    pub async fn start(env: &Env, redirect: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avs-sim"));
+        cmd.arg("lwa")
+            .args(["--listen", "127.0.0.1:0", "--client-id", CLIENT_ID])
+            .arg("--client-secret-file")
+            .arg(&env.secret_file)
+            .args(["--redirect-uri", redirect])
+            .arg("--tls-cert")
+            .arg(&env.cert_file)
+            .arg("--tls-key")
+            .arg(&env.key_file)
+            .arg("--token-key-file")
+            .arg(&env.token_key_file)
+            .args(extra);
+        let (child, base, log) = spawn_listening(cmd).await;
+        Self {
+            child,
+            base,
+            log,
+            client: env.client(),
+        }
+    }
+
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .client
+            .post(format!("{}/_sim/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "control {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}/_sim/{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn counter(&self, name: &str) -> u64 {
+        self.get("counters").await[name].as_u64().unwrap_or(0)
+    }
+
+    pub async fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.get("issued").await["refresh_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// `avs-companion` running in this process on its own port.
+pub struct Companion {
+    pub base: String,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl Companion {
+    pub async fn start(
+        listener: TcpListener,
+        config: CompanionConfig,
+        clock: Arc<ManualClock>,
+    ) -> Self {
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = avsd::companion::run_with_clock(listener, config, s, clock).await {
+                panic!("companion failed to start: {e}");
+            }
+        });
+        Self {
+            base,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("companion did not stop")
+            .expect("companion task panicked");
+    }
+}
+
+/// The usual set-up: PKI, the stand-in, and the companion in-process.
+pub struct Setup {
+    pub env: Env,
+    pub sim: Sim,
+    pub companion: Companion,
+    pub clock: Arc<ManualClock>,
+    pub redirect: String,
+}
+
+impl Setup {
+    pub async fn new(sim_args: &[&str]) -> Self {
+        Self::with_server_extra(sim_args, "").await
+    }
+
+    pub async fn with_server_extra(sim_args: &[&str], server_extra: &str) -> Self {
+        let env = Env::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let redirect = format!("https://{addr}/authresponse");
+        let sim = Sim::start(&env, &redirect, sim_args).await;
+        let extra = server_extra.replace("{ca}", &env.ca_file.display().to_string());
+        let config = env.companion_config(&env.companion_toml(
+            &addr.to_string(),
+            &redirect,
+            &sim.base,
+            &extra,
+        ));
+        let clock = Arc::new(ManualClock::new());
+        let companion = Companion::start(listener, config, clock.clone()).await;
+        Self {
+            env,
+            sim,
+            companion,
+            clock,
+            redirect,
+        }
+    }
+
+    /// Stop the companion and start it again on the same database.
+    pub async fn restart(&mut self) {
+        let old = std::mem::replace(
+            &mut self.companion,
+            Companion {
+                base: String::new(),
+                shutdown: CancellationToken::new(),
+                task: tokio::spawn(async {}),
+            },
+        );
+        old.stop().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = self.env.companion_config(&self.env.companion_toml(
+            &addr.to_string(),
+            &self.redirect,
+            &self.sim.base,
+            "",
+        ));
+        self.companion = Companion::start(listener, config, self.clock.clone()).await;
+    }
+
+    pub fn device(&self) -> Device {
+        Device {
+            client: self.env.client(),
+            base: self.companion.base.clone(),
+        }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            client: self
+                .env
+                .client_builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        }
+    }
+}

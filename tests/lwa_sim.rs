@@ -1,0 +1,437 @@
+//! `avs-sim lwa` enforces what LWA enforces, black-box over HTTPS.
+
+mod companion_support;
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use companion_support::*;
+use serde_json::{Value, json};
+
+const REDIRECT: &str = "https://device.example:8443/authresponse";
+
+/// Query overrides: a parameter and its value, or `None` to leave it out.
+type Over<'a> = Vec<(&'a str, Option<&'a str>)>;
+
+fn scope_data(product: &str, dsn: &str) -> String {
+    json!({"alexa:all": {"productID": product, "productInstanceAttributes": {"deviceSerialNumber": dsn}}})
+        .to_string()
+}
+
+fn authorize_url(base: &str, over: &[(&str, Option<&str>)]) -> String {
+    let sd = scope_data("p1", "d1");
+    let mut params: Vec<(&str, Option<&str>)> = vec![
+        ("client_id", Some(CLIENT_ID)),
+        ("scope", Some("alexa:all")),
+        ("scope_data", Some(sd.as_str())),
+        ("response_type", Some("code")),
+        ("redirect_uri", Some(REDIRECT)),
+        ("state", Some("st-1")),
+    ];
+    for (k, v) in over {
+        match params.iter_mut().find(|(pk, _)| pk == k) {
+            Some(p) => p.1 = *v,
+            None => params.push((k, *v)),
+        }
+    }
+    let mut url = url::Url::parse(&format!("{base}/ap/oa")).unwrap();
+    for (k, v) in params {
+        if let Some(v) = v {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+    }
+    url.to_string()
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> (u16, String, Option<String>) {
+    let r = c.get(url).send().await.unwrap();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), r.text().await.unwrap(), loc)
+}
+
+async fn token(
+    env: &Env,
+    sim: &Sim,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let mut req = env
+        .client()
+        .post(format!("{}/auth/o2/token", sim.base))
+        .form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// An authorization code from the auto-approving stand-in.
+async fn code(env: &Env, sim: &Sim, extra: &[(&str, Option<&str>)]) -> String {
+    let (status, _, loc) = get(&env.client(), &authorize_url(&sim.base, extra)).await;
+    assert_eq!(status, 302);
+    query_of(&loc.unwrap())["code"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_checks_client_redirect_type_scope_and_scope_data() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &[]).await;
+    let c = env.client();
+    // Untrusted client or return URL: a page, never a redirect.
+    for over in [
+        vec![("client_id", Some("amzn1.other"))],
+        vec![(
+            "redirect_uri",
+            Some("https://device.example:8443/authresponse/"),
+        )],
+        vec![("redirect_uri", None)],
+    ] {
+        let (status, page, loc) = get(&c, &authorize_url(&sim.base, &over)).await;
+        assert_eq!((status, loc), (400, None), "{over:?}: {page}");
+    }
+    let bad_sd = r#"{"alexa:all":{"productID":"p1"}}"#;
+    let cases: Vec<(Over, &str)> = vec![
+        (
+            vec![("response_type", Some("token"))],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", Some("profile"))], "invalid_scope"),
+        (vec![("scope_data", None)], "invalid_request"),
+        (vec![("scope_data", Some("{not json"))], "invalid_request"),
+        (vec![("scope_data", Some(bad_sd))], "invalid_request"),
+        (
+            vec![("code_challenge_method", Some("S256"))],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("code_challenge", Some("short")),
+                ("code_challenge_method", Some("S256")),
+            ],
+            "invalid_request",
+        ),
+    ];
+    for (over, error) in cases {
+        let (status, _, loc) = get(&c, &authorize_url(&sim.base, &over)).await;
+        assert_eq!(status, 302, "{over:?}");
+        let loc = loc.unwrap();
+        assert!(loc.starts_with(REDIRECT), "{loc}");
+        let q = query_of(&loc);
+        assert_eq!(
+            (q["error"].as_str(), q["state"].as_str()),
+            (error, "st-1"),
+            "{over:?}"
+        );
+    }
+    // A good request shows the consent page with both buttons.
+    let (status, page, _) = get(&c, &authorize_url(&sim.base, &[])).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"allow\"") && page.contains("id=\"deny\""),
+        "{page}"
+    );
+    assert!(page.contains("p1") && page.contains("d1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_deny_and_single_use_requests() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &[]).await;
+    let browser = Browser {
+        client: env.client(),
+    };
+    let url = authorize_url(&sim.base, &[]);
+    let back = browser.consent(&url, false).await;
+    let q = query_of(&back);
+    assert_eq!(
+        (q["error"].as_str(), q["state"].as_str()),
+        ("access_denied", "st-1")
+    );
+    let back = browser.consent(&url, true).await;
+    let q = query_of(&back);
+    assert_eq!(q["scope"], "alexa:all");
+    assert!(!q["code"].is_empty());
+    // Answering the same consent request twice is refused.
+    let (_, page, _) = get(&env.client(), &url).await;
+    let request = attr_value(&page, "name=\"request\" value=\"");
+    let consent = format!("{}/ap/oa/consent", sim.base);
+    for expect in [302, 400] {
+        let r = env
+            .client()
+            .post(&consent)
+            .form(&[("request", request.as_str()), ("decision", "allow")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expect);
+    }
+    assert_eq!(sim.counter("allowed").await, 2);
+    assert_eq!(sim.counter("denied").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_authenticates_the_client_and_checks_the_code() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &["--auto-approve"]).await;
+    let secret = env.secret.clone();
+    let grant = |code: &str| {
+        vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.to_string()),
+            ("redirect_uri".to_string(), REDIRECT.to_string()),
+            ("client_id".to_string(), CLIENT_ID.to_string()),
+        ]
+    };
+    let with = |mut f: Vec<(String, String)>, extra: &[(&str, &str)]| {
+        f.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        f
+    };
+    let send = |f: Vec<(String, String)>, basic: Option<(&'static str, String)>| {
+        let env = &env;
+        let sim = &sim;
+        async move {
+            let pairs: Vec<(&str, &str)> =
+                f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match &basic {
+                Some((id, s)) => token(env, sim, &pairs, Some((id, s.as_str()))).await,
+                None => token(env, sim, &pairs, None).await,
+            }
+        }
+    };
+
+    let c = code(&env, &sim, &[]).await;
+    let (st, v) = send(grant(&c), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "no secret"
+    );
+    let (st, v) = send(with(grant(&c), &[("client_secret", "wrong")]), None).await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")));
+    assert!(v["error_description"].is_string());
+    let (st, v) = send(
+        with(grant(&c), &[("client_secret", &secret)]),
+        Some((CLIENT_ID, secret.clone())),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "two methods"
+    );
+    let mut other_redirect = grant(&c);
+    other_redirect[2].1 = "https://elsewhere.example/authresponse".into();
+    let (st, v) = send(with(other_redirect, &[("client_secret", &secret)]), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "redirect bound"
+    );
+    // HTTP Basic works, and the code is then used up.
+    let (st, v) = send(grant(&c), Some((CLIENT_ID, secret.clone()))).await;
+    assert_eq!(st, 200, "{v}");
+    let access = v["access_token"].as_str().unwrap();
+    assert!(access.starts_with("Atza|") && access.len() >= 350);
+    let refresh = v["refresh_token"].as_str().unwrap().to_string();
+    assert!(refresh.starts_with("Atzr|"));
+    assert_eq!(
+        (v["token_type"].as_str(), v["expires_in"].as_u64()),
+        (Some("bearer"), Some(3600))
+    );
+    let (st, v) = send(with(grant(&c), &[("client_secret", &secret)]), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "replayed code"
+    );
+    // The replay revoked what the code gave (RFC 6749 §4.1.2).
+    let rf = |t: &str| {
+        vec![
+            ("grant_type".to_string(), "refresh_token".to_string()),
+            ("refresh_token".to_string(), t.to_string()),
+            ("client_id".to_string(), CLIENT_ID.to_string()),
+            ("client_secret".to_string(), secret.clone()),
+        ]
+    };
+    assert_eq!(send(rf(&refresh), None).await.1["error"], "invalid_grant");
+
+    // Refresh tokens rotate: the old one dies, the new one works.
+    let c = code(&env, &sim, &[]).await;
+    let (_, v) = send(with(grant(&c), &[("client_secret", &secret)]), None).await;
+    let r1 = v["refresh_token"].as_str().unwrap().to_string();
+    let (st, v) = send(rf(&r1), None).await;
+    assert_eq!(st, 200, "{v}");
+    let r2 = v["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(r1, r2);
+    assert_eq!(send(rf(&r1), None).await.1["error"], "invalid_grant");
+    let mut no_secret = rf(&r2);
+    no_secret.pop();
+    assert_eq!(send(no_secret, None).await.0, 401);
+    assert_eq!(send(rf(&r2), None).await.0, 200);
+
+    // Codes expire.
+    let c = code(&env, &sim, &[]).await;
+    sim.control("advance", json!({"secs": 301})).await;
+    let (st, v) = send(with(grant(&c), &[("client_secret", &secret)]), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "expired code"
+    );
+
+    let gt = |g: &str| {
+        vec![
+            ("grant_type".to_string(), g.to_string()),
+            ("client_id".to_string(), CLIENT_ID.to_string()),
+            ("client_secret".to_string(), secret.clone()),
+        ]
+    };
+    assert_eq!(
+        send(gt("password"), None).await.1["error"],
+        "unsupported_grant_type"
+    );
+    assert_eq!(
+        send(gt("device_code"), None).await.1["error"],
+        "unauthorized_client"
+    );
+    let (st, v) = send(gt("authorization_code"), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "missing code"
+    );
+    let r = env
+        .client()
+        .post(format!("{}/auth/o2/token", sim.base))
+        .json(&json!({"grant_type": "refresh_token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "JSON bodies are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_is_checked_when_a_challenge_was_sent() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &["--auto-approve"]).await;
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    let pkce = [
+        ("code_challenge", Some(challenge.as_str())),
+        ("code_challenge_method", Some("S256")),
+    ];
+    let secret = env.secret.clone();
+    let form = |code: &str, v: Option<&str>| {
+        let mut f: HashMap<&str, String> = HashMap::from([
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", REDIRECT.to_string()),
+            ("client_id", CLIENT_ID.to_string()),
+            ("client_secret", secret.clone()),
+        ]);
+        if let Some(v) = v {
+            f.insert("code_verifier", v.to_string());
+        }
+        f
+    };
+    for (v, expect) in [
+        (None, 400),
+        (Some("wrong-verifier-wrong-verifier-wrong-verifier-x"), 400),
+        (Some(verifier), 200),
+    ] {
+        let c = code(&env, &sim, &pkce).await;
+        let f = form(&c, v);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (st, body) = token(&env, &sim, &pairs, None).await;
+        assert_eq!(st, expect, "{v:?}: {body}");
+        if expect == 400 {
+            assert_eq!(body["error"], "invalid_grant");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knobs_fail_and_delay_token_calls() {
+    let env = Env::new();
+    let sim = Sim::start(
+        &env,
+        REDIRECT,
+        &["--auto-approve", "--token-lifetime", "120"],
+    )
+    .await;
+    sim.control("fail", json!({"count": 2, "status": 500}))
+        .await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", "x")];
+    assert_eq!(
+        token(&env, &sim, &form, Some((CLIENT_ID, &env.secret)))
+            .await
+            .0,
+        500
+    );
+    assert_eq!(
+        token(&env, &sim, &form, Some((CLIENT_ID, &env.secret)))
+            .await
+            .0,
+        500
+    );
+    assert_eq!(
+        token(&env, &sim, &form, Some((CLIENT_ID, &env.secret)))
+            .await
+            .0,
+        400
+    );
+    sim.control("delay", json!({"count": 1, "millis": 300}))
+        .await;
+    let start = std::time::Instant::now();
+    token(&env, &sim, &form, Some((CLIENT_ID, &env.secret))).await;
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(sim.counter("token_calls").await, 4);
+    assert_eq!(sim.counter("injected_failures").await, 2);
+    let c = code(&env, &sim, &[]).await;
+    let (st, v) = token(
+        &env,
+        &sim,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &c),
+            ("redirect_uri", REDIRECT),
+        ],
+        Some((CLIENT_ID, &env.secret)),
+    )
+    .await;
+    assert_eq!((st, v["expires_in"].as_u64()), (200, Some(120)));
+    let t = v["access_token"].as_str().unwrap();
+    let now = avsd::sim::token::unix_now();
+    assert!(avsd::sim::token::verify_access_token(&env.token_key, t, now).is_ok());
+    assert!(avsd::sim::token::verify_access_token(&env.token_key, t, now + 121).is_err());
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_a_readable_secret() {
+    let env = Env::new();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"))
+        .args([
+            "lwa",
+            "--client-secret-file",
+            "/nonexistent/secret",
+            "--redirect-uri",
+            REDIRECT,
+        ])
+        .arg("--tls-cert")
+        .arg(&env.cert_file)
+        .arg("--tls-key")
+        .arg(&env.key_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/secret"), "{err}");
+}

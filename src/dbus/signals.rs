@@ -1,49 +1,56 @@
-//! PropertiesChanged for every change an actor publishes: one task per
-//! interface turns `watch` updates into signals for the fields that moved.
+//! PropertiesChanged for every change an actor publishes. All properties
+//! that moved in one update go out in one signal, so a client never sees
+//! `State=waiting-for-user` before the `LoginUrl` that goes with it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use zbus::fdo::Properties;
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::Value;
 
-use super::{Authorization, Dialog, OBJECT_PATH};
+use super::OBJECT_PATH;
 use crate::auth::AuthStatus;
 use crate::dialog::{ConnectionState, DialogStatus};
+
+const AUTHORIZATION: &str = "org.avsd.Avs1.Authorization";
+const DIALOG: &str = "org.avsd.Avs1.Dialog";
 
 pub(super) async fn forward_auth(
     conn: zbus::Connection,
     mut rx: watch::Receiver<AuthStatus>,
     shutdown: CancellationToken,
 ) {
-    let Ok(iface) = conn
-        .object_server()
-        .interface::<_, Authorization>(OBJECT_PATH)
-        .await
-    else {
+    let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
     let mut old = rx.borrow_and_update().clone();
-    while wait(&mut rx, &shutdown).await {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
         let new = rx.borrow_and_update().clone();
-        let obj = iface.get().await;
-        let em = iface.signal_emitter();
-        let mut sent = Ok(());
+        let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
         if new.state != old.state {
-            sent = sent.and(obj.state_changed(em).await);
+            changed.insert("State", Value::from(new.state.as_str()));
         }
         if new.login_url != old.login_url {
-            sent = sent.and(obj.login_url_changed(em).await);
+            changed.insert("LoginUrl", Value::from(new.login_url.as_str()));
         }
         if new.user_code != old.user_code {
-            sent = sent.and(obj.user_code_changed(em).await);
+            changed.insert("UserCode", Value::from(new.user_code.as_str()));
         }
         if new.token_expires_at != old.token_expires_at {
-            sent = sent.and(obj.token_expires_at_changed(em).await);
+            changed.insert("TokenExpiresAt", Value::from(new.token_expires_at));
         }
         if new.last_error != old.last_error {
-            sent = sent.and(obj.last_error_changed(em).await);
+            changed.insert("LastError", Value::from(new.last_error.as_str()));
         }
-        if let Err(e) = sent {
-            tracing::warn!("cannot announce an Authorization property change: {e}");
-        }
+        emit(&emitter, AUTHORIZATION, changed).await;
         old = new;
     }
 }
@@ -54,43 +61,45 @@ pub(super) async fn forward_dialog(
     mut link: watch::Receiver<ConnectionState>,
     shutdown: CancellationToken,
 ) {
-    let Ok(iface) = conn
-        .object_server()
-        .interface::<_, Dialog>(OBJECT_PATH)
-        .await
-    else {
+    let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
     rx.borrow_and_update();
     link.borrow_and_update();
     loop {
-        let sent = tokio::select! {
+        let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
+        tokio::select! {
             _ = shutdown.cancelled() => return,
             r = rx.changed() => {
                 if r.is_err() {
                     return;
                 }
-                rx.borrow_and_update();
-                iface.get().await.state_changed(iface.signal_emitter()).await
+                let state = rx.borrow_and_update().state;
+                changed.insert("State", Value::from(state.as_str()));
             }
             r = link.changed() => {
                 if r.is_err() {
                     return;
                 }
-                link.borrow_and_update();
-                iface.get().await.connection_changed(iface.signal_emitter()).await
+                let connection = *link.borrow_and_update();
+                changed.insert("Connection", Value::from(connection.as_str()));
             }
-        };
-        if let Err(e) = sent {
-            tracing::warn!("cannot announce a Dialog property change: {e}");
         }
+        emit(&emitter, DIALOG, changed).await;
     }
 }
 
-/// Wait for the next change; false when the publisher is gone or we stop.
-async fn wait<T>(rx: &mut watch::Receiver<T>, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        r = rx.changed() => r.is_ok(),
+async fn emit(
+    emitter: &SignalEmitter<'_>,
+    interface: &'static str,
+    changed: HashMap<&str, Value<'_>>,
+) {
+    if changed.is_empty() {
+        return;
+    }
+    let name = InterfaceName::from_static_str_unchecked(interface);
+    if let Err(e) = Properties::properties_changed(emitter, name, changed, Cow::Borrowed(&[])).await
+    {
+        tracing::warn!("cannot announce a {interface} property change: {e}");
     }
 }

@@ -212,11 +212,22 @@ impl Daemon {
         config: &str,
         extra_env: &[(&str, &str)],
     ) -> Daemon {
+        Self::start_in(bus, notify, config, None, extra_env)
+    }
+
+    /// Like `start`, keeping state in `state` (to survive a restart).
+    pub fn start_in(
+        bus: &Bus,
+        notify: Option<&Notify>,
+        config: &str,
+        state: Option<&Path>,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("avsd-daemon")
             .tempdir()
             .unwrap();
-        let state = dir.path().join("state");
+        let state = state.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let config_path = dir.path().join("avsd.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avsd"));
@@ -255,6 +266,14 @@ impl Daemon {
     }
 
     /// Start avsd and wait until its name is on the bus (READY=1).
+    /// Start avsd with its state in `state` and wait for READY=1.
+    pub fn start_ready_in(bus: &Bus, config: &str, state: &Path) -> Daemon {
+        let notify = Notify::bind();
+        let d = Daemon::start_in(bus, Some(&notify), config, Some(state), &[]);
+        notify.wait_for("READY=1", Duration::from_secs(20));
+        d
+    }
+
     pub fn start_ready(bus: &Bus, config: &str) -> Daemon {
         let notify = Notify::bind();
         let d = Daemon::start(bus, Some(&notify), config, &[]);

@@ -77,6 +77,7 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
 
 async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
     let mut changes = auth.receive_state_changed().await;
+    let mut owners = auth.inner().receive_owner_changed().await?;
     if auth.state().await? != "waiting-for-user" {
         auth.start().await?;
     }
@@ -105,8 +106,16 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
             }
             _ => {}
         }
-        if changes.next().await.is_none() {
-            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        // Stop waiting if avsd leaves the bus (stopped or crashed).
+        tokio::select! {
+            change = changes.next() => if change.is_none() {
+                return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+            },
+            owner = owners.next() => if !matches!(owner, Some(Some(_))) {
+                return Err(zbus::Error::Failure(
+                    "avsd stopped while waiting for the login (journalctl -u avsd)".to_string(),
+                ));
+            },
         }
     }
 }

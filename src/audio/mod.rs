@@ -16,7 +16,15 @@
 //! buffer and a preallocated lock-free ring ([`rtrb`]) and bump atomic
 //! counters: they never block, allocate or log. Format conversion, resampling
 //! and MP3 decoding run on dedicated `std` threads (never on tokio's async
-//! workers), which talk to async code through bounded tokio channels.
+//! workers), which talk to async code through tokio channels: a bounded one
+//! for capture chunks (a slow consumer shows up as counted overruns, not as
+//! memory growth), an unbounded one for the few playback events.
+//!
+//! Devices are ALSA PCM names. Named PCMs from an asound.conf are found only
+//! when they carry `hint { show on }`, because cpal looks names up among
+//! ALSA's hints; `default` always works.
+
+#![warn(missing_docs)]
 
 mod capture;
 mod decode;

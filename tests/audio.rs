@@ -79,16 +79,21 @@ alsa_test!(capture_16k_mono_is_byte_exact, |dir: &Path| {
         writer.go();
         let (got, first_chunk) = collect(&mut mic, data.len()).await;
         let overruns = mic.overruns();
-        mic.stop();
+        // close() returns once ALSA has let go of the device.
+        timeout(STEP, mic.close()).await.expect("closed promptly");
         let t0 = writer.join().expect("writer started");
         let latency = first_chunk.duration_since(t0);
-        println!("16 kHz mono: first chunk {latency:?} after the first sample was written; {overruns} overruns");
+        // Overruns may come after the file's end: the null device then delivers
+        // silence faster than real time. The byte comparison shows that no
+        // sample of the file itself was lost.
+        println!(
+            "16 kHz mono: first chunk {latency:?} after the first sample was written; {overruns} overruns"
+        );
         assert!(latency < Duration::from_millis(250), "first audio promptly: {latency:?}");
         let whole = data.len() / AVS_CHUNK_BYTES * AVS_CHUNK_BYTES;
         assert!(got[..whole] == data[..whole], "the chunks are the file, byte for byte");
         // The tail: the file's last bytes, then the silence after its end.
         assert_eq!(&got[whole..data.len()], &data[whole..]);
-        assert_eq!(overruns, 0, "no samples lost while the file played");
     });
 });
 
@@ -269,9 +274,19 @@ fn answer_mp3(dir: &Path, rate: u32) -> (Vec<u8>, Vec<f32>) {
         &[path_str(&wav), "-r", "24000", "-c", "1", path_str(&wav24)],
     );
     let mp3 = dir.join("answer.mp3");
+    // With an ID3v2 tag in front, as some servers send: the decoder must skip it.
     tool(
         "lame",
-        &["--quiet", "-b", "48", path_str(&wav24), path_str(&mp3)],
+        &[
+            "--quiet",
+            "-b",
+            "48",
+            "--add-id3v2",
+            "--tt",
+            "avsd answer",
+            path_str(&wav24),
+            path_str(&mp3),
+        ],
     );
     let reference = dir.join("answer_ref.raw");
     let rate = rate.to_string();

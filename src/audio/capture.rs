@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -86,7 +86,8 @@ pub struct Capture {
     chunks: mpsc::Receiver<Result<Bytes, AudioError>>,
     shared: Arc<Shared>,
     format: StreamFormat,
-    thread: Option<JoinHandle<()>>,
+    thread: Thread,
+    closed: Option<oneshot::Receiver<()>>,
 }
 
 impl Capture {
@@ -105,22 +106,27 @@ impl Capture {
         });
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (closed_tx, closed) = oneshot::channel();
         let thread_shared = shared.clone();
-        let thread = thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("avsd-capture".into())
-            .spawn(move || run(config, thread_shared, tx, ready_tx))
+            .spawn(move || {
+                run(config, thread_shared, tx, ready_tx);
+                // Sent after the cpal stream is gone: the device is free again.
+                let _ = closed_tx.send(());
+            })
             .map_err(|e| AudioError::Thread(format!("cannot start the capture thread: {e}")))?;
         match ready_rx.await {
             Ok(Ok(format)) => Ok(Capture {
                 chunks,
                 shared,
                 format,
-                thread: Some(thread),
+                thread: handle.thread().clone(),
+                closed: Some(closed),
             }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
+            // The thread is on its way out and holds no device; not joined,
+            // because joining would block this async worker.
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(AudioError::Thread("the capture thread died".into())),
         }
     }
@@ -143,22 +149,36 @@ impl Capture {
         self.format
     }
 
-    /// Stops capturing at once. The device is closed by the capture thread
-    /// shortly after (within one period); this never blocks.
+    /// Stops capturing at once. The capture thread closes the device shortly
+    /// after (within a period or so); this never blocks. Use
+    /// [`close`](Self::close) to wait until the device is free again.
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// Stops capturing and waits until the ALSA device is closed, so that it
+    /// can be opened again at once (a `hw:` device is exclusive: reopening it
+    /// for `ExpectSpeech` right after `StopCapture` would otherwise race).
+    pub async fn close(mut self) {
+        self.signal_stop();
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.await;
+        }
+    }
+
+    fn signal_stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Unblocks the converter if it waits for room in the channel.
+        self.chunks.close();
+        self.thread.unpark();
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.chunks.close();
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            // Not joined: closing an ALSA device can take a period or more and
-            // this may run on an async worker. The thread exits on its own.
-        }
+        // Not joined: closing an ALSA device can take a period or more and
+        // this may run on an async worker. The thread exits on its own.
+        self.signal_stop();
     }
 }
 

@@ -232,6 +232,8 @@ impl FifoReader {
             };
             let mut reached = Some(pace.reached);
             let mut all = Vec::new();
+            // Where sound starts: ALSA gets silence until the first frame is decoded.
+            let mut sound_from: Option<usize> = None;
             let mut buf = vec![0u8; pace.per_tick];
             let mut next = Instant::now();
             loop {
@@ -246,8 +248,13 @@ impl FifoReader {
                         Err(_) => return all,
                     }
                 }
+                if sound_from.is_none()
+                    && let Some(i) = buf.iter().position(|b| *b != 0)
+                {
+                    sound_from = Some(all.len() + i);
+                }
                 all.extend_from_slice(&buf);
-                if all.len() >= pace.mark
+                if sound_from.is_some_and(|from| all.len() - from >= pace.mark)
                     && let Some(tx) = reached.take()
                 {
                     let _ = tx.send(());
@@ -266,7 +273,8 @@ impl FifoReader {
     }
 
     /// Starts reading at this many bytes per 10 ms (the device format's).
-    /// The receiver fires once `mark` bytes were read; with `hang_up` the
+    /// The receiver fires once `mark` bytes were read from the first non-zero
+    /// byte on (from where sound starts); with `hang_up` the
     /// reader then closes the FIFO, as if the speaker went away.
     pub fn pace(
         &self,

@@ -345,10 +345,12 @@ alsa_test!(
 
         // Half the MP3 first: sound must start before the rest arrives.
         let half = mp3.len() / 2;
+        let pushed = Instant::now();
         for piece in mp3[..half].chunks(1_000) {
             player.push(Bytes::copy_from_slice(piece));
         }
         assert_eq!(next(&mut player).await, Some(PlayerEvent::Started), "started on half the MP3");
+        println!("Started {:?} after the first MP3 bytes were pushed", pushed.elapsed());
         for piece in mp3[half..].chunks(1_000) {
             player.push(Bytes::copy_from_slice(piece));
         }

@@ -58,7 +58,6 @@ pub(crate) struct Mp3Stream {
     interleaved: Vec<f32>,
     /// Sample rate of the MP3, known after the first frame.
     pub(crate) rate: u32,
-    channels: usize,
 }
 
 impl Mp3Stream {
@@ -86,7 +85,6 @@ impl Mp3Stream {
             decoder,
             interleaved: Vec::new(),
             rate,
-            channels: params.channels.as_ref().map_or(1, |c| c.count()).max(1),
         })
     }
 
@@ -107,7 +105,6 @@ impl Mp3Stream {
                 Ok(buf) => {
                     buf.copy_to_vec_interleaved(&mut self.interleaved);
                     let ch = buf.spec().channels().count().max(1);
-                    self.channels = ch;
                     super::resample::downmix_into(&self.interleaved, ch, out);
                     return Ok(true);
                 }

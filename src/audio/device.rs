@@ -195,14 +195,17 @@ pub(crate) fn find_device(
     })
 }
 
-/// The stream config for a format, asking for a fixed 10 ms period. cpal's
-/// default lets ALSA choose, and with some plugins that means one frame per
-/// callback; 10 ms matches the AVS chunk and keeps latency to one period.
+/// The stream config for a format, asking for a fixed period of `period_ms`.
+/// cpal's default lets ALSA choose, and with some plugins that means one
+/// frame per callback. Capture uses 10 ms (the AVS chunk, so latency is one
+/// period); playback 20 ms, since an answer can start 40 ms later but must
+/// not crackle on a busy Pi (cpal keeps two periods in the ALSA buffer).
 pub(crate) fn stream_config(
     format: StreamFormat,
     buffer: Option<&SupportedBufferSize>,
+    period_ms: u32,
 ) -> StreamConfig {
-    let mut frames = format.frames_per_10ms();
+    let mut frames = (format.rate * period_ms / 1000).max(1);
     if let Some(SupportedBufferSize::Range { min, max }) = buffer {
         frames = frames.clamp(*min, (*max).max(*min));
     }
@@ -294,7 +297,7 @@ mod tests {
             channels: 2,
             sample: SampleKind::F32,
         };
-        let c = stream_config(f, None);
+        let c = stream_config(f, None, 10);
         assert_eq!(c.buffer_size, BufferSize::Fixed(480));
         let c = stream_config(
             f,
@@ -302,7 +305,10 @@ mod tests {
                 min: 1024,
                 max: 4096,
             }),
+            10,
         );
         assert_eq!(c.buffer_size, BufferSize::Fixed(1024));
+        let c = stream_config(f, None, 20);
+        assert_eq!(c.buffer_size, BufferSize::Fixed(960));
     }
 }

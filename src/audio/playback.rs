@@ -27,6 +27,8 @@ use super::{AudioError, DEFAULT_DEVICE, Direction};
 /// Device audio the ring holds between decoder and callback. The decoder
 /// runs far ahead of real time, so this only has to cover its scheduling gaps.
 const RING_MS: u32 = 500;
+/// ALSA period; see `device::stream_config` for why playback uses 20 ms.
+const PERIOD_MS: u32 = 20;
 /// How often the playback thread turns counters into events. Bounds how late
 /// `Started` / `Finished` / `Stopped` are reported, not the audio itself.
 const MONITOR_TICK: Duration = Duration::from_millis(5);
@@ -229,8 +231,11 @@ fn run(
                     detail: "no i16, i32 or f32 format".into(),
                 })?,
         };
-        let stream_config =
-            device::stream_config(format, device::buffer_range(&ranges, format).as_ref());
+        let stream_config = device::stream_config(
+            format,
+            device::buffer_range(&ranges, format).as_ref(),
+            PERIOD_MS,
+        );
         Ok((dev, format, stream_config))
     })();
     let (dev, format, stream_config) = match opened {

@@ -1,8 +1,12 @@
-//! Streaming MP3 decoding with symphonia, from bytes that arrive piece by piece.
+//! Streaming MP3 decoding with symphonia, from bytes that arrive piece by
+//! piece, and the playback decoder thread that feeds the output ring.
 
 use std::io::{self, Read};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Thread};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
@@ -13,6 +17,9 @@ use symphonia::default::codecs::MpaDecoder;
 use symphonia::default::formats::MpaReader;
 
 use super::AudioError;
+use super::device::StreamFormat;
+use super::playback::Shared;
+use super::resample::{AudioSample, MonoResampler};
 
 /// A blocking [`Read`] over the MP3 bytes pushed so far: it waits for the
 /// next piece and reports end of file once the sender is gone. Runs on the
@@ -120,4 +127,90 @@ impl Mp3Stream {
 
 fn decode_error(e: SymError) -> AudioError {
     AudioError::Decode(e.to_string())
+}
+
+/// The decoder thread: MP3 bytes in, device samples into the ring.
+pub(super) fn decode<T: AudioSample>(
+    input: std::sync::mpsc::Receiver<Bytes>,
+    mut producer: rtrb::Producer<T>,
+    format: StreamFormat,
+    shared: Arc<Shared>,
+    owner: Thread,
+) {
+    let fail = |e: AudioError| {
+        tracing::warn!(error = %e, "MP3 answer failed");
+        if let Ok(mut slot) = shared.decode_error.lock() {
+            *slot = Some(e);
+        }
+        owner.unpark();
+    };
+    let mut mp3 = match Mp3Stream::open(ChannelReader::new(input)) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let mut resampler = match MonoResampler::new(mp3.rate, format.rate) {
+        Ok(r) => r,
+        Err(e) => return fail(AudioError::Decode(e)),
+    };
+    let channels = usize::from(format.channels);
+    let mut block = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        block.clear();
+        out.clear();
+        let more = match mp3.next_block(&mut block) {
+            Ok(more) => more,
+            Err(e) => return fail(e),
+        };
+        let step = if more {
+            resampler.process(&block, &mut out)
+        } else {
+            resampler.flush(&mut out)
+        };
+        if let Err(e) = step {
+            return fail(AudioError::Decode(e));
+        }
+        if !write(&mut producer, &out, channels, &shared) {
+            return; // stopped
+        }
+        if !more {
+            shared.decoded_all.store(true, Ordering::Release);
+            owner.unpark();
+            return;
+        }
+    }
+}
+
+/// Writes mono samples to every channel of the ring, waiting for room.
+/// Returns false when playback was stopped meanwhile.
+fn write<T: AudioSample>(
+    producer: &mut rtrb::Producer<T>,
+    mono: &[f32],
+    channels: usize,
+    shared: &Shared,
+) -> bool {
+    let mut rest = mono;
+    while !rest.is_empty() {
+        if shared.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let frames = (producer.slots() / channels).min(rest.len());
+        if frames == 0 {
+            // The ring is full: the device plays at real time and the decoder
+            // is ahead. Wait about a period; this thread may block.
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if let Ok(chunk) = producer.write_chunk_uninit(frames * channels) {
+            let samples = rest[..frames]
+                .iter()
+                .flat_map(|s| std::iter::repeat_n(T::from_f32(*s), channels));
+            chunk.fill_from_iter(samples);
+        }
+        shared
+            .decoded_frames
+            .fetch_add(frames as u64, Ordering::Release);
+        rest = &rest[frames..];
+    }
+    true
 }

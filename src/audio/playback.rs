@@ -19,9 +19,9 @@ use cpal::SizedSample;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use tokio::sync::{mpsc, oneshot};
 
-use super::decode::{ChannelReader, Mp3Stream};
+use super::decode::decode;
 use super::device::{self, SampleKind, StreamFormat};
-use super::resample::{AudioSample, MonoResampler};
+use super::resample::AudioSample;
 use super::{AudioError, DEFAULT_DEVICE, Direction};
 
 /// Device audio the ring holds between decoder and callback. The decoder
@@ -76,19 +76,22 @@ pub enum PlayerEvent {
     Failed(AudioError),
 }
 
-struct Shared {
-    stop: AtomicBool,
-    failed: AtomicBool,
-    decoded_all: AtomicBool,
-    decode_error: Mutex<Option<AudioError>>,
-    device_error: Mutex<Option<String>>,
+/// State shared by the cpal callbacks, the decoder thread, the playback
+/// thread and [`Player`]: atomics only on the audio path; the mutexes are
+/// locked by the other threads, and only `try_lock`ed from the error callback.
+pub(super) struct Shared {
+    pub(super) stop: AtomicBool,
+    pub(super) failed: AtomicBool,
+    pub(super) decoded_all: AtomicBool,
+    pub(super) decode_error: Mutex<Option<AudioError>>,
+    pub(super) device_error: Mutex<Option<String>>,
     /// Frames the decoder put into the ring.
-    decoded_frames: AtomicU64,
+    pub(super) decoded_frames: AtomicU64,
     /// Real (not silence) frames the callback handed to ALSA.
-    played_frames: AtomicU64,
+    pub(super) played_frames: AtomicU64,
     /// Callback runs, to know when ALSA has taken the last period.
-    callbacks: AtomicU64,
-    underruns: AtomicU64,
+    pub(super) callbacks: AtomicU64,
+    pub(super) underruns: AtomicU64,
 }
 
 /// Plays one MP3 answer. Create one per `Speak`.
@@ -406,90 +409,4 @@ fn monitor(name: &str, shared: &Shared, events: &Events) -> PlayerEvent {
         }
         thread::park_timeout(MONITOR_TICK);
     }
-}
-
-/// The decoder thread: MP3 bytes in, device samples into the ring.
-fn decode<T: AudioSample>(
-    input: std::sync::mpsc::Receiver<Bytes>,
-    mut producer: rtrb::Producer<T>,
-    format: StreamFormat,
-    shared: Arc<Shared>,
-    owner: Thread,
-) {
-    let fail = |e: AudioError| {
-        tracing::warn!(error = %e, "MP3 answer failed");
-        if let Ok(mut slot) = shared.decode_error.lock() {
-            *slot = Some(e);
-        }
-        owner.unpark();
-    };
-    let mut mp3 = match Mp3Stream::open(ChannelReader::new(input)) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    let mut resampler = match MonoResampler::new(mp3.rate, format.rate) {
-        Ok(r) => r,
-        Err(e) => return fail(AudioError::Decode(e)),
-    };
-    let channels = usize::from(format.channels);
-    let mut block = Vec::new();
-    let mut out = Vec::new();
-    loop {
-        block.clear();
-        out.clear();
-        let more = match mp3.next_block(&mut block) {
-            Ok(more) => more,
-            Err(e) => return fail(e),
-        };
-        let step = if more {
-            resampler.process(&block, &mut out)
-        } else {
-            resampler.flush(&mut out)
-        };
-        if let Err(e) = step {
-            return fail(AudioError::Decode(e));
-        }
-        if !write(&mut producer, &out, channels, &shared) {
-            return; // stopped
-        }
-        if !more {
-            shared.decoded_all.store(true, Ordering::Release);
-            owner.unpark();
-            return;
-        }
-    }
-}
-
-/// Writes mono samples to every channel of the ring, waiting for room.
-/// Returns false when playback was stopped meanwhile.
-fn write<T: AudioSample>(
-    producer: &mut rtrb::Producer<T>,
-    mono: &[f32],
-    channels: usize,
-    shared: &Shared,
-) -> bool {
-    let mut rest = mono;
-    while !rest.is_empty() {
-        if shared.stop.load(Ordering::Acquire) {
-            return false;
-        }
-        let frames = (producer.slots() / channels).min(rest.len());
-        if frames == 0 {
-            // The ring is full: the device plays at real time and the decoder
-            // is ahead. Wait about a period; this thread may block.
-            thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        if let Ok(chunk) = producer.write_chunk_uninit(frames * channels) {
-            let samples = rest[..frames]
-                .iter()
-                .flat_map(|s| std::iter::repeat_n(T::from_f32(*s), channels));
-            chunk.fill_from_iter(samples);
-        }
-        shared
-            .decoded_frames
-            .fetch_add(frames as u64, Ordering::Release);
-        rest = &rest[frames..];
-    }
-    true
 }

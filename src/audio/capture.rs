@@ -70,7 +70,9 @@ struct Shared {
     stop: AtomicBool,
     failed: AtomicBool,
     overruns: AtomicU64,
-    error: Mutex<Option<String>>,
+    /// The first fatal error, kept as cpal gave it: moving it in does not
+    /// allocate on the audio thread, formatting it later does.
+    error: Mutex<Option<cpal::Error>>,
 }
 
 /// A running capture. Dropping it (or [`stop`](Self::stop)) closes the device.
@@ -291,7 +293,7 @@ fn stream<T: SizedSample + AudioSample>(
         if let Ok(mut slot) = err_shared.error.try_lock()
             && slot.is_none()
         {
-            *slot = Some(e.to_string());
+            *slot = Some(e);
         }
         err_shared.failed.store(true, Ordering::Release);
         err_converter.unpark();
@@ -352,8 +354,9 @@ fn convert<T: AudioSample>(
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        // Read `failed` before draining, so audio captured before the failure
-        // is still delivered, and nothing after it is waited for.
+        // Read `failed` before draining: the audio captured before the failure
+        // is still delivered, and then the error, even if a broken device
+        // keeps calling back with data.
         let failed = shared.failed.load(Ordering::Acquire);
         let frames = consumer.slots() / channels;
         if frames > 0 {
@@ -376,7 +379,6 @@ fn convert<T: AudioSample>(
                     chunk.reserve(AVS_CHUNK_BYTES);
                 }
             }
-            continue;
         }
         if failed {
             let detail = shared
@@ -384,7 +386,7 @@ fn convert<T: AudioSample>(
                 .lock()
                 .ok()
                 .and_then(|mut e| e.take())
-                .unwrap_or_else(|| "the stream ended".into());
+                .map_or_else(|| "the stream ended".into(), |e| e.to_string());
             tracing::warn!(device = name, %detail, "capture device failed");
             let _ = tx.blocking_send(Err(AudioError::Device {
                 name: name.to_string(),
@@ -393,8 +395,10 @@ fn convert<T: AudioSample>(
             }));
             return;
         }
-        // Woken by the callback each period; the timeout only bounds how late
-        // a stop request is noticed.
-        thread::park_timeout(Duration::from_millis(50));
+        if frames == 0 {
+            // Woken by the callback each period; the timeout only bounds how
+            // late a stop request is noticed.
+            thread::park_timeout(Duration::from_millis(50));
+        }
     }
 }

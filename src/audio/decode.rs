@@ -191,7 +191,9 @@ fn write<T: AudioSample>(
 ) -> bool {
     let mut rest = mono;
     while !rest.is_empty() {
-        if shared.stop.load(Ordering::Acquire) {
+        // Stopped, or the playback thread is gone (device failure): give up
+        // instead of waiting for room that will never come.
+        if shared.stop.load(Ordering::Acquire) || producer.is_abandoned() {
             return false;
         }
         let frames = (producer.slots() / channels).min(rest.len());

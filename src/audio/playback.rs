@@ -84,7 +84,9 @@ pub(super) struct Shared {
     pub(super) failed: AtomicBool,
     pub(super) decoded_all: AtomicBool,
     pub(super) decode_error: Mutex<Option<AudioError>>,
-    pub(super) device_error: Mutex<Option<String>>,
+    /// The first fatal device error, moved in as cpal gave it (no allocation
+    /// on the audio thread).
+    pub(super) device_error: Mutex<Option<cpal::Error>>,
     /// Frames the decoder put into the ring.
     pub(super) decoded_frames: AtomicU64,
     /// Real (not silence) frames the callback handed to ALSA.
@@ -321,7 +323,7 @@ fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
         if let Ok(mut slot) = err_shared.device_error.try_lock()
             && slot.is_none()
         {
-            *slot = Some(e.to_string());
+            *slot = Some(e);
         }
         err_shared.failed.store(true, Ordering::Release);
         err_owner.unpark();
@@ -379,7 +381,7 @@ fn monitor(name: &str, shared: &Shared, events: &Events) -> PlayerEvent {
                 .lock()
                 .ok()
                 .and_then(|mut e| e.take())
-                .unwrap_or_else(|| "the stream ended".into());
+                .map_or_else(|| "the stream ended".into(), |e| e.to_string());
             return PlayerEvent::Failed(AudioError::Device {
                 name: name.to_string(),
                 direction: Direction::Playback,

@@ -335,6 +335,10 @@ fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
             return;
         }
     };
+    // Started now, playing silence until the first frame is decoded (tens of
+    // ms). Starting only once audio is ready was tried: a device with a deep
+    // buffer (the file plugin behind a FIFO, some USB DACs) then pulls its
+    // whole buffer at once and underruns while the decoder warms up.
     if let Err(e) = stream.play() {
         let _ = ready.send(Err(open_error(name, e)));
         return;

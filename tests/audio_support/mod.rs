@@ -263,7 +263,10 @@ impl FifoReader {
                         return all;
                     }
                 }
-                next += Duration::from_millis(10);
+                // Real time from here on: after a wait for ALSA (the player
+                // starts the device only once audio is decoded) the clock
+                // restarts instead of catching up in a burst.
+                next = (next + Duration::from_millis(10)).max(Instant::now());
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     thread::sleep(wait);
                 }

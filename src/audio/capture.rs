@@ -139,7 +139,8 @@ impl Capture {
 
     /// The next 320-byte chunk (10 ms of 16 kHz s16le mono), an error when the
     /// device failed or went away (after the audio captured before it), and
-    /// `None` after that error or once stopped.
+    /// `None` after that error or once stopped. Cancel-safe: use it in
+    /// `tokio::select!` next to a stop command or a timeout.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, AudioError>> {
         self.chunks.recv().await
     }

@@ -174,6 +174,7 @@ impl Player {
     }
 
     /// The next event; `None` once playback is over and the device closed.
+    /// Cancel-safe: use it in `tokio::select!` next to a stop command.
     pub async fn next_event(&mut self) -> Option<PlayerEvent> {
         self.events.recv().await
     }

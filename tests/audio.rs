@@ -69,9 +69,10 @@ alsa_test!(capture_16k_mono_is_byte_exact, |dir: &Path| {
         Duration::from_millis(10),
     );
     runtime().block_on(async {
+        // The config's default: ALSA's `default` PCM, here routed to mic16.
         // No format given: the file plugin offers everything, and avsd must
         // pick 16 kHz mono i16 itself.
-        let mut mic = Capture::start(CaptureConfig::device("mic16")).await.expect("open mic16");
+        let mut mic = Capture::start(CaptureConfig::default()).await.expect("open default");
         assert_eq!(
             mic.device_format(),
             StreamFormat { rate: 16_000, channels: 1, sample: SampleKind::I16 }
@@ -392,9 +393,10 @@ alsa_test!(
 alsa_test!(stop_interrupts_playback, |dir: &Path| {
     let reader = FifoReader::new(&dir.join("spk.fifo"));
     runtime().block_on(async {
-        let mut player = Player::start(PlaybackConfig::device("spk"))
+        // `default` routes playback to spk.
+        let mut player = Player::start(PlaybackConfig::default())
             .await
-            .expect("open spk");
+            .expect("open default");
         let format = player.output_format();
         let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
         // Stop once the speaker has played one second.

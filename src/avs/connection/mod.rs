@@ -216,6 +216,7 @@ pub fn spawn(
     });
     let sup = supervisor::Supervisor {
         endpoint: settings.endpoint.clone(),
+        rejected: None,
         settings: settings.clone(),
         auth: auth.clone(),
         inbound: inbound.clone(),

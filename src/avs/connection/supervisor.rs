@@ -38,6 +38,8 @@ pub(super) struct Supervisor {
     pub(super) shutdown: CancellationToken,
     /// Where to connect now (System.SetEndpoint changes it).
     pub(super) endpoint: String,
+    /// A token AVS refused: wait for another before connecting again.
+    pub(super) rejected: Option<Secret>,
 }
 
 /// How a phase ended early.
@@ -96,11 +98,10 @@ struct Established {
 impl Supervisor {
     pub(super) async fn run(mut self) {
         let mut backoff = Backoff::avs_connect();
-        let mut rejected: Option<Secret> = None;
         loop {
             self.publish(ConnectionState::Disconnected);
             let waited = self
-                .until(wait_for_token(self.auth.clone(), rejected.clone()))
+                .until(wait_for_token(self.auth.clone(), self.rejected.clone()))
                 .await;
             match waited {
                 Err(Interrupt::Shutdown) => return,
@@ -141,7 +142,7 @@ impl Supervisor {
                 Ok(Ok(est)) => est,
                 Ok(Err(e)) => {
                     if let ConnectError::Forbidden(token) = &e {
-                        rejected = Some(token.clone());
+                        self.rejected = Some(token.clone());
                         let _ = self.auth.token_rejected(token.clone()).await;
                     }
                     let delay = backoff.next_delay();
@@ -157,7 +158,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            rejected = None;
+            self.rejected = None;
             let up_since = Instant::now();
             self.link.send_replace(Some(est.link.clone()));
             self.publish(ConnectionState::Connected);
@@ -173,14 +174,16 @@ impl Supervisor {
                 Err(Interrupt::Reconnect) => {}
                 // GOAWAY: AVS wants us on a fresh connection now; the old
                 // one finishes its streams while the new one comes up.
-                Ok(End::Closed(Closed::Graceful)) => {
+                Ok(End::Closed(Closed::Graceful))
+                    if up_since.elapsed() >= self.settings.stable_after =>
+                {
                     tracing::info!("AVS closed the connection (GOAWAY); reconnecting")
                 }
                 Ok(End::AuthLost) => tracing::info!("no valid token any more; disconnected"),
                 Ok(End::Forbidden(token)) => {
                     tracing::warn!("AVS refused the access token; renewing it before reconnecting");
                     let _ = self.auth.token_rejected(token.clone()).await;
-                    rejected = Some(token);
+                    self.rejected = Some(token);
                 }
                 Ok(other) => {
                     let delay = backoff.next_delay();
@@ -210,7 +213,8 @@ impl Supervisor {
                     None => return Err(Interrupt::Shutdown),
                     Some(Command::Ping(reply)) => { let _ = reply.send(()); }
                     Some(Command::Forbidden(token)) => {
-                        let _ = self.auth.token_rejected(token).await;
+                        let _ = self.auth.token_rejected(token.clone()).await;
+                        self.rejected = Some(token);
                         if self.link.borrow().is_some() {
                             return Err(Interrupt::Reconnect);
                         }

@@ -134,3 +134,177 @@ pub async fn wait_state(auth: &AuthorizationProxy<'_>, want: &str, avsd: &Daemon
         );
     }
 }
+
+/// A running `avs-sim avs` with its control API.
+pub struct AvsSim {
+    pub child: tokio::process::Child,
+    /// `https://127.0.0.1:PORT`
+    pub base: String,
+    /// `http://127.0.0.1:PORT` of the control API.
+    pub control: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+    http: reqwest::Client,
+}
+
+impl AvsSim {
+    /// Start the stand-in with the world's certificate and token key.
+    pub async fn start(env: &Env, extra: &[&str]) -> AvsSim {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"));
+        cmd.arg("avs")
+            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(&env.cert_file)
+            .arg("--tls-key")
+            .arg(&env.key_file)
+            .arg("--token-key-file")
+            .arg(&env.token_key_file)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("avs-sim avs starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut control) = (String::new(), String::new());
+        while base.is_empty() || control.is_empty() {
+            let line = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("avs-sim avs printed no address")
+                .unwrap()
+                .unwrap_or_else(|| panic!("avs-sim avs exited:\n{}", log.lock().unwrap()));
+            if let Some(a) = line.strip_prefix("avs-sim avs listening on ") {
+                base = a.trim().to_string();
+            } else if let Some(a) = line.strip_prefix("avs-sim avs control on ") {
+                control = a.trim().to_string();
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        AvsSim {
+            child,
+            base,
+            control,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POST a control request; panics unless it succeeds.
+    pub async fn post(&self, path_and_query: &str) -> serde_json::Value {
+        let r = self
+            .http
+            .post(format!("{}{path_and_query}", self.control))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status.is_success(),
+            "control {path_and_query}: {status} {body}"
+        );
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// POST a directive to push on the downchannel.
+    pub async fn push(&self, query: &str, directive: serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/push{query}", self.control))
+            .body(directive.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "push: {}", r.status());
+    }
+
+    /// The stand-in's statistics.
+    pub async fn stats(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/stats", self.control))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Wait (on the stand-in's side) until `conditions` hold; the stats then.
+    pub async fn wait(&self, conditions: &str) -> serde_json::Value {
+        let r = self
+            .http
+            .get(format!(
+                "{}/wait?{conditions}&timeout_ms=30000",
+                self.control
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "wait {conditions}: {status}; stats {body:#}"
+        );
+        body
+    }
+}
+
+impl World {
+    /// avsd's config pointed at the AVS stand-in `avs`.
+    pub fn avsd_config_with_avs(&self, avs: &AvsSim, renew_before: u64) -> String {
+        self.avsd_config(renew_before, true).replace(
+            "[avs]\nendpoint = \"https://127.0.0.1:9\"\n",
+            &format!(
+                "[avs]\nendpoint = \"{}\"\nca_file = \"{}\"\n",
+                avs.base,
+                self.env.ca_file.display()
+            ),
+        )
+    }
+
+    /// Start avsd with `config`, log it in, and wait until it is authorized.
+    pub async fn logged_in(&self, config: &str) -> (Daemon, AuthorizationProxy<'static>) {
+        let avsd = Daemon::start_ready(&self.bus, config);
+        let auth = auth_proxy(&self.bus).await;
+        wait_state(&auth, "waiting-for-user", &avsd).await;
+        self.log_in(&auth.login_url().await.unwrap()).await;
+        wait_state(&auth, "authorized", &avsd).await;
+        (avsd, auth)
+    }
+}
+
+/// Wait, through PropertiesChanged, until Dialog.Connection is `want`.
+pub async fn wait_connection(
+    dialog: &avsd::dbus::proxy::DialogProxy<'_>,
+    want: &str,
+    avsd: &Daemon,
+) {
+    let mut changes = dialog.receive_connection_changed().await;
+    let wait = async {
+        loop {
+            if dialog.connection().await.unwrap() == want {
+                return;
+            }
+            changes.next().await.expect("avsd left the bus");
+        }
+    };
+    if tokio::time::timeout(WAIT, wait).await.is_err() {
+        panic!(
+            "Connection never became {want} (it is {}); avsd log:\n{}",
+            dialog.connection().await.unwrap(),
+            avsd.log_text()
+        );
+    }
+}

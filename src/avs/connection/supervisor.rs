@@ -163,7 +163,12 @@ impl Supervisor {
             self.link.send_replace(Some(est.link.clone()));
             self.publish(ConnectionState::Connected);
             tracing::info!("connected to AVS");
-            let watched = watch_link(est, self.settings.clone(), self.auth.clone());
+            let watched = watch_link(
+                est,
+                self.settings.clone(),
+                self.auth.clone(),
+                self.inbound.clone(),
+            );
             let end = self.until(watched).await;
             self.link.send_replace(None);
             if up_since.elapsed() >= self.settings.stable_after {
@@ -270,29 +275,7 @@ async fn establish(
         .await
         .map_err(|e| ConnectError::Token(e.to_string()))?;
     let link = link::connect(&endpoint).await?;
-    let resp = tokio::time::timeout(
-        settings.downchannel_timeout,
-        link.get(DIRECTIVES_PATH, &token.value),
-    )
-    .await
-    .map_err(|_| ConnectError::Timeout(settings.downchannel_timeout))??;
-    match resp.status().as_u16() {
-        200 => {}
-        403 => return Err(ConnectError::Forbidden(token.value)),
-        other => return Err(ConnectError::Status(other)),
-    }
-    let content_type = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let (done_tx, downchannel) = oneshot::channel();
-    let out = inbound.clone();
-    tokio::spawn(async move {
-        let result = pump(resp.into_body(), &content_type, &out, None).await;
-        let _ = done_tx.send(result);
-    });
+    let downchannel = open_downchannel(&link, &token.value, &settings, &inbound).await?;
     let post = |what: &'static str| move |source| ConnectError::PostConnect { what, source };
     let report = discovery::add_or_update_report(&settings.identity, &token.value);
     exchange(&link, &auth, &gate, &settings, &inbound, report, None)
@@ -305,8 +288,47 @@ async fn establish(
     Ok(Established { link, downchannel })
 }
 
+/// GET the downchannel and read it on its own task; the receiver learns how
+/// it ended.
+async fn open_downchannel(
+    link: &Link,
+    token: &Secret,
+    settings: &Settings,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<oneshot::Receiver<Result<(), PumpError>>, ConnectError> {
+    let resp = tokio::time::timeout(
+        settings.downchannel_timeout,
+        link.get(DIRECTIVES_PATH, token),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout(settings.downchannel_timeout))??;
+    match resp.status().as_u16() {
+        200 => {}
+        403 => return Err(ConnectError::Forbidden(token.clone())),
+        other => return Err(ConnectError::Status(other)),
+    }
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (done_tx, done) = oneshot::channel();
+    let out = inbound.clone();
+    tokio::spawn(async move {
+        let result = pump(resp.into_body(), &content_type, &out, None).await;
+        let _ = done_tx.send(result);
+    });
+    Ok(done)
+}
+
 /// Watch a connected link until it ends, pinging it while idle.
-async fn watch_link(mut est: Established, settings: Arc<Settings>, auth: AuthHandle) -> End {
+async fn watch_link(
+    mut est: Established,
+    settings: Arc<Settings>,
+    auth: AuthHandle,
+    inbound: mpsc::Sender<Inbound>,
+) -> End {
     let mut status = auth.status();
     let mut ping = tokio::time::interval_at(
         Instant::now() + settings.ping_interval,
@@ -315,6 +337,26 @@ async fn watch_link(mut est: Established, settings: Arc<Settings>, auth: AuthHan
     loop {
         tokio::select! {
             r = &mut est.downchannel => {
+                // Bytes we cannot parse are AVS's problem or ours, not the
+                // connection's: reopen the downchannel on the same link.
+                if let Ok(Err(e @ (PumpError::Multipart(_) | PumpError::ContentType(..)))) = &r
+                    && est.link.closed_now().is_none()
+                {
+                    tracing::warn!("the downchannel sent malformed data ({e}); reopening it");
+                    let reopened = match auth.access_token().await {
+                        Ok(token) => open_downchannel(&est.link, &token.value, &settings, &inbound)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match reopened {
+                        Ok(rx) => {
+                            est.downchannel = rx;
+                            continue;
+                        }
+                        Err(e) => return End::Downchannel(format!("cannot reopen the downchannel: {e}")),
+                    }
+                }
                 let why = match r {
                     Ok(Ok(())) => "the downchannel ended".to_string(),
                     Ok(Err(e)) => format!("the downchannel failed: {e}"),

@@ -1,0 +1,410 @@
+//! TLS and HTTP/2 for the AVS stand-in: the accept loop (with the `/refuse`
+//! knob), one task per connection driving `h2` (advertising 10 concurrent
+//! streams; GOAWAY, cut and idle close), and the routing of each stream to
+//! the downchannel, `/ping` or an event.
+//!
+//! `h2` is used directly rather than through hyper because the stand-in
+//! needs what hyper hides: writing a directive as many tiny DATA frames,
+//! and a GOAWAY or a reset on command.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{Method, Request, Response};
+use rand::Rng;
+use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::related::Related;
+use super::rules::{Refusal, check_auth};
+use super::state::{ConnCmd, ConnState, DownMsg, Rejection, Shared, Target};
+use super::{DIRECTIVES_PATH, EVENTS_PATH, MAX_CONCURRENT_STREAMS, PING_PATH};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a client that negotiated no ALPN (so speaks HTTP/1.1) is told.
+const HTTP11_REFUSAL: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
+Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\n\
+avs-sim avs speaks HTTP/2 only (TLS ALPN \"h2\").\r\n";
+
+/// One connection, as its request handlers see it.
+pub(super) struct Ctx {
+    pub id: u64,
+    pub state: Arc<Mutex<ConnState>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Ctx {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answer `refusal` on `respond`, log it and count it. AVS closes the
+    /// connection after an authorization failure (§C.3), so a 403 is
+    /// followed by a GOAWAY.
+    pub(super) fn refuse(&self, respond: &mut SendResponse<Bytes>, path: &str, refusal: &Refusal) {
+        tracing::info!(
+            conn = self.id,
+            path,
+            status = refusal.status,
+            code = refusal.code,
+            "refused: {}",
+            refusal.description
+        );
+        let (head, body) = refusal.response();
+        match respond.send_response(head, body.is_none()) {
+            Ok(mut stream) => {
+                if let Some(body) = body {
+                    let _ = stream.send_data(body, true);
+                }
+            }
+            Err(e) => tracing::debug!(conn = self.id, "cannot answer: {e}"),
+        }
+        self.shared.update(|s| {
+            s.rejections.push(Rejection {
+                connection: self.id,
+                path: path.to_string(),
+                status: refusal.status,
+                code: refusal.code.to_string(),
+                description: refusal.description.clone(),
+            })
+        });
+        if refusal.status == 403 {
+            self.shared.command(Some(self.id), || ConnCmd::GoAway {
+                end_downchannel: true,
+            });
+        }
+    }
+
+    /// Wait for the `/delay` knob, if it covers `kind`.
+    pub(super) async fn delay(&self, kind: Target) {
+        if let Some(d) = self.shared.delay_for(kind) {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// Accept connections until `shutdown`; then let them drain briefly.
+pub(super) async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let tracker = TaskTracker::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather
+                    // than spin on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if shared.refusing() {
+            // A reset during the handshake: to the client, a server that is
+            // not there. Closing the listener instead could lose the port.
+            tracing::info!(%addr, "refusing a connection (/refuse knob)");
+            let _ = tcp.set_zero_linger();
+            drop(tcp);
+            continue;
+        }
+        // Without it Nagle delays small frames by ~40 ms (field notes).
+        let _ = tcp.set_nodelay(true);
+        tracker.spawn(connection(
+            tcp,
+            addr,
+            acceptor.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after shutdown; dropping them");
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    // A second handle on the socket, so `/cut` can make the close a reset
+    // while h2 owns the stream.
+    let raw: Option<OwnedFd> = tcp.as_fd().try_clone_to_owned().ok();
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%addr, "TLS handshake failed (a client without ALPN h2 is refused): {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        tracing::info!(%addr, "refused a client without ALPN h2 (HTTP/1.1)");
+        let _ = tls.write_all(HTTP11_REFUSAL).await;
+        let _ = tls.shutdown().await;
+        return;
+    }
+    let mut conn = match h2::server::Builder::new()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .handshake::<_, Bytes>(tls)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%addr, "HTTP/2 handshake failed: {e}");
+            return;
+        }
+    };
+    let (id, mut cmds, state) = shared.open_connection(addr);
+    tracing::info!(conn = id, %addr, "connection open");
+    let ctx = Arc::new(Ctx {
+        id,
+        state,
+        shared: shared.clone(),
+    });
+    let mut closing = false;
+    let why = loop {
+        let idle_at = shared
+            .idle_timeout
+            .map(|t| ctx.state().last_activity + t)
+            .filter(|_| !closing);
+        tokio::select! {
+            req = conn.accept() => match req {
+                Some(Ok((req, respond))) => {
+                    ctx.state().last_activity = Instant::now();
+                    tokio::spawn(route(req, respond, ctx.clone()));
+                }
+                Some(Err(e)) => break format!("ended with an error: {e}"),
+                None => break "closed".to_string(),
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(ConnCmd::GoAway { end_downchannel }) => {
+                    tracing::info!(conn = id, "sending GOAWAY");
+                    shared.update(|s| s.connections.goaways += 1);
+                    conn.graceful_shutdown();
+                    closing = true;
+                    if end_downchannel && let Some(tx) = &ctx.state().downchannel {
+                        let _ = tx.send(DownMsg::End);
+                    }
+                }
+                Some(ConnCmd::Cut) | None => {
+                    if let Some(fd) = &raw {
+                        let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
+                    }
+                    shared.update(|s| s.connections.cuts += 1);
+                    break "cut (TCP reset)".to_string();
+                }
+            },
+            _ = sleep_until_opt(idle_at) => {
+                let idle = shared.idle_timeout.unwrap_or_default();
+                if ctx.state().last_activity.elapsed() >= idle {
+                    tracing::info!(conn = id, "idle for {idle:?}; sending GOAWAY as AVS does");
+                    shared.update(|s| s.connections.goaways += 1);
+                    conn.graceful_shutdown();
+                    closing = true;
+                    if let Some(tx) = &ctx.state().downchannel {
+                        let _ = tx.send(DownMsg::End);
+                    }
+                }
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    drop(conn);
+    drop(raw);
+    ctx.state().downchannel = None;
+    shared.close_connection(id);
+    tracing::info!(conn = id, "connection {why}");
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Route one stream: check the token, then the path and method.
+async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    tracing::info!(conn = ctx.id, %method, path, "request");
+    if let Err(r) = check_auth(req.headers(), &ctx.shared.token_key) {
+        ctx.refuse(&mut respond, &path, &r);
+        return;
+    }
+    match (method, path.as_str()) {
+        (Method::GET, DIRECTIVES_PATH) => downchannel(respond, ctx).await,
+        (Method::POST, EVENTS_PATH) => super::events::event(req, respond, ctx).await,
+        (Method::GET, PING_PATH) => ping(respond, ctx).await,
+        (m, DIRECTIVES_PATH | EVENTS_PATH | PING_PATH) => {
+            let allowed = if path == EVENTS_PATH { "POST" } else { "GET" };
+            let r = Refusal {
+                status: 405,
+                code: "INVALID_REQUEST_EXCEPTION",
+                description: format!("{m} {path}: only {allowed} is allowed here"),
+            };
+            ctx.refuse(&mut respond, &path, &r);
+        }
+        _ => {
+            let r = Refusal {
+                status: 404,
+                code: "INVALID_REQUEST_EXCEPTION",
+                description: format!(
+                    "no such path {path}; AVS serves {DIRECTIVES_PATH}, {EVENTS_PATH} and {PING_PATH}"
+                ),
+            };
+            ctx.refuse(&mut respond, &path, &r);
+        }
+    }
+}
+
+async fn ping(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
+    ctx.delay(Target::Ping).await;
+    if let Some(code) = ctx.shared.take_status(Target::Ping) {
+        ctx.refuse(&mut respond, PING_PATH, &Refusal::for_status(code));
+        return;
+    }
+    let resp = Response::builder().status(204).body(()).unwrap_or_default();
+    if respond.send_response(resp, true).is_ok() {
+        ctx.shared.update(|s| s.pings += 1);
+    }
+}
+
+/// The downchannel: 200 with a `multipart/related` body at once, then
+/// directives as the control API pushes them, for the connection's life.
+async fn downchannel(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
+    ctx.delay(Target::Downchannel).await;
+    if let Some(code) = ctx.shared.take_status(Target::Downchannel) {
+        ctx.refuse(&mut respond, DIRECTIVES_PATH, &Refusal::for_status(code));
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut st = ctx.state();
+        if st.downchannel.as_ref().is_some_and(|d| !d.is_closed()) {
+            drop(st);
+            let r = Refusal::invalid("a downchannel is already open on this connection");
+            ctx.refuse(&mut respond, DIRECTIVES_PATH, &r);
+            return;
+        }
+        // Registered before the 200 goes out, so a client that has seen
+        // the 200 can rely on pushes reaching it.
+        st.downchannel = Some(tx);
+    }
+    let related = Related::new();
+    let head = Response::builder()
+        .status(200)
+        .header("content-type", related.content_type())
+        .body(())
+        .unwrap_or_default();
+    let mut out = match respond.send_response(head, false) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::debug!(conn = ctx.id, "cannot answer the downchannel: {e}");
+            ctx.state().downchannel = None;
+            return;
+        }
+    };
+    ctx.shared.update(|s| s.downchannels += 1);
+    tracing::info!(conn = ctx.id, "downchannel open");
+    let why = write_downchannel(&mut out, &related, &mut rx).await;
+    tracing::info!(conn = ctx.id, "downchannel ended: {why}");
+    // With our receiver gone our sender reads as closed; a newer
+    // downchannel's sender would not, and stays.
+    drop(rx);
+    let mut st = ctx.state();
+    if st.downchannel.as_ref().is_some_and(|d| d.is_closed()) {
+        st.downchannel = None;
+    }
+}
+
+async fn write_downchannel(
+    out: &mut SendStream<Bytes>,
+    related: &Related,
+    rx: &mut mpsc::UnboundedReceiver<DownMsg>,
+) -> String {
+    if let Err(e) = out.send_data(related.open(), false) {
+        return format!("write failed: {e}");
+    }
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            r = std::future::poll_fn(|cx| out.poll_reset(cx)) => {
+                return match r {
+                    Ok(reason) => format!("the client reset it ({reason:?})"),
+                    Err(e) => format!("stream error: {e}"),
+                };
+            }
+        };
+        match msg {
+            Some(DownMsg::Push {
+                json,
+                attachment,
+                tiny,
+            }) => {
+                let mut bytes = related.json(&json).to_vec();
+                if let Some((cid, data)) = attachment {
+                    bytes.extend_from_slice(&related.binary(&cid, &data));
+                }
+                if let Err(e) = send_frames(out, Bytes::from(bytes), tiny) {
+                    return format!("write failed: {e}");
+                }
+            }
+            Some(DownMsg::End) | None => {
+                let _ = out.send_data(related.close(), true);
+                return "closed by the stand-in".to_string();
+            }
+        }
+    }
+}
+
+/// Write `data` as one DATA frame, or with `tiny` as frames of 1 to 7
+/// bytes, so the client's parser meets every possible split.
+pub(super) fn send_frames(
+    out: &mut SendStream<Bytes>,
+    data: Bytes,
+    tiny: bool,
+) -> Result<(), h2::Error> {
+    if !tiny {
+        return out.send_data(data, false);
+    }
+    let mut rng = rand::rng();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = rng.random_range(1..=7).min(rest.len());
+        out.send_data(rest.split_to(n), false)?;
+    }
+    Ok(())
+}

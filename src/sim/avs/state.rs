@@ -1,0 +1,456 @@
+//! What the AVS stand-in's connections share with its control API: the
+//! fault knobs, the dialog settings, the statistics tests read, and a
+//! registry of open connections the control API can act on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Recognize audio kept for `GET /audio`: the last few, up to 5 min each.
+const KEPT_AUDIO: usize = 8;
+/// 5 minutes of 16 kHz 16-bit mono.
+pub(super) const MAX_KEPT_AUDIO_BYTES: usize = 5 * 60 * 32_000;
+
+/// Which requests a fault knob applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `POST /v20160207/events`.
+    Events,
+    /// `GET /v20160207/directives`.
+    Downchannel,
+    /// `GET /ping`.
+    Ping,
+    /// All three.
+    All,
+}
+
+impl Target {
+    /// Parse the control API's `on=` value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "events" => Ok(Self::Events),
+            "downchannel" => Ok(Self::Downchannel),
+            "ping" => Ok(Self::Ping),
+            "all" => Ok(Self::All),
+            other => Err(format!(
+                "on={other}: expected events, downchannel, ping or all"
+            )),
+        }
+    }
+
+    fn covers(self, kind: Target) -> bool {
+        self == Target::All || self == kind
+    }
+}
+
+/// How the stand-in answers a Recognize.
+#[derive(Debug, Clone)]
+pub struct DialogSettings {
+    /// NEAR_FIELD/FAR_FIELD: StopCapture this long after the first audio byte.
+    pub stop_capture: Duration,
+    /// StopCapture once this much silence follows speech.
+    pub end_of_speech: Option<Duration>,
+    /// The loudest 100 ms window must be above this RMS to count as speech.
+    pub silence_rms: f64,
+    /// After StopCapture, how long the client gets to close its upload
+    /// before the answer goes out anyway.
+    pub close_grace: Duration,
+    /// Add an ExpectSpeech with this timeout to the next answers.
+    pub expect_speech_ms: u64,
+    /// How many answers still get an ExpectSpeech.
+    pub expect_speech_count: u32,
+}
+
+impl Default for DialogSettings {
+    fn default() -> Self {
+        Self {
+            stop_capture: Duration::from_millis(3000),
+            end_of_speech: None,
+            silence_rms: 200.0,
+            close_grace: Duration::from_secs(2),
+            expect_speech_ms: 8000,
+            expect_speech_count: 0,
+        }
+    }
+}
+
+/// A status the next requests are answered with.
+#[derive(Debug, Clone)]
+struct StatusKnob {
+    code: u16,
+    remaining: u32,
+    on: Target,
+}
+
+#[derive(Debug, Default)]
+struct Knobs {
+    refuse_until: Option<Instant>,
+    status: Option<StatusKnob>,
+    delay: Option<(Duration, Target)>,
+}
+
+/// Connection counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectionStats {
+    /// Open now.
+    pub current: u64,
+    /// The most open at once.
+    pub peak: u64,
+    /// Accepted since start (or the last reset).
+    pub total: u64,
+    /// Refused by the `/refuse` knob.
+    pub refused: u64,
+    /// Sent a GOAWAY by the stand-in.
+    pub goaways: u64,
+    /// Cut by the `/cut` knob.
+    pub cuts: u64,
+}
+
+/// One event whose metadata could be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// The connection it came on.
+    pub connection: u64,
+    /// `Namespace.Name`.
+    pub name: String,
+    /// The status it was answered with.
+    pub status: u16,
+    /// Its dialogRequestId, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialog_request_id: Option<String>,
+}
+
+/// A request the stand-in refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    /// The connection it came on.
+    pub connection: u64,
+    /// The request path.
+    pub path: String,
+    /// The status sent.
+    pub status: u16,
+    /// The System.Exception code sent.
+    pub code: String,
+    /// Why.
+    pub description: String,
+}
+
+/// What one Recognize carried and how it was answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecognizeRecord {
+    /// The connection it came on.
+    pub connection: u64,
+    /// Its dialogRequestId.
+    pub dialog_request_id: String,
+    /// CLOSE_TALK, NEAR_FIELD or FAR_FIELD.
+    pub profile: String,
+    /// The `initiator` object as sent (null without one).
+    pub initiator: Value,
+    /// Bytes of audio received.
+    pub audio_bytes: u64,
+    /// Milliseconds from the request's headers to the first audio byte.
+    pub first_audio_ms: Option<f64>,
+    /// Milliseconds from the first to the last audio byte.
+    pub stream_ms: f64,
+    /// The audio's length at 16 kHz 16-bit mono.
+    pub audio_ms: f64,
+    /// RMS of the loudest 100 ms window.
+    pub peak_rms: f64,
+    /// Milliseconds from the first audio byte to StopCapture, if sent.
+    pub stop_capture_ms: Option<f64>,
+    /// `speak`, `silence`, `bad audio: …` or `failed: …`.
+    pub outcome: String,
+    /// Whether an ExpectSpeech followed the Speak.
+    pub expect_speech: bool,
+}
+
+/// Everything `GET /stats` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Connection counters.
+    pub connections: ConnectionStats,
+    /// Downchannels opened.
+    pub downchannels: u64,
+    /// `GET /ping` requests answered 204.
+    pub pings: u64,
+    /// Events in the order they arrived.
+    pub events: Vec<EventRecord>,
+    /// Requests refused with an error status.
+    pub rejections: Vec<Rejection>,
+    /// Recognize events, in order.
+    pub recognizes: Vec<RecognizeRecord>,
+    /// Directives pushed on a downchannel.
+    pub pushes: u64,
+}
+
+/// Orders the control API gives one connection.
+#[derive(Debug)]
+pub(super) enum ConnCmd {
+    /// Send GOAWAY; optionally end the downchannel (AVS does).
+    GoAway { end_downchannel: bool },
+    /// Reset the TCP connection.
+    Cut,
+}
+
+/// What the downchannel writer sends.
+#[derive(Debug)]
+pub(super) enum DownMsg {
+    /// One directive JSON part, with an optional binary attachment.
+    Push {
+        json: Bytes,
+        attachment: Option<(String, Bytes)>,
+        tiny: bool,
+    },
+    /// Close the multipart body and the stream.
+    End,
+}
+
+/// Per-connection protocol state.
+#[derive(Debug)]
+pub(super) struct ConnState {
+    /// The open downchannel's writer, if any.
+    pub downchannel: Option<mpsc::UnboundedSender<DownMsg>>,
+    /// Whether System.SynchronizeState has been accepted.
+    pub synced: bool,
+    /// When the last stream opened.
+    pub last_activity: Instant,
+}
+
+struct ConnEntry {
+    cmd: mpsc::UnboundedSender<ConnCmd>,
+    state: Arc<Mutex<ConnState>>,
+    peer: SocketAddr,
+}
+
+/// State shared by every connection and the control API.
+pub struct Shared {
+    pub(super) token_key: Vec<u8>,
+    pub(super) answer_mp3: Bytes,
+    pub(super) idle_timeout: Option<Duration>,
+    dialog: Mutex<DialogSettings>,
+    knobs: Mutex<Knobs>,
+    stats: Mutex<Stats>,
+    audio: Mutex<BTreeMap<usize, Bytes>>,
+    conns: Mutex<BTreeMap<u64, ConnEntry>>,
+    next_conn: AtomicU64,
+    changed: watch::Sender<u64>,
+}
+
+/// A poisoned lock holds plain data; keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(super) fn new(
+        token_key: Vec<u8>,
+        answer_mp3: Bytes,
+        dialog: DialogSettings,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            token_key,
+            answer_mp3,
+            idle_timeout,
+            dialog: Mutex::new(dialog),
+            knobs: Mutex::default(),
+            stats: Mutex::default(),
+            audio: Mutex::default(),
+            conns: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// A copy of the statistics.
+    pub fn stats(&self) -> Stats {
+        lock(&self.stats).clone()
+    }
+
+    /// Wakes on every statistics change (`/wait`).
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut lock(&self.stats));
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Clear statistics and knobs (not the open connections).
+    pub(super) fn reset(&self) {
+        *lock(&self.knobs) = Knobs::default();
+        lock(&self.audio).clear();
+        self.update(|s| {
+            let current = s.connections.current;
+            *s = Stats::default();
+            s.connections.current = current;
+            s.connections.peak = current;
+        });
+    }
+
+    pub(super) fn dialog(&self) -> DialogSettings {
+        lock(&self.dialog).clone()
+    }
+
+    pub(super) fn set_dialog(&self, f: impl FnOnce(&mut DialogSettings)) -> DialogSettings {
+        let mut d = lock(&self.dialog);
+        f(&mut d);
+        d.clone()
+    }
+
+    /// Take one ExpectSpeech from the knob, if any is left: its timeout.
+    pub(super) fn take_expect_speech(&self) -> Option<u64> {
+        let mut d = lock(&self.dialog);
+        if d.expect_speech_count == 0 {
+            return None;
+        }
+        d.expect_speech_count -= 1;
+        Some(d.expect_speech_ms)
+    }
+
+    // --- knobs ---
+
+    pub(super) fn refuse_for(&self, d: Duration) {
+        lock(&self.knobs).refuse_until = Some(Instant::now() + d);
+    }
+
+    /// Whether new connections are refused now; counts the refusal.
+    pub(super) fn refusing(&self) -> bool {
+        let refusing = lock(&self.knobs)
+            .refuse_until
+            .is_some_and(|t| Instant::now() < t);
+        if refusing {
+            self.update(|s| s.connections.refused += 1);
+        }
+        refusing
+    }
+
+    pub(super) fn set_status(&self, code: u16, count: u32, on: Target) {
+        lock(&self.knobs).status = (count > 0).then_some(StatusKnob {
+            code,
+            remaining: count,
+            on,
+        });
+    }
+
+    /// The status the next request of `kind` must get, consuming one use.
+    pub(super) fn take_status(&self, kind: Target) -> Option<u16> {
+        let mut k = lock(&self.knobs);
+        let knob = k.status.as_mut()?;
+        if !knob.on.covers(kind) {
+            return None;
+        }
+        let code = knob.code;
+        knob.remaining -= 1;
+        if knob.remaining == 0 {
+            k.status = None;
+        }
+        Some(code)
+    }
+
+    pub(super) fn set_delay(&self, d: Duration, on: Target) {
+        lock(&self.knobs).delay = (!d.is_zero()).then_some((d, on));
+    }
+
+    pub(super) fn delay_for(&self, kind: Target) -> Option<Duration> {
+        lock(&self.knobs)
+            .delay
+            .filter(|(_, on)| on.covers(kind))
+            .map(|(d, _)| d)
+    }
+
+    // --- connections ---
+
+    /// Register a new connection: its id, its command channel and state.
+    pub(super) fn open_connection(
+        &self,
+        peer: SocketAddr,
+    ) -> (u64, mpsc::UnboundedReceiver<ConnCmd>, Arc<Mutex<ConnState>>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (cmd, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(ConnState {
+            downchannel: None,
+            synced: false,
+            last_activity: Instant::now(),
+        }));
+        lock(&self.conns).insert(
+            id,
+            ConnEntry {
+                cmd,
+                state: state.clone(),
+                peer,
+            },
+        );
+        self.update(|s| {
+            let c = &mut s.connections;
+            c.current += 1;
+            c.total += 1;
+            c.peak = c.peak.max(c.current);
+        });
+        (id, rx, state)
+    }
+
+    pub(super) fn close_connection(&self, id: u64) {
+        if lock(&self.conns).remove(&id).is_some() {
+            self.update(|s| s.connections.current = s.connections.current.saturating_sub(1));
+        }
+    }
+
+    /// Send `make()` to every open connection (or just `only`); how many got it.
+    pub(super) fn command(&self, only: Option<u64>, make: impl Fn() -> ConnCmd) -> usize {
+        let conns = lock(&self.conns);
+        conns
+            .iter()
+            .filter(|(id, _)| only.is_none_or(|o| o == **id))
+            .filter(|(_, e)| e.cmd.send(make()).is_ok())
+            .count()
+    }
+
+    /// The open connections: id, peer, downchannel open, synchronized.
+    pub(super) fn connections(&self) -> Vec<(u64, SocketAddr, bool, bool)> {
+        lock(&self.conns)
+            .iter()
+            .map(|(id, e)| {
+                let st = lock(&e.state);
+                (*id, e.peer, st.downchannel.is_some(), st.synced)
+            })
+            .collect()
+    }
+
+    /// Hand `msg` to the downchannel of the newest connection that has one
+    /// (during a GOAWAY handover that is the new connection); its id.
+    pub(super) fn push(&self, msg: DownMsg) -> Option<u64> {
+        let target = lock(&self.conns)
+            .iter()
+            .rev()
+            .find_map(|(id, e)| lock(&e.state).downchannel.clone().map(|tx| (*id, tx)));
+        let (id, tx) = target?;
+        tx.send(msg).ok()?;
+        self.update(|s| s.pushes += 1);
+        Some(id)
+    }
+
+    // --- recognize audio ---
+
+    /// Keep a Recognize's audio for `GET /audio?n=INDEX`.
+    pub(super) fn keep_audio(&self, index: usize, pcm: Bytes) {
+        let mut a = lock(&self.audio);
+        a.insert(index, pcm);
+        while a.len() > KEPT_AUDIO {
+            a.pop_first();
+        }
+    }
+
+    pub(super) fn audio(&self, index: usize) -> Option<Bytes> {
+        lock(&self.audio).get(&index).cloned()
+    }
+}

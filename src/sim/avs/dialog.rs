@@ -206,23 +206,25 @@ pub(super) async fn recognize(
             .unwrap_or(Value::Null),
         ..RecognizeRecord::default()
     };
-    let refuse = |respond: &mut SendResponse<Bytes>, r: Refusal| {
+    let refuse = |respond: &mut SendResponse<Bytes>, reader: BodyReader, r: Refusal| {
         record(&ctx, &meta, r.status);
         ctx.refuse(respond, EVENTS_PATH, &r);
+        reader.drain();
     };
     match reader.next().await {
         Ok(Event::PartStart(h)) => {
             if let Err(r) = check_audio_part(&h, 0) {
-                return refuse(&mut respond, r);
+                return refuse(&mut respond, reader, r);
             }
         }
         Ok(_) => {
             return refuse(
                 &mut respond,
+                reader,
                 Refusal::invalid("a Recognize must carry an `audio` part"),
             );
         }
-        Err(e) => return refuse(&mut respond, e.refusal()),
+        Err(e) => return refuse(&mut respond, reader, e.refusal()),
     }
 
     let mut audio = Audio::new(settings.silence_rms);
@@ -264,13 +266,13 @@ pub(super) async fn recognize(
                         .err()
                         .unwrap_or_else(|| Refusal::invalid("more than one `audio` part"));
                     if answer.is_none() {
-                        return refuse(&mut respond, r);
+                        return refuse(&mut respond, reader, r);
                     }
                     break Some(r.description);
                 }
                 Ok(Event::End) => break None,
                 Err(e @ BodyError::Multipart(_)) if answer.is_none() => {
-                    return refuse(&mut respond, e.refusal());
+                    return refuse(&mut respond, reader, e.refusal());
                 }
                 Err(e) => break Some(e.to_string()),
             },

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::EVENTS_PATH;
 use super::rules::{Metadata, Refusal, check_metadata, check_order, form_boundary, no_downchannel};
-use super::server::Ctx;
+use super::server::{Ctx, drain};
 use super::state::{EventRecord, Target};
 use crate::avs::multipart::{Event, Limits, MultipartError, Parser, PartHeaders};
 
@@ -40,10 +40,16 @@ pub(super) struct BodyReader {
 }
 
 impl BodyReader {
-    fn new(body: RecvStream, boundary: &str) -> Result<Self, Refusal> {
-        let parser = Parser::new(boundary, Limits::default())
-            .map_err(|e| Refusal::invalid(format!("unusable boundary: {e}")))?;
-        Ok(Self { body, parser })
+    fn new(body: RecvStream, boundary: &str) -> Result<Self, (Refusal, RecvStream)> {
+        match Parser::new(boundary, Limits::default()) {
+            Ok(parser) => Ok(Self { body, parser }),
+            Err(e) => Err((Refusal::invalid(format!("unusable boundary: {e}")), body)),
+        }
+    }
+
+    /// Discard the rest of the body (see [`drain`]).
+    pub(super) fn drain(self) {
+        drain(self.body);
     }
 
     /// The next multipart event; `End` again and again once the body is
@@ -90,18 +96,28 @@ pub(super) async fn event(
     let started = Instant::now();
     let boundary = match form_boundary(req.headers()) {
         Ok(b) => b,
-        Err(r) => return ctx.refuse(&mut respond, EVENTS_PATH, &r),
+        Err(r) => {
+            ctx.refuse(&mut respond, EVENTS_PATH, &r);
+            return drain(req.into_body());
+        }
     };
     if ctx.state().downchannel.is_none() {
-        return ctx.refuse(&mut respond, EVENTS_PATH, &no_downchannel());
+        ctx.refuse(&mut respond, EVENTS_PATH, &no_downchannel());
+        return drain(req.into_body());
     }
     let mut reader = match BodyReader::new(req.into_body(), &boundary) {
         Ok(r) => r,
-        Err(r) => return ctx.refuse(&mut respond, EVENTS_PATH, &r),
+        Err((r, body)) => {
+            ctx.refuse(&mut respond, EVENTS_PATH, &r);
+            return drain(body);
+        }
     };
     let meta = match read_metadata(&mut reader).await {
         Ok(m) => m,
-        Err(r) => return ctx.refuse(&mut respond, EVENTS_PATH, &r),
+        Err(r) => {
+            ctx.refuse(&mut respond, EVENTS_PATH, &r);
+            return reader.drain();
+        }
     };
     tracing::info!(conn = ctx.id, event = meta.name, "event");
     let synced = ctx.state().synced;
@@ -112,7 +128,8 @@ pub(super) async fn event(
     });
     if let Some(r) = verdict {
         record(&ctx, &meta, r.status);
-        return ctx.refuse(&mut respond, EVENTS_PATH, &r);
+        ctx.refuse(&mut respond, EVENTS_PATH, &r);
+        return reader.drain();
     }
     ctx.delay(Target::Events).await;
     if meta.is_recognize() {
@@ -120,7 +137,8 @@ pub(super) async fn event(
     }
     if let Err(r) = read_rest(&mut reader).await {
         record(&ctx, &meta, r.status);
-        return ctx.refuse(&mut respond, EVENTS_PATH, &r);
+        ctx.refuse(&mut respond, EVENTS_PATH, &r);
+        return reader.drain();
     }
     if meta.name == "System.SynchronizeState" {
         ctx.state().synced = true;

@@ -15,6 +15,7 @@
 mod control;
 mod dialog;
 mod events;
+mod linger;
 mod related;
 mod rules;
 mod server;

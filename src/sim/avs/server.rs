@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::linger::Lingering;
 use super::related::Related;
 use super::rules::{Refusal, check_auth};
 use super::state::{ConnCmd, ConnState, DownMsg, Rejection, Shared, Target};
@@ -33,6 +35,11 @@ use super::{DIRECTIVES_PATH, EVENTS_PATH, MAX_CONCURRENT_STREAMS, PING_PATH};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused request's body is read before the stream is reset.
+const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tiny DATA frames sent back to back before a pause; see [`send_frames`].
+const TINY_GROUP: usize = 8;
+const TINY_PAUSE: Duration = Duration::from_millis(1);
 /// What a client that negotiated no ALPN (so speaks HTTP/1.1) is told.
 const HTTP11_REFUSAL: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
 Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\n\
@@ -172,9 +179,10 @@ async fn connection(
         let _ = tls.shutdown().await;
         return;
     }
+    let cut = Arc::new(AtomicBool::new(false));
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .handshake::<_, Bytes>(tls)
+        .handshake::<_, Bytes>(Lingering::new(tls, cut.clone()))
         .await
     {
         Ok(c) => c,
@@ -216,6 +224,7 @@ async fn connection(
                     }
                 }
                 Some(ConnCmd::Cut) | None => {
+                    cut.store(true, Ordering::Relaxed);
                     if let Some(fd) = &raw {
                         let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
                     }
@@ -262,6 +271,7 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
     tracing::info!(conn = ctx.id, %method, path, "request");
     if let Err(r) = check_auth(req.headers(), &ctx.shared.token_key) {
         ctx.refuse(&mut respond, &path, &r);
+        drain(req.into_body());
         return;
     }
     match (method, path.as_str()) {
@@ -276,6 +286,7 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
                 description: format!("{m} {path}: only {allowed} is allowed here"),
             };
             ctx.refuse(&mut respond, &path, &r);
+            drain(req.into_body());
         }
         _ => {
             let r = Refusal {
@@ -286,8 +297,26 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
                 ),
             };
             ctx.refuse(&mut respond, &path, &r);
+            drain(req.into_body());
         }
     }
+}
+
+/// Read and discard what is left of a refused request's body. Dropping it
+/// unread would reset the stream, and a client still writing its body
+/// would then see a stream error instead of the refusal it was sent.
+pub(super) fn drain(mut body: RecvStream) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let read = async {
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_BODY_TIMEOUT, read).await;
+    });
 }
 
 async fn ping(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
@@ -378,7 +407,7 @@ async fn write_downchannel(
                 if let Some((cid, data)) = attachment {
                     bytes.extend_from_slice(&related.binary(&cid, &data));
                 }
-                if let Err(e) = send_frames(out, Bytes::from(bytes), tiny) {
+                if let Err(e) = send_frames(out, Bytes::from(bytes), tiny).await {
                     return format!("write failed: {e}");
                 }
             }
@@ -392,7 +421,12 @@ async fn write_downchannel(
 
 /// Write `data` as one DATA frame, or with `tiny` as frames of 1 to 7
 /// bytes, so the client's parser meets every possible split.
-pub(super) fn send_frames(
+///
+/// Tiny frames go out in small groups with a pause between them: h2 (0.4.20
+/// and later) ends a connection with ENHANCE_YOUR_CALM once about 100
+/// small frames sit unread in its buffers, so an unpaced burst would test
+/// that flood guard instead of the client's parser.
+pub(super) async fn send_frames(
     out: &mut SendStream<Bytes>,
     data: Bytes,
     tiny: bool,
@@ -400,11 +434,16 @@ pub(super) fn send_frames(
     if !tiny {
         return out.send_data(data, false);
     }
-    let mut rng = rand::rng();
     let mut rest = data;
+    let mut group = 0;
     while !rest.is_empty() {
-        let n = rng.random_range(1..=7).min(rest.len());
+        let n = rand::rng().random_range(1..=7).min(rest.len());
         out.send_data(rest.split_to(n), false)?;
+        group += 1;
+        if group == TINY_GROUP {
+            group = 0;
+            tokio::time::sleep(TINY_PAUSE).await;
+        }
     }
     Ok(())
 }

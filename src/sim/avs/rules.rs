@@ -245,8 +245,10 @@ fn check_recognize(meta: &Metadata) -> Result<(), Refusal> {
             "event.payload.format `{format}` is not {L16} (the only format avs-sim decodes)"
         )));
     }
+    // Null reads as absent, as for the optional header fields.
     if let Some(init) = p.get("initiator")
         && !init.is_object()
+        && !init.is_null()
     {
         return Err(Refusal::invalid("event.payload.initiator is not an object"));
     }

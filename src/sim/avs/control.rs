@@ -66,8 +66,17 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     }
 }
 
-fn bad(msg: impl Into<String>) -> Resp {
-    h::json(StatusCode::BAD_REQUEST, &json!({"error": msg.into()}))
+/// A control request that cannot be done: the status and why.
+struct Fail(StatusCode, String);
+
+impl Fail {
+    fn resp(self) -> Resp {
+        h::json(self.0, &json!({"error": self.1}))
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Fail {
+    Fail(StatusCode::BAD_REQUEST, msg.into())
 }
 
 fn ok(extra: Value) -> Resp {
@@ -79,7 +88,7 @@ fn ok(extra: Value) -> Resp {
 }
 
 /// A query parameter parsed as `T`, or a 400 naming it.
-fn param<T: FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, Resp> {
+fn param<T: FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, Fail> {
     match q.get(key) {
         None => Ok(None),
         Some(v) => v
@@ -89,7 +98,7 @@ fn param<T: FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>
     }
 }
 
-fn target(q: &HashMap<String, String>, default: Target) -> Result<Target, Resp> {
+fn target(q: &HashMap<String, String>, default: Target) -> Result<Target, Fail> {
     q.get("on")
         .map_or(Ok(default), |v| Target::parse(v).map_err(bad))
 }
@@ -122,7 +131,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             &json!({"error": format!("no control endpoint {m} {p}")}),
         )),
     };
-    result.unwrap_or_else(|resp| resp)
+    result.unwrap_or_else(Fail::resp)
 }
 
 fn stats_json(shared: &Shared) -> Value {
@@ -137,14 +146,14 @@ fn stats_json(shared: &Shared) -> Value {
     v
 }
 
-fn goaway(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn goaway(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let only = param::<u64>(q, "connection")?;
     let end_downchannel = param::<bool>(q, "end_downchannel")?.unwrap_or(true);
     let n = shared.command(only, || ConnCmd::GoAway { end_downchannel });
     Ok(ok(json!({"connections": n})))
 }
 
-fn refuse(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn refuse(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let secs = param::<f64>(q, "secs")?.ok_or_else(|| bad("secs is required"))?;
     let d = Duration::try_from_secs_f64(secs)
         .map_err(|_| bad(format!("secs={secs}: not a duration")))?;
@@ -152,7 +161,7 @@ fn refuse(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
     Ok(ok(json!({})))
 }
 
-fn status(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn status(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let code = param::<u16>(q, "code")?.ok_or_else(|| bad("code is required"))?;
     if !matches!(code, 400 | 403 | 415 | 429 | 500 | 503) {
         return Err(bad(format!(
@@ -164,7 +173,7 @@ fn status(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
     Ok(ok(json!({})))
 }
 
-fn delay(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn delay(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let ms = param::<u64>(q, "ms")?.ok_or_else(|| bad("ms is required (0 ends the delay)"))?;
     shared.set_delay(Duration::from_millis(ms), target(q, Target::Events)?);
     Ok(ok(json!({})))
@@ -174,7 +183,7 @@ async fn push(
     req: Request<Incoming>,
     q: HashMap<String, String>,
     shared: &Shared,
-) -> Result<Resp, Resp> {
+) -> Result<Resp, Fail> {
     let tiny = match q.get("split").map(String::as_str) {
         None | Some("none") => false,
         Some("tiny") => true,
@@ -209,7 +218,7 @@ async fn push(
     }
 }
 
-fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let stop = param::<u64>(q, "stop_capture_ms")?;
     let eos = param::<u64>(q, "end_of_speech_ms")?;
     let rms = param::<f64>(q, "silence_rms")?;
@@ -257,8 +266,8 @@ const WAIT_KEYS: &[&str] = &[
     "count",
 ];
 
-fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Resp> {
-    let at_least = |key: &str, have: u64| -> Result<bool, Resp> {
+fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Fail> {
+    let at_least = |key: &str, have: u64| -> Result<bool, Fail> {
         Ok(param::<u64>(q, key)?.is_none_or(|want| have >= want))
     };
     let events = match q.get("event") {
@@ -280,7 +289,7 @@ fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Resp> {
 }
 
 /// Wait until the statistics meet every condition given, or the timeout.
-async fn wait(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+async fn wait(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     if !q
         .keys()
         .any(|k| WAIT_KEYS.contains(&k.as_str()) || k == "event")
@@ -297,7 +306,7 @@ async fn wait(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp
         loop {
             changes.borrow_and_update();
             if met(q, &shared.stats())? {
-                return Ok::<_, Resp>(());
+                return Ok::<_, Fail>(());
             }
             if changes.changed().await.is_err() {
                 return Err(bad("the stand-in is shutting down"));
@@ -316,12 +325,12 @@ async fn wait(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp
 
 /// `GET /audio?n=INDEX`: what Recognize number INDEX (0-based, as in
 /// `/stats`) carried, as a 16 kHz mono 16-bit WAV file.
-fn audio(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Resp> {
+fn audio(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let n = param::<usize>(q, "n")?.ok_or_else(|| bad("n (the recognize index) is required"))?;
     let pcm = shared.audio(n).ok_or_else(|| {
-        h::json(
+        Fail(
             StatusCode::NOT_FOUND,
-            &json!({"error": format!("no audio kept for recognize {n} (only the last few are)")}),
+            format!("no audio kept for recognize {n} (only the last few are)"),
         )
     })?;
     let mut resp = Response::new(Full::new(wav(&pcm)));

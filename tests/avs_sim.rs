@@ -378,26 +378,97 @@ async fn pushed_directives_arrive_whole_and_split_into_tiny_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_and_cut_are_seen_by_the_client() {
     let sim = Sim::start().await;
-    let (first, mut down) = synced(&sim).await;
-    sim.post("/goaway").await;
-    // AVS ends the downchannel with the GOAWAY.
-    assert!(down.next().await.is_none());
-    assert!(down.stream_ends().await);
-    assert_eq!(within("GOAWAY", first.closed()).await, Closed::Graceful);
+    let (first, down) = synced(&sim).await;
+    // A GOAWAY that leaves the downchannel open: the old connection lives
+    // on while the client makes its next one (make before break).
+    sim.post("/goaway?end_downchannel=false").await;
+    let (second, mut down2) = synced(&sim).await;
+    let c = sim.stats().await["connections"].clone();
+    assert_eq!(
+        (c["current"].as_u64(), c["peak"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        (c["active"].as_u64(), c["peak_active"].as_u64()),
+        (Some(1), Some(1))
+    );
+    drop(down);
+    assert_eq!(
+        within("the old connection's end", first.closed()).await,
+        Closed::Graceful
+    );
+    sim.wait("current=1").await;
 
-    let (second, _down) = synced(&sim).await;
-    let stats = sim.wait("current=1&connections=2").await;
-    assert_eq!(stats["connections"]["peak"], 1);
+    // By default AVS ends the downchannel with the GOAWAY.
+    sim.post("/goaway").await;
+    assert!(down2.next().await.is_none());
+    assert!(down2.stream_ends().await);
+    assert_eq!(within("GOAWAY", second.closed()).await, Closed::Graceful);
+
+    let (third, _down3) = synced(&sim).await;
     assert_eq!(sim.post("/cut").await["connections"], 1);
-    match within("the cut", second.closed()).await {
+    match within("the cut", third.closed()).await {
         Closed::Broken(_) => {}
         other => panic!("a cut connection closed as {other:?}"),
     }
     let stats = sim.wait("current=0").await;
-    assert_eq!(stats["connections"]["total"], 2);
-    assert_eq!(stats["connections"]["goaways"], 1);
-    assert_eq!(stats["connections"]["cuts"], 1);
-    assert_eq!(stats["downchannels"], 2);
+    let c = &stats["connections"];
+    assert_eq!(c["total"], 3);
+    assert_eq!(c["goaways"], 2);
+    assert_eq!(c["cuts"], 1);
+    assert_eq!(c["peak_active"], 1);
+    assert_eq!(stats["downchannels"], 3);
+}
+
+/// The daemon's own reader (`avsd::avs::inbound::pump`) on the downchannel:
+/// a Speak and its MP3 pushed in tiny DATA frames arrive intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_pump_reads_a_tiny_framed_speak_and_its_mp3() {
+    use avsd::avs::inbound::{Inbound, pump};
+    let sim = Sim::start().await;
+    let link = sim.link().await;
+    let token = sim.token();
+    let resp = link.get("/v20160207/directives", &token).await.unwrap();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move { pump(resp.into_body(), &ct, &tx, None).await });
+    let speak = json!({"directive": {
+        "header": {"namespace": "SpeechSynthesizer", "name": "Speak", "messageId": "m"},
+        "payload": {"url": "cid:tts-9", "format": "AUDIO_MPEG", "token": "t9"}
+    }});
+    let (status, _) = sim
+        .call(
+            Method::POST,
+            "/push?split=tiny&attach=tts-9",
+            Some(speak.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    match within("the directive", rx.recv()).await {
+        Some(Inbound::Directive { directive, .. }) => {
+            assert_eq!(directive.header.name, "Speak");
+            assert_eq!(directive.payload["token"], "t9");
+        }
+        other => panic!("{other:?}"),
+    }
+    let Some(Inbound::Attachment {
+        content_id,
+        mut data,
+    }) = within("the MP3", rx.recv()).await
+    else {
+        panic!("no attachment");
+    };
+    assert_eq!(content_id, "tts-9");
+    let mut mp3 = Vec::new();
+    while let Some(chunk) = within("MP3 bytes", data.recv()).await {
+        mp3.extend_from_slice(&chunk);
+    }
+    assert_eq!(mp3, avsd::sim::avs::BUILTIN_ANSWER_MP3);
+    assert_eq!(
+        link.closed_now(),
+        None,
+        "the connection survived the tiny frames"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

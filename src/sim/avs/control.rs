@@ -270,20 +270,26 @@ fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Fail> {
     let at_least = |key: &str, have: u64| -> Result<bool, Fail> {
         Ok(param::<u64>(q, key)?.is_none_or(|want| have >= want))
     };
+    // Only answered, accepted events count (a Recognize in progress has
+    // status 0 until it is answered).
+    let accepted = |e: &&super::state::EventRecord| (200..300).contains(&e.status);
     let events = match q.get("event") {
         Some(name) => s
             .events
             .iter()
-            .filter(|e| &e.name == name && e.status < 300)
+            .filter(accepted)
+            .filter(|e| &e.name == name)
             .count() as u64,
-        None => s.events.iter().filter(|e| e.status < 300).count() as u64,
+        None => s.events.iter().filter(accepted).count() as u64,
     };
+    // `event=NAME` alone means "at least one".
+    let want_events = param::<u64>(q, "count")?.or(q.contains_key("event").then_some(1));
     Ok(at_least("connections", s.connections.total)?
         && at_least("downchannels", s.downchannels)?
         && at_least("pings", s.pings)?
         && at_least("recognizes", s.recognizes.len() as u64)?
         && at_least("rejections", s.rejections.len() as u64)?
-        && at_least("count", events)?
+        && want_events.is_none_or(|want| events >= want)
         // `current` is exact: "wait until one connection is open".
         && param::<u64>(q, "current")?.is_none_or(|want| s.connections.current == want))
 }

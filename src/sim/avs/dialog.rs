@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::time::{Duration, Instant};
 
 use super::EVENTS_PATH;
-use super::events::{BodyError, BodyReader, check_audio_part, record};
+use super::events::{BodyError, BodyReader, check_audio_part, set_status};
 use super::related::Related;
 use super::rules::{Metadata, Refusal};
 use super::server::Ctx;
@@ -190,6 +190,7 @@ pub(super) async fn recognize(
     ctx: Arc<Ctx>,
     meta: Metadata,
     started: Instant,
+    index: usize,
 ) {
     let settings = ctx.shared.dialog();
     let dialog = meta.dialog_request_id.clone().unwrap_or_default();
@@ -207,7 +208,7 @@ pub(super) async fn recognize(
         ..RecognizeRecord::default()
     };
     let refuse = |respond: &mut SendResponse<Bytes>, reader: BodyReader, r: Refusal| {
-        record(&ctx, &meta, r.status);
+        set_status(&ctx, index, r.status);
         ctx.refuse(respond, EVENTS_PATH, &r);
         reader.drain();
     };
@@ -350,16 +351,16 @@ pub(super) async fn recognize(
         audio_bytes = rec.audio_bytes,
         "Recognize answered"
     );
+    // The status first: whoever waits for the recognize record then sees
+    // the event answered too.
+    set_status(&ctx, index, status);
+    // The audio is kept under the same update, so a test woken by the new
+    // record can fetch it at once.
     let pcm = std::mem::take(&mut audio.pcm).freeze();
-    let mut index = 0;
     ctx.shared.update(|s| {
-        index = s.recognizes.len();
+        ctx.shared.keep_audio(s.recognizes.len(), pcm);
         s.recognizes.push(rec);
     });
-    ctx.shared.keep_audio(index, pcm);
-    if status != 400 {
-        record(&ctx, &meta, status);
-    }
 }
 
 /// Speak with the MP3 attachment, then an ExpectSpeech if the control API

@@ -75,15 +75,31 @@ impl BodyReader {
     }
 }
 
-/// Record an event whose metadata was read, with the status it got.
-pub(super) fn record(ctx: &Ctx, meta: &Metadata, status: u16) {
+/// Record an event whose metadata was read, with the status it got (0
+/// while a Recognize is still being answered); its index in the list.
+pub(super) fn record(ctx: &Ctx, meta: &Metadata, status: u16) -> usize {
+    let mut index = 0;
     ctx.shared.update(|s| {
+        index = s.events.len();
         s.events.push(EventRecord {
             connection: ctx.id,
             name: meta.name.clone(),
             status,
             dialog_request_id: meta.dialog_request_id.clone(),
         })
+    });
+    index
+}
+
+/// Set the status of the event [`record`] put at `index` (unless the
+/// statistics were reset since).
+pub(super) fn set_status(ctx: &Ctx, index: usize, status: u16) {
+    ctx.shared.update(|s| {
+        if let Some(e) = s.events.get_mut(index)
+            && e.connection == ctx.id
+        {
+            e.status = status;
+        }
     });
 }
 
@@ -127,16 +143,19 @@ pub(super) async fn event(
             .map(Refusal::for_status)
     });
     if let Some(r) = verdict {
-        record(&ctx, &meta, r.status);
+        let _ = record(&ctx, &meta, r.status);
         ctx.refuse(&mut respond, EVENTS_PATH, &r);
         return reader.drain();
     }
     ctx.delay(Target::Events).await;
     if meta.is_recognize() {
-        return super::dialog::recognize(reader, respond, ctx, meta, started).await;
+        // Recorded on arrival, so the list keeps the order events came in
+        // even though a Recognize is answered only after its audio.
+        let index = record(&ctx, &meta, 0);
+        return super::dialog::recognize(reader, respond, ctx, meta, started, index).await;
     }
     if let Err(r) = read_rest(&mut reader).await {
-        record(&ctx, &meta, r.status);
+        let _ = record(&ctx, &meta, r.status);
         ctx.refuse(&mut respond, EVENTS_PATH, &r);
         return reader.drain();
     }
@@ -147,7 +166,7 @@ pub(super) async fn event(
     if let Err(e) = respond.send_response(resp, true) {
         tracing::debug!(conn = ctx.id, "cannot answer {}: {e}", meta.name);
     }
-    record(&ctx, &meta, 204);
+    let _ = record(&ctx, &meta, 204);
 }
 
 /// The first part: `metadata`, JSON, checked.

@@ -38,8 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a refused request's body is read before the stream is reset.
 const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tiny DATA frames sent back to back before a pause; see [`send_frames`].
-const TINY_GROUP: usize = 8;
-const TINY_PAUSE: Duration = Duration::from_millis(1);
+const TINY_GROUP: usize = 4;
+const TINY_PAUSE: Duration = Duration::from_millis(2);
 /// What a client that negotiated no ALPN (so speaks HTTP/1.1) is told.
 const HTTP11_REFUSAL: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
 Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\n\
@@ -215,12 +215,10 @@ async fn connection(
             },
             cmd = cmds.recv() => match cmd {
                 Some(ConnCmd::GoAway { end_downchannel }) => {
-                    tracing::info!(conn = id, "sending GOAWAY");
-                    shared.update(|s| s.connections.goaways += 1);
-                    conn.graceful_shutdown();
-                    closing = true;
-                    if end_downchannel && let Some(tx) = &ctx.state().downchannel {
-                        let _ = tx.send(DownMsg::End);
+                    if !closing {
+                        tracing::info!(conn = id, "sending GOAWAY");
+                        go_away(&mut conn, &ctx, end_downchannel);
+                        closing = true;
                     }
                 }
                 Some(ConnCmd::Cut) | None => {
@@ -236,16 +234,12 @@ async fn connection(
                 let idle = shared.idle_timeout.unwrap_or_default();
                 if ctx.state().last_activity.elapsed() >= idle {
                     tracing::info!(conn = id, "idle for {idle:?}; sending GOAWAY as AVS does");
-                    shared.update(|s| s.connections.goaways += 1);
-                    conn.graceful_shutdown();
+                    go_away(&mut conn, &ctx, true);
                     closing = true;
-                    if let Some(tx) = &ctx.state().downchannel {
-                        let _ = tx.send(DownMsg::End);
-                    }
                 }
             }
             _ = shutdown.cancelled(), if !closing => {
-                conn.graceful_shutdown();
+                go_away(&mut conn, &ctx, true);
                 closing = true;
             }
         }
@@ -255,6 +249,20 @@ async fn connection(
     ctx.state().downchannel = None;
     shared.close_connection(id);
     tracing::info!(conn = id, "connection {why}");
+}
+
+/// GOAWAY (h2 lets streams below the last id finish), counted; AVS also
+/// ends the downchannel, which the connection could not finish without.
+fn go_away<T, B>(conn: &mut h2::server::Connection<T, B>, ctx: &Ctx, end_downchannel: bool)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: bytes::Buf,
+{
+    conn.graceful_shutdown();
+    ctx.shared.going_away(ctx.id);
+    if end_downchannel && let Some(tx) = &ctx.state().downchannel {
+        let _ = tx.send(DownMsg::End);
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -106,6 +106,11 @@ pub struct ConnectionStats {
     pub peak: u64,
     /// Accepted since start (or the last reset).
     pub total: u64,
+    /// Open and not sent a GOAWAY: the ones a client may start streams on.
+    pub active: u64,
+    /// The most active at once; a client that keeps one connection (with
+    /// a make-before-break handover after GOAWAY) never makes this 2.
+    pub peak_active: u64,
     /// Refused by the `/refuse` knob.
     pub refused: u64,
     /// Sent a GOAWAY by the stand-in.
@@ -222,6 +227,8 @@ pub(super) struct ConnState {
     pub synced: bool,
     /// When the last stream opened.
     pub last_activity: Instant,
+    /// Whether a GOAWAY went out.
+    pub going_away: bool,
 }
 
 struct ConnEntry {
@@ -290,10 +297,12 @@ impl Shared {
         *lock(&self.knobs) = Knobs::default();
         lock(&self.audio).clear();
         self.update(|s| {
-            let current = s.connections.current;
+            let (current, active) = (s.connections.current, s.connections.active);
             *s = Stats::default();
             s.connections.current = current;
             s.connections.peak = current;
+            s.connections.active = active;
+            s.connections.peak_active = active;
         });
     }
 
@@ -381,6 +390,7 @@ impl Shared {
             downchannel: None,
             synced: false,
             last_activity: Instant::now(),
+            going_away: false,
         }));
         lock(&self.conns).insert(
             id,
@@ -395,13 +405,37 @@ impl Shared {
             c.current += 1;
             c.total += 1;
             c.peak = c.peak.max(c.current);
+            c.active += 1;
+            c.peak_active = c.peak_active.max(c.active);
         });
         (id, rx, state)
     }
 
     pub(super) fn close_connection(&self, id: u64) {
-        if lock(&self.conns).remove(&id).is_some() {
-            self.update(|s| s.connections.current = s.connections.current.saturating_sub(1));
+        let Some(entry) = lock(&self.conns).remove(&id) else {
+            return;
+        };
+        let was_active = !lock(&entry.state).going_away;
+        self.update(|s| {
+            let c = &mut s.connections;
+            c.current = c.current.saturating_sub(1);
+            if was_active {
+                c.active = c.active.saturating_sub(1);
+            }
+        });
+    }
+
+    /// Count a GOAWAY sent on connection `id` (once).
+    pub(super) fn going_away(&self, id: u64) {
+        let first = lock(&self.conns).get(&id).is_some_and(|e| {
+            let mut st = lock(&e.state);
+            !std::mem::replace(&mut st.going_away, true)
+        });
+        if first {
+            self.update(|s| {
+                s.connections.goaways += 1;
+                s.connections.active = s.connections.active.saturating_sub(1);
+            });
         }
     }
 

@@ -1,8 +1,8 @@
 //! The control API of the AVS stand-in: plain HTTP/1.1 with JSON answers on
 //! a separate loopback listener, so tests and benchmarks can inject faults,
-//! push directives and read what the stand-in saw. See the reference in
-//! the `avs-sim avs` report / README; every endpoint answers 400 with
-//! `{"error": …}` naming a bad parameter.
+//! push directives and read what the stand-in saw. The endpoints are listed
+//! in the module documentation of [`crate::sim::avs`]; every endpoint
+//! answers 400 with `{"error": …}` naming a bad parameter.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::SendStream;
 use h2::server::SendResponse;
 use http::Response;
@@ -21,115 +21,13 @@ use serde_json::{Value, json};
 use tokio::time::{Duration, Instant};
 
 use super::EVENTS_PATH;
+use super::audio::Audio;
 use super::events::{BodyError, BodyReader, check_audio_part, set_status};
 use super::related::Related;
 use super::rules::{Metadata, Refusal};
 use super::server::Ctx;
-use super::state::{MAX_KEPT_AUDIO_BYTES, RecognizeRecord};
+use super::state::RecognizeRecord;
 use crate::avs::multipart::Event;
-
-/// 100 ms at 16 kHz.
-const WINDOW: usize = 1600;
-
-/// What the audio part held so far.
-struct Audio {
-    pcm: BytesMut,
-    bytes: u64,
-    first_at: Option<Instant>,
-    last_at: Option<Instant>,
-    /// An odd byte waiting for its partner from the next DATA frame.
-    carry: Option<u8>,
-    sum: f64,
-    n: usize,
-    peak_rms: f64,
-    threshold: f64,
-    speech_seen: bool,
-    trailing_silence: Duration,
-}
-
-impl Audio {
-    fn new(threshold: f64) -> Self {
-        Self {
-            pcm: BytesMut::new(),
-            bytes: 0,
-            first_at: None,
-            last_at: None,
-            carry: None,
-            sum: 0.0,
-            n: 0,
-            peak_rms: 0.0,
-            threshold,
-            speech_seen: false,
-            trailing_silence: Duration::ZERO,
-        }
-    }
-
-    /// Take a chunk; true when `end_of_speech` of silence followed speech.
-    fn push(&mut self, chunk: &[u8], now: Instant, end_of_speech: Option<Duration>) -> bool {
-        if chunk.is_empty() {
-            return false;
-        }
-        self.first_at.get_or_insert(now);
-        self.last_at = Some(now);
-        self.bytes += chunk.len() as u64;
-        if self.pcm.len() + chunk.len() <= MAX_KEPT_AUDIO_BYTES {
-            self.pcm.extend_from_slice(chunk);
-        }
-        let mut rest = chunk;
-        if let Some(lo) = self.carry.take()
-            && let Some((&hi, tail)) = rest.split_first()
-        {
-            self.sample(i16::from_le_bytes([lo, hi]));
-            rest = tail;
-        }
-        let mut pairs = rest.chunks_exact(2);
-        for p in &mut pairs {
-            self.sample(i16::from_le_bytes([p[0], p[1]]));
-        }
-        self.carry = pairs.remainder().first().copied();
-        end_of_speech.is_some_and(|eos| self.speech_seen && self.trailing_silence >= eos)
-    }
-
-    fn sample(&mut self, s: i16) {
-        self.sum += f64::from(s) * f64::from(s);
-        self.n += 1;
-        if self.n == WINDOW {
-            self.close_window();
-        }
-    }
-
-    fn close_window(&mut self) {
-        if self.n == 0 {
-            return;
-        }
-        let rms = (self.sum / self.n as f64).sqrt();
-        self.peak_rms = self.peak_rms.max(rms);
-        if rms >= self.threshold {
-            self.speech_seen = true;
-            self.trailing_silence = Duration::ZERO;
-        } else if self.speech_seen {
-            self.trailing_silence += Duration::from_micros(self.n as u64 * 1_000_000 / 16_000);
-        }
-        self.sum = 0.0;
-        self.n = 0;
-    }
-
-    /// `Ok(true)` for speech, `Ok(false)` for silence, `Err` for audio
-    /// that is not 16-bit PCM.
-    fn verdict(&mut self) -> Result<bool, String> {
-        self.close_window();
-        if self.bytes == 0 {
-            return Err("the audio part is empty".into());
-        }
-        if self.bytes % 2 == 1 {
-            return Err(format!(
-                "{} bytes of audio is not a whole number of 16-bit samples",
-                self.bytes
-            ));
-        }
-        Ok(self.peak_rms >= self.threshold)
-    }
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -394,49 +292,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pcm(samples: impl Iterator<Item = i16>) -> Vec<u8> {
-        samples.flat_map(i16::to_le_bytes).collect()
-    }
-
-    #[test]
-    fn tone_is_speech_silence_is_not_and_odd_bytes_are_refused() {
-        let tone = pcm((0..16_000).map(|i| {
-            let t = i as f64 / 16_000.0;
-            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
-        }));
-        let now = Instant::now();
-        let mut a = Audio::new(200.0);
-        // Odd-sized chunks: samples straddle DATA frames.
-        for c in tone.chunks(333) {
-            a.push(c, now, None);
-        }
-        assert_eq!(a.verdict(), Ok(true));
-        assert!((a.peak_rms - 5657.0).abs() < 50.0, "{}", a.peak_rms);
-
-        let mut s = Audio::new(200.0);
-        s.push(&pcm((0..16_000).map(|i| (i % 7) as i16 - 3)), now, None);
-        assert_eq!(s.verdict(), Ok(false));
-
-        let mut odd = Audio::new(200.0);
-        odd.push(&[1, 2, 3], now, None);
-        assert!(odd.verdict().unwrap_err().contains("16-bit"));
-    }
-
-    #[test]
-    fn end_of_speech_after_trailing_silence() {
-        let now = Instant::now();
-        let mut a = Audio::new(200.0);
-        let eos = Some(Duration::from_millis(500));
-        assert!(!a.push(&pcm(std::iter::repeat_n(0, 8000)), now, eos));
-        assert!(!a.push(&pcm(std::iter::repeat_n(4000, 8000)), now, eos));
-        assert!(!a.push(&pcm(std::iter::repeat_n(0, 6400)), now, eos));
-        assert!(a.push(&pcm(std::iter::repeat_n(0, 1600)), now, eos));
     }
 }

@@ -7,19 +7,81 @@
 //! `Recognize` with StopCapture and a spoken `Speak`, and has a separate
 //! plain-HTTP control API for tests (faults, pushes, statistics).
 //!
-//! Layout: `server` (TLS, HTTP/2 connections, routing), `rules` (auth,
-//! exception bodies, metadata checks), `events` (reading event bodies),
-//! `dialog` (Recognize answers), `related` (the multipart/related writer),
-//! `state` (knobs and statistics), `control` (the control API).
+//! # Rules and answers
+//! - Every request: `authorization: Bearer <token>` signed with
+//!   `--token-key-file` and not expired, else 403
+//!   `UNAUTHORIZED_REQUEST_EXCEPTION`, followed by a GOAWAY (AVS closes the
+//!   connection on an authorization failure).
+//! - `GET /ping` → 204. `GET /v20160207/directives` → 200
+//!   `multipart/related; boundary=…; type=application/json`, kept open; a
+//!   second one on the same connection → 400. `POST /v20160207/events`:
+//!   not `multipart/form-data` → 415 `UNSUPPORTED_MEDIA_TYPE`; no boundary,
+//!   no downchannel on this connection, anything but
+//!   `Alexa.Discovery.AddOrUpdateReport` before `System.SynchronizeState`,
+//!   broken multipart, a first part not named `metadata`, bad JSON or a
+//!   missing field, more than one `audio` part → 400
+//!   `INVALID_REQUEST_EXCEPTION` with a `description` naming the problem;
+//!   otherwise 204. Other methods → 405, other paths → 404.
+//! - `Recognize` (needs `dialogRequestId`, `context`, a profile, format
+//!   `AUDIO_L16_RATE_16000_CHANNELS_1` and an `audio` part): the answer's
+//!   headers go out with its first directive. NEAR_FIELD/FAR_FIELD:
+//!   StopCapture after `stop_capture_ms` from the first audio byte, after
+//!   `end_of_speech_ms` of silence following speech, or when the audio ends;
+//!   CLOSE_TALK: no StopCapture, the client ends the audio. Then `Speak`
+//!   (`cid:` url, `AUDIO_MPEG`, a token) with the MP3, and `ExpectSpeech`
+//!   while the control API asks for it. Silence (loudest 100 ms window below
+//!   `silence_rms`) gets no Speak: 204 for CLOSE_TALK, 200 with only the
+//!   StopCapture otherwise. An odd byte count or an empty audio part → 400
+//!   when no answer has started yet.
+//! - Idle connections (no new stream for `--idle-timeout-secs`) get a
+//!   GOAWAY. HTTP/2 PING frames are answered by h2 and not seen here, so
+//!   only `GET /ping` and other requests count as activity.
+//!
+//! # Control API (plain HTTP/1.1 on `--control`, JSON answers)
+//! - `GET /stats`: `connections {current, peak, total, active, peak_active,
+//!   refused, goaways, cuts}`, `downchannels`, `pings`, `pushes`,
+//!   `events [{connection, name, status, dialog_request_id?}]` in arrival
+//!   order (a Recognize shows status 0 until answered), `rejections
+//!   [{connection, path, status, code, description}]`, `recognizes
+//!   [{connection, dialog_request_id, profile, initiator, audio_bytes,
+//!   first_audio_ms, stream_ms, audio_ms, peak_rms, stop_capture_ms, outcome,
+//!   expect_speech}]`, `open [{id, peer, downchannel, synced}]`.
+//! - `GET /wait?COND&timeout_ms=N` (default 10 000): answers the stats once
+//!   every condition holds, 408 on timeout. Conditions (at least N):
+//!   `event=NAME[&count=N]` (accepted events), `count=N` (any accepted),
+//!   `connections=N` (total), `downchannels=N`, `pings=N`, `recognizes=N`,
+//!   `rejections=N`; exactly N: `current=N`.
+//! - `GET /audio?n=I`: recognize number I's audio as a WAV (last 8 kept).
+//! - `POST /goaway[?connection=ID][&end_downchannel=false]`,
+//!   `POST /cut[?connection=ID]` (TCP reset), `POST /refuse?secs=S` (new
+//!   connections are reset during the handshake until then; `secs=0` ends
+//!   it), `POST /status?code=400|403|415|429|500|503[&count=N][&on=events|
+//!   downchannel|ping|all]` (the next N requests, default 1 event),
+//!   `POST /delay?ms=N[&on=…]` (until `ms=0`), `POST /push[?split=tiny]
+//!   [&attach=CID]` with the directive JSON as body (sent as given, to the
+//!   newest downchannel; with `attach` the answer MP3 follows as Content-ID
+//!   CID; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
+//!   end_of_speech_ms=&silence_rms=&close_grace_ms=&expect_speech_ms=&
+//!   expect_speech_count=` (answers the settings), `POST /reset`
+//!   (statistics and fault knobs).
+//!
+//! Layout: `server` (TLS, HTTP/2 connections, routing), `downchannel`,
+//! `rules` (auth, exception bodies, metadata checks), `events` (reading
+//! event bodies), `dialog` and `audio` (Recognize answers), `related` (the
+//! multipart/related writer), `linger` (orderly closes), `state` and
+//! `stats` (knobs and statistics), `control` (the control API).
 
+mod audio;
 mod control;
 mod dialog;
+mod downchannel;
 mod events;
 mod linger;
 mod related;
 mod rules;
 mod server;
 pub mod state;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

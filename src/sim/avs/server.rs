@@ -14,21 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::RecvStream;
 use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
 use http::{Method, Request, Response};
-use rand::Rng;
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::linger::Lingering;
-use super::related::Related;
 use super::rules::{Refusal, check_auth};
 use super::state::{ConnCmd, ConnState, DownMsg, Rejection, Shared, Target};
 use super::{DIRECTIVES_PATH, EVENTS_PATH, MAX_CONCURRENT_STREAMS, PING_PATH};
@@ -37,9 +34,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a refused request's body is read before the stream is reset.
 const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tiny DATA frames sent back to back before a pause; see [`send_frames`].
-const TINY_GROUP: usize = 4;
-const TINY_PAUSE: Duration = Duration::from_millis(2);
 /// What a client that negotiated no ALPN (so speaks HTTP/1.1) is told.
 const HTTP11_REFUSAL: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\n\
 Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\n\
@@ -283,7 +277,7 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
         return;
     }
     match (method, path.as_str()) {
-        (Method::GET, DIRECTIVES_PATH) => downchannel(respond, ctx).await,
+        (Method::GET, DIRECTIVES_PATH) => super::downchannel::serve(respond, ctx).await,
         (Method::POST, EVENTS_PATH) => super::events::event(req, respond, ctx).await,
         (Method::GET, PING_PATH) => ping(respond, ctx).await,
         (m, DIRECTIVES_PATH | EVENTS_PATH | PING_PATH) => {
@@ -337,121 +331,4 @@ async fn ping(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
     if respond.send_response(resp, true).is_ok() {
         ctx.shared.update(|s| s.pings += 1);
     }
-}
-
-/// The downchannel: 200 with a `multipart/related` body at once, then
-/// directives as the control API pushes them, for the connection's life.
-async fn downchannel(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
-    ctx.delay(Target::Downchannel).await;
-    if let Some(code) = ctx.shared.take_status(Target::Downchannel) {
-        ctx.refuse(&mut respond, DIRECTIVES_PATH, &Refusal::for_status(code));
-        return;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    {
-        let mut st = ctx.state();
-        if st.downchannel.as_ref().is_some_and(|d| !d.is_closed()) {
-            drop(st);
-            let r = Refusal::invalid("a downchannel is already open on this connection");
-            ctx.refuse(&mut respond, DIRECTIVES_PATH, &r);
-            return;
-        }
-        // Registered before the 200 goes out, so a client that has seen
-        // the 200 can rely on pushes reaching it.
-        st.downchannel = Some(tx);
-    }
-    let related = Related::new();
-    let head = Response::builder()
-        .status(200)
-        .header("content-type", related.content_type())
-        .body(())
-        .unwrap_or_default();
-    let mut out = match respond.send_response(head, false) {
-        Ok(out) => out,
-        Err(e) => {
-            tracing::debug!(conn = ctx.id, "cannot answer the downchannel: {e}");
-            ctx.state().downchannel = None;
-            return;
-        }
-    };
-    ctx.shared.update(|s| s.downchannels += 1);
-    tracing::info!(conn = ctx.id, "downchannel open");
-    let why = write_downchannel(&mut out, &related, &mut rx).await;
-    tracing::info!(conn = ctx.id, "downchannel ended: {why}");
-    // With our receiver gone our sender reads as closed; a newer
-    // downchannel's sender would not, and stays.
-    drop(rx);
-    let mut st = ctx.state();
-    if st.downchannel.as_ref().is_some_and(|d| d.is_closed()) {
-        st.downchannel = None;
-    }
-}
-
-async fn write_downchannel(
-    out: &mut SendStream<Bytes>,
-    related: &Related,
-    rx: &mut mpsc::UnboundedReceiver<DownMsg>,
-) -> String {
-    if let Err(e) = out.send_data(related.open(), false) {
-        return format!("write failed: {e}");
-    }
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            r = std::future::poll_fn(|cx| out.poll_reset(cx)) => {
-                return match r {
-                    Ok(reason) => format!("the client reset it ({reason:?})"),
-                    Err(e) => format!("stream error: {e}"),
-                };
-            }
-        };
-        match msg {
-            Some(DownMsg::Push {
-                json,
-                attachment,
-                tiny,
-            }) => {
-                let mut bytes = related.json(&json).to_vec();
-                if let Some((cid, data)) = attachment {
-                    bytes.extend_from_slice(&related.binary(&cid, &data));
-                }
-                if let Err(e) = send_frames(out, Bytes::from(bytes), tiny).await {
-                    return format!("write failed: {e}");
-                }
-            }
-            Some(DownMsg::End) | None => {
-                let _ = out.send_data(related.close(), true);
-                return "closed by the stand-in".to_string();
-            }
-        }
-    }
-}
-
-/// Write `data` as one DATA frame, or with `tiny` as frames of 1 to 7
-/// bytes, so the client's parser meets every possible split.
-///
-/// Tiny frames go out in small groups with a pause between them: h2 (0.4.20
-/// and later) ends a connection with ENHANCE_YOUR_CALM once about 100
-/// small frames sit unread in its buffers, so an unpaced burst would test
-/// that flood guard instead of the client's parser.
-pub(super) async fn send_frames(
-    out: &mut SendStream<Bytes>,
-    data: Bytes,
-    tiny: bool,
-) -> Result<(), h2::Error> {
-    if !tiny {
-        return out.send_data(data, false);
-    }
-    let mut rest = data;
-    let mut group = 0;
-    while !rest.is_empty() {
-        let n = rand::rng().random_range(1..=7).min(rest.len());
-        out.send_data(rest.split_to(n), false)?;
-        group += 1;
-        if group == TINY_GROUP {
-            group = 0;
-            tokio::time::sleep(TINY_PAUSE).await;
-        }
-    }
-    Ok(())
 }

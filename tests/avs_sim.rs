@@ -520,10 +520,22 @@ async fn refusal_status_and_delay_knobs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_connection_gets_a_goaway() {
+async fn idle_or_old_connections_get_a_goaway() {
     let sim = Sim::start_with(|c| c.idle_timeout = Some(Duration::from_millis(500))).await;
     let (link, _down) = synced(&sim).await;
     assert_eq!(within("idle close", link.closed()).await, Closed::Graceful);
+    assert_eq!(sim.stats().await["connections"]["goaways"], 1);
+
+    let sim = Sim::start_with(|c| c.connection_lifetime = Some(Duration::from_millis(500))).await;
+    let (link, mut down) = synced(&sim).await;
+    assert!(
+        down.next().await.is_none(),
+        "the downchannel ends with the GOAWAY"
+    );
+    assert_eq!(
+        within("the hourly GOAWAY", link.closed()).await,
+        Closed::Graceful
+    );
     assert_eq!(sim.stats().await["connections"]["goaways"], 1);
 }
 
@@ -597,4 +609,20 @@ async fn the_binary_prints_its_addresses_and_serves() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"))
+        .arg("avs")
+        .args(["--answer-mp3", "/nonexistent/answer.mp3"])
+        .arg("--tls-cert")
+        .arg(&f.cert_file)
+        .arg("--tls-key")
+        .arg(&f.key_file)
+        .arg("--token-key-file")
+        .arg(&f.token_key_file)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/answer.mp3"), "{err}");
 }

@@ -107,6 +107,7 @@ impl Sim {
                 ..DialogSettings::default()
             },
             idle_timeout: None,
+            connection_lifetime: None,
             control: Some(control),
         };
         adjust(&mut config);

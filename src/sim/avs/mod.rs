@@ -33,7 +33,8 @@
 //!   `silence_rms`) gets no Speak: 204 for CLOSE_TALK, 200 with only the
 //!   StopCapture otherwise. An odd byte count or an empty audio part → 400
 //!   when no answer has started yet.
-//! - Idle connections (no new stream for `--idle-timeout-secs`) get a
+//! - Idle connections (no new stream for `--idle-timeout-secs`) and old
+//!   ones (`--connection-lifetime-secs`, AVS's hourly GOAWAY) get a
 //!   GOAWAY. HTTP/2 PING frames are answered by h2 and not seen here, so
 //!   only `GET /ping` and other requests count as activity.
 //!
@@ -148,6 +149,10 @@ pub struct AvsArgs {
     /// seconds, as AVS does after 5 minutes; 0 never does.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// Send a GOAWAY to every connection this many seconds after it
+    /// opened, as AVS does about hourly; 0 never does.
+    #[arg(long, default_value_t = 3600)]
+    pub connection_lifetime_secs: u64,
 }
 
 /// Everything [`run`] needs.
@@ -162,6 +167,8 @@ pub struct AvsConfig {
     pub dialog: DialogSettings,
     /// See [`AvsArgs::idle_timeout_secs`]; `None` never closes.
     pub idle_timeout: Option<Duration>,
+    /// See [`AvsArgs::connection_lifetime_secs`]; `None` never closes.
+    pub connection_lifetime: Option<Duration>,
     /// The control API's listener, if any.
     pub control: Option<TcpListener>,
 }
@@ -197,6 +204,8 @@ impl AvsConfig {
             },
             idle_timeout: (a.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(a.idle_timeout_secs)),
+            connection_lifetime: (a.connection_lifetime_secs > 0)
+                .then(|| Duration::from_secs(a.connection_lifetime_secs)),
             control: None,
         })
     }
@@ -214,6 +223,7 @@ pub async fn run(listener: TcpListener, config: AvsConfig, shutdown: Cancellatio
         config.answer_mp3,
         config.dialog,
         config.idle_timeout,
+        config.connection_lifetime,
     ));
     let control = config
         .control

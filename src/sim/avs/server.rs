@@ -193,6 +193,7 @@ async fn connection(
         shared: shared.clone(),
     });
     let mut closing = false;
+    let expires_at = shared.connection_lifetime.map(|l| Instant::now() + l);
     let why = loop {
         let idle_at = shared
             .idle_timeout
@@ -231,6 +232,11 @@ async fn connection(
                     go_away(&mut conn, &ctx, true);
                     closing = true;
                 }
+            }
+            _ = sleep_until_opt(expires_at), if !closing => {
+                tracing::info!(conn = id, "connection lifetime over; sending GOAWAY as AVS does hourly");
+                go_away(&mut conn, &ctx, true);
+                closing = true;
             }
             _ = shutdown.cancelled(), if !closing => {
                 go_away(&mut conn, &ctx, true);

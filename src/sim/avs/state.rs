@@ -143,6 +143,7 @@ pub struct Shared {
     pub(super) token_key: Vec<u8>,
     pub(super) answer_mp3: Bytes,
     pub(super) idle_timeout: Option<Duration>,
+    pub(super) connection_lifetime: Option<Duration>,
     dialog: Mutex<DialogSettings>,
     knobs: Mutex<Knobs>,
     stats: Mutex<Stats>,
@@ -163,11 +164,13 @@ impl Shared {
         answer_mp3: Bytes,
         dialog: DialogSettings,
         idle_timeout: Option<Duration>,
+        connection_lifetime: Option<Duration>,
     ) -> Self {
         Self {
             token_key,
             answer_mp3,
             idle_timeout,
+            connection_lifetime,
             dialog: Mutex::new(dialog),
             knobs: Mutex::default(),
             stats: Mutex::default(),

@@ -249,3 +249,28 @@ async fn stop_capture_follows_the_end_of_speech() {
     let stats = sim.wait("recognizes=1").await;
     assert_eq!(stats["recognizes"][0]["audio_bytes"], 32_000);
 }
+
+/// Stop while listening: the client resets its Recognize stream. The
+/// stand-in records it as failed, unanswered, and the connection lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recognize_the_client_resets_is_recorded_and_harmless() {
+    let sim = Sim::start().await;
+    sim.post("/dialog?stop_capture_ms=60000").await;
+    let (link, _down) = synced(&sim).await;
+    let token = sim.token();
+    let meta = recognize_metadata("NEAR_FIELD", "dlg-r", json!({"type": "TAP"}));
+    let (_resp, mut body, _form) = start_recognize(&link, &token, &meta).await;
+    body.send_data(Bytes::from(tone(1600)), false).unwrap();
+    sim.wait("arrived=SpeechRecognizer.Recognize").await;
+    body.send_reset(h2::Reason::CANCEL);
+    let stats = sim.wait("recognizes=1").await;
+    let rec = &stats["recognizes"][0];
+    assert!(
+        rec["outcome"].as_str().unwrap().starts_with("failed"),
+        "{rec}"
+    );
+    let last = stats["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["name"], "SpeechRecognizer.Recognize");
+    assert_eq!(last["status"], 0);
+    assert_eq!(link.get("/ping", &token).await.unwrap().status(), 204);
+}

@@ -282,9 +282,14 @@ fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Fail> {
             .count() as u64,
         None => s.events.iter().filter(accepted).count() as u64,
     };
+    // `arrived=NAME`: seen, answered or not (a Recognize under way).
+    let arrived = q
+        .get("arrived")
+        .is_none_or(|name| s.events.iter().any(|e| &e.name == name));
     // `event=NAME` alone means "at least one".
     let want_events = param::<u64>(q, "count")?.or(q.contains_key("event").then_some(1));
-    Ok(at_least("connections", s.connections.total)?
+    Ok(arrived
+        && at_least("connections", s.connections.total)?
         && at_least("downchannels", s.downchannels)?
         && at_least("pings", s.pings)?
         && at_least("recognizes", s.recognizes.len() as u64)?
@@ -298,10 +303,10 @@ fn met(q: &HashMap<String, String>, s: &Stats) -> Result<bool, Fail> {
 async fn wait(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     if !q
         .keys()
-        .any(|k| WAIT_KEYS.contains(&k.as_str()) || k == "event")
+        .any(|k| WAIT_KEYS.contains(&k.as_str()) || k == "event" || k == "arrived")
     {
         return Err(bad(format!(
-            "give a condition: event=NAME [count=N], or one of {}",
+            "give a condition: event=NAME [count=N], arrived=NAME, or one of {}",
             WAIT_KEYS.join(", ")
         )));
     }

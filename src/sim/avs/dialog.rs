@@ -110,6 +110,9 @@ pub(super) async fn recognize(
         ctx.refuse(respond, EVENTS_PATH, &r);
         reader.drain();
     };
+    // A stream the client reset is not refused (nobody would hear it) but
+    // recorded as a failed Recognize, like one reset during its audio.
+    let mut early_failure = None;
     match reader.next().await {
         Ok(Event::PartStart(h)) => {
             if let Err(r) = check_audio_part(&h, 0) {
@@ -123,7 +126,8 @@ pub(super) async fn recognize(
                 Refusal::invalid("a Recognize must carry an `audio` part"),
             );
         }
-        Err(e) => return refuse(&mut respond, reader, e.refusal()),
+        Err(e @ BodyError::Multipart(_)) => return refuse(&mut respond, reader, e.refusal()),
+        Err(e) => early_failure = Some(e.to_string()),
     }
 
     let mut audio = Audio::new(settings.silence_rms);
@@ -143,44 +147,48 @@ pub(super) async fn recognize(
         rec.stop_capture_ms = audio.first_at.map(|f| ms(now - f));
         tracing::info!(conn = ctx.id, "StopCapture sent");
     };
-    let failure = loop {
-        let stop_pending = cloud_ends && answer.is_none();
-        tokio::select! {
-            ev = reader.next() => match ev {
-                Ok(Event::Data(b)) if !audio_ended => {
-                    let first = audio.first_at.is_none();
-                    let now = Instant::now();
-                    let eos = audio.push(&b, now, settings.end_of_speech);
-                    if first {
-                        stop_at = Some(now + settings.stop_capture);
+    let failure = if early_failure.is_some() {
+        early_failure
+    } else {
+        loop {
+            let stop_pending = cloud_ends && answer.is_none();
+            tokio::select! {
+                ev = reader.next() => match ev {
+                    Ok(Event::Data(b)) if !audio_ended => {
+                        let first = audio.first_at.is_none();
+                        let now = Instant::now();
+                        let eos = audio.push(&b, now, settings.end_of_speech);
+                        if first {
+                            stop_at = Some(now + settings.stop_capture);
+                        }
+                        if eos && stop_pending {
+                            stop_at = Some(now);
+                        }
                     }
-                    if eos && stop_pending {
-                        stop_at = Some(now);
+                    Ok(Event::Data(_)) => {}
+                    Ok(Event::PartEnd) => audio_ended = true,
+                    Ok(Event::PartStart(h)) => {
+                        let r = check_audio_part(&h, 1)
+                            .err()
+                            .unwrap_or_else(|| Refusal::invalid("more than one `audio` part"));
+                        if answer.is_none() {
+                            return refuse(&mut respond, reader, r);
+                        }
+                        break Some(r.description);
                     }
-                }
-                Ok(Event::Data(_)) => {}
-                Ok(Event::PartEnd) => audio_ended = true,
-                Ok(Event::PartStart(h)) => {
-                    let r = check_audio_part(&h, 1)
-                        .err()
-                        .unwrap_or_else(|| Refusal::invalid("more than one `audio` part"));
-                    if answer.is_none() {
-                        return refuse(&mut respond, reader, r);
+                    Ok(Event::End) => break None,
+                    Err(e @ BodyError::Multipart(_)) if answer.is_none() => {
+                        return refuse(&mut respond, reader, e.refusal());
                     }
-                    break Some(r.description);
+                    Err(e) => break Some(e.to_string()),
+                },
+                _ = sleep_until_opt(stop_at), if stop_pending => {
+                    stop_capture(&mut answer, &mut respond, &audio, &mut rec);
+                    grace_until = Some(Instant::now() + settings.close_grace);
                 }
-                Ok(Event::End) => break None,
-                Err(e @ BodyError::Multipart(_)) if answer.is_none() => {
-                    return refuse(&mut respond, reader, e.refusal());
-                }
-                Err(e) => break Some(e.to_string()),
-            },
-            _ = sleep_until_opt(stop_at), if stop_pending => {
-                stop_capture(&mut answer, &mut respond, &audio, &mut rec);
-                grace_until = Some(Instant::now() + settings.close_grace);
+                // The client kept streaming after StopCapture: answer anyway.
+                _ = sleep_until_opt(grace_until) => break None,
             }
-            // The client kept streaming after StopCapture: answer anyway.
-            _ = sleep_until_opt(grace_until) => break None,
         }
     };
 
@@ -197,10 +205,14 @@ pub(super) async fn recognize(
         // The stream broke (the client reset it, e.g. on Stop) or broke
         // the rules after the 200: nothing more can be said on it.
         rec.outcome = format!("failed: {why}");
-        if let Some(a) = answer.take() {
-            a.close();
+        match answer.take() {
+            Some(a) => {
+                a.close();
+                200
+            }
+            // Nothing was answered: the event keeps status 0.
+            None => 0,
         }
-        200
     } else {
         match (answer.take(), verdict) {
             (None, Err(why)) => {
@@ -259,6 +271,9 @@ pub(super) async fn recognize(
         ctx.shared.keep_audio(s.recognizes.len(), pcm);
         s.recognizes.push(rec);
     });
+    // A client still uploading after the answer (it missed StopCapture)
+    // may finish in peace rather than meet a reset stream.
+    reader.drain();
 }
 
 /// Speak with the MP3 attachment, then an ExpectSpeech if the control API

@@ -42,7 +42,8 @@
 //! - `GET /stats`: `connections {current, peak, total, active, peak_active,
 //!   refused, goaways, cuts}`, `downchannels`, `pings`, `pushes`,
 //!   `events [{connection, name, status, dialog_request_id?}]` in arrival
-//!   order (a Recognize shows status 0 until answered), `rejections
+//!   order (a Recognize shows status 0 until answered, and keeps it if the
+//!   client reset its stream first), `rejections
 //!   [{connection, path, status, code, description}]`, `recognizes
 //!   [{connection, dialog_request_id, profile, initiator, audio_bytes,
 //!   first_audio_ms, stream_ms, audio_ms, peak_rms, stop_capture_ms, outcome,
@@ -51,7 +52,8 @@
 //!   every condition holds, 408 on timeout. Conditions (at least N):
 //!   `event=NAME[&count=N]` (accepted events), `count=N` (any accepted),
 //!   `connections=N` (total), `downchannels=N`, `pings=N`, `recognizes=N`,
-//!   `rejections=N`; exactly N: `current=N`.
+//!   `rejections=N`; exactly N: `current=N`; `arrived=NAME`: an event of
+//!   that name came in, answered or not (a Recognize still streaming).
 //! - `GET /audio?n=I`: recognize number I's audio as a WAV (last 8 kept).
 //! - `POST /goaway[?connection=ID][&end_downchannel=false]`,
 //!   `POST /cut[?connection=ID]` (TCP reset), `POST /refuse?secs=S` (new

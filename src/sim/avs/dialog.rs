@@ -26,7 +26,7 @@ use super::events::{BodyError, BodyReader, check_audio_part, set_status};
 use super::related::Related;
 use super::rules::{Metadata, Refusal};
 use super::server::Ctx;
-use super::state::RecognizeRecord;
+use super::state::{DialogSettings, RecognizeRecord};
 use crate::avs::multipart::Event;
 
 fn ms(d: Duration) -> f64 {
@@ -80,11 +80,36 @@ impl Answer {
     }
 }
 
+/// How listening to a Recognize ended.
+enum Heard {
+    /// The body is complete (or the client kept streaming past the grace
+    /// after StopCapture).
+    Complete,
+    /// The stream broke (the client reset it, e.g. on Stop) or broke the
+    /// rules after the answer began: nothing more can be said on it.
+    Failed(String),
+    /// Refused before any answer: the status says why.
+    Refused(Refusal),
+}
+
+/// One Recognize being answered.
+struct Turn {
+    ctx: Arc<Ctx>,
+    respond: SendResponse<Bytes>,
+    settings: DialogSettings,
+    dialog: String,
+    /// NEAR_FIELD/FAR_FIELD: the cloud ends the capture (StopCapture).
+    cloud_ends: bool,
+    audio: Audio,
+    answer: Option<Answer>,
+    rec: RecognizeRecord,
+}
+
 /// Handle a Recognize whose metadata was accepted; the body is at the
-/// start of its second part.
+/// start of its second part. `index` is its place in the event list.
 pub(super) async fn recognize(
     mut reader: BodyReader,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     ctx: Arc<Ctx>,
     meta: Metadata,
     started: Instant,
@@ -93,106 +118,37 @@ pub(super) async fn recognize(
     let settings = ctx.shared.dialog();
     let dialog = meta.dialog_request_id.clone().unwrap_or_default();
     let profile = meta.payload["profile"].as_str().unwrap_or("").to_string();
-    let cloud_ends = profile != "CLOSE_TALK";
-    let mut rec = RecognizeRecord {
-        connection: ctx.id,
-        dialog_request_id: dialog.clone(),
-        profile,
-        initiator: meta
-            .payload
-            .get("initiator")
-            .cloned()
-            .unwrap_or(Value::Null),
-        ..RecognizeRecord::default()
+    let mut turn = Turn {
+        ctx: ctx.clone(),
+        respond,
+        audio: Audio::new(settings.silence_rms),
+        settings,
+        cloud_ends: profile != "CLOSE_TALK",
+        answer: None,
+        rec: RecognizeRecord {
+            connection: ctx.id,
+            dialog_request_id: dialog.clone(),
+            profile,
+            initiator: meta
+                .payload
+                .get("initiator")
+                .cloned()
+                .unwrap_or(Value::Null),
+            ..RecognizeRecord::default()
+        },
+        dialog,
     };
-    let refuse = |respond: &mut SendResponse<Bytes>, reader: BodyReader, r: Refusal| {
-        set_status(&ctx, index, r.status);
-        ctx.refuse(respond, EVENTS_PATH, &r);
-        reader.drain();
+    let status = match turn.listen(&mut reader).await {
+        Heard::Refused(r) => {
+            set_status(&ctx, index, r.status);
+            ctx.refuse(&mut turn.respond, EVENTS_PATH, &r);
+            return reader.drain();
+        }
+        Heard::Failed(why) => turn.failed(why),
+        Heard::Complete => turn.finish(),
     };
-    // A stream the client reset is not refused (nobody would hear it) but
-    // recorded as a failed Recognize, like one reset during its audio.
-    let mut early_failure = None;
-    match reader.next().await {
-        Ok(Event::PartStart(h)) => {
-            if let Err(r) = check_audio_part(&h, 0) {
-                return refuse(&mut respond, reader, r);
-            }
-        }
-        Ok(_) => {
-            return refuse(
-                &mut respond,
-                reader,
-                Refusal::invalid("a Recognize must carry an `audio` part"),
-            );
-        }
-        Err(e @ BodyError::Multipart(_)) => return refuse(&mut respond, reader, e.refusal()),
-        Err(e) => early_failure = Some(e.to_string()),
-    }
-
-    let mut audio = Audio::new(settings.silence_rms);
-    let mut answer: Option<Answer> = None;
-    let mut stop_at: Option<Instant> = None;
-    let mut grace_until: Option<Instant> = None;
-    let mut audio_ended = false;
-    let stop_capture = |answer: &mut Option<Answer>,
-                        respond: &mut SendResponse<Bytes>,
-                        audio: &Audio,
-                        rec: &mut RecognizeRecord| {
-        *answer = Answer::open(respond);
-        if let Some(a) = answer {
-            a.stop_capture(&dialog);
-        }
-        let now = Instant::now();
-        rec.stop_capture_ms = audio.first_at.map(|f| ms(now - f));
-        tracing::info!(conn = ctx.id, "StopCapture sent");
-    };
-    let failure = if early_failure.is_some() {
-        early_failure
-    } else {
-        loop {
-            let stop_pending = cloud_ends && answer.is_none();
-            tokio::select! {
-                ev = reader.next() => match ev {
-                    Ok(Event::Data(b)) if !audio_ended => {
-                        let first = audio.first_at.is_none();
-                        let now = Instant::now();
-                        let eos = audio.push(&b, now, settings.end_of_speech);
-                        if first {
-                            stop_at = Some(now + settings.stop_capture);
-                        }
-                        if eos && stop_pending {
-                            stop_at = Some(now);
-                        }
-                    }
-                    Ok(Event::Data(_)) => {}
-                    Ok(Event::PartEnd) => audio_ended = true,
-                    Ok(Event::PartStart(h)) => {
-                        let r = check_audio_part(&h, 1)
-                            .err()
-                            .unwrap_or_else(|| Refusal::invalid("more than one `audio` part"));
-                        if answer.is_none() {
-                            return refuse(&mut respond, reader, r);
-                        }
-                        break Some(r.description);
-                    }
-                    Ok(Event::End) => break None,
-                    Err(e @ BodyError::Multipart(_)) if answer.is_none() => {
-                        return refuse(&mut respond, reader, e.refusal());
-                    }
-                    Err(e) => break Some(e.to_string()),
-                },
-                _ = sleep_until_opt(stop_at), if stop_pending => {
-                    stop_capture(&mut answer, &mut respond, &audio, &mut rec);
-                    grace_until = Some(Instant::now() + settings.close_grace);
-                }
-                // The client kept streaming after StopCapture: answer anyway.
-                _ = sleep_until_opt(grace_until) => break None,
-            }
-        }
-    };
-
-    let verdict = audio.verdict();
+    let mut rec = turn.rec;
+    let audio = &mut turn.audio;
     rec.audio_bytes = audio.bytes;
     rec.first_audio_ms = audio.first_at.map(|f| ms(f - started));
     rec.stream_ms = match (audio.first_at, audio.last_at) {
@@ -201,59 +157,6 @@ pub(super) async fn recognize(
     };
     rec.audio_ms = audio.bytes as f64 / 32.0;
     rec.peak_rms = (audio.peak_rms * 10.0).round() / 10.0;
-    let status = if let Some(why) = failure {
-        // The stream broke (the client reset it, e.g. on Stop) or broke
-        // the rules after the 200: nothing more can be said on it.
-        rec.outcome = format!("failed: {why}");
-        match answer.take() {
-            Some(a) => {
-                a.close();
-                200
-            }
-            // Nothing was answered: the event keeps status 0.
-            None => 0,
-        }
-    } else {
-        match (answer.take(), verdict) {
-            (None, Err(why)) => {
-                rec.outcome = format!("bad audio: {why}");
-                let r = Refusal::invalid(format!("bad Recognize audio: {why}"));
-                ctx.refuse(&mut respond, EVENTS_PATH, &r);
-                400
-            }
-            (None, Ok(false)) if !cloud_ends => {
-                rec.outcome = "silence".into();
-                let resp = Response::builder().status(204).body(()).unwrap_or_default();
-                let _ = respond.send_response(resp, true);
-                204
-            }
-            (mut a, verdict) => {
-                if a.is_none() {
-                    if cloud_ends {
-                        // The audio ended before the StopCapture deadline:
-                        // the cloud heard the end of it.
-                        stop_capture(&mut a, &mut respond, &audio, &mut rec);
-                    } else {
-                        a = Answer::open(&mut respond);
-                    }
-                }
-                match verdict {
-                    Ok(true) => {
-                        rec.outcome = "speak".into();
-                        if let Some(a) = a.as_mut() {
-                            rec.expect_speech = speak(a, &ctx, &dialog);
-                        }
-                    }
-                    Ok(false) => rec.outcome = "silence".into(),
-                    Err(why) => rec.outcome = format!("bad audio: {why}"),
-                }
-                if let Some(a) = a {
-                    a.close();
-                }
-                200
-            }
-        }
-    };
     tracing::info!(
         conn = ctx.id,
         status,
@@ -274,6 +177,134 @@ pub(super) async fn recognize(
     // A client still uploading after the answer (it missed StopCapture)
     // may finish in peace rather than meet a reset stream.
     reader.drain();
+}
+
+impl Turn {
+    /// Read the audio part to the end of the body, sending StopCapture
+    /// when the cloud would.
+    async fn listen(&mut self, reader: &mut BodyReader) -> Heard {
+        match reader.next().await {
+            Ok(Event::PartStart(h)) => {
+                if let Err(r) = check_audio_part(&h, 0) {
+                    return Heard::Refused(r);
+                }
+            }
+            Ok(_) => {
+                return Heard::Refused(Refusal::invalid("a Recognize must carry an `audio` part"));
+            }
+            Err(e @ BodyError::Multipart(_)) => return Heard::Refused(e.refusal()),
+            // A reset stream is not refused (nobody would hear it) but
+            // recorded as a failed Recognize.
+            Err(e) => return Heard::Failed(e.to_string()),
+        }
+        let mut stop_at: Option<Instant> = None;
+        let mut grace_until: Option<Instant> = None;
+        let mut audio_ended = false;
+        loop {
+            let stop_pending = self.cloud_ends && self.answer.is_none();
+            tokio::select! {
+                ev = reader.next() => match ev {
+                    Ok(Event::Data(b)) if !audio_ended => {
+                        let first = self.audio.first_at.is_none();
+                        let now = Instant::now();
+                        let eos = self.audio.push(&b, now, self.settings.end_of_speech);
+                        if first {
+                            stop_at = Some(now + self.settings.stop_capture);
+                        }
+                        if eos && stop_pending {
+                            stop_at = Some(now);
+                        }
+                    }
+                    Ok(Event::Data(_)) => {}
+                    Ok(Event::PartEnd) => audio_ended = true,
+                    Ok(Event::PartStart(h)) => {
+                        let r = check_audio_part(&h, 1)
+                            .err()
+                            .unwrap_or_else(|| Refusal::invalid("more than one `audio` part"));
+                        return match self.answer {
+                            None => Heard::Refused(r),
+                            Some(_) => Heard::Failed(r.description),
+                        };
+                    }
+                    Ok(Event::End) => return Heard::Complete,
+                    Err(e @ BodyError::Multipart(_)) if self.answer.is_none() => {
+                        return Heard::Refused(e.refusal());
+                    }
+                    Err(e) => return Heard::Failed(e.to_string()),
+                },
+                _ = sleep_until_opt(stop_at), if stop_pending => {
+                    self.stop_capture();
+                    grace_until = Some(Instant::now() + self.settings.close_grace);
+                }
+                // The client kept streaming after StopCapture: answer anyway.
+                _ = sleep_until_opt(grace_until) => return Heard::Complete,
+            }
+        }
+    }
+
+    /// Open the answer with a StopCapture.
+    fn stop_capture(&mut self) {
+        self.answer = Answer::open(&mut self.respond);
+        if let Some(a) = &mut self.answer {
+            a.stop_capture(&self.dialog);
+        }
+        self.rec.stop_capture_ms = self.audio.first_at.map(|f| ms(Instant::now() - f));
+        tracing::info!(conn = self.ctx.id, "StopCapture sent");
+    }
+
+    /// Close what was begun after a failure; the status sent (0: none).
+    fn failed(&mut self, why: String) -> u16 {
+        self.rec.outcome = format!("failed: {why}");
+        match self.answer.take() {
+            Some(a) => {
+                a.close();
+                200
+            }
+            None => 0,
+        }
+    }
+
+    /// Answer a complete Recognize according to its audio; the status.
+    fn finish(&mut self) -> u16 {
+        let verdict = self.audio.verdict();
+        match (self.answer.is_some(), verdict) {
+            (false, Err(why)) => {
+                self.rec.outcome = format!("bad audio: {why}");
+                let r = Refusal::invalid(format!("bad Recognize audio: {why}"));
+                self.ctx.refuse(&mut self.respond, EVENTS_PATH, &r);
+                400
+            }
+            (false, Ok(false)) if !self.cloud_ends => {
+                self.rec.outcome = "silence".into();
+                let resp = Response::builder().status(204).body(()).unwrap_or_default();
+                let _ = self.respond.send_response(resp, true);
+                204
+            }
+            (started, verdict) => {
+                if !started {
+                    if self.cloud_ends {
+                        // The audio ended before the StopCapture deadline:
+                        // the cloud heard the end of it.
+                        self.stop_capture();
+                    } else {
+                        self.answer = Answer::open(&mut self.respond);
+                    }
+                }
+                self.rec.outcome = match verdict {
+                    Ok(true) => "speak".into(),
+                    Ok(false) => "silence".into(),
+                    Err(why) => format!("bad audio: {why}"),
+                };
+                if let Some(mut a) = self.answer.take() {
+                    if self.rec.outcome == "speak" {
+                        self.rec.expect_speech = speak(&mut a, &self.ctx, &self.dialog);
+                    }
+                    a.close();
+                }
+                200
+            }
+        }
+    }
 }
 
 /// Speak with the MP3 attachment, then an ExpectSpeech if the control API

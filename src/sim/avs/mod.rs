@@ -41,6 +41,7 @@
 //! # Control API (plain HTTP/1.1 on `--control`, JSON answers)
 //! - `GET /stats`: `connections {current, peak, total, active, peak_active,
 //!   refused, goaways, cuts}`, `downchannels`, `pings`, `pushes`,
+//!   `peak_requests` (most requests in progress on one connection),
 //!   `events [{connection, name, status, dialog_request_id?}]` in arrival
 //!   order (a Recognize shows status 0 until answered, and keeps it if the
 //!   client reset its stream first), `rejections

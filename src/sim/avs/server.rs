@@ -274,6 +274,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Route one stream: check the token, then the path and method.
 async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
+    let _counted = InProgress::new(ctx.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::info!(conn = ctx.id, %method, path, "request");
@@ -307,6 +308,29 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
             ctx.refuse(&mut respond, &path, &r);
             drain(req.into_body());
         }
+    }
+}
+
+/// Counts a request as in progress on its connection while it lives.
+struct InProgress(Arc<Ctx>);
+
+impl InProgress {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        let now = {
+            let mut st = ctx.state();
+            st.in_progress += 1;
+            st.in_progress
+        };
+        ctx.shared
+            .update(|s| s.peak_requests = s.peak_requests.max(now));
+        Self(ctx)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.in_progress = st.in_progress.saturating_sub(1);
     }
 }
 

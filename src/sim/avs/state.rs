@@ -130,6 +130,8 @@ pub(super) struct ConnState {
     pub last_activity: Instant,
     /// Whether a GOAWAY went out.
     pub going_away: bool,
+    /// Requests being handled now.
+    pub in_progress: u64,
 }
 
 struct ConnEntry {
@@ -295,6 +297,7 @@ impl Shared {
             synced: false,
             last_activity: Instant::now(),
             going_away: false,
+            in_progress: 0,
         }));
         lock(&self.conns).insert(
             id,

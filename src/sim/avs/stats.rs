@@ -101,4 +101,8 @@ pub struct Stats {
     pub recognizes: Vec<RecognizeRecord>,
     /// Directives pushed on a downchannel.
     pub pushes: u64,
+    /// The most requests in progress at once on one connection, the
+    /// downchannel included (AVS allows 10 streams: downchannel, ping and
+    /// at most 8 events).
+    pub peak_requests: u64,
 }

@@ -28,6 +28,7 @@ pub(super) struct Audio {
 }
 
 impl Audio {
+    /// Nothing heard yet; `threshold` is the RMS that counts as speech.
     pub(super) fn new(threshold: f64) -> Self {
         Self {
             pcm: BytesMut::new(),

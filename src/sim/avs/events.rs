@@ -28,6 +28,7 @@ pub(super) enum BodyError {
 }
 
 impl BodyError {
+    /// The 400 that says what went wrong.
     pub(super) fn refusal(&self) -> Refusal {
         Refusal::invalid(self.to_string())
     }

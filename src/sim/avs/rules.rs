@@ -11,8 +11,11 @@ use serde_json::{Value, json};
 /// A refusal: the HTTP status, the exception code and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Refusal {
+    /// The HTTP status.
     pub status: u16,
+    /// The System.Exception code (empty: no body, as for 503).
     pub code: &'static str,
+    /// What was wrong, for the client and the log.
     pub description: String,
 }
 
@@ -136,6 +139,7 @@ pub(super) struct Metadata {
 }
 
 impl Metadata {
+    /// Whether this is `SpeechRecognizer.Recognize`.
     pub(super) fn is_recognize(&self) -> bool {
         self.name == "SpeechRecognizer.Recognize"
     }

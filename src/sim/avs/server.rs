@@ -41,12 +41,16 @@ avs-sim avs speaks HTTP/2 only (TLS ALPN \"h2\").\r\n";
 
 /// One connection, as its request handlers see it.
 pub(super) struct Ctx {
+    /// The connection's number in logs and statistics.
     pub id: u64,
+    /// Its protocol state (downchannel, synchronized, activity).
     pub state: Arc<Mutex<ConnState>>,
+    /// What all connections share.
     pub shared: Arc<Shared>,
 }
 
 impl Ctx {
+    /// The connection's state, locked; never held across an await.
     pub(super) fn state(&self) -> std::sync::MutexGuard<'_, ConnState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -161,6 +161,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Fresh state: no connections, no knobs, empty statistics.
     pub(super) fn new(
         token_key: Vec<u8>,
         answer_mp3: Bytes,
@@ -193,6 +194,7 @@ impl Shared {
         self.changed.subscribe()
     }
 
+    /// Change the statistics and wake `/wait` callers.
     pub(super) fn update(&self, f: impl FnOnce(&mut Stats)) {
         f(&mut lock(&self.stats));
         self.changed.send_modify(|g| *g += 1);
@@ -212,10 +214,12 @@ impl Shared {
         });
     }
 
+    /// The dialog settings now.
     pub(super) fn dialog(&self) -> DialogSettings {
         lock(&self.dialog).clone()
     }
 
+    /// Change the dialog settings; the result.
     pub(super) fn set_dialog(&self, f: impl FnOnce(&mut DialogSettings)) -> DialogSettings {
         let mut d = lock(&self.dialog);
         f(&mut d);
@@ -234,6 +238,7 @@ impl Shared {
 
     // --- knobs ---
 
+    /// Refuse new connections for `d` from now.
     pub(super) fn refuse_for(&self, d: Duration) {
         lock(&self.knobs).refuse_until = Some(Instant::now() + d);
     }
@@ -249,6 +254,7 @@ impl Shared {
         refusing
     }
 
+    /// Answer the next `count` requests of kind `on` with `code`.
     pub(super) fn set_status(&self, code: u16, count: u32, on: Target) {
         lock(&self.knobs).status = (count > 0).then_some(StatusKnob {
             code,
@@ -272,10 +278,12 @@ impl Shared {
         Some(code)
     }
 
+    /// Delay answers to requests of kind `on` by `d` (zero: no delay).
     pub(super) fn set_delay(&self, d: Duration, on: Target) {
         lock(&self.knobs).delay = (!d.is_zero()).then_some((d, on));
     }
 
+    /// The delay for a request of `kind`, if any.
     pub(super) fn delay_for(&self, kind: Target) -> Option<Duration> {
         lock(&self.knobs)
             .delay
@@ -318,6 +326,7 @@ impl Shared {
         (id, rx, state)
     }
 
+    /// Forget a closed connection.
     pub(super) fn close_connection(&self, id: u64) {
         let Some(entry) = lock(&self.conns).remove(&id) else {
             return;
@@ -391,6 +400,7 @@ impl Shared {
         }
     }
 
+    /// The kept audio of recognize `index`.
     pub(super) fn audio(&self, index: usize) -> Option<Bytes> {
         lock(&self.audio).get(&index).cloned()
     }

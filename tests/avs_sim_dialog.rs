@@ -116,7 +116,9 @@ async fn near_field_tone_gets_stop_capture_then_speak_with_its_mp3() {
     assert_eq!(rec["profile"], "NEAR_FIELD");
     assert_eq!(rec["initiator"], json!({"type": "TAP"}));
     assert!(rec["first_audio_ms"].as_f64().unwrap() < 5000.0, "{rec}");
-    assert!(rec["stop_capture_ms"].as_f64().unwrap() >= 300.0, "{rec}");
+    let stop_ms = rec["stop_capture_ms"].as_f64().unwrap();
+    assert!(stop_ms >= 300.0, "{rec}");
+    assert!(rec["upload_end_ms"].as_f64().unwrap() >= stop_ms, "{rec}");
     assert!(rec["peak_rms"].as_f64().unwrap() > 4000.0, "{rec}");
     let last = stats["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(

@@ -226,7 +226,10 @@ impl Turn {
                             Some(_) => Heard::Failed(r.description),
                         };
                     }
-                    Ok(Event::End) => return Heard::Complete,
+                    Ok(Event::End) => {
+                        self.rec.upload_end_ms = self.audio.first_at.map(|f| ms(Instant::now() - f));
+                        return Heard::Complete;
+                    }
                     Err(e @ BodyError::Multipart(_)) if self.answer.is_none() => {
                         return Heard::Refused(e.refusal());
                     }

@@ -47,7 +47,8 @@
 //!   client reset its stream first), `rejections
 //!   [{connection, path, status, code, description}]`, `recognizes
 //!   [{connection, dialog_request_id, profile, initiator, audio_bytes,
-//!   first_audio_ms, stream_ms, audio_ms, peak_rms, stop_capture_ms, outcome,
+//!   first_audio_ms, stream_ms, audio_ms, peak_rms, stop_capture_ms,
+//!   upload_end_ms, outcome,
 //!   expect_speech}]`, `open [{id, peer, downchannel, synced}]`.
 //! - `GET /wait?COND&timeout_ms=N` (default 10 000): answers the stats once
 //!   every condition holds, 408 on timeout. Conditions (at least N):

@@ -78,6 +78,9 @@ pub struct RecognizeRecord {
     pub peak_rms: f64,
     /// Milliseconds from the first audio byte to StopCapture, if sent.
     pub stop_capture_ms: Option<f64>,
+    /// Milliseconds from the first audio byte to the end of the upload, if
+    /// the client ended it (after StopCapture: how fast it reacted).
+    pub upload_end_ms: Option<f64>,
     /// `speak`, `silence`, `bad audio: …` or `failed: …`.
     pub outcome: String,
     /// Whether an ExpectSpeech followed the Speak.

@@ -32,6 +32,8 @@ use super::{DIRECTIVES_PATH, EVENTS_PATH, MAX_CONCURRENT_STREAMS, PING_PATH};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long streams may go on after a GOAWAY before the connection closes.
+const GOAWAY_GRACE: Duration = Duration::from_secs(60);
 /// How long a refused request's body is read before the stream is reset.
 const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a client that negotiated no ALPN (so speaks HTTP/1.1) is told.
@@ -197,6 +199,9 @@ async fn connection(
         shared: shared.clone(),
     });
     let mut closing = false;
+    // Set with the GOAWAY: a client that never finishes its streams
+    // does not keep the connection forever.
+    let mut give_up_at: Option<Instant> = None;
     let expires_at = shared.connection_lifetime.map(|l| Instant::now() + l);
     let why = loop {
         let idle_at = shared
@@ -218,6 +223,7 @@ async fn connection(
                         tracing::info!(conn = id, "sending GOAWAY");
                         go_away(&mut conn, &ctx, end_downchannel);
                         closing = true;
+                        give_up_at = Some(Instant::now() + GOAWAY_GRACE);
                     }
                 }
                 Some(ConnCmd::Cut) | None => {
@@ -235,16 +241,22 @@ async fn connection(
                     tracing::info!(conn = id, "idle for {idle:?}; sending GOAWAY as AVS does");
                     go_away(&mut conn, &ctx, true);
                     closing = true;
+                    give_up_at = Some(Instant::now() + GOAWAY_GRACE);
                 }
             }
             _ = sleep_until_opt(expires_at), if !closing => {
                 tracing::info!(conn = id, "connection lifetime over; sending GOAWAY as AVS does hourly");
                 go_away(&mut conn, &ctx, true);
                 closing = true;
+                give_up_at = Some(Instant::now() + GOAWAY_GRACE);
+            }
+            _ = sleep_until_opt(give_up_at) => {
+                break format!("closed: streams still open {GOAWAY_GRACE:?} after the GOAWAY");
             }
             _ = shutdown.cancelled(), if !closing => {
                 go_away(&mut conn, &ctx, true);
                 closing = true;
+                give_up_at = Some(Instant::now() + GOAWAY_GRACE);
             }
         }
     };

@@ -521,6 +521,24 @@ async fn refusal_status_and_delay_knobs() {
     let (status, v) = sim.call(Method::POST, "/status?code=418", None).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("418"));
+    let (status, v) = sim.call(Method::GET, "/wait", None).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = sim
+        .call(Method::GET, "/wait?pings=99&timeout_ms=50", None)
+        .await;
+    assert_eq!(status, 408, "{v}");
+
+    // A 403 from the knob behaves like a refused token: GOAWAY follows.
+    sim.post("/status?code=403").await;
+    let (s, b) = event(&link, &token, &meta).await;
+    assert_eq!(
+        (s, exception(&b).0.as_str()),
+        (403, "UNAUTHORIZED_REQUEST_EXCEPTION")
+    );
+    assert_eq!(
+        within("GOAWAY after 403", link.closed()).await,
+        Closed::Graceful
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

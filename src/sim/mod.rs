@@ -3,5 +3,6 @@
 
 #![warn(missing_docs)]
 
+pub mod avs;
 pub mod lwa;
 pub mod token;

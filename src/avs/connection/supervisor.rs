@@ -92,7 +92,20 @@ enum ConnectError {
 
 struct Established {
     link: Link,
-    downchannel: oneshot::Receiver<Result<(), PumpError>>,
+    downchannel: Downchannel,
+}
+
+/// The downchannel reader: how it ended, and its task, which is stopped when
+/// the link is given up so that the old connection really closes.
+struct Downchannel {
+    done: oneshot::Receiver<Result<(), PumpError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Downchannel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Supervisor {
@@ -295,7 +308,7 @@ async fn open_downchannel(
     token: &Secret,
     settings: &Settings,
     inbound: &mpsc::Sender<Inbound>,
-) -> Result<oneshot::Receiver<Result<(), PumpError>>, ConnectError> {
+) -> Result<Downchannel, ConnectError> {
     let resp = tokio::time::timeout(
         settings.downchannel_timeout,
         link.get(DIRECTIVES_PATH, token),
@@ -315,11 +328,11 @@ async fn open_downchannel(
         .to_string();
     let (done_tx, done) = oneshot::channel();
     let out = inbound.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let result = pump(resp.into_body(), &content_type, &out, None).await;
         let _ = done_tx.send(result);
     });
-    Ok(done)
+    Ok(Downchannel { done, task })
 }
 
 /// Watch a connected link until it ends, pinging it while idle.
@@ -336,7 +349,7 @@ async fn watch_link(
     );
     loop {
         tokio::select! {
-            r = &mut est.downchannel => {
+            r = &mut est.downchannel.done => {
                 // Bytes we cannot parse are AVS's problem or ours, not the
                 // connection's: reopen the downchannel on the same link.
                 if let Ok(Err(e @ (PumpError::Multipart(_) | PumpError::ContentType(..)))) = &r

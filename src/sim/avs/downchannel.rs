@@ -1,0 +1,141 @@
+//! The downchannel (`GET /v20160207/directives`): answered 200 with a
+//! `multipart/related` body at once and kept open for the connection's
+//! life; directives pushed through the control API go out on it, whole or
+//! in tiny DATA frames; a GOAWAY ends it, as AVS does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::SendStream;
+use h2::server::SendResponse;
+use http::Response;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::DIRECTIVES_PATH;
+use super::related::Related;
+use super::rules::Refusal;
+use super::server::Ctx;
+use super::state::{DownMsg, Target};
+
+/// Tiny DATA frames sent back to back before a pause; see [`send_frames`].
+const TINY_GROUP: usize = 4;
+const TINY_PAUSE: Duration = Duration::from_millis(2);
+
+/// The downchannel: 200 with a `multipart/related` body at once, then
+/// directives as the control API pushes them, for the connection's life.
+pub(super) async fn serve(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
+    ctx.delay(Target::Downchannel).await;
+    if let Some(code) = ctx.shared.take_status(Target::Downchannel) {
+        ctx.refuse(&mut respond, DIRECTIVES_PATH, &Refusal::for_status(code));
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut st = ctx.state();
+        if st.downchannel.as_ref().is_some_and(|d| !d.is_closed()) {
+            drop(st);
+            let r = Refusal::invalid("a downchannel is already open on this connection");
+            ctx.refuse(&mut respond, DIRECTIVES_PATH, &r);
+            return;
+        }
+        // Registered before the 200 goes out, so a client that has seen
+        // the 200 can rely on pushes reaching it.
+        st.downchannel = Some(tx);
+    }
+    let related = Related::new();
+    let head = Response::builder()
+        .status(200)
+        .header("content-type", related.content_type())
+        .body(())
+        .unwrap_or_default();
+    let mut out = match respond.send_response(head, false) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::debug!(conn = ctx.id, "cannot answer the downchannel: {e}");
+            ctx.state().downchannel = None;
+            return;
+        }
+    };
+    ctx.shared.update(|s| s.downchannels += 1);
+    tracing::info!(conn = ctx.id, "downchannel open");
+    let why = write_downchannel(&mut out, &related, &mut rx).await;
+    tracing::info!(conn = ctx.id, "downchannel ended: {why}");
+    // With our receiver gone our sender reads as closed; a newer
+    // downchannel's sender would not, and stays.
+    drop(rx);
+    let mut st = ctx.state();
+    if st.downchannel.as_ref().is_some_and(|d| d.is_closed()) {
+        st.downchannel = None;
+    }
+}
+
+async fn write_downchannel(
+    out: &mut SendStream<Bytes>,
+    related: &Related,
+    rx: &mut mpsc::UnboundedReceiver<DownMsg>,
+) -> String {
+    if let Err(e) = out.send_data(related.open(), false) {
+        return format!("write failed: {e}");
+    }
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            r = std::future::poll_fn(|cx| out.poll_reset(cx)) => {
+                return match r {
+                    Ok(reason) => format!("the client reset it ({reason:?})"),
+                    Err(e) => format!("stream error: {e}"),
+                };
+            }
+        };
+        match msg {
+            Some(DownMsg::Push {
+                json,
+                attachment,
+                tiny,
+            }) => {
+                let mut bytes = related.json(&json).to_vec();
+                if let Some((cid, data)) = attachment {
+                    bytes.extend_from_slice(&related.binary(&cid, &data));
+                }
+                if let Err(e) = send_frames(out, Bytes::from(bytes), tiny).await {
+                    return format!("write failed: {e}");
+                }
+            }
+            Some(DownMsg::End) | None => {
+                let _ = out.send_data(related.close(), true);
+                return "closed by the stand-in".to_string();
+            }
+        }
+    }
+}
+
+/// Write `data` as one DATA frame, or with `tiny` as frames of 1 to 7
+/// bytes, so the client's parser meets every possible split.
+///
+/// Tiny frames go out in small groups with a pause between them: h2 (0.4.20
+/// and later) ends a connection with ENHANCE_YOUR_CALM once about 100
+/// small frames sit unread in its buffers, so an unpaced burst would test
+/// that flood guard instead of the client's parser.
+pub(super) async fn send_frames(
+    out: &mut SendStream<Bytes>,
+    data: Bytes,
+    tiny: bool,
+) -> Result<(), h2::Error> {
+    if !tiny {
+        return out.send_data(data, false);
+    }
+    let mut rest = data;
+    let mut group = 0;
+    while !rest.is_empty() {
+        let n = rand::rng().random_range(1..=7).min(rest.len());
+        out.send_data(rest.split_to(n), false)?;
+        group += 1;
+        if group == TINY_GROUP {
+            group = 0;
+            tokio::time::sleep(TINY_PAUSE).await;
+        }
+    }
+    Ok(())
+}

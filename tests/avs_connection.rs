@@ -1,0 +1,236 @@
+//! avsd keeps the one AVS HTTP/2 connection alive against `avs-sim avs`:
+//! downchannel, Alexa.Discovery and SynchronizeState in order, directives
+//! to their handlers, GOAWAY handover, cuts and outages with back-off, and
+//! a refused token renewed through the companion.
+
+mod companion_support;
+mod support;
+mod system_support;
+
+use std::time::{Duration, Instant};
+
+use avsd::dbus::proxy::DialogProxy;
+use serde_json::json;
+use system_support::{AvsSim, World, wait_connection, wait_state};
+
+async fn dialog_proxy(world: &World) -> DialogProxy<'static> {
+    DialogProxy::new(&world.bus.connect().await).await.unwrap()
+}
+
+fn event_names(stats: &serde_json::Value) -> Vec<String> {
+    stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorized_to_connected_in_protocol_order() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let (avsd, _auth) = world
+        .logged_in(&world.avsd_config_with_avs(&avs, 600))
+        .await;
+    let authorized_at = Instant::now();
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    let took = authorized_at.elapsed();
+
+    let stats = avs.wait("event=System.SynchronizeState").await;
+    assert_eq!(stats["downchannels"], 1, "{stats:#}");
+    let names = event_names(&stats);
+    assert_eq!(
+        names[..2],
+        [
+            "Alexa.Discovery.AddOrUpdateReport",
+            "System.SynchronizeState"
+        ],
+        "{stats:#}"
+    );
+    assert_eq!(
+        stats["connections"]["total"], 1,
+        "one connection: {stats:#}"
+    );
+    assert!(
+        stats["rejections"].as_array().unwrap().is_empty(),
+        "{stats:#}"
+    );
+    eprintln!("authorized to connected in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_directives_reach_their_handlers_even_in_tiny_frames() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let (avsd, auth) = world
+        .logged_in(&world.avsd_config_with_avs(&avs, 600))
+        .await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+
+    // An interface avsd does not implement: reported back to AVS.
+    let unknown = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert",
+        "messageId": "m-1"}, "payload": {"token": "t"}}});
+    avs.push("?split=tiny", unknown).await;
+    let stats = avs.wait("event=System.ExceptionEncountered").await;
+    assert!(event_names(&stats).contains(&"System.ExceptionEncountered".to_string()));
+
+    // RevokeAuthorization: avsd forgets its tokens and leaves AVS.
+    let revoke = json!({"directive": {"header": {"namespace": "System",
+        "name": "RevokeAuthorization", "messageId": "m-2"}, "payload": {}}});
+    avs.push("?split=tiny", revoke).await;
+    wait_state(&auth, "unregistered", &avsd).await;
+    wait_connection(&dialog, "disconnected", &avsd).await;
+    assert_eq!(auth.token_expires_at().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_hands_over_to_a_new_connection() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let (avsd, _auth) = world
+        .logged_in(&world.avsd_config_with_avs(&avs, 600))
+        .await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    avs.wait("event=System.SynchronizeState").await;
+
+    avs.post("/goaway").await;
+    let stats = avs
+        .wait("connections=2&downchannels=2&event=System.SynchronizeState&count=2&current=1")
+        .await;
+    let peak = stats["connections"]["peak_active"].as_u64().unwrap();
+    assert!(
+        peak <= 2,
+        "more than a handover's two connections: {stats:#}"
+    );
+    wait_connection(&dialog, "connected", &avsd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_and_outage_reconnect_with_growing_intervals() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let (avsd, _auth) = world
+        .logged_in(&world.avsd_config_with_avs(&avs, 600))
+        .await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+
+    // The stand-in refuses connections for a while and drops the current one.
+    avs.post("/refuse?secs=4").await;
+    avs.post("/cut").await;
+    wait_connection(&dialog, "disconnected", &avsd).await;
+    // Reconnected by itself once the stand-in accepts again.
+    wait_connection(&dialog, "connected", &avsd).await;
+    let stats = avs.wait("downchannels=2").await;
+    assert_eq!(
+        stats["connections"]["peak"], 1,
+        "never two connections outside a handover: {stats:#}"
+    );
+    // Each failed try is logged with its attempt number; the delays grow
+    // with the table's ceilings (250 ms, 1 s, 2 s, ...).
+    let tries = connect_retries(&avsd.log_text());
+    assert!(
+        tries.len() >= 2,
+        "expected retries in the log:\n{}",
+        avsd.log_text()
+    );
+    let ceilings = [0.25, 1.0, 2.0, 4.0, 8.0, 16.0];
+    for (i, (attempt, delay)) in tries.iter().enumerate() {
+        assert_eq!(*attempt, i as u64 + 1, "{tries:?}");
+        assert!(*delay <= ceilings[i.min(5)] + 0.01, "{tries:?}");
+    }
+}
+
+/// (attempt, delay) of each "cannot connect to AVS" or "connection lost" line.
+fn connect_retries(log: &str) -> Vec<(u64, f64)> {
+    log.lines()
+        .filter_map(|l| {
+            if let Some(rest) = l.split("cannot connect to AVS (attempt ").nth(1) {
+                let (attempt, rest) = rest.split_once(", next try in ")?;
+                let delay = rest.split(" s)").next()?;
+                return Some((attempt.parse().ok()?, delay.parse().ok()?));
+            }
+            let rest = l.split("); reconnecting in ").nth(1)?;
+            let (delay, rest) = rest.split_once(" s (attempt ")?;
+            let attempt = rest.split(')').next()?;
+            Some((attempt.parse().ok()?, delay.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_renewed_once_then_connected() {
+    // Short-lived tokens: the companion refreshes at LWA for each request,
+    // as it would for a token that expired.
+    let world = World::new(20).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let (avsd, auth) = world.logged_in(&world.avsd_config_with_avs(&avs, 5)).await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    let before = auth.token_expires_at().await.unwrap();
+    let refreshes = world.sim.counter("refresh_grants").await;
+
+    // The next request (the downchannel of the next connection) gets 403.
+    avs.post("/status?code=403&count=1&on=downchannel").await;
+    avs.post("/cut").await;
+    let stats = avs.wait("downchannels=2").await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    let rejected = stats["rejections"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{stats:#}");
+    assert_eq!(rejected[0]["status"], 403);
+    // Expiry is in whole seconds: a renewal within the same second keeps it.
+    assert!(auth.token_expires_at().await.unwrap() >= before);
+    // Renewed through the companion (at least once; a scheduled renewal
+    // may fall into the same seconds).
+    assert!(world.sim.counter("refresh_grants").await > refreshes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_pinged() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let config = world
+        .avsd_config_with_avs(&avs, 600)
+        .replace("[avs]\n", "[avs]\nping_interval_secs = 1\n");
+    let (avsd, _auth) = world.logged_in(&config).await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    let stats = avs.wait("pings=2").await;
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+
+    // A ping answered with an error means the connection is gone.
+    avs.post("/status?code=503&count=1&on=ping").await;
+    let stats = avs.wait("connections=2&downchannels=2").await;
+    assert_eq!(stats["connections"]["peak"], 1, "{stats:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_endpoint_moves_to_the_new_endpoint() {
+    let world = World::new(3600).await;
+    let first = AvsSim::start(&world.env, &[]).await;
+    let second = AvsSim::start(&world.env, &[]).await;
+    let (avsd, _auth) = world
+        .logged_in(&world.avsd_config_with_avs(&first, 600))
+        .await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+
+    let set = json!({"directive": {"header": {"namespace": "System", "name": "SetEndpoint",
+        "messageId": "m-3"}, "payload": {"endpoint": second.base.clone()}}});
+    first.push("", set).await;
+    second.wait("event=System.SynchronizeState").await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    let stats = first.wait("current=0").await;
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+    assert!(
+        avsd.log_text()
+            .contains(&format!("AVS asked to use endpoint {}", second.base)),
+        "{}",
+        avsd.log_text()
+    );
+}

@@ -285,19 +285,8 @@ fn stream<T: SizedSample + AudioSample>(
     let err_shared = shared.clone();
     let err_converter = converter.clone();
     let err_cb = move |e: cpal::Error| {
-        if e.kind() == cpal::ErrorKind::Xrun {
-            // ALSA lost samples but recovers by itself: count it, carry on.
-            err_shared.overruns.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        // try_lock: never wait on the audio thread. The first error is kept.
-        if let Ok(mut slot) = err_shared.error.try_lock()
-            && slot.is_none()
-        {
-            *slot = Some(e);
-        }
-        err_shared.failed.store(true, Ordering::Release);
-        err_converter.unpark();
+        let s = &err_shared;
+        device::on_stream_error(e, &s.overruns, &s.error, &s.failed, &err_converter);
     };
 
     let stream = match dev.build_input_stream::<T, _, _>(config, data_cb, err_cb, None) {

@@ -231,6 +231,31 @@ pub(crate) fn buffer_range(
         .map(|r| *r.buffer_size())
 }
 
+/// What both streams' cpal error callbacks do: an xrun (ALSA lost or ran
+/// out of samples and recovers by itself) is counted; anything else is kept
+/// (the first one only), marks the stream failed and wakes its owner thread.
+/// It runs on the audio thread, so it only `try_lock`s and never waits.
+pub(super) fn on_stream_error(
+    e: cpal::Error,
+    xruns: &std::sync::atomic::AtomicU64,
+    slot: &std::sync::Mutex<Option<cpal::Error>>,
+    failed: &std::sync::atomic::AtomicBool,
+    owner: &std::thread::Thread,
+) {
+    use std::sync::atomic::Ordering;
+    if e.kind() == cpal::ErrorKind::Xrun {
+        xruns.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if let Ok(mut first) = slot.try_lock()
+        && first.is_none()
+    {
+        *first = Some(e);
+    }
+    failed.store(true, Ordering::Release);
+    owner.unpark();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

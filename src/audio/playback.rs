@@ -317,17 +317,8 @@ fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
     let err_shared = shared.clone();
     let err_owner = owner.clone();
     let err_cb = move |e: cpal::Error| {
-        if e.kind() == cpal::ErrorKind::Xrun {
-            err_shared.underruns.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if let Ok(mut slot) = err_shared.device_error.try_lock()
-            && slot.is_none()
-        {
-            *slot = Some(e);
-        }
-        err_shared.failed.store(true, Ordering::Release);
-        err_owner.unpark();
+        let s = &err_shared;
+        device::on_stream_error(e, &s.underruns, &s.device_error, &s.failed, &err_owner);
     };
     let stream = match dev.build_output_stream::<T, _, _>(config, data_cb, err_cb, None) {
         Ok(s) => s,

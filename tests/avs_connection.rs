@@ -17,6 +17,35 @@ async fn dialog_proxy(world: &World) -> DialogProxy<'static> {
     DialogProxy::new(&world.bus.connect().await).await.unwrap()
 }
 
+/// A logged-in avsd connected to a fresh AVS stand-in.
+struct Connected {
+    world: World,
+    avs: AvsSim,
+    avsd: support::Daemon,
+    auth: avsd::dbus::proxy::AuthorizationProxy<'static>,
+    dialog: DialogProxy<'static>,
+}
+
+/// Tokens living `token_lifetime` s, renewed `renew_before` s ahead;
+/// `avs_extra` is added to avsd's `[avs]` section.
+async fn connected(token_lifetime: u64, renew_before: u64, avs_extra: &str) -> Connected {
+    let world = World::new(token_lifetime).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let config = world
+        .avsd_config_with_avs(&avs, renew_before)
+        .replace("[avs]\n", &format!("[avs]\n{avs_extra}"));
+    let (avsd, auth) = world.logged_in(&config).await;
+    let dialog = dialog_proxy(&world).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    Connected {
+        world,
+        avs,
+        avsd,
+        auth,
+        dialog,
+    }
+}
+
 fn event_names(stats: &serde_json::Value) -> Vec<String> {
     stats["events"]
         .as_array()
@@ -63,13 +92,11 @@ async fn authorized_to_connected_in_protocol_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_directives_reach_their_handlers_even_in_tiny_frames() {
-    let world = World::new(3600).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let (avsd, auth) = world
-        .logged_in(&world.avsd_config_with_avs(&avs, 600))
-        .await;
-    let dialog = dialog_proxy(&world).await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    let c = connected(3600, 600, "").await;
+    let auth = &c.auth;
+    let avs = &c.avs;
+    let avsd = &c.avsd;
+    let dialog = &c.dialog;
 
     // An interface avsd does not implement: reported back to AVS.
     let unknown = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert",
@@ -82,20 +109,17 @@ async fn pushed_directives_reach_their_handlers_even_in_tiny_frames() {
     let revoke = json!({"directive": {"header": {"namespace": "System",
         "name": "RevokeAuthorization", "messageId": "m-2"}, "payload": {}}});
     avs.push("?split=tiny", revoke).await;
-    wait_state(&auth, "unregistered", &avsd).await;
-    wait_connection(&dialog, "disconnected", &avsd).await;
+    wait_state(auth, "unregistered", avsd).await;
+    wait_connection(dialog, "disconnected", avsd).await;
     assert_eq!(auth.token_expires_at().await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_hands_over_to_a_new_connection() {
-    let world = World::new(3600).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let (avsd, _auth) = world
-        .logged_in(&world.avsd_config_with_avs(&avs, 600))
-        .await;
-    let dialog = dialog_proxy(&world).await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    let c = connected(3600, 600, "").await;
+    let avs = &c.avs;
+    let avsd = &c.avsd;
+    let dialog = &c.dialog;
     avs.wait("event=System.SynchronizeState").await;
 
     avs.post("/goaway").await;
@@ -107,25 +131,22 @@ async fn goaway_hands_over_to_a_new_connection() {
         peak <= 2,
         "more than a handover's two connections: {stats:#}"
     );
-    wait_connection(&dialog, "connected", &avsd).await;
+    wait_connection(dialog, "connected", avsd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_outage_reconnect_with_growing_intervals() {
-    let world = World::new(3600).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let (avsd, _auth) = world
-        .logged_in(&world.avsd_config_with_avs(&avs, 600))
-        .await;
-    let dialog = dialog_proxy(&world).await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    let c = connected(3600, 600, "").await;
+    let avs = &c.avs;
+    let avsd = &c.avsd;
+    let dialog = &c.dialog;
 
     // The stand-in refuses connections for a while and drops the current one.
     avs.post("/refuse?secs=4").await;
     avs.post("/cut").await;
-    wait_connection(&dialog, "disconnected", &avsd).await;
+    wait_connection(dialog, "disconnected", avsd).await;
     // Reconnected by itself once the stand-in accepts again.
-    wait_connection(&dialog, "connected", &avsd).await;
+    wait_connection(dialog, "connected", avsd).await;
     let stats = avs.wait("downchannels=2").await;
     assert_eq!(
         stats["connections"]["peak"], 1,
@@ -167,11 +188,12 @@ fn connect_retries(log: &str) -> Vec<(u64, f64)> {
 async fn a_refused_token_is_renewed_once_then_connected() {
     // Short-lived tokens: the companion refreshes at LWA for each request,
     // as it would for a token that expired.
-    let world = World::new(20).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let (avsd, auth) = world.logged_in(&world.avsd_config_with_avs(&avs, 5)).await;
-    let dialog = dialog_proxy(&world).await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    let c = connected(20, 5, "").await;
+    let world = &c.world;
+    let avs = &c.avs;
+    let avsd = &c.avsd;
+    let auth = &c.auth;
+    let dialog = &c.dialog;
     let before = auth.token_expires_at().await.unwrap();
     let refreshes = world.sim.counter("refresh_grants").await;
 
@@ -179,7 +201,7 @@ async fn a_refused_token_is_renewed_once_then_connected() {
     avs.post("/status?code=403&count=1&on=downchannel").await;
     avs.post("/cut").await;
     let stats = avs.wait("downchannels=2").await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    wait_connection(dialog, "connected", avsd).await;
     let rejected = stats["rejections"].as_array().unwrap();
     assert_eq!(rejected.len(), 1, "{stats:#}");
     assert_eq!(rejected[0]["status"], 403);
@@ -192,14 +214,8 @@ async fn a_refused_token_is_renewed_once_then_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_pinged() {
-    let world = World::new(3600).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let config = world
-        .avsd_config_with_avs(&avs, 600)
-        .replace("[avs]\n", "[avs]\nping_interval_secs = 1\n");
-    let (avsd, _auth) = world.logged_in(&config).await;
-    let dialog = dialog_proxy(&world).await;
-    wait_connection(&dialog, "connected", &avsd).await;
+    let c = connected(3600, 600, "ping_interval_secs = 1\n").await;
+    let avs = &c.avs;
     let stats = avs.wait("pings=2").await;
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
 

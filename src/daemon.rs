@@ -1,16 +1,15 @@
 //! The daemon's supervisor: starts the actors, takes the bus name, tells
 //! systemd, feeds the watchdog from the main loop, and shuts down cleanly.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
 use crate::avs::connection::{self, ConnectionHandle};
-use crate::avs::message::ContextEntry;
+use crate::avs::message::SpeechState;
 use crate::avs::router::{self, Router};
 use crate::config::AvsdConfig;
 use crate::dbus::{self, BusError};
@@ -39,25 +38,34 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         shutdown.child_token(),
     );
     let (inbound_tx, inbound) = mpsc::channel(64);
+    let (speech_tx, speech) = watch::channel(SpeechState::default());
     let connection = connection::spawn(
         avs_settings(&config),
         auth.clone(),
-        inbound_tx,
-        Arc::new(|| ContextEntry::idle(100)),
+        inbound_tx.clone(),
+        dialog::context_source(speech.clone()),
         &tracker,
         shutdown.child_token(),
     );
+    let (to_dialog, dialog_inbound) = mpsc::channel(64);
     let router = Router {
         connection: connection.clone(),
         auth: auth.clone(),
         state_dir: config.state_dir(),
         inactivity_report_every: INACTIVITY_REPORT_EVERY,
-        dialog: None,
+        dialog: Some(to_dialog),
+        context: dialog::context_source(speech),
     };
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
-        auth.status(),
-        connection.state(),
+        dialog::Settings::from_config(&config.audio),
+        dialog::Links {
+            auth: auth.status(),
+            connection: connection.clone(),
+            router: inbound_tx,
+            inbound: dialog_inbound,
+            speech: speech_tx,
+        },
         &tracker,
         shutdown.child_token(),
     );
@@ -139,9 +147,6 @@ async fn alive(
     connection.ping(within).await.map_err(|e| e.to_string())
 }
 
-/// The interfaces this build implements, for Alexa.Discovery.
-const CAPABILITIES: &[(&str, &str)] = &[("System", "1.0")];
-
 /// UserInactivityReport goes out hourly (System interface).
 const INACTIVITY_REPORT_EVERY: Duration = Duration::from_secs(3600);
 
@@ -153,7 +158,7 @@ fn avs_settings(config: &AvsdConfig) -> connection::Settings {
     let identity = connection::Identity {
         product_id: config.device.product_id.clone(),
         dsn: crate::device::serial(config.device.serial.as_deref()),
-        capabilities: CAPABILITIES
+        capabilities: dialog::CAPABILITIES
             .iter()
             .map(|(i, v)| (i.to_string(), v.to_string()))
             .collect(),

@@ -31,6 +31,15 @@ pub enum Inbound {
         /// The bytes, in order.
         data: mpsc::Receiver<Bytes>,
     },
+    /// The answer to the Recognize that started dialog `dialog_request_id`
+    /// is complete: every directive it held came before this. Sent by the
+    /// dialog's upload through the same queue, so the order holds.
+    Answered {
+        /// The dialog the Recognize started.
+        dialog_request_id: String,
+        /// How the exchange ended, in words for `LastError` when it failed.
+        outcome: Result<(), String>,
+    },
     /// A JSON part that is not a directive envelope: report it to AVS.
     Malformed {
         /// The part as received.

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::ConnectionHandle;
+use super::connection::{ConnectionHandle, ContextSource};
 use super::inbound::Inbound;
-use super::message::{ContextEntry, Directive, Event, ExceptionErrorType, KnownDirective};
+use super::message::{Directive, Event, ExceptionErrorType, KnownDirective};
 use crate::auth::AuthHandle;
 use crate::fsutil;
 
@@ -31,6 +31,8 @@ pub struct Router {
     pub inactivity_report_every: Duration,
     /// Speech directives and attachments, once the dialog takes them.
     pub dialog: Option<mpsc::Sender<Inbound>>,
+    /// The device's context, for ExceptionEncountered.
+    pub context: ContextSource,
 }
 
 impl Router {
@@ -71,13 +73,10 @@ impl Router {
                 .await;
                 return Routed::Done;
             }
-            Inbound::Attachment { content_id, data } => {
-                match &self.dialog {
-                    Some(dialog) => {
-                        let _ = dialog.send(Inbound::Attachment { content_id, data }).await;
-                    }
-                    // Dropping the receiver lets the stream skip its bytes.
-                    None => tracing::debug!("attachment {content_id} has no reader; skipped"),
+            // Dropping an attachment's receiver lets the stream skip its bytes.
+            item @ (Inbound::Attachment { .. } | Inbound::Answered { .. }) => {
+                if let Some(dialog) = &self.dialog {
+                    let _ = dialog.send(item).await;
                 }
                 return Routed::Done;
             }
@@ -141,7 +140,7 @@ impl Router {
     }
 
     async fn report(&self, raw: &str, kind: ExceptionErrorType, message: &str) {
-        let event = Event::exception_encountered(raw, kind, message, ContextEntry::idle(100));
+        let event = Event::exception_encountered(raw, kind, message, (self.context)());
         self.send(event.to_json()).await;
     }
 

@@ -1,12 +1,14 @@
 //! Configuration of the programs: the strict loader and avsd's own keys.
 //! `avs-companion` has its config next to its code.
 
+pub mod audio;
 pub mod strict;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use audio::AudioConfig;
 pub use strict::{ConfigError, Invalid, Problem, StrictConfig, load, parse};
 
 /// Where avsd reads its config when `--config` is not given.
@@ -33,6 +35,8 @@ pub struct AvsdConfig {
     pub companion: CompanionClientConfig,
     /// The Alexa Voice Service connection.
     pub avs: AvsConfig,
+    /// Microphone and speaker.
+    pub audio: AudioConfig,
 }
 
 /// `[avs]`
@@ -170,10 +174,35 @@ impl StrictConfig for AvsdConfig {
             "avs.ping_interval_secs",
             "a whole number of seconds from 1 to 300",
         ),
+        (
+            "audio.capture_device",
+            "an ALSA PCM name in quotes, e.g. \"default\" or \"plughw:CARD=Mic\"",
+        ),
+        (
+            "audio.capture_format",
+            "SAMPLE:RATE:CHANNELS in quotes, e.g. \"i16:16000:1\" or \"f32:48000:2\"",
+        ),
+        (
+            "audio.playback_device",
+            "an ALSA PCM name in quotes, e.g. \"default\"",
+        ),
+        (
+            "audio.playback_format",
+            "SAMPLE:RATE:CHANNELS in quotes, e.g. \"i16:48000:2\"",
+        ),
+        (
+            "audio.max_listen_secs",
+            "a whole number of seconds from 1 to 60",
+        ),
+        (
+            "audio.speech_threshold",
+            "a number from 1 to 32767, e.g. 300",
+        ),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
+        self.audio.validate(&mut out);
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             out.push(Invalid::new(
                 "log.level",

@@ -45,6 +45,13 @@ impl Dialog {
         self.dialog.status().borrow().state.as_str().to_string()
     }
 
+    /// The last problem with a dialog (microphone, speaker, Alexa's
+    /// answer), in words a person can act on; empty when none.
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.dialog.status().borrow().last_error.clone()
+    }
+
     /// `disconnected`, `connecting` or `connected`.
     #[zbus(property)]
     fn connection(&self) -> String {

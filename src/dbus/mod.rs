@@ -38,6 +38,8 @@ pub enum AvsError {
     Busy(String),
     /// A config key needed for this is missing.
     NotConfigured(String),
+    /// The microphone or speaker cannot be used.
+    AudioDevice(String),
 }
 
 impl From<ActorError> for AvsError {
@@ -62,6 +64,7 @@ impl From<DialogError> for AvsError {
             DialogError::NotAuthorized(m) => Self::NotAuthorized(m),
             DialogError::NotConnected(m) => Self::NotConnected(m),
             DialogError::Busy(m) => Self::Busy(m),
+            DialogError::Audio(m) => Self::AudioDevice(m),
             DialogError::Actor(a) => a.into(),
         }
     }

@@ -53,4 +53,7 @@ pub trait Dialog {
     /// AVS connection state.
     #[zbus(property)]
     fn connection(&self) -> zbus::Result<String>;
+    /// Last dialog problem.
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
 }

@@ -64,7 +64,7 @@ pub(super) async fn forward_dialog(
     let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
-    rx.borrow_and_update();
+    let mut old = rx.borrow_and_update().clone();
     link.borrow_and_update();
     loop {
         let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
@@ -74,8 +74,14 @@ pub(super) async fn forward_dialog(
                 if r.is_err() {
                     return;
                 }
-                let state = rx.borrow_and_update().state;
-                changed.insert("State", Value::from(state.as_str()));
+                let new = rx.borrow_and_update().clone();
+                if new.state != old.state {
+                    changed.insert("State", Value::from(new.state.as_str()));
+                }
+                if new.last_error != old.last_error {
+                    changed.insert("LastError", Value::from(new.last_error.clone()));
+                }
+                old = new;
             }
             r = link.changed() => {
                 if r.is_err() {

@@ -6,7 +6,7 @@ use h2::SendStream;
 use http::Method;
 use tokio::sync::mpsc;
 
-use super::{Gate, Settings};
+use super::{AudioPart, Gate, Settings};
 use crate::auth::AuthHandle;
 use crate::avs::encode::FormData;
 use crate::avs::inbound::{Inbound, PumpError, pump};
@@ -62,7 +62,7 @@ pub(crate) async fn exchange(
     settings: &Settings,
     inbound: &mpsc::Sender<Inbound>,
     metadata: String,
-    audio: Option<mpsc::Receiver<Bytes>>,
+    audio: Option<mpsc::Receiver<AudioPart>>,
 ) -> Result<u16, SendError> {
     let _slot = gate
         .slots
@@ -96,7 +96,11 @@ pub(crate) async fn exchange(
         Some(rx) => {
             body.send_data(form.audio_part_header(), false)
                 .map_err(|e| SendError::Stream(e.to_string()))?;
-            Some(tokio::spawn(stream_audio(body, rx, form.tail())))
+            Some(AbortOnDrop(tokio::spawn(stream_audio(
+                body,
+                rx,
+                form.tail(),
+            ))))
         }
         None => {
             body.send_data(form.tail(), true)
@@ -129,22 +133,43 @@ pub(crate) async fn exchange(
             exception: read_exception(recv).await,
         }),
     };
-    if let Some(upload) = upload {
-        // The answer is complete; an upload still going (AVS stopped
-        // listening first) has nothing left to say.
-        upload.abort();
-    }
+    // The answer is complete; an upload still going (AVS stopped listening
+    // first) has nothing left to say. Dropping it resets the stream.
+    drop(upload);
     result
 }
 
-/// Write audio chunks as they come, then close the body.
-async fn stream_audio(mut body: SendStream<Bytes>, mut rx: mpsc::Receiver<Bytes>, tail: Bytes) {
-    while let Some(chunk) = rx.recv().await {
-        if body.send_data(chunk, false).is_err() {
-            return;
+/// Ends the audio upload with the exchange, also when the exchange itself
+/// is dropped (the user pressed Stop): the request stream is then reset
+/// instead of being closed as if the utterance were complete.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Write audio chunks as they come; close the body at the end of the
+/// utterance, or reset the stream when the sender went away without one.
+async fn stream_audio(mut body: SendStream<Bytes>, mut rx: mpsc::Receiver<AudioPart>, tail: Bytes) {
+    loop {
+        match rx.recv().await {
+            Some(AudioPart::Data(chunk)) => {
+                if body.send_data(chunk, false).is_err() {
+                    return;
+                }
+            }
+            Some(AudioPart::End) => {
+                let _ = body.send_data(tail, true);
+                return;
+            }
+            None => {
+                body.send_reset(h2::Reason::CANCEL);
+                return;
+            }
         }
     }
-    let _ = body.send_data(tail, true);
 }
 
 async fn read_exception(mut recv: h2::RecvStream) -> Option<AvsException> {

@@ -131,14 +131,25 @@ impl std::fmt::Debug for ConnectionHandle {
     }
 }
 
+/// A piece of an event's audio part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioPart {
+    /// The next bytes (16 kHz, 16-bit little-endian mono PCM).
+    Data(Bytes),
+    /// The utterance is complete: close the part and the request. A sender
+    /// dropped without this resets the stream instead, so AVS never answers
+    /// a request the user abandoned.
+    End,
+}
+
 impl ConnectionHandle {
     /// Send one event (`metadata` is its JSON), with an audio part streamed
-    /// from `audio` until that channel closes. Directives in the response
+    /// from `audio` until [`AudioPart::End`]. Directives in the response
     /// go to the inbound channel like the downchannel's. Returns the status.
     pub async fn send(
         &self,
         metadata: String,
-        audio: Option<mpsc::Receiver<Bytes>>,
+        audio: Option<mpsc::Receiver<AudioPart>>,
     ) -> Result<u16, SendError> {
         let link = self.current_link().await?;
         let result = exchange::exchange(

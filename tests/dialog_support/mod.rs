@@ -1,0 +1,387 @@
+//! Rig for the voice dialog tests: the whole system (LWA stand-in,
+//! companion, AVS stand-in, private bus) and a logged-in, connected avsd
+//! whose microphone and speaker are real ALSA PCMs backed by FIFOs.
+//!
+//! - The microphone FIFO is fed by [`Mic`] on a 10 ms clock: speech when the
+//!   test queues some, silence otherwise. It writes only while the pipe is
+//!   nearly empty, so nothing piles up while avsd is not capturing and what
+//!   avsd reads is close to real time.
+//! - The speaker FIFO is drained by [`Speaker`] on a 10 ms clock, which
+//!   paces ALSA's otherwise unpaced `null` device to real time.
+//!
+//! Both hold their FIFO open read-write, so ALSA's opens never block and a
+//! closed device never reads as end of file.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::audio_support::mkfifo;
+use crate::companion_support::WAIT;
+use crate::support::{Daemon, Notify};
+use crate::system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
+
+/// `[audio]` for the rig's PCMs: `mic` is 16 kHz mono i16, `mic48` 48 kHz
+/// stereo f32, `micfail` fails once its copy's reader goes, `spk` 48 kHz
+/// stereo i16.
+pub fn asound_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"pcm.mic {{ type file slave.pcm {{ type null }} file "/dev/null" infile "{d}/mic.fifo" format "raw" hint {{ show on description "test mic" }} }}
+pcm.mic48 {{ type file slave.pcm {{ type null }} file "/dev/null" infile "{d}/mic48.fifo" format "raw" hint {{ show on description "test mic 48k" }} }}
+pcm.micfail {{ type file slave.pcm {{ type null }} file "{d}/tee.fifo" infile "/dev/zero" format "raw" hint {{ show on description "failing mic" }} }}
+pcm.spk {{ type file slave.pcm {{ type null }} file "{d}/spk.fifo" format "raw" hint {{ show on description "test speaker" }} }}
+pcm.!default {{ type asym capture.pcm "mic" playback.pcm "spk" }}
+"#
+    )
+}
+
+/// Bytes in 10 ms of the speaker's format (48 kHz stereo i16).
+pub const SPEAKER_10MS: usize = 480 * 2 * 2;
+
+/// A logged-in avsd connected to the AVS stand-in, with its audio rig.
+pub struct Rig {
+    pub world: World,
+    pub avs: AvsSim,
+    pub avsd: Daemon,
+    pub auth: AuthorizationProxy<'static>,
+    pub dialog: DialogProxy<'static>,
+    pub dir: tempfile::TempDir,
+    /// Every Dialog.State avsd announced, in order, starting with the first read.
+    pub states: watch::Receiver<Vec<String>>,
+}
+
+impl Rig {
+    /// Start everything; `audio` is avsd's `[audio]` section body.
+    pub async fn start(audio: &str) -> Rig {
+        let dir = tempfile::Builder::new()
+            .prefix("avsd-dialog")
+            .tempdir()
+            .unwrap();
+        let conf = dir.path().join("asound.conf");
+        std::fs::write(&conf, asound_conf(dir.path())).unwrap();
+        let world = World::new(3600).await;
+        let avs = AvsSim::start(&world.env, &[]).await;
+        let config = format!(
+            "{}[audio]\n{audio}\n",
+            world.avsd_config_with_avs(&avs, 600)
+        );
+        let notify = Notify::bind();
+        let alsa = conf.display().to_string();
+        let avsd = Daemon::start(
+            &world.bus,
+            Some(&notify),
+            &config,
+            &[("ALSA_CONFIG_PATH", alsa.as_str())],
+        );
+        notify.wait_for("READY=1", Duration::from_secs(20));
+        let auth = auth_proxy(&world.bus).await;
+        wait_state(&auth, "waiting-for-user", &avsd).await;
+        world.log_in(&auth.login_url().await.unwrap()).await;
+        wait_state(&auth, "authorized", &avsd).await;
+        let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
+        wait_connection(&dialog, "connected", &avsd).await;
+        let states = record_states(dialog.clone()).await;
+        Rig {
+            world,
+            avs,
+            avsd,
+            auth,
+            dialog,
+            dir,
+            states,
+        }
+    }
+
+    /// A path in the rig's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Wait until Dialog.State has been `want` (at or after index `from`
+    /// of the recorded states); returns the index where it was seen.
+    pub async fn wait_state(&self, want: &str, from: usize) -> usize {
+        let mut rx = self.states.clone();
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(i) = rx.borrow_and_update()[from..]
+                    .iter()
+                    .position(|s| s == want)
+                {
+                    return from + i;
+                }
+                rx.changed().await.expect("the state recorder stopped");
+            }
+        })
+        .await;
+        match found {
+            Ok(i) => i,
+            Err(_) => panic!(
+                "Dialog.State never became {want}; states {:?}; LastError {:?}\navs-sim:\n{}\navsd log:\n{}",
+                self.states.borrow(),
+                self.dialog.last_error().await.unwrap_or_default(),
+                self.avs.log.lock().unwrap(),
+                self.avsd.log_text()
+            ),
+        }
+    }
+
+    /// Wait, through PropertiesChanged, until Dialog.LastError mentions `text`.
+    pub async fn wait_last_error(&self, text: &str) -> String {
+        let mut changes = self.dialog.receive_last_error_changed().await;
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let now = self.dialog.last_error().await.unwrap();
+                if now.contains(text) {
+                    return now;
+                }
+                changes.next().await.expect("avsd left the bus");
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("LastError never mentioned {text:?}"))
+    }
+
+    /// The states recorded so far.
+    pub fn state_log(&self) -> Vec<String> {
+        self.states.borrow().clone()
+    }
+
+    /// The stand-in's stats once `conditions` hold.
+    pub async fn avs_wait(&self, conditions: &str) -> serde_json::Value {
+        self.avs.wait(conditions).await
+    }
+}
+
+/// Follow Dialog.State through PropertiesChanged into a growing list.
+async fn record_states(dialog: DialogProxy<'static>) -> watch::Receiver<Vec<String>> {
+    let mut changes = dialog.receive_state_changed().await;
+    let first = dialog.state().await.unwrap();
+    let (tx, rx) = watch::channel(vec![first]);
+    tokio::spawn(async move {
+        while let Some(change) = changes.next().await {
+            let Ok(state) = change.get().await else {
+                continue;
+            };
+            tx.send_modify(|v| {
+                // The stream starts with the current value; skip repeats.
+                if v.last() != Some(&state) {
+                    v.push(state);
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// Feeds a capture FIFO on a 10 ms clock (see the module doc).
+pub struct Mic {
+    queue: mpsc::Sender<(Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Mic {
+    /// Feed `path` (made here) with `chunk` bytes per 10 ms.
+    pub fn new(path: &Path, chunk: usize) -> Mic {
+        mkfifo(path);
+        let mut fifo = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .expect("open the mic FIFO");
+        let (queue, rx) = mpsc::channel::<(Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>)>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let silence = vec![0u8; chunk];
+            let mut speech: Vec<u8> = Vec::new();
+            let mut at = 0;
+            let mut done: Option<tokio::sync::oneshot::Sender<()>> = None;
+            let mut next = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                if at >= speech.len() {
+                    if let Some(tx) = done.take() {
+                        let _ = tx.send(());
+                    }
+                    if let Ok((pcm, tx)) = rx.try_recv() {
+                        speech = pcm;
+                        at = 0;
+                        done = tx;
+                    }
+                }
+                // Only top up a nearly empty pipe: nobody reading means
+                // nothing written, so no stale audio waits for the next open.
+                if queued(&fifo) < 2 * chunk {
+                    let piece = if at < speech.len() {
+                        let end = (at + chunk).min(speech.len());
+                        let mut p = speech[at..end].to_vec();
+                        p.resize(chunk, 0);
+                        at = end;
+                        p
+                    } else {
+                        silence.clone()
+                    };
+                    let _ = fifo.write_all(&piece);
+                }
+                next += Duration::from_millis(10);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                } else {
+                    next = Instant::now();
+                }
+            }
+        });
+        Mic {
+            queue,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Speak `pcm` (in the FIFO's format) as soon as the previous speech is
+    /// out; the receiver fires once it has all been written.
+    pub fn say(&self, pcm: Vec<u8>) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue.send((pcm, Some(tx))).expect("mic thread runs");
+        rx
+    }
+}
+
+impl Drop for Mic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bytes waiting in a pipe (FIONREAD).
+fn queued(fifo: &File) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+/// Drains a playback FIFO on a 10 ms clock and keeps every byte.
+pub struct Speaker {
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    /// Bytes read since the first non-zero one (how much sound was played).
+    sound: watch::Receiver<usize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Speaker {
+    /// Drain `path` (made here) at `per_10ms` bytes per 10 ms.
+    pub fn new(path: &Path, per_10ms: usize) -> Speaker {
+        mkfifo(path);
+        let mut fifo = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .expect("open the speaker FIFO");
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (sound_tx, sound) = watch::channel(0);
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; per_10ms];
+            let mut next = Instant::now();
+            let mut sound_from = None;
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(n) = fifo.read(&mut buf) {
+                    let mut all = sink.lock().unwrap();
+                    if sound_from.is_none()
+                        && let Some(i) = buf[..n].iter().position(|b| *b != 0)
+                    {
+                        sound_from = Some(all.len() + i);
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    if let Some(from) = sound_from {
+                        sound_tx.send_replace(all.len() - from);
+                    }
+                }
+                next += Duration::from_millis(10);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                } else {
+                    next = Instant::now();
+                }
+            }
+        });
+        Speaker {
+            bytes,
+            sound,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Wait until `bytes` of sound have been played.
+    pub async fn wait_sound(&self, bytes: usize) {
+        let mut rx = self.sound.clone();
+        tokio::time::timeout(WAIT, rx.wait_for(|n| *n >= bytes))
+            .await
+            .expect("the speaker played sound")
+            .expect("the speaker thread runs");
+    }
+
+    /// Everything played so far.
+    pub fn played(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Speech from espeak-ng as raw PCM in `sox` output options `format`
+/// (e.g. `["-r", "16000", "-c", "1", "-e", "signed-integer", "-b", "16"]`).
+pub fn speech_raw(dir: &Path, stem: &str, text: &str, format: &[&str]) -> Vec<u8> {
+    let wav = crate::audio_support::speech_wav(dir, stem, text);
+    let raw = dir.join(format!("{stem}.raw"));
+    let mut args = vec![crate::audio_support::path_str(&wav)];
+    args.extend_from_slice(format);
+    args.extend_from_slice(&["-L", "-t", "raw", crate::audio_support::path_str(&raw)]);
+    crate::audio_support::tool("sox", &args);
+    std::fs::read(&raw).unwrap()
+}
+
+/// 16 kHz mono 16-bit speech, the format avsd sends.
+pub fn speech16(dir: &Path, stem: &str, text: &str) -> Vec<u8> {
+    speech_raw(
+        dir,
+        stem,
+        text,
+        &["-r", "16000", "-c", "1", "-e", "signed-integer", "-b", "16"],
+    )
+}
+
+/// Write a file whose content a test may look at after a failure.
+pub fn keep(path: &Path, bytes: &[u8]) {
+    let mut f = File::create(path).unwrap();
+    f.write_all(bytes).unwrap();
+}

@@ -18,20 +18,31 @@ need_apt() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# need_rust: a Rust toolchain new enough for the crate, with fmt and clippy.
-need_rust() {
-  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  fi
-  if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: no Rust toolchain. Install rustup (https://rustup.rs), then run this again." >&2
-    exit 1
-  fi
+# rust_new_enough: whether rustc is at least Cargo.toml's rust-version.
+rust_new_enough() {
   local want have
   want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
-  have=$(rustc --version | awk '{print $2}')
-  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" != "$want" ]; then
-    echo "error: rustc $have is older than $want; run: rustup update stable" >&2
+  have=$(rustc --version 2>/dev/null | awk '{print $2}')
+  [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" = "$want" ]
+}
+
+# need_rust: a Rust toolchain new enough for the crate, with fmt and clippy.
+# Without one (a fresh Debian 12 has no cargo, and Debian's own is too old)
+# it installs rustup for this user, non-interactively, minimal profile.
+need_rust() {
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null 2>&1 || { ! rust_new_enough && ! command -v rustup >/dev/null 2>&1; }; then
+    echo "==> installing Rust with rustup (https://rustup.rs) into $HOME/.cargo"
+    need_apt curl ca-certificates
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! rust_new_enough; then
+    echo "error: rustc $(rustc --version | awk '{print $2}') is older than this crate's rust-version; run: rustup update stable" >&2
     exit 1
   fi
   for comp in rustfmt clippy; do

@@ -6,23 +6,82 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use support::{Bus, Daemon, MINIMAL_CONFIG, Notify};
 
-#[test]
-fn ready_after_the_name_is_owned_then_watchdog_then_stopping() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_the_name_is_owned_then_watchdog_then_stopping() {
     let bus = Bus::start();
+    // A client watching org.avsd.Avs1's owner, subscribed before avsd starts.
+    let conn = bus.connect().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .unwrap()
+        .interface("org.freedesktop.DBus")
+        .unwrap()
+        .member("NameOwnerChanged")
+        .unwrap()
+        .arg(0, "org.avsd.Avs1")
+        .unwrap()
+        .build();
+    zbus::fdo::DBusProxy::new(&conn)
+        .await
+        .unwrap()
+        .add_match_rule(rule)
+        .await
+        .unwrap();
+    // Every message this connection receives, in the order the bus sent them.
+    let mut messages = zbus::MessageStream::from(&conn);
+
     let notify = Notify::bind();
     let mut avsd = Daemon::start(
         &bus,
         Some(&notify),
         MINIMAL_CONFIG,
-        &[("WATCHDOG_USEC", "400000")],
+        &[("WATCHDOG_USEC", "200000")],
+    );
+    let seen = tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(20)));
+
+    // Only now ask the bus who owns the name. The bus handles messages in
+    // order and queues them per connection in order: if avsd owned the name
+    // before it sent READY=1, the NameOwnerChanged was queued to us before
+    // this call reached the bus, so it arrives before the reply.
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "GetNameOwner",
+            &("org.avsd.Avs1",),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("name not owned when READY=1 arrived ({e}); got {seen:?}"));
+    let owner: String = reply.body().deserialize().unwrap();
+    let call = reply.header().reply_serial().unwrap();
+    let mut owner_announced = false;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("the GetNameOwner reply never came through the stream")
+            .unwrap()
+            .unwrap();
+        let header = msg.header();
+        if header.reply_serial() == Some(call) {
+            break;
+        }
+        if header.member().is_some_and(|m| m == "NameOwnerChanged") {
+            let (name, _old, new): (String, String, String) = msg.body().deserialize().unwrap();
+            if name == "org.avsd.Avs1" && new == owner {
+                owner_announced = true;
+            }
+        }
+    }
+    assert!(
+        owner_announced,
+        "READY=1 arrived before the bus announced {owner} as the owner of org.avsd.Avs1"
     );
 
-    let seen = notify.wait_for("READY=1", Duration::from_secs(20));
-    // The name must already be owned when READY=1 is sent.
-    let out = bus.busctl(&["status", "org.avsd.Avs1"]);
-    assert!(out.status.success(), "name not owned at READY=1: {seen:?}");
     let ready = seen.last().unwrap();
     let status = ready
         .lines()
@@ -33,19 +92,64 @@ fn ready_after_the_name_is_owned_then_watchdog_then_stopping() {
         "status should say what to do: {status}"
     );
 
-    // WATCHDOG=1 keeps arriving at about half the interval.
-    for _ in 0..3 {
-        notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
-    }
+    // WATCHDOG=1 every half interval: a 200 ms watchdog means a ping every
+    // 100 ms, so at least 5 in 1.5 s even on a busy machine.
+    let pings = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let mut pings = 0;
+        while pings < 5 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(msg) = notify.recv(left) {
+                pings += msg.lines().filter(|l| *l == "WATCHDOG=1").count();
+            }
+        }
+        pings
+    });
+    assert!(
+        pings >= 5,
+        "only {pings} WATCHDOG=1 in 1.5 s with WATCHDOG_USEC=200000; log:\n{}",
+        avsd.log_text()
+    );
 
     avsd.signal("TERM");
     let stop_sent = Instant::now();
-    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+    tokio::task::block_in_place(|| notify.wait_for("STOPPING=1", Duration::from_secs(5)));
     let status = avsd
         .wait_exit(Duration::from_secs(1))
         .unwrap_or_else(|| panic!("avsd still running 1 s after SIGTERM"));
     assert!(status.success(), "exit status {status:?}");
     eprintln!("avsd exited {:?} after SIGTERM", stop_sent.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ready_while_another_process_owns_the_name() {
+    let bus = Bus::start();
+    let squatter = bus.connect().await;
+    squatter.request_name("org.avsd.Avs1").await.unwrap();
+
+    let notify = Notify::bind();
+    let mut avsd = Daemon::start(&bus, Some(&notify), MINIMAL_CONFIG, &[]);
+    let status = tokio::task::block_in_place(|| avsd.wait_exit(Duration::from_secs(20)))
+        .expect("avsd kept running without its bus name");
+    assert!(!status.success(), "exit status {status:?}");
+    // Everything it sent is queued on the socket by now; READY=1 is not.
+    let mut sent = Vec::new();
+    while let Some(msg) = notify.recv(Duration::from_millis(1)) {
+        sent.push(msg);
+    }
+    assert!(
+        !sent.iter().any(|m| m.lines().any(|l| l == "READY=1")),
+        "READY=1 without the bus name: {sent:?}"
+    );
+    assert!(
+        avsd.log_text()
+            .contains("cannot own the bus name org.avsd.Avs1"),
+        "{}",
+        avsd.log_text()
+    );
 }
 
 #[test]
@@ -142,5 +246,12 @@ fn avsd_unit_verifies_clean_and_is_hardened() {
         "After=network-online.target time-sync.target",
     ] {
         assert!(unit.contains(line), "avsd.service lacks {line}");
+    }
+    // systemd.special(7): order after time-sync.target, never pull it in.
+    for line in unit
+        .lines()
+        .filter(|l| l.starts_with("Wants=") || l.starts_with("Requires="))
+    {
+        assert!(!line.contains("time-sync.target"), "avsd.service: {line}");
     }
 }

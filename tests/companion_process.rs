@@ -33,7 +33,7 @@ fn version_and_help() {
 }
 
 #[test]
-fn unit_file_passes_systemd_analyze_verify() {
+fn unit_file_passes_systemd_analyze_verify_and_security() {
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/systemd/avs-companion.service"
@@ -72,8 +72,26 @@ fn unit_file_passes_systemd_analyze_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.trim().is_empty(),
+        out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify said:\n{said}"
+    );
+
+    // Issue 8: an exposure of 2.0 or lower (systemd-resolved scores 2.2).
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "avs-companion.service scores above 2.0:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("Overall exposure level for avs-companion.service"),
+        "systemd-analyze security printed no score:\n{report}"
     );
 }
 

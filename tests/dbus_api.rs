@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::{Bus, Daemon, MINIMAL_CONFIG};
+use support::{Bus, Daemon, MINIMAL_CONFIG, TestUser};
 
 const DEST: &str = "org.avsd.Avs1";
 const PATH: &str = "/org/avsd/Avs1";
@@ -155,31 +155,42 @@ async fn property_changes_are_announced() {
     assert_eq!(auth.last_error().await.unwrap(), "");
 }
 
+/// `busctl ARGS` on `bus`: as uid nobody with only `groups` when root (via
+/// setpriv), else as the test user itself.
+fn busctl_unprivileged(bus: &Bus, groups: &str, args: &[&str]) -> std::process::Output {
+    if !support::is_root() {
+        assert!(groups.is_empty(), "only root can call with other groups");
+        return bus.busctl(args);
+    }
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534"])
+        .arg(if groups.is_empty() {
+            "--clear-groups".to_string()
+        } else {
+            format!("--groups={groups}")
+        })
+        .arg("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn policy_lets_anyone_read_but_only_group_avsd_act() {
-    if !support::is_root() {
-        eprintln!(
-            "policy_lets_anyone_read_but_only_group_avsd_act: needs root for setpriv; not run"
-        );
-        return;
-    }
-    let gid = support::ensure_avsd_group().expect("group avsd could not be created");
-    let bus = Bus::start();
-    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
-    let as_nobody = |groups: &str, args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534"])
-            .arg(if groups.is_empty() {
-                "--clear-groups".to_string()
-            } else {
-                format!("--groups={groups}")
-            })
-            .arg("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args(args)
-            .output()
-            .unwrap()
+    // The caller: nobody (via setpriv) when root; otherwise the test user,
+    // on a bus that lets it own the name but gives it no more than the
+    // shipped policy as a caller.
+    let root = support::is_root();
+    let caller_in_group = !root && support::in_group_avsd();
+    let gid = if root {
+        Some(support::ensure_avsd_group().expect("group avsd could not be created"))
+    } else {
+        None
     };
+    let bus = Bus::start_with(TestUser::OwnsOnly);
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let as_caller = |args: &[&str]| busctl_unprivileged(&bus, "", args);
 
     let read = [
         "get-property",
@@ -188,29 +199,20 @@ fn policy_lets_anyone_read_but_only_group_avsd_act() {
         "org.avsd.Avs1.Authorization",
         "State",
     ];
-    let out = as_nobody("", &read);
+    let out = as_caller(&read);
     assert!(
         out.status.success(),
-        "nobody cannot read State: {}",
+        "an unprivileged caller cannot read State: {}",
         stderr(&out)
     );
     assert_eq!(stdout(&out).trim(), "s \"unregistered\"");
 
-    let out = as_nobody("", &["introspect", DEST, PATH]);
+    let out = as_caller(&["introspect", DEST, PATH]);
     assert!(
         out.status.success(),
-        "nobody cannot introspect: {}",
+        "an unprivileged caller cannot introspect: {}",
         stderr(&out)
     );
-
-    let tap = ["call", DEST, PATH, "org.avsd.Avs1.Dialog", "Tap"];
-    let out = as_nobody("", &tap);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
-
-    let reset = ["call", DEST, PATH, "org.avsd.Avs1.Authorization", "Reset"];
-    let out = as_nobody("", &reset);
-    assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
 
     // Properties are read-only for everyone; Set is not even delivered.
     let set = [
@@ -222,31 +224,72 @@ fn policy_lets_anyone_read_but_only_group_avsd_act() {
         "s",
         "authorized",
     ];
-    let out = as_nobody("", &set);
+    let out = as_caller(&set);
     assert!(!out.status.success());
+
+    let tap = ["call", DEST, PATH, "org.avsd.Avs1.Dialog", "Tap"];
+    let reset = ["call", DEST, PATH, "org.avsd.Avs1.Authorization", "Reset"];
+    if caller_in_group {
+        // Not root, but in group avsd: the policy lets us through, so the
+        // refusal cannot be checked as this user; the group half can.
+        eprintln!("the test user is in group avsd: checking that it may act");
+        let out = as_caller(&tap);
+        let err = stderr(&out);
+        assert!(!err.contains("Access denied"), "{err}");
+        assert!(err.contains("not authorized"), "{err}");
+    } else {
+        let out = as_caller(&tap);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
+        let out = as_caller(&reset);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
+        if !root {
+            // The error by name, from an independent client.
+            let out = Command::new("dbus-send")
+                .arg(format!("--bus={}", bus.address))
+                .args(["--print-reply", &format!("--dest={DEST}"), PATH])
+                .arg("org.avsd.Avs1.Dialog.Tap")
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let err = stderr(&out);
+            assert!(
+                err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+                "{err}"
+            );
+        }
+    }
 
     // A member of group avsd reaches the daemon and gets its real answer.
-    let out = as_nobody(&gid.to_string(), &tap);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(!err.contains("Access denied"), "{err}");
-    assert!(err.contains("not authorized"), "{err}");
+    // Calling with another group set needs root.
+    if let Some(gid) = gid {
+        let out = busctl_unprivileged(&bus, &gid.to_string(), &tap);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(!err.contains("Access denied"), "{err}");
+        assert!(err.contains("not authorized"), "{err}");
+    } else {
+        eprintln!(
+            "policy_lets_anyone_read_but_only_group_avsd_act: \
+             the member-of-group-avsd half needs root (setpriv --groups); not run"
+        );
+    }
+    // State is untouched by the refused calls.
+    let out = as_caller(&read);
+    assert_eq!(stdout(&out).trim(), "s \"unregistered\"");
 }
 
-#[test]
-fn nobody_but_the_policy_user_may_own_the_name() {
-    if !support::is_root() {
-        eprintln!("nobody_but_the_policy_user_may_own_the_name: needs root for setpriv; not run");
-        return;
-    }
-    let bus = Bus::start();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+/// Run avsd (`cmd` is the binary, perhaps behind setpriv) on `bus` and
+/// check it is refused the name.
+fn refused_the_name(bus: &Bus, mut cmd: Command) {
+    let out = cmd
         .arg(env!("CARGO_BIN_EXE_avsd"))
         .arg("--config")
         .arg(support::repo().join("config/avsd.toml"))
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .env("STATE_DIRECTORY", bus.dir.path().join("state"))
+        .env_remove("NOTIFY_SOCKET")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -255,6 +298,20 @@ fn nobody_but_the_policy_user_may_own_the_name() {
         err.contains("cannot own the bus name org.avsd.Avs1"),
         "{err}"
     );
+}
+
+#[test]
+fn nobody_but_the_policy_user_may_own_the_name() {
+    // The shipped policy alone: the test user, root or not, is not avsd.
+    let bus = Bus::start_with(TestUser::Nothing);
+    refused_the_name(&bus, Command::new("env"));
+    if support::is_root() {
+        // And uid nobody, on a bus where the test user could own it.
+        let bus = Bus::start();
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        refused_the_name(&bus, setpriv);
+    }
 }
 
 #[tokio::test]

@@ -22,8 +22,21 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// What the test user may do on a test bus beyond the shipped policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestUser {
+    /// Own `org.avsd.Avs1` (standing in for user `avsd`) and, when not root
+    /// (root may already), call its methods (standing in for group `avsd`).
+    OwnsAndCalls,
+    /// Own the name only: as a caller the test user meets the shipped policy.
+    OwnsOnly,
+    /// Nothing: the shipped policy alone.
+    Nothing,
+}
+
 /// A private `dbus-daemon` configured like the system bus, including the
-/// project's `dbus/*.conf`, plus one rule letting the test user own the name.
+/// project's `dbus/*.conf`, plus rules letting the test user stand in for
+/// user and group `avsd` (see `TestUser`).
 pub struct Bus {
     pub dir: tempfile::TempDir,
     pub address: String,
@@ -31,7 +44,12 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// A bus where the test user may own the name and call avsd.
     pub fn start() -> Bus {
+        Bus::start_with(TestUser::OwnsAndCalls)
+    }
+
+    pub fn start_with(rules: TestUser) -> Bus {
         let dir = tempfile::Builder::new()
             .prefix("avsd-bus")
             .tempdir()
@@ -49,7 +67,7 @@ impl Bus {
         let user = current_user();
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
-        std::fs::write(&config, bus_config(&socket, &policy_dir, &user)).unwrap();
+        std::fs::write(&config, bus_config(&socket, &policy_dir, &user, rules)).unwrap();
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address"])
@@ -101,7 +119,13 @@ fn current_user() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn bus_config(socket: &Path, policy_dir: &Path, user: &str) -> String {
+fn bus_config(socket: &Path, policy_dir: &Path, user: &str, rules: TestUser) -> String {
+    let test_rules = match rules {
+        TestUser::Nothing => String::new(),
+        TestUser::OwnsOnly => bus_config_rules(user, false),
+        TestUser::OwnsAndCalls if is_root() => bus_config_rules(user, false),
+        TestUser::OwnsAndCalls => bus_config_rules(user, true),
+    };
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -129,14 +153,28 @@ fn bus_config(socket: &Path, policy_dir: &Path, user: &str) -> String {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
   </policy>
   <includedir>{policy_dir}</includedir>
-  <!-- test only: the test user stands in for user avsd -->
-  <policy user="{user}">
-    <allow own="org.avsd.Avs1"/>
-  </policy>
-</busconfig>
+{test_rules}</busconfig>
 "#,
         socket = socket.display(),
         policy_dir = policy_dir.display(),
+    )
+}
+
+/// The test user owns the name; with `send`, it may also call avsd's
+/// methods, as scripts/lib/private-bus.sh allows for the demo.
+fn bus_config_rules(user: &str, send: bool) -> String {
+    let send = if send {
+        "\n    <!-- and, not being root, stands in for group avsd as a caller -->\n    \
+         <allow send_destination=\"org.avsd.Avs1\"/>"
+    } else {
+        ""
+    };
+    format!(
+        r#"  <!-- test only: the test user stands in for user avsd -->
+  <policy user="{user}">
+    <allow own="org.avsd.Avs1"/>{send}
+  </policy>
+"#
     )
 }
 
@@ -329,22 +367,39 @@ impl Drop for Daemon {
 /// A config with no companion: registration fails with a clear error.
 pub const MINIMAL_CONFIG: &str = "[log]\nlevel = \"debug\"\n";
 
+/// Whether this process is in group `avsd` (by gid, primary or supplementary).
+pub fn in_group_avsd() -> bool {
+    let Some(avsd) = group_gid("avsd") else {
+        return false;
+    };
+    // SAFETY: getgroups with size 0 returns the count; then fills a buffer
+    // of exactly that size.
+    let groups = unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        let mut groups = vec![0; n.max(0) as usize];
+        let n = libc::getgroups(n, groups.as_mut_ptr());
+        groups.truncate(n.max(0) as usize);
+        groups
+    };
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let egid = unsafe { libc::getegid() };
+    egid == avsd || groups.contains(&avsd)
+}
+
+fn group_gid(name: &str) -> Option<u32> {
+    let out = Command::new("getent").args(["group", name]).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.split(':').nth(2)?.trim().parse().ok()
+}
+
 /// Ensure group `avsd` exists when we can create it (root), so the policy's
 /// `<policy group="avsd">` can be exercised.
 pub fn ensure_avsd_group() -> Option<u32> {
-    let gid = |_: ()| -> Option<u32> {
-        let out = Command::new("getent")
-            .args(["group", "avsd"])
-            .output()
-            .ok()?;
-        let text = String::from_utf8(out.stdout).ok()?;
-        text.split(':').nth(2)?.trim().parse().ok()
-    };
-    if let Some(g) = gid(()) {
+    if let Some(g) = group_gid("avsd") {
         return Some(g);
     }
     if is_root() {
         let _ = Command::new("groupadd").args(["--system", "avsd"]).status();
     }
-    gid(())
+    group_gid("avsd")
 }

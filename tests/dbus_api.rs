@@ -155,21 +155,27 @@ async fn property_changes_are_announced() {
     assert_eq!(auth.last_error().await.unwrap(), "");
 }
 
-/// `busctl ARGS` on `bus`: as uid nobody with only `groups` when root (via
-/// setpriv), else as the test user itself.
-fn busctl_unprivileged(bus: &Bus, groups: &str, args: &[&str]) -> std::process::Output {
+/// `program` as an unprivileged caller: as uid nobody with only `groups`
+/// when root (via setpriv), else as the test user itself.
+fn unprivileged(program: &str, groups: &str) -> Command {
     if !support::is_root() {
         assert!(groups.is_empty(), "only root can call with other groups");
-        return bus.busctl(args);
+        return Command::new(program);
     }
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534"])
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534"])
         .arg(if groups.is_empty() {
             "--clear-groups".to_string()
         } else {
             format!("--groups={groups}")
         })
-        .arg("busctl")
+        .arg(program);
+    cmd
+}
+
+/// `busctl ARGS` on `bus` as an unprivileged caller (see `unprivileged`).
+fn busctl_unprivileged(bus: &Bus, groups: &str, args: &[&str]) -> std::process::Output {
+    unprivileged("busctl", groups)
         .arg(format!("--address={}", bus.address))
         .args(args)
         .output()
@@ -244,21 +250,19 @@ fn policy_lets_anyone_read_but_only_group_avsd_act() {
         let out = as_caller(&reset);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
-        if !root {
-            // The error by name, from an independent client.
-            let out = Command::new("dbus-send")
-                .arg(format!("--bus={}", bus.address))
-                .args(["--print-reply", &format!("--dest={DEST}"), PATH])
-                .arg("org.avsd.Avs1.Dialog.Tap")
-                .output()
-                .unwrap();
-            assert!(!out.status.success());
-            let err = stderr(&out);
-            assert!(
-                err.contains("org.freedesktop.DBus.Error.AccessDenied"),
-                "{err}"
-            );
-        }
+        // The error by name, from another independent client.
+        let out = unprivileged("dbus-send", "")
+            .arg(format!("--bus={}", bus.address))
+            .args(["--print-reply", &format!("--dest={DEST}"), PATH])
+            .arg("org.avsd.Avs1.Dialog.Tap")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{err}"
+        );
     }
 
     // A member of group avsd reaches the daemon and gets its real answer.

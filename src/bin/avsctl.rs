@@ -76,15 +76,36 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
 }
 
 async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
-    let mut changes = auth.receive_state_changed().await;
     let mut owners = auth.inner().receive_owner_changed().await?;
-    if auth.state().await? != "waiting-for-user" {
-        auth.start().await?;
+    // Reading a property fills the proxy's cache, so each stream made
+    // after it yields the current value once, right away: take that now,
+    // and every later item is a change avsd announced.
+    let before = auth.state().await?;
+    let mut states = auth.receive_state_changed().await;
+    let mut errors = auth.receive_last_error_changed().await;
+    states.next().await;
+    errors.next().await;
+    match before.as_str() {
+        "authorized" => {
+            // Start() would throw the working session away.
+            println!(
+                "avsd is already authorized; nothing to do. To link another Amazon account, \
+                 run `avsctl reset` first."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        // A registration is under way: show it and wait, do not restart it.
+        "waiting-for-user" => {}
+        _ => {
+            auth.start().await?;
+            // The properties reach us in a signal sent after the reply, so
+            // what the cache says now may be from before Start.
+            wait_for_change(&mut states, &mut errors, &mut owners).await?;
+        }
     }
     let mut shown = String::new();
     loop {
-        let state = auth.state().await?;
-        match state.as_str() {
+        match auth.state().await?.as_str() {
             "authorized" => {
                 println!("Logged in: avsd is authorized.");
                 return Ok(ExitCode::SUCCESS);
@@ -106,18 +127,32 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
             }
             _ => {}
         }
-        // Stop waiting if avsd leaves the bus (stopped or crashed).
-        tokio::select! {
-            change = changes.next() => if change.is_none() {
-                return Err(zbus::Error::Failure("avsd left the bus".to_string()));
-            },
-            owner = owners.next() => if !matches!(owner, Some(Some(_))) {
-                return Err(zbus::Error::Failure(
-                    "avsd stopped while waiting for the login (journalctl -u avsd)".to_string(),
-                ));
-            },
-        }
+        wait_for_change(&mut states, &mut errors, &mut owners).await?;
     }
+}
+
+/// Wait until avsd announces a new State or LastError (a failed
+/// registration may change only LastError, when State was already
+/// `error`). Fails if avsd leaves the bus (stopped or crashed).
+async fn wait_for_change(
+    states: &mut zbus::proxy::PropertyStream<'_, String>,
+    errors: &mut zbus::proxy::PropertyStream<'_, String>,
+    owners: &mut zbus::proxy::OwnerChangedStream<'_>,
+) -> zbus::Result<()> {
+    tokio::select! {
+        change = states.next() => if change.is_none() {
+            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        },
+        change = errors.next() => if change.is_none() {
+            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        },
+        owner = owners.next() => if !matches!(owner, Some(Some(_))) {
+            return Err(zbus::Error::Failure(
+                "avsd stopped while waiting for the login (journalctl -u avsd)".to_string(),
+            ));
+        },
+    }
+    Ok(())
 }
 
 async fn snapshot(

@@ -159,10 +159,18 @@ impl Actor {
     /// A call failed in a way worth retrying: back off, keep what we hold.
     fn retry(&mut self, job: Job, e: &CallError) {
         let attempt = self.backoff.attempt() + 1;
+        let ceiling = self.backoff.next_ceiling();
         let delay = self.backoff.next_delay();
         tracing::warn!(
             "companion call failed (attempt {attempt}, next try in {:.1} s): {e}",
             delay.as_secs_f64()
+        );
+        // The ceiling shows the back-off growing; the jittered delay alone
+        // cannot (a short draw under a high ceiling looks like no back-off).
+        tracing::debug!(
+            "retrying in {} ms (ceiling {} s)",
+            delay.as_millis(),
+            ceiling.as_secs()
         );
         let mut status = self.status_now();
         status.last_error = format!(

@@ -6,6 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use avsd::companion::CompanionConfig;
 use avsd::dbus::proxy::AuthorizationProxy;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -45,13 +46,25 @@ impl World {
     }
 
     pub fn start_companion(&mut self, listener: TcpListener) {
+        self.start_companion_with(listener, |_| {});
+    }
+
+    /// Like `start_companion`, with `adjust` applied to the parsed config:
+    /// for values the config file refuses, such as a registration code that
+    /// lives 2 s (the file's minimum is 60).
+    pub fn start_companion_with(
+        &mut self,
+        listener: TcpListener,
+        adjust: impl FnOnce(&mut CompanionConfig),
+    ) {
         let toml = self.env.companion_toml(
             &self.companion_addr.to_string(),
             &self.redirect,
             &self.sim.base,
             "",
         ) + "\n[timing]\npoll_interval_secs = 1\n";
-        let config = self.env.companion_config(&toml);
+        let mut config = self.env.companion_config(&toml);
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -73,6 +86,14 @@ impl World {
     pub async fn restart_companion(&mut self) {
         let listener = TcpListener::bind(self.companion_addr).await.unwrap();
         self.start_companion(listener);
+    }
+
+    /// Stop the companion and start it again on the same address and
+    /// database with `adjust` applied to its config.
+    pub async fn restart_companion_with(&mut self, adjust: impl FnOnce(&mut CompanionConfig)) {
+        self.stop_companion().await;
+        let listener = TcpListener::bind(self.companion_addr).await.unwrap();
+        self.start_companion_with(listener, adjust);
     }
 
     pub fn avsd_config(&self, renew_before: u64, register_on_start: bool) -> String {
@@ -100,6 +121,72 @@ impl World {
         let back = browser.consent(&consent, true).await;
         let (status, page, _) = browser.get(&back).await;
         assert_eq!(status, 200, "{page}");
+    }
+}
+
+impl World {
+    /// Refuse as a person would: open the login URL, press Deny on the
+    /// stand-in's consent page, land on the companion's "not allowed" page.
+    pub async fn deny(&self, login_url: &str) {
+        let browser = Browser {
+            client: self
+                .env
+                .client_builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        };
+        let consent = browser.open_device_page(login_url).await;
+        let back = browser.consent(&consent, false).await;
+        let (status, page, _) = browser.get(&back).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("Access not allowed"), "{page}");
+    }
+
+    /// Every secret the device side could leak: the session ids and tokens
+    /// the companion holds, and every refresh token the stand-in issued.
+    pub async fn secrets(&self) -> Vec<String> {
+        let mut out = self.sim.issued_refresh_tokens().await;
+        let db = rusqlite::Connection::open_with_flags(
+            &self.env.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut rows = db
+            .prepare("SELECT id, access_token, refresh_token FROM sessions")
+            .unwrap();
+        let found = rows
+            .query_map([], |r| {
+                Ok([
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ])
+            })
+            .unwrap();
+        for row in found {
+            out.extend(row.unwrap().into_iter().flatten());
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// Panic if avsd's log holds an access token, a refresh token or a
+    /// session id: any the companion stored or the stand-in issued, and
+    /// anything shaped like an LWA token (`Atza|`, `Atzr|`).
+    pub async fn assert_no_secrets_in(&self, log: &str) {
+        for marker in ["Atza|", "Atzr|"] {
+            assert!(!log.contains(marker), "a token ({marker}…) in avsd's log");
+        }
+        let secrets = self.secrets().await;
+        assert!(!secrets.is_empty(), "no session or token to look for");
+        for secret in secrets {
+            assert!(
+                !log.contains(&secret),
+                "a session id or token ({}…) in avsd's log",
+                &secret[..4.min(secret.len())]
+            );
+        }
     }
 }
 

@@ -255,6 +255,7 @@ async fn stop_ends_listening_and_speaking_at_once() {
     // Stop while listening: the Recognize is abandoned, nothing is spoken.
     rig.dialog.tap().await.expect("Tap");
     rig.wait_state("listening", 0).await;
+    rig.avs_wait("arrived=SpeechRecognizer.Recognize").await;
     rig.dialog.stop().await.expect("Stop");
     let idle = rig.wait_state("idle", 1).await;
 

@@ -296,6 +296,11 @@ impl Speaker {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .expect("open the speaker FIFO");
+        // One page of pipe: what ALSA wrote is heard within a few ms, as on
+        // a sound card, not up to 64 KiB later (then the player's Finished
+        // would come long before the last sample is "heard").
+        // SAFETY: F_SETPIPE_SZ on a FIFO we own; no pointers involved.
+        unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let sink = bytes.clone();
         let stop = Arc::new(AtomicBool::new(false));

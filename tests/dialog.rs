@@ -401,3 +401,45 @@ async fn a_microphone_that_fails_mid_request_ends_the_dialog_with_an_error() {
     assert!(last.contains("failed while streaming"), "{last}");
     assert_eq!(rig.dialog.connection().await.unwrap(), "connected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_length_limit_ends_a_request_and_a_tap_while_speaking_barges_in() {
+    let rig = Rig::start(&format!("{MIC16}max_listen_secs = 1\n")).await;
+    let question = speech16(
+        rig.dir.path(),
+        "q",
+        "what is the weather like in Paris today",
+    );
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+
+    // Held and never released: the one-second limit ends the request.
+    rig.dialog.hold().await.expect("Hold");
+    let _said = mic.say(question);
+    let speaking = rig.wait_state("speaking", 0).await;
+    let stats = rig.avs_wait("event=SpeechSynthesizer.SpeechStarted").await;
+    let audio_ms = stats["recognizes"][0]["audio_ms"].as_f64().unwrap();
+    println!("the held request carried {audio_ms:.0} ms of audio");
+    assert!(
+        (900.0..1300.0).contains(&audio_ms),
+        "cut at about 1 s: {audio_ms} ms"
+    );
+
+    // A Tap while Alexa speaks interrupts her and listens.
+    rig.dialog.tap().await.expect("Tap while speaking");
+    let listening = rig.wait_state("listening", speaking).await;
+    // Stopped well within its own one-second limit.
+    rig.dialog.stop().await.expect("Stop");
+    rig.wait_state("idle", listening).await;
+    assert_eq!(
+        rig.state_log(),
+        [
+            "idle",
+            "listening",
+            "thinking",
+            "speaking",
+            "listening",
+            "idle"
+        ]
+    );
+}

@@ -216,6 +216,17 @@ async fn a_refused_token_is_renewed_once_then_connected() {
 async fn an_idle_connection_is_pinged() {
     let c = connected(3600, 600, "ping_interval_secs = 1\n").await;
     let avs = &c.avs;
+    // Traffic keeps a connection alive: while a new stream opens every
+    // 250 ms (the ExceptionEncountered each unknown directive earns), no ping.
+    for i in 0..8 {
+        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+            "messageId": format!("busy-{i}")}, "payload": {}}});
+        avs.push("", unknown).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stats = avs.wait("event=System.ExceptionEncountered&count=8").await;
+    assert_eq!(stats["pings"], 0, "no ping while streams open: {stats:#}");
+    // Idle: pinged once a second.
     let stats = avs.wait("pings=2").await;
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
 

@@ -443,3 +443,45 @@ async fn the_length_limit_ends_a_request_and_a_tap_while_speaking_barges_in() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_in_the_middle_of_a_request_loses_no_dialog() {
+    let rig = Rig::start(MIC16).await;
+    let question = speech16(rig.dir.path(), "q", "how far away is the moon");
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    rig.avs
+        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
+        .await;
+
+    rig.dialog.tap().await.expect("Tap");
+    rig.avs_wait("arrived=SpeechRecognizer.Recognize").await;
+    // AVS's hourly GOAWAY arrives while the user is speaking.
+    rig.avs.post("/goaway").await;
+    let _said = mic.say(question);
+    rig.wait_state("idle", 1).await;
+    assert_eq!(
+        rig.state_log(),
+        ["idle", "listening", "thinking", "speaking", "idle"]
+    );
+    let stats = rig
+        .avs_wait("event=SpeechSynthesizer.SpeechFinished&downchannels=2")
+        .await;
+    let rec = &stats["recognizes"][0];
+    assert_eq!(rec["outcome"], "speak", "{stats:#}");
+    assert_eq!(rec["connection"], 1, "the request finished where it began");
+    let finished = stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SpeechSynthesizer.SpeechFinished")
+        .unwrap();
+    assert_ne!(
+        finished["connection"], 1,
+        "later events use the new connection"
+    );
+    assert!(
+        stats["connections"]["peak"].as_u64().unwrap() <= 2,
+        "{stats:#}"
+    );
+}

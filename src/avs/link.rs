@@ -142,6 +142,9 @@ pub struct Link {
     send: SendRequest<Bytes>,
     authority: String,
     closed: watch::Receiver<Option<Closed>>,
+    /// When the last stream was opened: AVS counts a connection as idle
+    /// when no new stream opens, whatever the open ones carry.
+    opened: Arc<watch::Sender<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -205,6 +208,7 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
         send,
         authority,
         closed,
+        opened: Arc::new(watch::Sender::new(tokio::time::Instant::now())),
     })
 }
 
@@ -237,7 +241,13 @@ impl Link {
             .body(())
             .map_err(|e| LinkError::Setup(format!("bad request for {path}: {e}")))?;
         let (resp, stream) = send.send_request(req, !body).map_err(going_away)?;
+        self.opened.send_replace(tokio::time::Instant::now());
         Ok((resp, body.then_some(stream)))
+    }
+
+    /// When a stream was last opened on this connection.
+    pub fn last_opened(&self) -> watch::Receiver<tokio::time::Instant> {
+        self.opened.subscribe()
     }
 
     /// A GET whose response body streams (the downchannel, `/ping`).

@@ -92,7 +92,7 @@ pub(crate) async fn exchange(
     let mut body = body.ok_or_else(|| SendError::Stream("no request body stream".into()))?;
     body.send_data(head, false)
         .map_err(|e| SendError::Stream(e.to_string()))?;
-    let upload = match audio {
+    let mut upload = match audio {
         Some(rx) => {
             body.send_data(form.audio_part_header(), false)
                 .map_err(|e| SendError::Stream(e.to_string()))?;
@@ -108,10 +108,26 @@ pub(crate) async fn exchange(
             None
         }
     };
-    let resp = tokio::time::timeout(settings.stall_timeout, resp)
-        .await
-        .map_err(|_| SendError::Stream(format!("no response within {:?}", settings.stall_timeout)))?
-        .map_err(|e| SendError::Stream(e.to_string()))?;
+    let mut resp = std::pin::pin!(resp);
+    // AVS may not answer while the user still speaks (CLOSE_TALK is
+    // answered only after the audio ends): the clock starts when the audio
+    // is complete, which the dialog's length limit bounds.
+    let early = match &mut upload {
+        Some(AbortOnDrop(streaming)) => tokio::select! {
+            _ = streaming => None,
+            answered = resp.as_mut() => Some(answered),
+        },
+        None => None,
+    };
+    let resp = match early {
+        Some(answered) => answered,
+        None => tokio::time::timeout(settings.stall_timeout, resp)
+            .await
+            .map_err(|_| {
+                SendError::Stream(format!("no response within {:?}", settings.stall_timeout))
+            })?,
+    }
+    .map_err(|e| SendError::Stream(e.to_string()))?;
     drop(opening);
     let status = resp.status().as_u16();
     let content_type = resp

@@ -343,11 +343,10 @@ async fn watch_link(
     inbound: mpsc::Sender<Inbound>,
 ) -> End {
     let mut status = auth.status();
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
+    let mut opened = est.link.last_opened();
     loop {
+        // Ping only a connection that has been idle for the interval.
+        let idle_until = *opened.borrow_and_update() + settings.ping_interval;
         tokio::select! {
             r = &mut est.downchannel.done => {
                 // Bytes we cannot parse are AVS's problem or ours, not the
@@ -382,7 +381,10 @@ async fn watch_link(
                 };
             }
             how = est.link.closed() => return End::Closed(how),
-            _ = ping.tick() => {
+            _ = tokio::time::sleep_until(idle_until) => {
+                if opened.has_changed().unwrap_or(false) {
+                    continue;
+                }
                 if let Err(end) = ping_once(&est.link, &settings, &auth).await {
                     return end;
                 }

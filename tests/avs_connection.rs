@@ -261,3 +261,25 @@ async fn set_endpoint_moves_to_the_new_endpoint() {
         avsd.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_one_at_a_time_within_the_stream_limit() {
+    let c = connected(3600, 600, "").await;
+    let avs = &c.avs;
+    // Every answer takes 200 ms; twelve events are due at once.
+    avs.post("/delay?ms=200&on=events").await;
+    for i in 0..12 {
+        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+            "messageId": format!("burst-{i}")}, "payload": {}}});
+        avs.push("", unknown).await;
+    }
+    let stats = avs.wait("event=System.ExceptionEncountered&count=12").await;
+    // The downchannel, the event being answered, and the next one, opened
+    // once that answer began: never 8 events in flight, let alone 10 streams.
+    let peak = stats["peak_requests"].as_u64().unwrap();
+    assert!(
+        peak <= 3,
+        "one event at a time: {peak} requests at once; {stats:#}"
+    );
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+}

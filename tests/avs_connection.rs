@@ -283,3 +283,30 @@ async fn events_go_one_at_a_time_within_the_stream_limit() {
     );
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_answered_503_hold_back_the_next_ones_longer_each_time() {
+    let c = connected(3600, 600, "").await;
+    let avs = &c.avs;
+    avs.post("/status?code=503&count=3&on=events").await;
+    for i in 0..4 {
+        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+            "messageId": format!("refused-{i}")}, "payload": {}}});
+        avs.push("", unknown).await;
+    }
+    let stats = avs
+        .wait("event=System.ExceptionEncountered&rejections=3")
+        .await;
+    let log = c.avsd.log_text();
+    let ceilings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("holding back events"))
+        .filter_map(|l| l.split("(ceiling ").nth(1))
+        .map(|rest| rest.trim_end_matches(')'))
+        .collect();
+    assert_eq!(ceilings, ["250 ms", "1000 ms", "2000 ms"], "{log}");
+    assert_eq!(
+        stats["connections"]["total"], 1,
+        "the connection stays: {stats:#}"
+    );
+}

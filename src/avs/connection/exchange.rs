@@ -79,7 +79,8 @@ pub(crate) async fn exchange(
         .map_err(|e| SendError::Stream(e.to_string()))?;
     // Held from opening until response headers: AVS wants each event to be
     // answered before the next begins.
-    let opening = gate.opening.lock().await;
+    let mut opening = gate.opening.lock().await;
+    opening.wait().await;
     let (resp, body) = link
         .open(
             Method::POST,
@@ -128,8 +129,9 @@ pub(crate) async fn exchange(
             })?,
     }
     .map_err(|e| SendError::Stream(e.to_string()))?;
-    drop(opening);
     let status = resp.status().as_u16();
+    opening.record(status);
+    drop(opening);
     let content_type = resp
         .headers()
         .get(http::header::CONTENT_TYPE)

@@ -106,11 +106,58 @@ pub enum Command {
 }
 
 /// The event-side rules shared by every sender: at most 8 events in flight,
-/// and a new stream opens only once the previous one has response headers.
+/// a new stream opens only once the previous one has response headers, and
+/// none opens while AVS asked us to back off.
 #[derive(Debug)]
 pub(crate) struct Gate {
     slots: Semaphore,
-    opening: Mutex<()>,
+    opening: Mutex<Throttle>,
+}
+
+/// Back-off after AVS answers an event with 429 or 5xx: the next event
+/// waits, longer each time, until one is answered well.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    backoff: crate::backoff::Backoff,
+    not_before: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    fn new() -> Self {
+        Self {
+            backoff: crate::backoff::Backoff::avs_connect(),
+            not_before: None,
+        }
+    }
+
+    /// Wait out a back-off in force.
+    pub(crate) async fn wait(&self) {
+        if let Some(t) = self.not_before {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Learn from an event's status.
+    pub(crate) fn record(&mut self, status: u16) {
+        match status {
+            429 | 500..=599 => {
+                let ceiling = self.backoff.next_ceiling();
+                let delay = self.backoff.next_delay();
+                tracing::warn!(
+                    "AVS answered an event with HTTP {status}; holding back events for {} ms \
+                     (ceiling {} ms)",
+                    delay.as_millis(),
+                    ceiling.as_millis()
+                );
+                self.not_before = Some(tokio::time::Instant::now() + delay);
+            }
+            200..=299 => {
+                self.backoff.reset();
+                self.not_before = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A cheap, cloneable way to use the connection.
@@ -223,7 +270,7 @@ pub fn spawn(
     let settings = Arc::new(settings);
     let gate = Arc::new(Gate {
         slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),
-        opening: Mutex::new(()),
+        opening: Mutex::new(Throttle::new()),
     });
     let sup = supervisor::Supervisor {
         endpoint: settings.endpoint.clone(),

@@ -310,3 +310,40 @@ async fn events_answered_503_hold_back_the_next_ones_longer_each_time() {
         "the connection stays: {stats:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_token_is_used_without_dropping_the_downchannel() {
+    // Tokens live 6 s and are renewed 3 s ahead: one renewal moves the
+    // expiry about 3 s forward.
+    let c = connected(6, 3, "").await;
+    let first = c.auth.token_expires_at().await.unwrap();
+    let mut changes = c.auth.receive_token_expires_at_changed().await;
+    let renewed = tokio::time::timeout(companion_support::WAIT, async {
+        loop {
+            let now = c.auth.token_expires_at().await.unwrap();
+            if now > first + 2 {
+                return now;
+            }
+            futures_util::StreamExt::next(&mut changes).await;
+        }
+    })
+    .await
+    .expect("the token was renewed");
+    assert!(renewed > first);
+    // An event after the renewals is accepted on the same connection, with
+    // the same downchannel: the new token simply goes on the next request.
+    c.avs
+        .push(
+            "",
+            json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+                "messageId": "after-renewal"}, "payload": {}}}),
+        )
+        .await;
+    let stats = c.avs.wait("event=System.ExceptionEncountered").await;
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+    assert_eq!(stats["downchannels"], 1, "{stats:#}");
+    assert!(
+        stats["rejections"].as_array().unwrap().is_empty(),
+        "{stats:#}"
+    );
+}

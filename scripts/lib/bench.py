@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Measuring helpers for scripts/bench (python3 standard library only).
+
+Each subcommand measures one thing and prints one JSON object on stdout;
+`report` turns the collected objects into the figures table.
+
+  bench.py startup   --runs K [--connected] -- AVSD ARGS...
+        exec to READY=1 (a NOTIFY_SOCKET bound here), and with --connected
+        exec to Dialog.Connection == "connected" (polled every 2 ms)
+  bench.py sample    PID SECS
+        CPU share, wake-ups/s (context switches of all threads), RSS
+  bench.py proc      PID
+        VmRSS, VmHWM, open fds right now
+  bench.py dialogs   PID CONTROL N AVS_LOG [CHECKPOINT]
+        N Tap dialogs through D-Bus, timed against the stand-in
+  bench.py reconnects PID CONTROL M [CHECKPOINT]
+        M connection cuts (POST /cut) and the reconnection each time
+  bench.py arecord   DEVICE RUNS
+        the reference: arecord exec to its first captured 10 ms period
+  bench.py h2log     LOGFILE
+        latency percentiles from an h2load --log-file
+  bench.py report    DIR
+        the table, from DIR/*.json
+
+D-Bus is spoken directly (a minimal client on an AF_UNIX socket), so a
+call's timing holds no process start-up: the bus address comes from
+DBUS_SYSTEM_BUS_ADDRESS.
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+
+DEST = "org.avsd.Avs1"
+PATH = "/org/avsd/Avs1"
+DIALOG = "org.avsd.Avs1.Dialog"
+
+
+# --------------------------------------------------------------- D-Bus ----
+
+def _pad(buf, n):
+    buf.extend(b"\0" * (-len(buf) % n))
+
+
+def _put_str(buf, s, sig=False):
+    data = s.encode()
+    if sig:
+        buf.append(len(data))
+    else:
+        _pad(buf, 4)
+        buf.extend(struct.pack("<I", len(data)))
+    buf.extend(data + b"\0")
+
+
+class DBusError(Exception):
+    pass
+
+
+class Bus:
+    """Just enough D-Bus: method calls with string arguments, and replies
+    whose body is a variant holding a string (Properties.Get)."""
+
+    def __init__(self, address=None):
+        address = address or os.environ["DBUS_SYSTEM_BUS_ADDRESS"]
+        path = dict(kv.split("=", 1) for kv in address.split(":", 1)[1].split(","))["path"]
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        uid = str(os.getuid()).encode().hex()
+        self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\n")
+        line = self._line()
+        if not line.startswith(b"OK"):
+            raise DBusError("auth: %r" % line)
+        self.sock.sendall(b"BEGIN\r\n")
+        self.serial = 0
+        self.buf = b""
+        self.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello")
+
+    def _line(self):
+        data = b""
+        while not data.endswith(b"\r\n"):
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise DBusError("bus closed during auth")
+            data += chunk
+        return data
+
+    def _recv(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise DBusError("bus closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def send(self, dest, path, iface, member, args=()):
+        self.serial += 1
+        body = bytearray()
+        for a in args:
+            _put_str(body, a)
+        fields = bytearray()
+        for code, sig, val in ((1, "o", path), (2, "s", iface), (3, "s", member),
+                               (6, "s", dest)) + (((8, "g", "s" * len(args)),) if args else ()):
+            _pad(fields, 8)
+            fields.append(code)
+            _put_str(fields, sig, sig=True)
+            # offsets inside the fields array are relative to the message
+            # start: the array starts at 16, a multiple of 8, so alignment
+            # relative to the array is the same.
+            _put_str(fields, val, sig=(sig == "g"))
+        msg = bytearray(b"l\x01\x00\x01")
+        msg.extend(struct.pack("<III", len(body), self.serial, len(fields)))
+        msg.extend(fields)
+        _pad(msg, 8)
+        msg.extend(body)
+        self.sock.sendall(bytes(msg))
+        return self.serial
+
+    def reply(self, serial):
+        """Read messages until the reply to `serial`; its body bytes."""
+        while True:
+            head = self._recv(16)
+            mtype = head[1]
+            body_len, _serial, fields_len = struct.unpack("<III", head[4:16])
+            rest = self._recv(fields_len + (-(16 + fields_len) % 8) + body_len)
+            fields = rest[:fields_len]
+            body = rest[len(rest) - body_len:] if body_len else b""
+            info = self._fields(fields)
+            if info.get(5) != serial:
+                continue
+            if mtype == 3:
+                err = info.get(4, "?")
+                raise DBusError(err + ": " + self._first_string(body))
+            return body
+
+    @staticmethod
+    def _fields(data):
+        out, i = {}, 0
+        while i < len(data):
+            i += -i % 8
+            code = data[i]
+            slen = data[i + 1]
+            sig = data[i + 2:i + 2 + slen].decode()
+            i += 3 + slen
+            if sig in ("s", "o"):
+                i += -i % 4
+                (n,) = struct.unpack_from("<I", data, i)
+                out[code] = data[i + 4:i + 4 + n].decode()
+                i += 5 + n
+            elif sig == "g":
+                n = data[i]
+                out[code] = data[i + 1:i + 1 + n].decode()
+                i += 2 + n
+            elif sig == "u":
+                i += -i % 4
+                (out[code],) = struct.unpack_from("<I", data, i)
+                i += 4
+            else:
+                break
+        return out
+
+    @staticmethod
+    def _first_string(body):
+        if len(body) < 4:
+            return ""
+        (n,) = struct.unpack_from("<I", body, 0)
+        return body[4:4 + n].decode(errors="replace")
+
+    def call(self, dest, path, iface, member, args=()):
+        return self.reply(self.send(dest, path, iface, member, args))
+
+    def get_string(self, iface, prop):
+        body = self.call(DEST, PATH, "org.freedesktop.DBus.Properties", "Get", (iface, prop))
+        # variant: signature "s", pad to 4, uint32 length, bytes
+        slen = body[0]
+        i = 2 + slen
+        i += -i % 4
+        (n,) = struct.unpack_from("<I", body, i)
+        return body[i + 4:i + 4 + n].decode()
+
+
+# ---------------------------------------------------------------- misc ----
+
+def stats(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    def pct(p):
+        k = max(0, min(len(v) - 1, math.ceil(p / 100.0 * len(v)) - 1))  # nearest rank
+        return v[k]
+    return {"n": len(v), "median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2,
+            "p95": pct(95), "p99": pct(99), "max": v[-1], "min": v[0]}
+
+
+def proc_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "Threads"):
+                out[k] = int(v.split()[0])
+    out["fds"] = len(os.listdir("/proc/%d/fd" % pid))
+    return out
+
+
+def threads(pid):
+    """Per thread: CPU time (ns, schedstat) and context switches."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns = int(f.read().split()[0])
+            sw = 0
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        sw += int(line.split()[1])
+            out[tid] = (ns, sw)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out
+
+
+def ticks(pid):
+    """utime + stime of the whole process, exited threads included."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def thread_deltas(before, after):
+    """CPU ns and switches over a window: threads alive at its end count
+    from the start (or from 0 when they began within it); threads that
+    ended within it are missed (see `ticks` for a total that has them)."""
+    ns = sw = 0
+    for tid, (n1, s1) in after.items():
+        n0, s0 = before.get(tid, (0, 0))
+        ns += n1 - n0
+        sw += s1 - s0
+    return ns, sw, len(set(before) - set(after)), len(set(after) - set(before))
+
+
+def http(url, method="GET", timeout=60):
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = r.read()
+    return json.loads(body) if body.strip().startswith((b"{", b"[")) else body
+
+
+def wait_state(bus, want, prop="State", timeout=30.0, every=0.01):
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if bus.get_string(DIALOG, prop) == want:
+                return True
+        except DBusError:
+            pass
+        if time.monotonic() > end:
+            return False
+        time.sleep(every)
+
+
+# ------------------------------------------------------------ commands ----
+
+def cmd_startup(argv):
+    runs = int(argv[argv.index("--runs") + 1])
+    connected = "--connected" in argv
+    cmd = argv[argv.index("--") + 1:]
+    sock_path = "/tmp/avsd-bench-notify.%d" % os.getpid()
+    out = []
+    for _ in range(runs):
+        try:
+            os.unlink(sock_path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(sock_path)
+        env = dict(os.environ, NOTIFY_SOCKET=sock_path)
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ready = conn = None
+        s.settimeout(10)
+        try:
+            while ready is None:
+                msg = s.recv(4096)
+                if b"READY=1" in msg.split(b"\n"):
+                    ready = (time.perf_counter() - t0) * 1000
+        except socket.timeout:
+            pass
+        if connected and ready is not None:
+            bus = Bus()
+            if wait_state(bus, "connected", prop="Connection", timeout=20, every=0.002):
+                conn = (time.perf_counter() - t0) * 1000
+            bus.sock.close()
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        s.close()
+        out.append({"ready_ms": ready, "connected_ms": conn})
+        time.sleep(0.2)
+    os.unlink(sock_path)
+    print(json.dumps({"runs": out, "ready": stats(r["ready_ms"] for r in out),
+                      "connected": stats(r["connected_ms"] for r in out)}))
+
+
+def cmd_sample(argv):
+    pid, secs = int(argv[0]), float(argv[1])
+    th0, t0 = threads(pid), ticks(pid)
+    w0 = time.monotonic()
+    time.sleep(secs)
+    th1, t1 = threads(pid), ticks(pid)
+    wall = time.monotonic() - w0
+    ns, sw, ended, began = thread_deltas(th0, th1)
+    hz = os.sysconf("SC_CLK_TCK")
+    print(json.dumps({
+        "secs": wall,
+        "cpu_pct": ns / 1e9 / wall * 100,
+        "cpu_pct_ticks": (t1 - t0) / hz / wall * 100,
+        "wakeups_per_s": sw / wall,
+        "threads_ended": ended,
+        "threads_began": began,
+        **proc_status(pid),
+    }))
+
+
+def cmd_proc(argv):
+    print(json.dumps(proc_status(int(argv[0]))))
+
+
+LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+
+
+def recognize_arrivals(log):
+    """Wall-clock seconds of each Recognize arrival logged by avs-sim avs."""
+    out = []
+    with open(log, errors="replace") as f:
+        for line in f:
+            if "event=SpeechRecognizer.Recognize" in line or "event=\"SpeechRecognizer.Recognize\"" in line:
+                m = LOG_TS.match(line.strip())
+                if m:
+                    ts = m.group(1)
+                    sec, _, frac = ts.partition(".")
+                    base = datetime.strptime(sec, "%Y-%m-%dT%H:%M:%S")
+                    epoch = (base - datetime(1970, 1, 1)).total_seconds()
+                    out.append(epoch + float("0." + (frac or "0")))
+    return out
+
+
+def cmd_dialogs(argv):
+    pid, control, n, log = int(argv[0]), argv[1].rstrip("/"), int(argv[2]), argv[3]
+    checkpoint = int(argv[4]) if len(argv) > 4 else 10
+    budget = float(argv[5]) if len(argv) > 5 else 1e9
+    started = time.monotonic()
+    bus = Bus()
+    base = len(http(control + "/stats")["recognizes"])
+    arrivals0 = len(recognize_arrivals(log))
+    taps, marks, failed = [], {}, 0
+    for i in range(n):
+        if not wait_state(bus, "idle", timeout=30):
+            failed += 1
+        t_call = time.time()
+        p0 = time.perf_counter()
+        try:
+            bus.call(DEST, PATH, DIALOG, "Tap")
+        except DBusError as e:
+            print("Tap failed: %s" % e, file=sys.stderr)
+            failed += 1
+            time.sleep(0.5)
+            continue
+        p1 = time.perf_counter()
+        taps.append({"call": t_call, "returned": t_call + (p1 - p0), "rtt_ms": (p1 - p0) * 1000})
+        http("%s/wait?recognizes=%d&timeout_ms=30000" % (control, base + len(taps)))
+        wait_state(bus, "idle", timeout=30)
+        done = i + 1
+        if done in (1, checkpoint, n):
+            marks[str(done)] = proc_status(pid)
+        if time.monotonic() - started > budget and done < n:
+            print("dialogs: %d s budget spent after %d dialogs; stopping there" % (budget, done),
+                  file=sys.stderr)
+            marks[str(done)] = proc_status(pid)
+            break
+    time.sleep(0.3)  # the log line of the last Recognize
+    recs = http(control + "/stats")["recognizes"][base:]
+    arrivals = recognize_arrivals(log)[arrivals0:]
+    rows = []
+    for k, tap in enumerate(taps):
+        rec = recs[k] if k < len(recs) else {}
+        arr = arrivals[k] if k < len(arrivals) else None
+        to_headers = (arr - tap["returned"]) * 1000 if arr is not None else None
+        first = rec.get("first_audio_ms")
+        sc, ue = rec.get("stop_capture_ms"), rec.get("upload_end_ms")
+        rows.append({
+            "tap_rtt_ms": tap["rtt_ms"],
+            "tap_to_request_ms": to_headers,
+            "first_audio_ms": first,
+            "tap_to_first_audio_ms": (to_headers + first) if (to_headers is not None and first is not None) else None,
+            "stop_to_end_ms": (ue - sc) if (ue is not None and sc is not None) else None,
+            "outcome": rec.get("outcome"),
+            "record": rec,
+        })
+    keys = ["tap_rtt_ms", "tap_to_request_ms", "first_audio_ms", "tap_to_first_audio_ms", "stop_to_end_ms"]
+    print(json.dumps({
+        "n": len(taps), "failed": failed, "wanted": n,
+        "no_upload_end": sum(1 for r in rows if r["record"] and r["record"].get("upload_end_ms") is None),
+        "stream_ms": stats(r["record"].get("stream_ms") for r in rows if r["record"]),
+        "outcomes": sorted({r["outcome"] or "?" for r in rows}),
+        "checkpoints": marks,
+        **{k: stats(r[k] for r in rows) for k in keys},
+        "rows": rows,
+    }))
+
+
+def cmd_reconnects(argv):
+    pid, control, m = int(argv[0]), argv[1].rstrip("/"), int(argv[2])
+    checkpoint = int(argv[3]) if len(argv) > 3 else 10
+    bus = Bus()
+    times, marks = [], {}
+    for i in range(m):
+        before = http(control + "/stats")["downchannels"]
+        t0 = time.perf_counter()
+        http(control + "/cut", method="POST")
+        http("%s/wait?downchannels=%d&timeout_ms=60000" % (control, before + 1), timeout=70)
+        wait_state(bus, "connected", prop="Connection", timeout=30, every=0.005)
+        times.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.2)
+        done = i + 1
+        if done in (1, checkpoint, m):
+            marks[str(done)] = proc_status(pid)
+    print(json.dumps({"m": m, "reconnect_ms": stats(times), "checkpoints": marks}))
+
+
+def cmd_arecord(argv):
+    device, runs = argv[0], int(argv[1])
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["arecord", "-q", "-D", device, "-f", "S16_LE", "-r", "16000", "-c", "1",
+                              "-t", "raw", "--period-size=160", "--buffer-size=1600"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        data = p.stdout.read(1)
+        t1 = time.perf_counter()
+        p.terminate()
+        p.wait()
+        if data:
+            times.append((t1 - t0) * 1000)
+        time.sleep(0.2)
+    print(json.dumps({"first_byte_ms": stats(times)}))
+
+
+def cmd_h2log(argv):
+    lat = []
+    codes = {}
+    with open(argv[0]) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                codes[parts[1]] = codes.get(parts[1], 0) + 1
+                lat.append(int(parts[2]) / 1000.0)
+    print(json.dumps({"latency_ms": stats(lat), "status": codes}))
+
+
+# -------------------------------------------------------------- report ----
+
+def _load(d, name):
+    try:
+        with open(os.path.join(d, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _tri(s, unit="ms", digits=1):
+    if not s:
+        return "n/a"
+    f = "%%.%df" % digits
+    return ("median " + f + " / p95 " + f + " / max " + f + " %s (n=%d)") % (
+        s["median"], s["p95"], s["max"], unit, s["n"])
+
+
+def _mib(kib):
+    return "%.1f MiB" % (kib / 1024.0) if kib is not None else "n/a"
+
+
+def cmd_report(argv):
+    d = argv[0]
+    rows = []
+    add = lambda fig, val, ref="": rows.append((fig, val, ref))
+    dlg = _load(d, "dialogs") or {}
+    arec = _load(d, "arecord") or {}
+    ping = _load(d, "ping") or {}
+    ref_cap = (arec.get("first_byte_ms") or {}).get("median")
+    ref_rtt = (ping.get("latency_ms") or {}).get("median")
+
+    def ratio(s, ref):
+        if s and ref:
+            return " (%.1f× the reference)" % (s["median"] / ref)
+        return ""
+
+    if dlg:
+        add("Tap() D-Bus call, round trip", _tri(dlg.get("tap_rtt_ms"), digits=2))
+        add("Tap() return → Recognize request at the stand-in (log, headers+metadata)", _tri(dlg.get("tap_to_request_ms")))
+        add("Request headers → first audio byte (stand-in's first_audio_ms)", _tri(dlg.get("first_audio_ms")))
+        add("**Trigger to first audio byte** (sum of the two above)",
+            _tri(dlg.get("tap_to_first_audio_ms")) + ratio(dlg.get("tap_to_first_audio_ms"), ref_cap),
+            "arecord exec → first 10 ms period from the same FIFO PCM: %s" % _tri(arec.get("first_byte_ms")))
+        eos = _tri(dlg.get("stop_to_end_ms")) + ratio(dlg.get("stop_to_end_ms"), ref_rtt)
+        if dlg.get("no_upload_end"):
+            eos += ("; in %d of %d dialogs avsd did not end the upload after StopCapture "
+                    "(audio streamed for %s)" % (dlg["no_upload_end"], dlg["n"], _tri(dlg.get("stream_ms"), digits=0)))
+        add("**End of speech to end of request** (upload_end_ms − stop_capture_ms)", eos,
+            "one HTTP/2 request round trip to the stand-in (h2load GET /ping, same TLS loopback): %s"
+            % _tri(ping.get("latency_ms"), digits=2))
+    for name, label in (("startup_fresh", "no session"), ("startup_saved", "saved session")):
+        st = _load(d, name)
+        if st:
+            add("Start-up: exec → READY=1 (%s)" % label, _tri(st.get("ready")))
+            if st.get("connected"):
+                add("Start-up: exec → Connection=connected (saved session, companion reachable)",
+                    _tri(st.get("connected")))
+    for name, label in (("idle", "idle (not logged in)"), ("connected", "idle, connected to AVS")):
+        s = _load(d, name)
+        if s:
+            add("avsd RSS, %s" % label, _mib(s.get("VmRSS")))
+            add("avsd CPU share over %.0f s, %s" % (s["secs"], label),
+                "%.4f %% of a core (threads' schedstat; %.3f %% from the process's utime+stime)" % (s["cpu_pct"], s["cpu_pct_ticks"]))
+            churn = ""
+            if s.get("threads_ended") or s.get("threads_began"):
+                churn = " (%d threads ended, %d began meanwhile; an ended one's share is missed)" % (
+                    s["threads_ended"], s["threads_began"])
+            add("avsd wake-ups/s, %s (context switches of its threads)" % label,
+                "%.2f /s%s" % (s["wakeups_per_s"], churn))
+    if dlg:
+        cps = dlg.get("checkpoints", {})
+        last = cps[max(cps, key=int)] if cps else {}
+        add("avsd peak RSS (VmHWM) over %s dialogs" % dlg.get("n"), _mib(last.get("VmHWM")))
+        for k in sorted(cps, key=int):
+            add("avsd after %s dialogs: RSS / open fds / threads" % k,
+                "%s / %d / %d" % (_mib(cps[k]["VmRSS"]), cps[k]["fds"], cps[k]["Threads"]))
+        add("Dialog outcomes at the stand-in", ", ".join(dlg.get("outcomes", [])) + " (failed: %s)" % dlg.get("failed"))
+    rc = _load(d, "reconnects")
+    if rc:
+        add("Reconnect: POST /cut → downchannel back and Connection=connected", _tri(rc.get("reconnect_ms")))
+        cps = rc.get("checkpoints", {})
+        for k in sorted(cps, key=int):
+            add("avsd after %s reconnects: RSS / open fds / threads" % k,
+                "%s / %d / %d" % (_mib(cps[k]["VmRSS"]), cps[k]["fds"], cps[k]["Threads"]))
+    size = _load(d, "size")
+    if size:
+        add("avsd binary, release (stripped, fat LTO)", "%.2f MiB (%d bytes)" % (size["bytes"] / 1048576.0, size["bytes"]))
+    comp = _load(d, "companion")
+    if comp:
+        add("Companion: POST /provision/accessToken, %d clients, h2load over HTTPS" % comp["clients"],
+            "%.0f req/s; latency %s" % (comp["rps"], _tri(comp.get("latency_ms"), digits=2).replace("p95", "p95").replace(" / max", " / p99 %.2f / max" % ((comp.get("latency_ms") or {}).get("p99") or 0), 1)))
+        add("Companion RSS: idle / after the load", "%s / %s" % (_mib(comp.get("rss_before")), _mib(comp.get("rss_after"))))
+    mach = _load(d, "machine") or {}
+    print("| figure | value | reference (same run) |")
+    print("|---|---|---|")
+    for fig, val, ref in rows:
+        print("| %s | %s | %s |" % (fig, val, ref))
+    print()
+    print("Notes: the Tap → request time is from the stand-in's log line for the Recognize "
+          "(wall clock, µs), written once its metadata part was read; first_audio_ms counts from the "
+          "request headers, so their sum is an upper bound. The bench microphone (a FIFO fed every "
+          "10 ms) has a period ready when the device opens; a sound card delivers its first period one "
+          "period (10 ms) after the capture starts, so on hardware add up to 10 ms. The stand-in sends "
+          "StopCapture 1 s after the first audio byte; the answer is a short MP3.")
+    if mach:
+        print()
+        print("Machine: %s, %s cores (nproc), %s; %s. Command: `scripts/bench`."
+              % (mach.get("cpu"), mach.get("nproc"), mach.get("kernel"), mach.get("date")))
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, argv = sys.argv[1], sys.argv[2:]
+    fn = globals().get("cmd_" + cmd)
+    if fn is None:
+        sys.exit(__doc__)
+    fn(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,685 @@
+//! Nothing breaks avsd (issue 10): faults made for real against the real
+//! binaries. A TCP proxy in this process sits between avsd and the AVS
+//! stand-in and cuts, black-holes and refuses connections; avsd is killed
+//! with SIGKILL at points of its login and its connection and started again
+//! on the same state directory; and its D-Bus object is fed calls that make
+//! no sense. After each fault avsd is `connected` again on exactly one
+//! connection, `Authorization.State` never left `authorized`, its session
+//! file is whole, and it still answers on the bus.
+
+mod companion_support;
+mod fault_support;
+mod support;
+mod system_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
+use companion_support::WAIT;
+use fault_support::{Cut, Proxy, Recorder};
+use support::Daemon;
+use system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
+
+const CONNECTION: &str = "Dialog.Connection";
+const STATE: &str = "Authorization.State";
+
+/// A logged-in avsd connected to the AVS stand-in through a proxy, pinging
+/// every second, with its property changes recorded from login on.
+struct Rig {
+    /// Keeps the companion, the LWA stand-in and the bus alive.
+    _world: World,
+    avs: AvsSim,
+    proxy: Proxy,
+    avsd: Daemon,
+    auth: AuthorizationProxy<'static>,
+    rec: Recorder,
+}
+
+async fn rig() -> Rig {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let proxy = Proxy::start(&avs.base).await;
+    let config = world.avsd_config_with_avs(&avs, 600).replace(
+        &format!("endpoint = \"{}\"\n", avs.base),
+        &format!("endpoint = \"{}\"\nping_interval_secs = 1\n", proxy.base()),
+    );
+    assert!(config.contains(&proxy.base()), "{config}");
+    let (avsd, auth) = world.logged_in(&config).await;
+    let conn = world.bus.connect().await;
+    let rec = Recorder::start(&conn).await;
+    let dialog = DialogProxy::new(&conn).await.unwrap();
+    wait_connection(&dialog, "connected", &avsd).await;
+    let stats = avs.wait("current=1&event=System.SynchronizeState").await;
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+    assert_eq!(proxy.accepted(), 1);
+    Rig {
+        _world: world,
+        avs,
+        proxy,
+        avsd,
+        auth,
+        rec,
+    }
+}
+
+impl Rig {
+    /// After a fault started at `mark`: avsd said it lost the connection,
+    /// then `connected` again; the stand-in has exactly one live
+    /// connection, downchannel open and synchronized, the newest of all
+    /// the proxy let through; and Authorization.State never changed.
+    /// Returns when `connected` was announced.
+    async fn assert_recovered(&self, mark: usize, fault: &str) -> Instant {
+        self.assert_recovered_within(mark, fault, WAIT).await
+    }
+
+    /// `assert_recovered`, allowing `back_within` for the way back (a long
+    /// outage leaves avsd sleeping a longer back-off delay).
+    async fn assert_recovered_within(
+        &self,
+        mark: usize,
+        fault: &str,
+        back_within: Duration,
+    ) -> Instant {
+        let fail = |what: &str| -> ! {
+            panic!(
+                "{fault}: {what}; changes seen {:?}; avsd log:\n{}",
+                self.rec.values(CONNECTION, mark),
+                self.avsd.log_text()
+            )
+        };
+        let Some((lost, _)) = self
+            .rec
+            .wait_after(mark, CONNECTION, |v| v != "connected", WAIT)
+            .await
+        else {
+            fail("avsd never noticed")
+        };
+        let Some((_, back)) = self
+            .rec
+            .wait_after(lost, CONNECTION, |v| v == "connected", back_within)
+            .await
+        else {
+            fail("avsd never connected again")
+        };
+        let total = self.proxy.upstream();
+        let stats = self
+            .avs
+            .wait(&format!("current=1&connections={total}"))
+            .await;
+        let open = stats["open"].as_array().unwrap();
+        assert_eq!(open.len(), 1, "{fault}: {stats:#}");
+        assert_eq!(open[0]["downchannel"], true, "{fault}: {stats:#}");
+        assert_eq!(open[0]["synced"], true, "{fault}: {stats:#}");
+        assert_eq!(
+            self.proxy.forwarding(),
+            1,
+            "{fault}: avsd holds more than one connection"
+        );
+        self.assert_stayed_authorized(fault).await;
+        back
+    }
+
+    async fn assert_stayed_authorized(&self, fault: &str) {
+        let states = self.rec.values(STATE, 0);
+        assert!(
+            states.iter().all(|s| s == "authorized"),
+            "{fault}: Authorization.State left authorized: {states:?}; avsd log:\n{}",
+            self.avsd.log_text()
+        );
+        assert_eq!(self.auth.state().await.unwrap(), "authorized");
+        assert_eq!(self.auth.last_error().await.unwrap(), "");
+    }
+}
+
+/// The delays avsd announced for its reconnect attempts ("next try in X s",
+/// "reconnecting in X s"), in order.
+fn retry_delays(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l
+                .split("next try in ")
+                .nth(1)
+                .or_else(|| l.split("reconnecting in ").nth(1))?;
+            rest.split(" s").next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connections_come_back_on_one_connection() {
+    let r = rig().await;
+    for (i, how) in [Cut::Reset, Cut::Close, Cut::Reset, Cut::Close]
+        .into_iter()
+        .enumerate()
+    {
+        let fault = format!("cut {} ({how:?})", i + 1);
+        let mark = r.rec.len();
+        let cut_at = Instant::now();
+        r.proxy.cut_all(how);
+        let back = r.assert_recovered(mark, &fault).await;
+        eprintln!("{fault}: connected again after {:?}", back - cut_at);
+    }
+    let stats = r.avs.stats().await;
+    assert_eq!(
+        stats["connections"]["peak"], 1,
+        "never two connections at once: {stats:#}"
+    );
+    // Four cuts in a row without a stable link: every retry stayed under
+    // the back-off table's ceilings (250 ms, 1 s, 2 s, 4 s, ...).
+    let delays = retry_delays(&r.avsd.log_text());
+    assert!(!delays.is_empty(), "{}", r.avsd.log_text());
+    let ceilings = [0.25, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+    for (i, d) in delays.iter().enumerate() {
+        assert!(*d <= ceilings[i.min(7)] + 0.01, "{delays:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_down_for_5_s_comes_back_within_the_back_off_bound() {
+    let r = rig().await;
+    let mark = r.rec.len();
+    // The link goes down: the connection is reset and new ones are refused.
+    r.proxy.refuse(true);
+    r.proxy.cut_all(Cut::Reset);
+    r.rec
+        .wait_after(mark, CONNECTION, |v| v != "connected", WAIT)
+        .await
+        .expect("avsd noticed the cut");
+    // The fault itself: five seconds of a dead link.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refused = r.proxy.refused();
+    assert!(refused >= 2, "avsd tried only {refused} times in 5 s");
+    r.proxy.refuse(false);
+    let up_at = Instant::now();
+    // After six quick failures avsd may sleep up to the 7th ceiling, 32 s.
+    let back = r
+        .assert_recovered_within(mark, "link down 5 s", Duration::from_secs(40))
+        .await;
+    let took = back - up_at;
+    // Once the link is back, avsd is connected within the delay it was
+    // sleeping (at most the longest it announced), plus the handshake.
+    let delays = retry_delays(&r.avsd.log_text());
+    let bound = delays.iter().copied().fold(0.0, f64::max) + 2.0;
+    eprintln!(
+        "link down 5 s: {refused} refused tries, delays {delays:?}, \
+         connected {took:?} after the link came back"
+    );
+    assert!(
+        took.as_secs_f64() <= bound,
+        "took {took:?}, bound {bound} s; log:\n{}",
+        r.avsd.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_tls_handshake_is_given_up_and_retried() {
+    let r = rig().await;
+    let mark = r.rec.len();
+    // New connections open but never answer the ClientHello.
+    r.proxy.stall_new(true);
+    r.proxy.cut_all(Cut::Reset);
+    // avsd gives up a hanging attempt itself (its connect timeout, 10 s)
+    // and closes that socket.
+    r.proxy
+        .wait_until(
+            "avsd giving up a hanging handshake",
+            Duration::from_secs(30),
+            |p| p.black_closed_by_client() >= 1,
+        )
+        .await;
+    assert!(
+        r.avsd.log_text().contains("no answer within"),
+        "{}",
+        r.avsd.log_text()
+    );
+    r.proxy.stall_new(false);
+    r.proxy.heal_black_holes();
+    r.assert_recovered(mark, "hanging TLS handshake").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_connection_is_found_by_the_ping() {
+    let r = rig().await;
+    let pings = r.avs.stats().await["pings"].as_u64().unwrap();
+    r.avs.wait(&format!("pings={}", pings + 1)).await;
+    let mark = r.rec.len();
+    let holed_at = Instant::now();
+    assert_eq!(r.proxy.black_hole_all(), 1);
+    // Nothing is closed: avsd only learns from its unanswered ping (30 s),
+    // and then uses a new connection.
+    let back = r.assert_recovered_after_black_hole(mark).await;
+    let took = back - holed_at;
+    eprintln!("black hole: connected again after {took:?}");
+    assert!(took >= Duration::from_secs(25), "noticed in {took:?}?");
+    assert!(
+        r.avsd.log_text().contains("no ping answer within"),
+        "{}",
+        r.avsd.log_text()
+    );
+    // avsd let go of the dead connection itself.
+    r.proxy
+        .wait_until("avsd closing the black-holed connection", WAIT, |p| {
+            p.black_held_by_client() == 0
+        })
+        .await;
+    assert_eq!(r.proxy.heal_black_holes(), 0);
+}
+
+impl Rig {
+    /// Like `assert_recovered`, for a black hole: the stand-in keeps the
+    /// dead connection until the network comes back (healed here once avsd
+    /// is connected anew).
+    async fn assert_recovered_after_black_hole(&self, mark: usize) -> Instant {
+        let fault = "black hole";
+        let Some((lost, _)) = self
+            .rec
+            .wait_after(
+                mark,
+                CONNECTION,
+                |v| v != "connected",
+                Duration::from_secs(45),
+            )
+            .await
+        else {
+            panic!(
+                "{fault}: avsd never noticed; avsd log:\n{}",
+                self.avsd.log_text()
+            )
+        };
+        let Some((_, back)) = self
+            .rec
+            .wait_after(lost, CONNECTION, |v| v == "connected", WAIT)
+            .await
+        else {
+            panic!(
+                "{fault}: avsd never connected again; avsd log:\n{}",
+                self.avsd.log_text()
+            )
+        };
+        assert_eq!(self.proxy.forwarding(), 1, "{fault}");
+        self.avs
+            .wait(&format!("connections={}", self.proxy.upstream()))
+            .await;
+        self.proxy
+            .wait_until("avsd closing the black-holed connection", WAIT, |p| {
+                p.black_held_by_client() == 0
+            })
+            .await;
+        self.proxy.heal_black_holes();
+        let stats = self.avs.wait("current=1").await;
+        let open = stats["open"].as_array().unwrap();
+        assert_eq!(open.len(), 1, "{fault}: {stats:#}");
+        assert_eq!(open[0]["synced"], true, "{fault}: {stats:#}");
+        self.assert_stayed_authorized(fault).await;
+        back
+    }
+}
+
+// ---------------------------------------------------------------- process
+
+/// The state directory's session file: present, whole JSON with the
+/// fields avsd writes, mode 0600 in a 0700 directory, nothing set aside
+/// as damaged. Returns it.
+fn assert_session_whole(state: &Path, when: &str) -> serde_json::Value {
+    let file = state.join("session.json");
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{when}: {}: {e}", file.display()));
+    let session: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{when}: session.json is not whole JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    for key in ["companion_url", "product_id", "dsn", "session_id", "linked"] {
+        assert!(
+            session.get(key).is_some(),
+            "{when}: no {key} in the session"
+        );
+    }
+    assert!(
+        !state.join("session.json.damaged").exists(),
+        "{when}: a damaged session was set aside"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "{when}");
+    assert_eq!(mode(state), 0o700, "{when}");
+    session
+}
+
+/// SIGKILL, then wait until the process is gone.
+fn kill_9(avsd: &mut Daemon) {
+    avsd.signal("KILL");
+    let status = avsd.wait_exit(WAIT).expect("avsd died");
+    assert!(!status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_any_point_never_costs_a_second_login() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let config = world.avsd_config_with_avs(&avs, 600);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let start = || Daemon::start_ready_in(&world.bus, &config, &state);
+
+    // 1. Killed while waiting for the user: the registration survives.
+    let mut avsd = start();
+    let auth = auth_proxy(&world.bus).await;
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+    let code = auth.user_code().await.unwrap();
+    let session = assert_session_whole(&state, "waiting for the user");
+    assert_eq!(session["linked"], false);
+    kill_9(&mut avsd);
+    let avsd = start();
+    let auth = auth_proxy(&world.bus).await;
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+    assert_eq!(
+        auth.user_code().await.unwrap(),
+        code,
+        "a restart started a new registration"
+    );
+
+    // 2. Killed right after the user consented, before or while avsd
+    // fetches its first token: the next start picks the login up.
+    world.log_in(&auth.login_url().await.unwrap()).await;
+    let mut avsd = avsd;
+    kill_9(&mut avsd);
+    assert_session_whole(&state, "killed right after the consent");
+    let logins = world.sim.counter("allowed").await;
+    let code_grants = world.sim.counter("code_grants").await;
+    assert_eq!((logins, code_grants), (1, 1));
+
+    // 3. Killed as soon as it is authorized, and again once connected:
+    // every start is authorized from the saved session alone.
+    let mut connections = avs.stats().await["connections"]["total"].as_u64().unwrap();
+    for round in 1..=6 {
+        let when = format!("start {round}");
+        let mut avsd = start();
+        let conn = world.bus.connect().await;
+        let auth = AuthorizationProxy::new(&conn).await.unwrap();
+        match round % 3 {
+            // Right after authorized (the connection may be on its way).
+            1 => wait_state(&auth, "authorized", &avsd).await,
+            // While connected.
+            2 => {
+                wait_state(&auth, "authorized", &avsd).await;
+                let dialog = DialogProxy::new(&conn).await.unwrap();
+                wait_connection(&dialog, "connected", &avsd).await;
+                let stats = avs
+                    .wait(&format!(
+                        "current=1&connections={}&event=System.SynchronizeState",
+                        connections + 1
+                    ))
+                    .await;
+                assert_eq!(stats["open"][0]["synced"], true, "{when}: {stats:#}");
+            }
+            // At a random moment of the start: loading the session,
+            // fetching a token, connecting.
+            _ => {
+                let ms = rand::random_range(0..1500);
+                eprintln!("{when}: kill -9 {ms} ms after READY");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        kill_9(&mut avsd);
+        let session = assert_session_whole(&state, &when);
+        assert_eq!(session["linked"], true, "{when}");
+        // The kernel closes the dead process's connection.
+        let stats = avs.wait("current=0").await;
+        connections = stats["connections"]["total"].as_u64().unwrap();
+    }
+    let avsd = start();
+    let conn = world.bus.connect().await;
+    let auth = AuthorizationProxy::new(&conn).await.unwrap();
+    let dialog = DialogProxy::new(&conn).await.unwrap();
+    wait_state(&auth, "authorized", &avsd).await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    avs.wait("current=1").await;
+    assert_session_whole(&state, "the last start");
+    assert_eq!(
+        (
+            world.sim.counter("allowed").await,
+            world.sim.counter("code_grants").await
+        ),
+        (1, 1),
+        "a second login happened"
+    );
+    assert!(
+        auth.token_expires_at().await.unwrap() > system_support::now(),
+        "no valid token"
+    );
+}
+
+// ------------------------------------------------------------------ D-Bus
+
+const DEST: &str = "org.avsd.Avs1";
+const PATH: &str = "/org/avsd/Avs1";
+const AUTH: &str = "org.avsd.Avs1.Authorization";
+const DIALOG: &str = "org.avsd.Avs1.Dialog";
+const PROPS: &str = "org.freedesktop.DBus.Properties";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `dbus-send --print-reply` to avsd on `bus`.
+fn dbus_send(bus: &support::Bus, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("dbus-send")
+        .arg(format!("--bus={}", bus.address))
+        .args(["--print-reply", "--reply-timeout=5000"])
+        .arg(format!("--dest={DEST}"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonsense_over_d_bus_gets_errors_and_avsd_keeps_answering() {
+    let bus = support::Bus::start();
+    let mut avsd = Daemon::start_ready(&bus, support::MINIMAL_CONFIG);
+    let auth = auth_proxy(&bus).await;
+    let before = auth.state().await.unwrap();
+    let mut wrong = Vec::new();
+
+    // busctl: every one is refused (by avsd or, for what the policy does
+    // not let through, by the bus), and avsd answers the next call.
+    let big = "x".repeat(100_000);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["call", DEST, PATH, AUTH, "Frobnicate"],
+        vec!["call", DEST, PATH, AUTH, "frobnicate", "s", "x"],
+        vec!["call", DEST, PATH, "org.avsd.Avs1.Nope", "Tap"],
+        vec!["call", DEST, "/org/avsd/Avs1/nope", DIALOG, "Tap"],
+        vec!["call", DEST, "/", DIALOG, "Tap"],
+        vec!["set-property", DEST, PATH, AUTH, "State", "s", "authorized"],
+        vec![
+            "set-property",
+            DEST,
+            PATH,
+            AUTH,
+            "TokenExpiresAt",
+            "t",
+            "99999999999",
+        ],
+        vec![
+            "set-property",
+            DEST,
+            PATH,
+            AUTH,
+            "TokenExpiresAt",
+            "s",
+            "soon",
+        ],
+        vec![
+            "set-property",
+            DEST,
+            PATH,
+            DIALOG,
+            "Connection",
+            "s",
+            "connected",
+        ],
+        vec!["set-property", DEST, PATH, DIALOG, "Nope", "s", "x"],
+        vec!["get-property", DEST, PATH, AUTH, "Nope"],
+        vec!["get-property", DEST, PATH, "org.avsd.Avs1.Nope", "State"],
+        vec!["call", DEST, PATH, PROPS, "Get", "u", "1"],
+        vec!["call", DEST, PATH, PROPS, "Get", "ss", AUTH, &big],
+        vec!["call", DEST, PATH, PROPS, "GetAll", "s", &big],
+        vec!["call", DEST, PATH, PROPS, "GetAll", "s", ""],
+        vec![
+            "call", DEST, PATH, PROPS, "Set", "ssv", AUTH, "State", "u", "3",
+        ],
+        vec![
+            "call",
+            DEST,
+            PATH,
+            "org.freedesktop.DBus.Introspectable",
+            "Introspect",
+            "s",
+            "x",
+        ],
+    ];
+    for args in &cases {
+        let shown = args
+            .iter()
+            .map(|a| if a.len() > 40 { "<100 KB>" } else { a })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = bus.busctl(args);
+        let err = text(&out.stderr);
+        if out.status.success() {
+            wrong.push(format!("busctl {shown} succeeded: {}", text(&out.stdout)));
+        } else if err.contains("timed out") || err.trim().is_empty() {
+            wrong.push(format!("busctl {shown}: {err}"));
+        }
+        let out = bus.busctl(&["get-property", DEST, PATH, AUTH, "State"]);
+        assert!(
+            out.status.success(),
+            "after busctl {shown}: {}; avsd log:\n{}",
+            text(&out.stderr),
+            avsd.log_text()
+        );
+    }
+
+    // dbus-send prints the error's name.
+    let auth_iface = format!("string:{AUTH}");
+    let dialog_iface = format!("string:{DIALOG}");
+    let named: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec![PATH, "org.avsd.Avs1.Authorization.Frobnicate"],
+            &["org.freedesktop.DBus.Error.UnknownMethod"],
+        ),
+        (
+            vec![PATH, "org.freedesktop.DBus.Properties.Get", "int32:1"],
+            // zbus's own Properties answers its generic error, with a
+            // sentence naming the signature mismatch.
+            &[
+                "org.freedesktop.DBus.Error.InvalidArgs",
+                "org.freedesktop.zbus.Error: Signature mismatch",
+            ],
+        ),
+        (
+            vec![
+                PATH,
+                "org.freedesktop.DBus.Properties.Get",
+                &dialog_iface,
+                "string:NoSuchProperty",
+            ],
+            &["org.freedesktop.DBus.Error.UnknownProperty"],
+        ),
+        (
+            vec![
+                PATH,
+                "org.freedesktop.DBus.Properties.GetAll",
+                "string:org.avsd.Avs1.Nope",
+            ],
+            &["org.freedesktop.DBus.Error.UnknownInterface"],
+        ),
+        // Set is refused by the bus policy before avsd sees it; avsd
+        // itself would answer PropertyReadOnly.
+        (
+            vec![
+                PATH,
+                "org.freedesktop.DBus.Properties.Set",
+                &auth_iface,
+                "string:State",
+                "variant:string:authorized",
+            ],
+            &[
+                "org.freedesktop.DBus.Error.AccessDenied",
+                "org.freedesktop.DBus.Error.PropertyReadOnly",
+            ],
+        ),
+        (
+            vec!["/org/avsd/Avs1/nope", "org.avsd.Avs1.Dialog.Tap"],
+            &["org.freedesktop.DBus.Error.UnknownObject"],
+        ),
+    ];
+    for (args, names) in &named {
+        let out = dbus_send(&bus, args);
+        let err = text(&out.stderr);
+        if out.status.success() || !names.iter().any(|n| err.contains(n)) {
+            wrong.push(format!(
+                "dbus-send {args:?}: want {names:?}, got {err}{}",
+                text(&out.stdout)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "answered without the right error:\n{}\navsd log:\n{}",
+        wrong.join("\n"),
+        avsd.log_text()
+    );
+
+    // A burst: 4 connections with 50 concurrent calls each (under the
+    // bus's limit of pending replies per connection), every call with the
+    // wrong arguments followed by a good one.
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let conn = bus.connect().await;
+        for i in 0..50u32 {
+            let conn = conn.clone();
+            calls.push(tokio::spawn(async move {
+                let bad = conn
+                    .call_method(Some(DEST), PATH, Some(PROPS), "Get", &(i, "junk"))
+                    .await;
+                let bad = match bad {
+                    Err(zbus::Error::MethodError(name, ..)) => name.to_string(),
+                    other => format!("not an error from avsd: {other:?}"),
+                };
+                let props = zbus::fdo::PropertiesProxy::builder(&conn)
+                    .destination(DEST)
+                    .unwrap()
+                    .path(PATH)
+                    .unwrap()
+                    .build()
+                    .await
+                    .unwrap();
+                let good = props
+                    .get_all(zbus::names::InterfaceName::from_static_str_unchecked(AUTH))
+                    .await
+                    .map(|all| all.len());
+                (bad, good.map_err(|e| e.to_string()))
+            }));
+        }
+    }
+    for c in calls {
+        let (bad, good) = c.await.unwrap();
+        assert!(bad.starts_with("org.freedesktop."), "{bad}");
+        assert_eq!(good, Ok(5));
+    }
+
+    // Still up, still answering, nothing changed.
+    let out = bus.busctl(&["get-property", DEST, PATH, DIALOG, "Connection"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "s \"disconnected\"");
+    assert_eq!(auth_proxy(&bus).await.state().await.unwrap(), before);
+    assert!(
+        avsd.wait_exit(Duration::from_millis(100)).is_none(),
+        "avsd exited; log:\n{}",
+        avsd.log_text()
+    );
+    let log = avsd.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}

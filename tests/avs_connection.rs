@@ -347,3 +347,29 @@ async fn a_renewed_token_is_used_without_dropping_the_downchannel() {
         "{stats:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_downchannel_body_is_reported_and_the_connection_stays() {
+    let c = connected(3600, 600, "").await;
+    let avs = &c.avs;
+    // Bytes that are no part at all, right after a delimiter.
+    avs.push("?raw=true", json!("this is not a multipart part"))
+        .await;
+    let stats = avs.wait("event=System.ExceptionEncountered").await;
+    let report = stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "System.ExceptionEncountered")
+        .unwrap();
+    assert_eq!(report["connection"], 1, "{stats:#}");
+    // The downchannel was reopened on the same connection and works.
+    let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+        "messageId": "after-the-break"}, "payload": {}}});
+    avs.push("", unknown).await;
+    let stats = avs
+        .wait("event=System.ExceptionEncountered&count=2&downchannels=2")
+        .await;
+    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
+    assert!(c.avsd.log_text().contains("malformed"), "logged");
+}

@@ -275,6 +275,7 @@ pub fn spawn(
     let sup = supervisor::Supervisor {
         endpoint: settings.endpoint.clone(),
         rejected: None,
+        unreported: None,
         settings: settings.clone(),
         auth: auth.clone(),
         inbound: inbound.clone(),

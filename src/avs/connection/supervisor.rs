@@ -40,6 +40,8 @@ pub(super) struct Supervisor {
     pub(super) endpoint: String,
     /// A token AVS refused: wait for another before connecting again.
     pub(super) rejected: Option<Secret>,
+    /// A malformed downchannel to report once a connection is usable again.
+    pub(super) unreported: Option<String>,
 }
 
 /// How a phase ended early.
@@ -52,6 +54,12 @@ enum Interrupt {
 #[derive(Debug)]
 enum End {
     Downchannel(String),
+    /// Malformed bytes, and the downchannel could not be reopened: the
+    /// report waits for the next connection.
+    Malformed {
+        reopen: String,
+        report: String,
+    },
     Closed(Closed),
     Ping(String),
     Forbidden(Secret),
@@ -62,6 +70,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::Downchannel(why) | End::Ping(why) => f.write_str(why),
+            End::Malformed { reopen, .. } => f.write_str(reopen),
             End::Closed(Closed::Graceful) => f.write_str("AVS closed the connection"),
             End::Closed(Closed::Broken(why)) => write!(f, "the connection broke: {why}"),
             End::Forbidden(_) => f.write_str("AVS refused the access token"),
@@ -176,13 +185,22 @@ impl Supervisor {
             self.link.send_replace(Some(est.link.clone()));
             self.publish(ConnectionState::Connected);
             tracing::info!("connected to AVS");
+            if let Some(report) = self.unreported.take() {
+                report_malformed(&self.inbound, report).await;
+            }
             let watched = watch_link(
                 est,
                 self.settings.clone(),
                 self.auth.clone(),
                 self.inbound.clone(),
             );
-            let end = self.until(watched).await;
+            let end = match self.until(watched).await {
+                Ok(End::Malformed { reopen, report }) => {
+                    self.unreported = Some(report);
+                    Ok(End::Downchannel(reopen))
+                }
+                end => end,
+            };
             self.link.send_replace(None);
             if up_since.elapsed() >= self.settings.stable_after {
                 backoff.reset();
@@ -355,6 +373,9 @@ async fn watch_link(
                     && est.link.closed_now().is_none()
                 {
                     tracing::warn!("the downchannel sent malformed data ({e}); reopening it");
+                    // Reported like any malformed directive (§D.5), once a
+                    // downchannel is open again (AVS takes no event without one).
+                    let report = format!("the downchannel's multipart body is malformed: {e}");
                     let reopened = match auth.access_token().await {
                         Ok(token) => open_downchannel(&est.link, &token.value, &settings, &inbound)
                             .await
@@ -364,9 +385,13 @@ async fn watch_link(
                     match reopened {
                         Ok(rx) => {
                             est.downchannel = rx;
+                            report_malformed(&inbound, report).await;
                             continue;
                         }
-                        Err(e) => return End::Downchannel(format!("cannot reopen the downchannel: {e}")),
+                        Err(e) => {
+                            let reopen = format!("cannot reopen the downchannel: {e}");
+                            return End::Malformed { reopen, report };
+                        }
                     }
                 }
                 let why = match r {
@@ -400,6 +425,17 @@ async fn watch_link(
             }
         }
     }
+}
+
+/// Hand a malformed-downchannel report to the router, which sends
+/// System.ExceptionEncountered.
+async fn report_malformed(inbound: &mpsc::Sender<Inbound>, reason: String) {
+    let _ = inbound
+        .send(Inbound::Malformed {
+            raw: String::new(),
+            reason,
+        })
+        .await;
 }
 
 async fn ping_once(link: &Link, settings: &Settings, auth: &AuthHandle) -> Result<(), End> {

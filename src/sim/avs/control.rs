@@ -189,6 +189,11 @@ async fn push(
         Some("tiny") => true,
         Some(other) => return Err(bad(format!("split={other}: expected tiny or none"))),
     };
+    let raw = match q.get("raw").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad(format!("raw={other}: expected true or false"))),
+    };
     let attach = q.get("attach").cloned();
     let body = http_body_util::Limited::new(req.into_body(), PUSH_LIMIT);
     let json = http_body_util::BodyExt::collect(body)
@@ -209,6 +214,7 @@ async fn push(
         json,
         attachment,
         tiny,
+        raw,
     }) {
         Some(id) => Ok(ok(json!({"connection": id}))),
         None => Ok(h::json(

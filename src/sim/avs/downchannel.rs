@@ -32,6 +32,20 @@ pub(super) async fn serve(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // h2 hands us a client's reset of its old downchannel before its new
+    // GET, but the old stream's task may not have run yet: give it a moment
+    // to let go, so only a downchannel really still open is refused.
+    for _ in 0..20 {
+        let open = ctx
+            .state()
+            .downchannel
+            .as_ref()
+            .is_some_and(|d| !d.is_closed());
+        if !open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     {
         let mut st = ctx.state();
         if st.downchannel.as_ref().is_some_and(|d| !d.is_closed()) {
@@ -94,8 +108,13 @@ async fn write_downchannel(
                 json,
                 attachment,
                 tiny,
+                raw,
             }) => {
-                let mut bytes = related.json(&json).to_vec();
+                let mut bytes = if raw {
+                    json.to_vec()
+                } else {
+                    related.json(&json).to_vec()
+                };
                 if let Some((cid, data)) = attachment {
                     bytes.extend_from_slice(&related.binary(&cid, &data));
                 }

@@ -63,9 +63,10 @@
 //!   it), `POST /status?code=400|403|415|429|500|503[&count=N][&on=events|
 //!   downchannel|ping|all]` (the next N requests, default 1 event),
 //!   `POST /delay?ms=N[&on=…]` (until `ms=0`), `POST /push[?split=tiny]
-//!   [&attach=CID]` with the directive JSON as body (sent as given, to the
-//!   newest downchannel; with `attach` the answer MP3 follows as Content-ID
-//!   CID; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
+//!   [&attach=CID][&raw=true]` with the directive JSON as body (sent as
+//!   given, to the newest downchannel; with `attach` the answer MP3 follows
+//!   as Content-ID CID; with `raw` the body goes out with no part framing,
+//!   to break the stream on purpose; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
 //!   end_of_speech_ms=&silence_rms=&close_grace_ms=&expect_speech_ms=&
 //!   expect_speech_count=` (answers the settings), `POST /reset`
 //!   (statistics and fault knobs).

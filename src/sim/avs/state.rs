@@ -114,6 +114,9 @@ pub(super) enum DownMsg {
         json: Bytes,
         attachment: Option<(String, Bytes)>,
         tiny: bool,
+        /// Write `json` as it is, with no part framing around it (to test a
+        /// client against a broken body).
+        raw: bool,
     },
     /// Close the multipart body and the stream.
     End,

@@ -229,14 +229,22 @@ async fn a_hanging_tls_handshake_is_given_up_and_retried() {
             |p| p.black_closed_by_client() >= 1,
         )
         .await;
-    assert!(
-        r.avsd.log_text().contains("no answer within"),
-        "{}",
-        r.avsd.log_text()
-    );
     r.proxy.stall_new(false);
     r.proxy.heal_black_holes();
     r.assert_recovered(mark, "hanging TLS handshake").await;
+    // It said why (logged before it reconnected).
+    assert!(
+        r.avsd
+            .log_text()
+            .contains("cannot connect to AVS (attempt 2, next try in"),
+        "{}",
+        r.avsd.log_text()
+    );
+    assert!(
+        r.avsd.log_text().contains("no answer within 10s"),
+        "{}",
+        r.avsd.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,3 +390,45 @@ fn normalize(xml: &str) -> String {
     }
     out
 }
+
+#[test]
+fn methods_refuse_arguments_they_do_not_take() {
+    let bus = Bus::start();
+    let avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let big = format!("string:{}", "x".repeat(100_000));
+    let cases: [(&str, &str); 6] = [
+        ("org.avsd.Avs1.Authorization.Start", "uint32:7"),
+        ("org.avsd.Avs1.Authorization.Reset", "string:please"),
+        ("org.avsd.Avs1.Dialog.Tap", "string:now"),
+        ("org.avsd.Avs1.Dialog.Hold", &big),
+        ("org.avsd.Avs1.Dialog.Release", "boolean:true"),
+        ("org.avsd.Avs1.Dialog.Stop", "int32:-1"),
+    ];
+    for (member, arg) in cases {
+        let out = Command::new("dbus-send")
+            .arg(format!("--bus={}", bus.address))
+            .args([
+                "--print-reply",
+                &format!("--dest={DEST}"),
+                PATH,
+                member,
+                arg,
+            ])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            err.contains("Signature mismatch"),
+            "{member} with {}: {err}",
+            &arg[..arg.len().min(20)]
+        );
+    }
+    // Nothing ran: Reset with an argument forgot nothing and logged nothing.
+    assert!(
+        !avsd.log_text().contains("forgotten"),
+        "{}",
+        avsd.log_text()
+    );
+    let out = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Dialog", "Stop"]);
+    assert!(out.status.success(), "still answering: {}", stderr(&out));
+}

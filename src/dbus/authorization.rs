@@ -1,6 +1,7 @@
 //! `org.avsd.Avs1.Authorization`: a facade over the authorization actor.
 
 use zbus::interface;
+use zbus::message::Header;
 
 use super::AvsError;
 use crate::auth::AuthHandle;
@@ -20,12 +21,12 @@ impl Authorization {
 #[interface(name = "org.avsd.Avs1.Authorization")]
 impl Authorization {
     /// Begin (or restart) registration with the companion.
-    async fn start(&self) -> Result<(), AvsError> {
+    async fn start(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.auth.start().await?)
     }
 
     /// Forget the session and tokens; State goes to `unregistered`.
-    async fn reset(&self) -> Result<(), AvsError> {
+    async fn reset(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.auth.reset().await?)
     }
 

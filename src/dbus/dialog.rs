@@ -1,6 +1,7 @@
 //! `org.avsd.Avs1.Dialog`: a facade over the dialog actor.
 
 use zbus::interface;
+use zbus::message::Header;
 
 use super::AvsError;
 use crate::dialog::{DialogHandle, Trigger};
@@ -20,22 +21,22 @@ impl Dialog {
 #[interface(name = "org.avsd.Avs1.Dialog")]
 impl Dialog {
     /// Start a NEAR_FIELD Recognize (initiator TAP); AVS ends it.
-    async fn tap(&self) -> Result<(), AvsError> {
+    async fn tap(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.dialog.trigger(Trigger::Tap).await?)
     }
 
     /// Start a CLOSE_TALK Recognize (initiator PRESS_AND_HOLD).
-    async fn hold(&self) -> Result<(), AvsError> {
+    async fn hold(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.dialog.trigger(Trigger::Hold).await?)
     }
 
     /// End the CLOSE_TALK Recognize started by Hold.
-    async fn release(&self) -> Result<(), AvsError> {
+    async fn release(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.dialog.trigger(Trigger::Release).await?)
     }
 
     /// Stop listening or speaking now.
-    async fn stop(&self) -> Result<(), AvsError> {
+    async fn stop(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.dialog.trigger(Trigger::Stop).await?)
     }
 

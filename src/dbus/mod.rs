@@ -2,6 +2,11 @@
 //! Authorization and Dialog interfaces. The interface structs are facades:
 //! they read the actors' `watch` channels and send them commands, nothing
 //! more. `proxy` holds the client side for `avsctl` and the tests.
+//!
+//! Every method takes the message header, unused: zbus 5 runs a method
+//! without parameters whatever the call's body holds, but checks the body's
+//! signature once the method takes anything, so a call with stray
+//! arguments is refused ("Signature mismatch") instead of acted on.
 
 mod authorization;
 mod dialog;

@@ -3,6 +3,9 @@
 //! listening task and player, and derives the attention state from what is
 //! going on (listening, an answer playing, an answer awaited).
 
+mod answer;
+mod listening;
+
 use std::collections::VecDeque;
 
 use tokio::sync::{mpsc, watch};
@@ -10,23 +13,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::listen::{AUDIO_QUEUE, Ended, Listen};
-use super::speech::{Attachments, Progress, Speaking};
+use super::listen::Ended;
+use super::speech::{Attachments, Speaking};
 use super::{
     ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Links, Settings,
     Trigger, context,
 };
-use crate::audio::{Capture, PlayerEvent};
 use crate::auth::{AuthState, AuthStatus};
 use crate::avs::connection::{AudioPart, ConnectionHandle};
 use crate::avs::inbound::Inbound;
-use crate::avs::message::{
-    Directive, Event, ExceptionErrorType, KnownDirective, SpeechActivity, SpeechState,
-    new_dialog_request_id,
-};
-
-/// The audio format of every Recognize.
-const FORMAT: &str = "AUDIO_L16_RATE_16000_CHANNELS_1";
+use crate::avs::message::{Event, ExceptionErrorType, KnownDirective, SpeechActivity, SpeechState};
 
 /// Events waiting for the sender task; they go out one by one, in order.
 const OUTBOX: usize = 32;
@@ -212,274 +208,6 @@ impl Dialog {
                     .map_err(DialogError::Audio)
             }
         }
-    }
-
-    /// Open the microphone and start a Recognize (at once, or once speech
-    /// begins when `wait` is set, for ExpectSpeech).
-    async fn listen(
-        &mut self,
-        profile: &str,
-        initiator: Option<serde_json::Value>,
-        wait: Option<std::time::Duration>,
-        hold: bool,
-    ) -> Result<(), String> {
-        let capture = match Capture::start(self.settings.capture.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::error!("cannot listen: {msg}");
-                self.set_error(msg.clone());
-                return Err(msg);
-            }
-        };
-        self.set_error(String::new());
-        self.turn += 1;
-        let id = new_dialog_request_id();
-        let speech = self.speech.borrow().clone();
-        let event = Event::recognize(&id, profile, FORMAT, initiator, context(&speech));
-        let (audio, audio_rx) = mpsc::channel(AUDIO_QUEUE);
-        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-        let mut pending = Some((event.to_json(), audio_rx));
-        self.current = Some(id.clone());
-        self.current_turn = self.turn;
-        if wait.is_none() {
-            self.start_upload(&mut pending);
-        }
-        tracing::info!(
-            "listening ({profile}, dialog {id}, microphone {})",
-            capture.device_format()
-        );
-        self.tracker.spawn(
-            Listen {
-                capture,
-                audio,
-                stop: stop.clone(),
-                abort: abort.clone(),
-                max_len: self.settings.max_listen,
-                wait_for_speech: wait.map(|w| (w, self.settings.speech_threshold)),
-                notes: self.notes.clone(),
-                turn: self.turn,
-            }
-            .run(),
-        );
-        self.listening = Some(Listening {
-            turn: self.turn,
-            stop,
-            abort,
-            hold,
-            pending,
-        });
-        Ok(())
-    }
-
-    fn start_upload(&mut self, pending: &mut Option<(String, mpsc::Receiver<AudioPart>)>) {
-        let (Some((metadata, audio)), Some(id)) = (pending.take(), self.current.clone()) else {
-            return;
-        };
-        let connection = self.connection.clone();
-        let router = self.router.clone();
-        self.awaiting_answer = true;
-        self.upload = Some(tokio::spawn(async move {
-            let outcome = connection
-                .send(metadata, Some(audio))
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("Alexa did not answer the request: {e}"));
-            let _ = router
-                .send(Inbound::Answered {
-                    dialog_request_id: id,
-                    outcome,
-                })
-                .await;
-        }));
-    }
-
-    async fn inbound(&mut self, item: Inbound) {
-        match item {
-            Inbound::Directive { directive, raw } => self.directive(directive, raw).await,
-            Inbound::Attachment { content_id, data } => {
-                self.attachments.insert(content_id, data);
-                self.advance().await;
-            }
-            Inbound::Answered {
-                dialog_request_id,
-                outcome,
-            } => {
-                if self.current.as_deref() != Some(&dialog_request_id) {
-                    return;
-                }
-                self.awaiting_answer = false;
-                self.upload = None;
-                if let Err(msg) = outcome {
-                    tracing::warn!("{msg}");
-                    self.set_error(msg);
-                    if let Some(l) = self.listening.take() {
-                        l.abort.cancel();
-                    }
-                }
-                self.advance().await;
-            }
-            Inbound::Malformed { .. } => {}
-        }
-    }
-
-    async fn directive(&mut self, directive: Directive, raw: String) {
-        let name = directive.qualified_name();
-        let stale = match (&directive.header.dialog_request_id, &self.current) {
-            (Some(theirs), Some(ours)) => theirs != ours,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if stale {
-            tracing::debug!("dropping {name} of an earlier dialog");
-            return;
-        }
-        let Ok(known) = directive.known() else {
-            return;
-        };
-        match known {
-            KnownDirective::StopCapture => {
-                if let Some(l) = self.listening.take_if(|l| !l.hold && l.pending.is_none()) {
-                    tracing::info!("StopCapture: closing the microphone");
-                    l.stop.cancel();
-                }
-            }
-            directive @ (KnownDirective::Speak(_) | KnownDirective::ExpectSpeech(_)) => {
-                self.queue.push_back(Queued { directive, raw });
-                self.advance().await;
-            }
-            _ => {}
-        }
-    }
-
-    /// Run the next queued directive if nothing else is going on.
-    async fn advance(&mut self) {
-        while self.listening.is_none() && self.speaking.is_none() {
-            let Some(next) = self.queue.front() else {
-                return;
-            };
-            match &next.directive {
-                KnownDirective::Speak(speak) => {
-                    let (content_id, token) = (speak.content_id(), speak.token.clone());
-                    let Some(feed) = self.attachments.take(&content_id) else {
-                        if self.awaiting_answer {
-                            // Its attachment follows in the same answer.
-                            return;
-                        }
-                        let msg = format!("no audio arrived for cid:{content_id}");
-                        tracing::warn!("cannot speak: {msg}");
-                        if let Some(next) = self.queue.pop_front() {
-                            let kind = ExceptionErrorType::UnexpectedInformationReceived;
-                            self.report(&next.raw, kind, &msg);
-                        }
-                        continue;
-                    };
-                    let Some(next) = self.queue.pop_front() else {
-                        return;
-                    };
-                    match Speaking::start(self.settings.playback.clone(), token, feed).await {
-                        Ok(s) => self.speaking = Some(s),
-                        Err(e) => {
-                            let msg = e.to_string();
-                            tracing::error!("cannot speak: {msg}");
-                            self.set_error(msg.clone());
-                            self.report(&next.raw, ExceptionErrorType::InternalError, &msg);
-                        }
-                    }
-                }
-                KnownDirective::ExpectSpeech(expect) => {
-                    let wait = std::time::Duration::from_millis(expect.timeout_in_milliseconds);
-                    let initiator = expect.initiator.clone();
-                    self.queue.pop_front();
-                    if self
-                        .listen("NEAR_FIELD", initiator, Some(wait), false)
-                        .await
-                        .is_err()
-                    {
-                        self.current = None;
-                    }
-                }
-                _ => {
-                    self.queue.pop_front();
-                }
-            }
-        }
-    }
-
-    async fn note(&mut self, note: Note) {
-        match note {
-            Note::SpeechDetected { turn } => {
-                if let Some(l) = self.listening.as_mut().filter(|l| l.turn == turn) {
-                    tracing::info!("speech detected: sending it to Alexa");
-                    let mut pending = l.pending.take();
-                    self.start_upload(&mut pending);
-                }
-            }
-            Note::ListenEnded { turn, ended } => {
-                let mine = self.listening.as_ref().is_some_and(|l| l.turn == turn);
-                if mine {
-                    self.listening = None;
-                }
-                // StopCapture may have ended the turn first (the audio ended
-                // because the device failed): the dialog still counts.
-                let current = self.current.is_some() && self.current_turn == turn;
-                match ended {
-                    Ended::Stopped | Ended::Aborted => {}
-                    Ended::TooLong => tracing::info!(
-                        "the request reached {:?} (audio.max_listen_secs); closing the microphone",
-                        self.settings.max_listen
-                    ),
-                    Ended::NoSpeech if mine => {
-                        tracing::info!("nobody spoke after ExpectSpeech");
-                        self.current = None;
-                        self.queue_event(Event::expect_speech_timed_out());
-                    }
-                    Ended::NoSpeech => {}
-                    Ended::Device(e) if current => {
-                        let msg = e.to_string();
-                        tracing::error!("the microphone failed: {msg}");
-                        self.stop_all();
-                        self.set_error(msg);
-                    }
-                    Ended::Device(_) => {}
-                }
-                self.advance().await;
-            }
-        }
-    }
-
-    async fn progress(&mut self, progress: Progress) {
-        let Some(speaking) = &mut self.speaking else {
-            return;
-        };
-        match progress {
-            Progress::Fed => return,
-            Progress::Player(PlayerEvent::Started) => {
-                speaking.started = true;
-                let token = speaking.token.clone();
-                self.speech
-                    .send_replace(speaking.state(SpeechActivity::Playing));
-                tracing::info!("speaking");
-                self.queue_event(Event::speech("SpeechStarted", &token));
-            }
-            Progress::Player(PlayerEvent::Finished) => {
-                let token = speaking.token.clone();
-                self.speech
-                    .send_replace(speaking.state(SpeechActivity::Finished));
-                self.speaking = None;
-                self.queue_event(Event::speech("SpeechFinished", &token));
-            }
-            Progress::Player(PlayerEvent::Failed(e)) => {
-                let msg = e.to_string();
-                tracing::error!("playing the answer failed: {msg}");
-                self.speech
-                    .send_replace(speaking.state(SpeechActivity::Finished));
-                self.speaking = None;
-                self.set_error(msg);
-            }
-            Progress::Player(PlayerEvent::Stopped) | Progress::Gone => self.speaking = None,
-        }
-        self.advance().await;
     }
 
     /// End whatever is going on: close the microphone and reset the

@@ -46,6 +46,13 @@ async fn connected(token_lifetime: u64, renew_before: u64, avs_extra: &str) -> C
     }
 }
 
+/// A directive of an interface avsd does not have: avsd answers each with
+/// a System.ExceptionEncountered event, which makes traffic on demand.
+fn unknown_directive(message_id: &str) -> serde_json::Value {
+    json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+        "messageId": message_id}, "payload": {}}})
+}
+
 fn event_names(stats: &serde_json::Value) -> Vec<String> {
     stats["events"]
         .as_array()
@@ -219,8 +226,7 @@ async fn an_idle_connection_is_pinged() {
     // Traffic keeps a connection alive: while a new stream opens every
     // 250 ms (the ExceptionEncountered each unknown directive earns), no ping.
     for i in 0..8 {
-        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
-            "messageId": format!("busy-{i}")}, "payload": {}}});
+        let unknown = unknown_directive(&format!("busy-{i}"));
         avs.push("", unknown).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -269,8 +275,7 @@ async fn events_go_one_at_a_time_within_the_stream_limit() {
     // Every answer takes 200 ms; twelve events are due at once.
     avs.post("/delay?ms=200&on=events").await;
     for i in 0..12 {
-        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
-            "messageId": format!("burst-{i}")}, "payload": {}}});
+        let unknown = unknown_directive(&format!("burst-{i}"));
         avs.push("", unknown).await;
     }
     let stats = avs.wait("event=System.ExceptionEncountered&count=12").await;
@@ -290,8 +295,7 @@ async fn events_answered_503_hold_back_the_next_ones_longer_each_time() {
     let avs = &c.avs;
     avs.post("/status?code=503&count=3&on=events").await;
     for i in 0..4 {
-        let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
-            "messageId": format!("refused-{i}")}, "payload": {}}});
+        let unknown = unknown_directive(&format!("refused-{i}"));
         avs.push("", unknown).await;
     }
     let stats = avs
@@ -332,13 +336,7 @@ async fn a_renewed_token_is_used_without_dropping_the_downchannel() {
     assert!(renewed > first);
     // An event after the renewals is accepted on the same connection, with
     // the same downchannel: the new token simply goes on the next request.
-    c.avs
-        .push(
-            "",
-            json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
-                "messageId": "after-renewal"}, "payload": {}}}),
-        )
-        .await;
+    c.avs.push("", unknown_directive("after-renewal")).await;
     let stats = c.avs.wait("event=System.ExceptionEncountered").await;
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
     assert_eq!(stats["downchannels"], 1, "{stats:#}");
@@ -364,8 +362,7 @@ async fn a_broken_downchannel_body_is_reported_and_the_connection_stays() {
         .unwrap();
     assert_eq!(report["connection"], 1, "{stats:#}");
     // The downchannel was reopened on the same connection and works.
-    let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
-        "messageId": "after-the-break"}, "payload": {}}});
+    let unknown = unknown_directive("after-the-break");
     avs.push("", unknown).await;
     let stats = avs
         .wait("event=System.ExceptionEncountered&count=2&downchannels=2")

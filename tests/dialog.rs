@@ -18,6 +18,22 @@ use serde_json::Value;
 const MIC16: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
                      playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";
 
+/// A rig with the 16 kHz microphone and the speaker, its FIFOs fed and
+/// drained, and the stand-in's dialog set by `knobs` (a `/dialog` query;
+/// empty for its defaults).
+async fn talking(extra_audio: &str, knobs: &str) -> (Rig, Mic, Speaker) {
+    let rig = Rig::start(&format!("{MIC16}{extra_audio}")).await;
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    if !knobs.is_empty() {
+        rig.avs.post(&format!("/dialog?{knobs}")).await;
+    }
+    (rig, mic, speaker)
+}
+
+/// The stand-in ends a request after this much silence following speech.
+const END_OF_SPEECH: &str = "end_of_speech_ms=500&stop_capture_ms=10000";
+
 fn event_names(stats: &Value) -> Vec<String> {
     stats["events"]
         .as_array()
@@ -134,9 +150,7 @@ async fn tap_streams_the_question_and_plays_the_answer() {
     let reference = s16le(&std::fs::read(&ref16).unwrap());
     let mic = Mic::new(&rig.path("mic48.fifo"), 3840);
     let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
-    rig.avs
-        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
-        .await;
+    rig.avs.post(&format!("/dialog?{END_OF_SPEECH}")).await;
 
     rig.dialog.tap().await.expect("Tap");
     let _said = mic.say(question);
@@ -198,10 +212,8 @@ async fn tap_streams_the_question_and_plays_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_release_is_close_talk_and_a_second_press_is_busy() {
-    let rig = Rig::start(MIC16).await;
+    let (rig, mic, _speaker) = talking("", "").await;
     let question = speech16(rig.dir.path(), "q", "turn on the kitchen light");
-    let mic = Mic::new(&rig.path("mic.fifo"), 320);
-    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
 
     rig.dialog.hold().await.expect("Hold");
     rig.wait_state("listening", 0).await;
@@ -244,13 +256,8 @@ async fn hold_and_release_is_close_talk_and_a_second_press_is_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_listening_and_speaking_at_once() {
-    let rig = Rig::start(MIC16).await;
+    let (rig, mic, speaker) = talking("", END_OF_SPEECH).await;
     let question = speech16(rig.dir.path(), "q", "tell me a long story");
-    let mic = Mic::new(&rig.path("mic.fifo"), 320);
-    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
-    rig.avs
-        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
-        .await;
 
     // Stop while listening: the Recognize is abandoned, nothing is spoken.
     rig.dialog.tap().await.expect("Tap");
@@ -309,15 +316,11 @@ async fn stop_ends_listening_and_speaking_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_speech_listens_again_and_times_out_when_nobody_answers() {
-    let rig = Rig::start(MIC16).await;
+    let knobs = format!("{END_OF_SPEECH}&expect_speech_count=2&expect_speech_ms=3000");
+    let (rig, mic, _speaker) = talking("", &knobs).await;
     let dir = rig.dir.path();
     let first = speech16(dir, "q1", "set a timer");
     let second = speech16(dir, "q2", "ten minutes");
-    let mic = Mic::new(&rig.path("mic.fifo"), 320);
-    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
-    rig.avs
-        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000&expect_speech_count=2&expect_speech_ms=3000")
-        .await;
 
     rig.dialog.tap().await.expect("Tap");
     let _said = mic.say(first);
@@ -404,14 +407,12 @@ async fn a_microphone_that_fails_mid_request_ends_the_dialog_with_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_length_limit_ends_a_request_and_a_tap_while_speaking_barges_in() {
-    let rig = Rig::start(&format!("{MIC16}max_listen_secs = 1\n")).await;
+    let (rig, mic, _speaker) = talking("max_listen_secs = 1\n", "").await;
     let question = speech16(
         rig.dir.path(),
         "q",
         "what is the weather like in Paris today",
     );
-    let mic = Mic::new(&rig.path("mic.fifo"), 320);
-    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
 
     // Held and never released: the one-second limit ends the request.
     rig.dialog.hold().await.expect("Hold");
@@ -446,13 +447,8 @@ async fn the_length_limit_ends_a_request_and_a_tap_while_speaking_barges_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goaway_in_the_middle_of_a_request_loses_no_dialog() {
-    let rig = Rig::start(MIC16).await;
+    let (rig, mic, _speaker) = talking("", END_OF_SPEECH).await;
     let question = speech16(rig.dir.path(), "q", "how far away is the moon");
-    let mic = Mic::new(&rig.path("mic.fifo"), 320);
-    let _speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
-    rig.avs
-        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
-        .await;
 
     rig.dialog.tap().await.expect("Tap");
     rig.avs_wait("arrived=SpeechRecognizer.Recognize").await;

@@ -185,69 +185,101 @@ async fn record_states(dialog: DialogProxy<'static>) -> watch::Receiver<Vec<Stri
     rx
 }
 
-/// Feeds a capture FIFO on a 10 ms clock (see the module doc).
-pub struct Mic {
-    queue: mpsc::Sender<(Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>)>,
+/// A FIFO made at `path` and held open read-write and non-blocking, with a
+/// thread that calls `tick` on it every 10 ms until dropped.
+struct Clocked {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Mic {
-    /// Feed `path` (made here) with `chunk` bytes per 10 ms.
-    pub fn new(path: &Path, chunk: usize) -> Mic {
+impl Clocked {
+    fn start(path: &Path, mut tick: impl FnMut(&mut File) + Send + 'static) -> Clocked {
         mkfifo(path);
         let mut fifo = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
-            .expect("open the mic FIFO");
-        let (queue, rx) = mpsc::channel::<(Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>)>();
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        // One page of pipe: what ALSA writes is heard within a few ms, as on
+        // a sound card, not up to 64 KiB later (the player's Finished would
+        // then come long before the last sample is "heard"); and what is
+        // fed waits for ALSA to read it instead of piling up.
+        // SAFETY: F_SETPIPE_SZ on a FIFO we own; no pointers involved.
+        unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = thread::spawn(move || {
-            let silence = vec![0u8; chunk];
-            let mut speech: Vec<u8> = Vec::new();
-            let mut at = 0;
-            let mut done: Option<tokio::sync::oneshot::Sender<()>> = None;
             let mut next = Instant::now();
             while !stopped.load(Ordering::Relaxed) {
-                if at >= speech.len() {
-                    if let Some(tx) = done.take() {
-                        let _ = tx.send(());
-                    }
-                    if let Ok((pcm, tx)) = rx.try_recv() {
-                        speech = pcm;
-                        at = 0;
-                        done = tx;
-                    }
-                }
-                // Only top up a nearly empty pipe: nobody reading means
-                // nothing written, so no stale audio waits for the next open.
-                if queued(&fifo) < 2 * chunk {
-                    let piece = if at < speech.len() {
-                        let end = (at + chunk).min(speech.len());
-                        let mut p = speech[at..end].to_vec();
-                        p.resize(chunk, 0);
-                        at = end;
-                        p
-                    } else {
-                        silence.clone()
-                    };
-                    let _ = fifo.write_all(&piece);
-                }
+                tick(&mut fifo);
                 next += Duration::from_millis(10);
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                } else {
-                    next = Instant::now();
+                match next.checked_duration_since(Instant::now()) {
+                    Some(wait) => thread::sleep(wait),
+                    None => next = Instant::now(),
                 }
             }
         });
-        Mic {
-            queue,
+        Clocked {
             stop,
             thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Clocked {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Said = tokio::sync::oneshot::Sender<()>;
+
+/// Feeds a capture FIFO on a 10 ms clock (see the module doc).
+pub struct Mic {
+    queue: mpsc::Sender<(Vec<u8>, Said)>,
+    _clock: Clocked,
+}
+
+impl Mic {
+    /// Feed `path` (made here) with `chunk` bytes per 10 ms.
+    pub fn new(path: &Path, chunk: usize) -> Mic {
+        let (queue, rx) = mpsc::channel::<(Vec<u8>, Said)>();
+        let silence = vec![0u8; chunk];
+        let mut speech: Vec<u8> = Vec::new();
+        let mut at = 0;
+        let mut done: Option<Said> = None;
+        let clock = Clocked::start(path, move |fifo| {
+            if at >= speech.len() {
+                if let Some(tx) = done.take() {
+                    let _ = tx.send(());
+                }
+                if let Ok((pcm, tx)) = rx.try_recv() {
+                    (speech, at, done) = (pcm, 0, Some(tx));
+                }
+            }
+            // Only top up a nearly empty pipe: nobody reading means nothing
+            // written, so no stale audio waits for the next open.
+            if queued(fifo) >= 2 * chunk {
+                return;
+            }
+            let piece = if at < speech.len() {
+                let end = (at + chunk).min(speech.len());
+                let mut p = speech[at..end].to_vec();
+                p.resize(chunk, 0);
+                at = end;
+                p
+            } else {
+                silence.clone()
+            };
+            let _ = fifo.write_all(&piece);
+        });
+        Mic {
+            queue,
+            _clock: clock,
         }
     }
 
@@ -255,17 +287,8 @@ impl Mic {
     /// out; the receiver fires once it has all been written.
     pub fn say(&self, pcm: Vec<u8>) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue.send((pcm, Some(tx))).expect("mic thread runs");
+        self.queue.send((pcm, tx)).expect("mic thread runs");
         rx
-    }
-}
-
-impl Drop for Mic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -282,60 +305,36 @@ pub struct Speaker {
     pub bytes: Arc<Mutex<Vec<u8>>>,
     /// Bytes read since the first non-zero one (how much sound was played).
     sound: watch::Receiver<usize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _clock: Clocked,
 }
 
 impl Speaker {
     /// Drain `path` (made here) at `per_10ms` bytes per 10 ms.
     pub fn new(path: &Path, per_10ms: usize) -> Speaker {
-        mkfifo(path);
-        let mut fifo = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .expect("open the speaker FIFO");
-        // One page of pipe: what ALSA wrote is heard within a few ms, as on
-        // a sound card, not up to 64 KiB later (then the player's Finished
-        // would come long before the last sample is "heard").
-        // SAFETY: F_SETPIPE_SZ on a FIFO we own; no pointers involved.
-        unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let sink = bytes.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
         let (sound_tx, sound) = watch::channel(0);
-        let thread = thread::spawn(move || {
-            let mut buf = vec![0u8; per_10ms];
-            let mut next = Instant::now();
-            let mut sound_from = None;
-            while !stopped.load(Ordering::Relaxed) {
-                if let Ok(n) = fifo.read(&mut buf) {
-                    let mut all = sink.lock().unwrap();
-                    if sound_from.is_none()
-                        && let Some(i) = buf[..n].iter().position(|b| *b != 0)
-                    {
-                        sound_from = Some(all.len() + i);
-                    }
-                    all.extend_from_slice(&buf[..n]);
-                    if let Some(from) = sound_from {
-                        sound_tx.send_replace(all.len() - from);
-                    }
-                }
-                next += Duration::from_millis(10);
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                } else {
-                    next = Instant::now();
-                }
+        let mut buf = vec![0u8; per_10ms];
+        let mut sound_from = None;
+        let clock = Clocked::start(path, move |fifo| {
+            let Ok(n) = fifo.read(&mut buf) else {
+                return;
+            };
+            let mut all = sink.lock().unwrap();
+            if sound_from.is_none()
+                && let Some(i) = buf[..n].iter().position(|b| *b != 0)
+            {
+                sound_from = Some(all.len() + i);
+            }
+            all.extend_from_slice(&buf[..n]);
+            if let Some(from) = sound_from {
+                sound_tx.send_replace(all.len() - from);
             }
         });
         Speaker {
             bytes,
             sound,
-            stop,
-            thread: Some(thread),
+            _clock: clock,
         }
     }
 
@@ -351,15 +350,6 @@ impl Speaker {
     /// Everything played so far.
     pub fn played(&self) -> Vec<u8> {
         self.bytes.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Speaker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

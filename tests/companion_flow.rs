@@ -137,11 +137,14 @@ async fn bad_state_values_are_refused_and_change_nothing() {
     let back = browser.consent(&consent, true).await;
     let q = query_of(&back);
     let base = format!("{}/authresponse", s.companion.base);
+    let before = s.db().await;
+    assert_eq!(before.rows("login_states").len(), 1);
 
     // Missing state.
     let (status, page, _) = browser.get(&format!("{base}?code={}", q["code"])).await;
     assert_eq!(status, 400);
     assert!(page.contains("could not be checked"), "{page}");
+    s.assert_db_unchanged(&before, "a missing state").await;
     // Wrong state.
     let (status, page, _) = browser
         .get(&format!(
@@ -151,11 +154,14 @@ async fn bad_state_values_are_refused_and_change_nothing() {
         .await;
     assert_eq!(status, 400);
     assert!(page.contains("already used"), "{page}");
+    s.assert_db_unchanged(&before, "a wrong state").await;
     // The right state from another browser (no cookie).
     let other = s.browser();
     let (status, page, _) = other.get(&back).await;
     assert_eq!(status, 400);
     assert!(page.contains("another browser"), "{page}");
+    s.assert_db_unchanged(&before, "the state from another browser")
+        .await;
     // Nothing was used up: no code exchange, device still waiting.
     assert_eq!(s.sim.counter("token_calls").await, 0);
     assert_eq!(device.poll_error(&session).await, "authorization_pending");
@@ -165,13 +171,97 @@ async fn bad_state_values_are_refused_and_change_nothing() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Device linked"));
     // Replaying the same answer (state and code) is refused.
+    let linked = s.db().await;
     let (status, page, _) = browser.get(&back).await;
     assert_eq!(status, 400);
     assert!(page.contains("already used"), "{page}");
+    s.assert_db_unchanged(&linked, "a replayed state and code")
+        .await;
     assert_eq!(s.sim.counter("token_calls").await, 1);
     s.clock.advance(5);
     let (status, _) = device.poll(&session).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_code_with_a_fresh_state_is_refused_and_changes_nothing() {
+    let s = Setup::new(&[]).await;
+    let device = s.device();
+    let browser = s.browser();
+    // A first login completes: its code C1 is used up at LWA.
+    let (_, first, login_url) = device.register_ok("0001").await;
+    let consent = browser.open_device_page(&login_url).await;
+    let back = browser.consent(&consent, true).await;
+    let used_code = query_of(&back)["code"].clone();
+    let (status, page, _) = browser.get(&back).await;
+    assert_eq!(status, 200, "{page}");
+    s.clock.advance(5);
+    let (status, v) = device.poll(&first).await;
+    assert_eq!(status, 200, "{v}");
+    let first_token = v["access_token"].as_str().unwrap().to_string();
+
+    // A second login in the same browser gives a fresh, valid state S2.
+    let (second_code, second, login_url) = device.register_ok("0002").await;
+    let consent = browser.open_device_page(&login_url).await;
+    let fresh_state = query_of(&consent)["state"].clone();
+    assert_eq!(device.poll_error(&second).await, "authorization_pending");
+    let before = s.db().await;
+    assert_eq!(before.rows("sessions").len(), 2);
+    assert!(
+        before
+            .rows("login_states")
+            .iter()
+            .any(|r| r.contains(&fresh_state)),
+        "S2 is stored"
+    );
+
+    // S2 with the old code: the state check passes, LWA refuses the code.
+    let mut replay = url::Url::parse(&format!("{}/authresponse", s.companion.base)).unwrap();
+    replay
+        .query_pairs_mut()
+        .append_pair("code", &used_code)
+        .append_pair("state", &fresh_state);
+    let (status, page, _) = browser.get(replay.as_str()).await;
+    assert_eq!(status, 502, "{page}");
+    assert!(page.contains("Linking failed"), "{page}");
+    assert!(page.contains("did not accept the sign-in"), "{page}");
+    assert!(
+        page.contains("Login with Amazon again"),
+        "says what to do: {page}"
+    );
+    let counters = s.sim.get("counters").await;
+    assert_eq!(counters["errors"]["invalid_grant"], 1, "{counters}");
+    assert_eq!(counters["code_grants"], 1, "{counters}");
+
+    // Nothing stored or changed: both sessions as they were; only S2 is
+    // gone, because a state is single use.
+    let after = s.db().await;
+    assert_eq!(after.rows("sessions"), before.rows("sessions"));
+    let without_s2: Vec<_> = before
+        .rows("login_states")
+        .iter()
+        .filter(|r| !r.contains(&fresh_state))
+        .cloned()
+        .collect();
+    assert_eq!(after.rows("login_states"), without_s2.as_slice());
+
+    // The second registration still waits; the first still has its token.
+    s.clock.advance(5);
+    assert_eq!(device.poll_error(&second).await, "authorization_pending");
+    let (status, v) = device.poll(&first).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["access_token"], first_token.as_str());
+
+    // Doing what the page says links the second device.
+    let consent = browser
+        .open_device_page(&format!("{}/provision/{second_code}", s.companion.base))
+        .await;
+    let back = browser.consent(&consent, true).await;
+    let (status, page, _) = browser.get(&back).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Device linked"), "{page}");
+    s.clock.advance(5);
+    assert_eq!(device.poll(&second).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,16 +285,25 @@ async fn unknown_or_expired_codes_and_sessions() {
     let s = Setup::new(&[]).await;
     let device = s.device();
     let browser = s.browser();
+    let empty = s.db().await;
+    assert!(
+        empty.counts().values().all(|n| *n == 0),
+        "{:?}",
+        empty.counts()
+    );
     let (status, page, _) = browser
         .get(&format!("{}/provision/ABCDEFGH", s.companion.base))
         .await;
     assert_eq!(status, 404);
     assert!(page.contains("Code not found"), "{page}");
+    s.assert_db_unchanged(&empty, "an unknown code").await;
     let (status, page, _) = browser
         .get(&format!("{}/provision/%3Cscript%3E", s.companion.base))
         .await;
     assert_eq!(status, 404);
     assert!(!page.contains("<script>"));
+    s.assert_db_unchanged(&empty, "a code that cannot be one")
+        .await;
     let (status, _, headers) = browser
         .get(&format!("{}/?code=abcd-efgh", s.companion.base))
         .await;
@@ -215,37 +314,56 @@ async fn unknown_or_expired_codes_and_sessions() {
         .await;
     assert_eq!(status, 400);
     assert!(page.contains("not a code"), "{page}");
+    s.assert_db_unchanged(&empty, "the code form").await;
 
     let (_, session, login_url) = device.register_ok("0001").await;
     s.clock.advance(601);
+    let registered = s.db().await;
+    assert_eq!(registered.rows("sessions").len(), 1);
     let (status, page, _) = browser.get(&login_url).await;
     assert_eq!(status, 410);
     assert!(page.contains("Code expired"), "{page}");
+    s.assert_db_unchanged(&registered, "opening an expired code")
+        .await;
     assert_eq!(device.poll_error(&session).await, "expired_token");
+    s.assert_db_unchanged(&registered, "polling an expired registration")
+        .await;
     assert_eq!(
         device.poll_error("no-such-session").await,
         "invalid_session"
     );
+    s.assert_db_unchanged(&registered, "polling an unknown session")
+        .await;
     let (status, v) = device.post("/provision/accessToken", json!({})).await;
     assert_eq!(
         (status, v["error"].as_str()),
         (400, Some("invalid_request"))
     );
+    s.assert_db_unchanged(&registered, "polling without a session id")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn products_and_serials_not_allowed_are_refused() {
     let s = Setup::new(&[]).await;
     let device = s.device();
+    let empty = s.db().await;
+    assert_eq!(empty.rows("sessions").len(), 0);
     let (status, v) = device.register("someone-elses-product", "0001").await;
     assert_eq!(
         (status, v["error"].as_str()),
         (403, Some("unauthorized_client"))
     );
+    s.assert_db_unchanged(&empty, "a product that is not allowed")
+        .await;
     let (status, _) = device.register("dsn-limited", "0002").await;
     assert_eq!(status, 403);
+    s.assert_db_unchanged(&empty, "a serial number that is not allowed")
+        .await;
     let (status, _) = device.register("dsn-limited", "0001").await;
     assert_eq!(status, 200);
+    let one = s.db().await;
+    assert_eq!(one.rows("sessions").len(), 1, "the allowed one is stored");
     let (status, v) = device
         .post("/provision/regCode", json!({"productId": PRODUCT}))
         .await;
@@ -253,6 +371,8 @@ async fn products_and_serials_not_allowed_are_refused() {
         (status, v["error"].as_str()),
         (400, Some("invalid_request"))
     );
+    s.assert_db_unchanged(&one, "a registration without a DSN")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

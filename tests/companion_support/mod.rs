@@ -3,8 +3,9 @@
 //! browser- and device-like HTTPS clients.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -357,6 +358,32 @@ impl Setup {
         self.companion = Companion::start(listener, config, self.clock.clone()).await;
     }
 
+    /// The database as it is now. Asks for `/` first (it reads and writes
+    /// nothing), so the service has opened its database before it is read.
+    pub async fn db(&self) -> DbSnapshot {
+        let r = self
+            .env
+            .client()
+            .get(format!("{}/", self.companion.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        DbSnapshot::read(&self.env.db)
+    }
+
+    /// Assert the database holds exactly what `before` held: same row
+    /// counts, same rows.
+    pub async fn assert_db_unchanged(&self, before: &DbSnapshot, after_what: &str) {
+        let now = self.db().await;
+        assert_eq!(
+            now.counts(),
+            before.counts(),
+            "row counts changed after {after_what}"
+        );
+        assert_eq!(now, *before, "rows changed after {after_what}");
+    }
+
     pub fn device(&self) -> Device {
         Device {
             client: self.env.client(),
@@ -373,5 +400,77 @@ impl Setup {
                 .build()
                 .unwrap(),
         }
+    }
+}
+
+/// Every row of every table in the companion's SQLite database, read through
+/// a read-only connection: equal snapshots mean a request stored nothing and
+/// changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSnapshot {
+    /// Table name to its rows, each row its columns rendered as text, sorted.
+    pub tables: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+impl DbSnapshot {
+    /// Read `path` read-only. The flow's tables must be there.
+    pub fn read(path: &Path) -> Self {
+        use rusqlite::types::ValueRef;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
+        conn.busy_timeout(WAIT).unwrap();
+        let names: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut tables = BTreeMap::new();
+        for name in names {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{name}\"")).unwrap();
+            let n = stmt.column_count();
+            let mut rows: Vec<Vec<String>> = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                ValueRef::Null => "NULL".to_string(),
+                                ValueRef::Integer(v) => v.to_string(),
+                                ValueRef::Real(v) => v.to_string(),
+                                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                                ValueRef::Blob(b) => format!("{b:?}"),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.sort();
+            tables.insert(name, rows);
+        }
+        for t in ["sessions", "login_states"] {
+            assert!(tables.contains_key(t), "no table {t} in {}", path.display());
+        }
+        Self { tables }
+    }
+
+    /// The rows of `table`.
+    pub fn rows(&self, table: &str) -> &[Vec<String>] {
+        &self.tables[table]
+    }
+
+    /// How many rows each table has.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.tables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
     }
 }

@@ -177,6 +177,44 @@ async fn cut_connections_come_back_on_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avs_errors_while_reconnecting_are_retried_without_a_new_login() {
+    let r = rig().await;
+    // Each cut and each error is a failed attempt, and the back-off only
+    // resets after a minute of stable link: six failures in a row here, so
+    // the last delay may reach the sixth ceiling (16 s).
+    let faults = [
+        ("code=503&count=1&on=downchannel", 503, 1),
+        ("code=429&count=1&on=downchannel", 429, 1),
+        ("code=500&count=1&on=events", 500, 1),
+    ];
+    for (query, status, count) in faults {
+        let fault = format!("cut, then AVS answers {status} x{count} ({query})");
+        let before = r.avs.stats().await["rejections"].as_array().unwrap().len();
+        r.avs.post(&format!("/status?{query}")).await;
+        let mark = r.rec.len();
+        r.proxy.cut_all(Cut::Reset);
+        r.assert_recovered_within(mark, &fault, Duration::from_secs(40))
+            .await;
+        let stats = r.avs.stats().await;
+        let rejected: Vec<u64> = stats["rejections"].as_array().unwrap()[before..]
+            .iter()
+            .map(|x| x["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rejected, vec![status; count], "{fault}: {stats:#}");
+        assert_eq!(stats["connections"]["peak"], 1, "{fault}: {stats:#}");
+    }
+    // No token was renewed for errors that are not about the token.
+    let log = r.avsd.log_text();
+    assert!(!log.contains("refused the access token"), "{log}");
+    for status in ["503", "429"] {
+        assert!(
+            log.contains(&format!("the downchannel answered HTTP {status}")),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_down_for_5_s_comes_back_within_the_back_off_bound() {
     let r = rig().await;
     let mark = r.rec.len();

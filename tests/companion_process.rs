@@ -1,10 +1,13 @@
 //! `avs-companion` as a process: certificates from its own `make-certs`, the
-//! whole flow, a `kill -9` after the user logged in, and a look through
-//! every response and log line for the client secret and refresh tokens.
+//! whole flow, a `kill -9` after the user logged in, refreshes of
+//! short-lived tokens (each rotating the refresh token) and a revoked one,
+//! and a look through every response and log line for the client secret and
+//! every refresh token LWA issued.
 
 mod companion_support;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use companion_support::*;
 use serde_json::json;
@@ -95,6 +98,11 @@ fn unit_file_passes_systemd_analyze_verify_and_security() {
     );
 }
 
+/// Access tokens the stand-in issues live this long…
+const TOKEN_LIFETIME: u64 = 4;
+/// …and the companion refreshes them when less than this is left.
+const REFRESH_MARGIN: u64 = 2;
+
 async fn start_companion(
     config: &std::path::Path,
     state: &std::path::Path,
@@ -160,9 +168,14 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
         .port();
     let base = format!("https://127.0.0.1:{port}");
     let redirect = format!("{base}/authresponse");
-    let sim = Sim::start(&env, &redirect, &[]).await;
+    let lifetime = TOKEN_LIFETIME.to_string();
+    let sim = Sim::start(&env, &redirect, &["--token-lifetime", &lifetime]).await;
     let toml = env
         .companion_toml(&format!("127.0.0.1:{port}"), &redirect, &sim.base, "")
+        .replace(
+            "[lwa]\n",
+            &format!("[lwa]\nrefresh_margin_secs = {REFRESH_MARGIN}\n"),
+        )
         .replace(
             &env.cert_file.display().to_string(),
             &certs.join("server.crt").display().to_string(),
@@ -201,6 +214,7 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
 
     let (status, reg) = device.register(PRODUCT, "0001").await;
     assert_eq!(status, 200, "{reg}");
+    let reg_body = reg.to_string();
     // The session id goes to the device in this answer, and nowhere else.
     let session = reg["sessionId"].as_str().unwrap().to_string();
     let (status, page, _) = browser.get(reg["loginUrl"].as_str().unwrap()).await;
@@ -228,6 +242,51 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
     let (status, v) = device.poll(&session).await;
     assert_eq!(status, 200, "{v}");
     seen.push_str(&v.to_string());
+
+    // Let the short-lived token come within the refresh margin, twice: each
+    // poll then makes the companion refresh at LWA, which rotates the
+    // refresh token; the second refresh only works with the rotated one
+    // stored.
+    let mut token = v["access_token"].as_str().unwrap().to_string();
+    let mut expires_in = v["expires_in"].as_u64().unwrap();
+    assert!(expires_in <= TOKEN_LIFETIME, "{v}");
+    for round in 1..=2 {
+        let grants = sim.counter("refresh_grants").await;
+        tokio::time::sleep(Duration::from_secs(
+            expires_in.saturating_sub(REFRESH_MARGIN),
+        ))
+        .await;
+        let (status, v) = device.poll(&session).await;
+        assert_eq!(status, 200, "refresh {round}: {v}");
+        seen.push_str(&v.to_string());
+        assert_ne!(v["access_token"], token.as_str(), "refresh {round}");
+        assert_eq!(
+            sim.counter("refresh_grants").await,
+            grants + 1,
+            "refresh {round}"
+        );
+        token = v["access_token"].as_str().unwrap().to_string();
+        expires_in = v["expires_in"].as_u64().unwrap();
+    }
+    assert_eq!(
+        sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
+        None,
+        "every refresh used the refresh token LWA issued last"
+    );
+    // The user revokes access at Amazon: the next refresh ends the session.
+    let revoked = sim.control("revoke", json!({})).await;
+    assert_eq!(revoked["revoked"], 1);
+    tokio::time::sleep(Duration::from_secs(
+        expires_in.saturating_sub(REFRESH_MARGIN),
+    ))
+    .await;
+    let (status, v) = device.poll(&session).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("access_denied")));
+    seen.push_str(&v.to_string());
+    assert_eq!(
+        sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
+        Some(1)
+    );
     // Other routes and errors, for the leak check.
     for body in [json!({"sessionId": "nope"}), json!({})] {
         seen.push_str(
@@ -256,21 +315,28 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
         .expect("stops on SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    // One refresh token from the code exchange, a rotated one per refresh.
     let refresh = sim.issued_refresh_tokens().await;
-    assert_eq!(refresh.len(), 1);
+    let grants = sim.counter("refresh_grants").await;
+    assert!(grants >= 2, "{grants}");
+    assert_eq!(refresh.len() as u64, 1 + grants, "{refresh:?}");
     let logs = format!("{}{}", log1.lock().unwrap(), log2.lock().unwrap());
-    assert!(
-        logs.contains("device linked"),
-        "the log is captured:\n{logs}"
-    );
-    for (what, secret) in [
-        ("client secret", env.secret.as_str()),
-        ("refresh token", refresh[0].as_str()),
-        ("session id", session.as_str()),
+    for line in [
+        "device linked",
+        "access token refreshed",
+        "LWA refused the refresh token",
     ] {
+        assert!(logs.contains(line), "{line:?} not in the log:\n{logs}");
+    }
+    let secrets = std::iter::once(("client secret", env.secret.as_str()))
+        .chain(refresh.iter().map(|t| ("refresh token", t.as_str())));
+    for (what, secret) in secrets {
+        assert!(!reg_body.contains(secret), "{what} in the registration");
         assert!(!seen.contains(secret), "{what} in a response");
         assert!(!logs.contains(secret), "{what} in the log:\n{logs}");
     }
+    assert!(!seen.contains(&session), "session id in a response");
+    assert!(!logs.contains(&session), "session id in the log:\n{logs}");
     let code = query_of(&back)["code"].clone();
     assert!(!logs.contains(&code), "authorization code in the log");
 }

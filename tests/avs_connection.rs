@@ -253,11 +253,26 @@ async fn set_endpoint_moves_to_the_new_endpoint() {
     let dialog = dialog_proxy(&world).await;
     wait_connection(&dialog, "connected", &avsd).await;
 
+    // Every Connection value from here on, as announced.
+    let mut changes = dialog.receive_connection_changed().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        while let Some(change) = futures_util::StreamExt::next(&mut changes).await {
+            if let Ok(v) = change.get().await {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+
     let set = json!({"directive": {"header": {"namespace": "System", "name": "SetEndpoint",
         "messageId": "m-3"}, "payload": {"endpoint": second.base.clone()}}});
     first.push("", set).await;
     second.wait("event=System.SynchronizeState").await;
     wait_connection(&dialog, "connected", &avsd).await;
+    // Switching endpoints is reconnecting, not being disconnected.
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.contains(&"disconnected".to_string()), "{seen:?}");
     let stats = first.wait("current=0").await;
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
     assert!(

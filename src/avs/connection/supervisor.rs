@@ -124,7 +124,11 @@ impl Supervisor {
     pub(super) async fn run(mut self) {
         let mut backoff = Backoff::avs_connect();
         loop {
-            self.publish(ConnectionState::Disconnected);
+            // Without a token there is nothing to connect with; with one
+            // (a GOAWAY handover, a new endpoint) avsd is reconnecting.
+            if self.auth.status().borrow().state != AuthState::Authorized {
+                self.publish(ConnectionState::Disconnected);
+            }
             let waited = self
                 .until(wait_for_token(self.auth.clone(), self.rejected.clone()))
                 .await;

@@ -481,3 +481,29 @@ async fn a_goaway_in_the_middle_of_a_request_loses_no_dialog() {
         "{stats:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speak_pushed_on_the_downchannel_is_played() {
+    let (rig, _mic, speaker) = talking("", "").await;
+    let speak = serde_json::json!({"directive": {
+        "header": {"namespace": "SpeechSynthesizer", "name": "Speak", "messageId": "push-1"},
+        "payload": {"url": "cid:reminder-1", "format": "AUDIO_MPEG", "token": "tok-pushed"}}});
+    rig.avs.push("?attach=reminder-1", speak).await;
+    let speaking = rig.wait_state("speaking", 0).await;
+    rig.wait_state("idle", speaking).await;
+    assert_eq!(rig.state_log(), ["idle", "thinking", "speaking", "idle"]);
+    let stats = rig.avs_wait("event=SpeechSynthesizer.SpeechFinished").await;
+    assert_eq!(
+        event_names(&stats),
+        [
+            "SpeechSynthesizer.SpeechStarted",
+            "SpeechSynthesizer.SpeechFinished"
+        ]
+    );
+    assert_same_speech(
+        "played",
+        &speaker_to_16k(&speaker.played()),
+        &answer_reference(rig.dir.path()),
+        0.02,
+    );
+}

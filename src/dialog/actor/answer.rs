@@ -2,11 +2,16 @@
 //! (StopCapture at once; Speak and ExpectSpeech queued), their attachments,
 //! and the player's progress.
 
+use std::time::Duration;
+
 use super::{Dialog, Queued};
 use crate::audio::PlayerEvent;
 use crate::avs::inbound::Inbound;
 use crate::avs::message::{Directive, Event, ExceptionErrorType, KnownDirective, SpeechActivity};
 use crate::dialog::speech::{Progress, Speaking};
+
+/// How long a Speak from the downchannel waits for its audio part.
+const ATTACHMENT_WAIT: Duration = Duration::from_secs(3);
 
 impl Dialog {
     pub(super) async fn inbound(&mut self, item: Inbound) {
@@ -81,6 +86,13 @@ impl Dialog {
                             // Its attachment follows in the same answer.
                             return;
                         }
+                        // From the downchannel: it follows on that stream.
+                        let now = tokio::time::Instant::now();
+                        let deadline = *self.attachment_due.get_or_insert(now + ATTACHMENT_WAIT);
+                        if now < deadline {
+                            return;
+                        }
+                        self.attachment_due = None;
                         let msg = format!("no audio arrived for cid:{content_id}");
                         tracing::warn!("cannot speak: {msg}");
                         if let Some(next) = self.queue.pop_front() {
@@ -89,6 +101,7 @@ impl Dialog {
                         }
                         continue;
                     };
+                    self.attachment_due = None;
                     let Some(next) = self.queue.pop_front() else {
                         return;
                     };

@@ -88,6 +88,8 @@ struct Dialog {
     awaiting_answer: bool,
     queue: VecDeque<Queued>,
     attachments: Attachments,
+    /// A Speak from the downchannel waits for its attachment until then.
+    attachment_due: Option<tokio::time::Instant>,
     speaking: Option<Speaking>,
 }
 
@@ -128,12 +130,19 @@ pub(super) async fn run(
         awaiting_answer: false,
         queue: VecDeque::new(),
         attachments: Attachments::default(),
+        attachment_due: None,
         speaking: None,
     };
     loop {
         let speaking = async {
             match &mut d.speaking {
                 Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let attachment_due = async {
+            match d.attachment_due {
+                Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
             }
         };
@@ -155,6 +164,7 @@ pub(super) async fn run(
             },
             Some(note) = notes_rx.recv() => d.note(note).await,
             progress = speaking => d.progress(progress).await,
+            () = attachment_due => d.advance().await,
         }
         d.publish();
     }
@@ -231,6 +241,7 @@ impl Dialog {
         self.awaiting_answer = false;
         self.queue.clear();
         self.attachments.clear();
+        self.attachment_due = None;
     }
 
     fn derive(&self) -> DialogState {

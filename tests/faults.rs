@@ -1,11 +1,16 @@
 //! Nothing breaks avsd (issue 10): faults made for real against the real
 //! binaries. A TCP proxy in this process sits between avsd and the AVS
-//! stand-in and cuts, black-holes and refuses connections; avsd is killed
-//! with SIGKILL at points of its login and its connection and started again
-//! on the same state directory; and its D-Bus object is fed calls that make
-//! no sense. After each fault avsd is `connected` again on exactly one
-//! connection, `Authorization.State` never left `authorized`, its session
-//! file is whole, and it still answers on the bus.
+//! stand-in and cuts (RST or FIN), black-holes, stalls and refuses
+//! connections; the stand-in answers 503, 429 and 500 while avsd
+//! reconnects; avsd is killed with SIGKILL during its login, right after
+//! it is authorized, while connected and at random moments, and started
+//! again on the same state directory; the companion is killed with SIGKILL
+//! during a login and around token refreshes; and avsd's D-Bus object is
+//! fed calls that make no sense. After each fault avsd is `connected` again
+//! on exactly one connection, `Authorization.State` never left
+//! `authorized`, no second login was needed, its session file and the
+//! companion's database are whole, and it still answers on the bus.
+//! `scripts/soak` runs these tests round after round for an hour.
 
 mod companion_support;
 mod fault_support;
@@ -495,6 +500,124 @@ async fn kill_9_at_any_point_never_costs_a_second_login() {
         auth.token_expires_at().await.unwrap() > system_support::now(),
         "no valid token"
     );
+}
+
+/// `avs-companion` as a process on the world's address and database (the
+/// in-process one stopped first), so it can be killed with SIGKILL.
+async fn companion_process(world: &World) -> tokio::process::Child {
+    let toml = world.env.companion_toml(
+        &world.companion_addr.to_string(),
+        &world.redirect,
+        &world.sim.base,
+        "",
+    ) + "\n[timing]\npoll_interval_secs = 1\n";
+    let path = world.env.dir.path().join("companion-process.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-companion"));
+    cmd.arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null());
+    let (child, base, _log) = companion_support::spawn_listening(cmd).await;
+    assert_eq!(base, format!("https://{}", world.companion_addr));
+    child
+}
+
+async fn kill_9_companion(child: &mut tokio::process::Child) {
+    child.start_kill().unwrap();
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the companion died")
+        .unwrap();
+}
+
+/// Wait, through PropertiesChanged, until TokenExpiresAt is above `than`.
+async fn wait_token_after(auth: &AuthorizationProxy<'_>, than: u64, avsd: &Daemon) -> u64 {
+    use futures_util::StreamExt;
+    let mut changes = auth.receive_token_expires_at_changed().await;
+    let wait = async {
+        loop {
+            let now = auth.token_expires_at().await.unwrap();
+            if now > than {
+                return now;
+            }
+            changes.next().await.expect("avsd left the bus");
+        }
+    };
+    match tokio::time::timeout(WAIT, wait).await {
+        Ok(t) => t,
+        Err(_) => panic!(
+            "no token renewed past {than}; avsd log:\n{}",
+            avsd.log_text()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_companion_mid_login_and_mid_refresh() {
+    // Tokens live 16 s: avsd renews each after 8 s, and the companion
+    // refreshes it at LWA every time.
+    let mut world = World::new(16).await;
+    world.stop_companion().await;
+    let mut companion = companion_process(&world).await;
+    let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(600, true));
+    let conn = world.bus.connect().await;
+    let rec = Recorder::start(&conn).await;
+    let auth = AuthorizationProxy::new(&conn).await.unwrap();
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+
+    // Mid-login: avsd polls the companion every second; the companion is
+    // gone for 2 s (the fault), then back on the same database.
+    kill_9_companion(&mut companion).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    companion = companion_process(&world).await;
+    world.log_in(&auth.login_url().await.unwrap()).await;
+    wait_state(&auth, "authorized", &avsd).await;
+
+    // Mid-refresh: killed at a random moment of a renewal period, gone for
+    // 2 s; the next token comes from the restarted companion and avsd
+    // stays authorized.
+    for round in 1..=2 {
+        let after = Duration::from_millis(rand::random_range(0..8000));
+        eprintln!("refresh {round}: kill -9 of the companion after {after:?}");
+        tokio::time::sleep(after).await;
+        let expires = auth.token_expires_at().await.unwrap();
+        kill_9_companion(&mut companion).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        companion = companion_process(&world).await;
+        wait_token_after(&auth, expires, &avsd).await;
+        assert_eq!(auth.state().await.unwrap(), "authorized");
+    }
+    kill_9_companion(&mut companion).await;
+
+    let states = rec.values(STATE, 0);
+    let first_authorized = states.iter().position(|s| s == "authorized").unwrap();
+    assert!(
+        states[..first_authorized]
+            .iter()
+            .all(|s| s == "waiting-for-user"),
+        "{states:?}"
+    );
+    assert!(
+        states[first_authorized..].iter().all(|s| s == "authorized"),
+        "State left authorized: {states:?}; avsd log:\n{}",
+        avsd.log_text()
+    );
+    assert_eq!(world.sim.counter("allowed").await, 1, "a second login");
+    // The companion's database survived every SIGKILL.
+    let db = rusqlite::Connection::open_with_flags(
+        &world.env.db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let sessions: i64 = db
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sessions, 1);
 }
 
 // ------------------------------------------------------------------ D-Bus

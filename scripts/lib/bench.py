@@ -554,7 +554,7 @@ def cmd_report(argv):
         add("Request headers → first audio byte (stand-in's first_audio_ms)", _tri(dlg.get("first_audio_ms")))
         add("**Trigger to first audio byte** (sum of the two above)",
             _tri(dlg.get("tap_to_first_audio_ms")) + ratio(dlg.get("tap_to_first_audio_ms"), ref_cap),
-            "arecord exec → first 10 ms period from the same FIFO PCM: %s" % _tri(arec.get("first_byte_ms")))
+            "arecord exec → first 10 ms period from the same FIFO PCM (its process start included): %s" % _tri(arec.get("first_byte_ms")))
         eos = _tri(dlg.get("stop_to_end_ms")) + ratio(dlg.get("stop_to_end_ms"), ref_rtt)
         if dlg.get("no_upload_end"):
             eos += ("; in %d of %d dialogs avsd did not end the upload after StopCapture "

@@ -95,6 +95,9 @@ impl Speaking {
                     None => {
                         self.feed = None;
                         self.player.finish();
+                        // scripts/bench times "answer to sound" from here
+                        // to the "speaking" line.
+                        tracing::debug!("the answer's audio has arrived in full");
                     }
                 }
                 Progress::Fed

@@ -5,8 +5,9 @@
 //! reconnects; avsd is killed with SIGKILL during its login, right after
 //! it is authorized, while connected and at random moments, and started
 //! again on the same state directory; the companion is killed with SIGKILL
-//! during a login and around token refreshes; and avsd's D-Bus object is
-//! fed calls that make no sense. After each fault avsd is `connected` again
+//! during a login and around token refreshes; the companion gets malformed
+//! and oversized HTTP requests; and avsd's D-Bus object is fed calls that
+//! make no sense. After each fault avsd is `connected` again
 //! on exactly one connection, `Authorization.State` never left
 //! `authorized`, no second login was needed, its session file and the
 //! companion's database are whole, and it still answers on the bus.
@@ -635,6 +636,146 @@ async fn kill_9_of_the_companion_mid_login_and_mid_refresh() {
         .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
         .unwrap();
     assert_eq!(sessions, 1);
+}
+
+// -------------------------------------------------- bad HTTP, companion
+
+/// A TLS connection to the world's companion (HTTP/1.1), for bytes no
+/// HTTP client would send.
+async fn raw_tls(world: &World) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let roots = avsd::tls::load_roots(&world.env.ca_file).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(world.companion_addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Send `request` on a fresh connection; the status line of the answer
+/// (empty when the companion closed without one).
+async fn raw_exchange(world: &World, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = raw_tls(world).await;
+    // The companion may answer and close before reading everything.
+    let _ = tls.write_all(request).await;
+    let _ = tls.flush().await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(2).any(|w| w == b"\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the companion answered in time");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_to_the_companion_get_clear_errors() {
+    let world = World::new(3600).await;
+    let json = |path: &str, body: &[u8]| {
+        let mut r = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
+        (0..500)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let big_body = [b"{\"productId\":\"".as_slice(), &[b'a'; 100_000], b"\"}"].concat();
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("a 1 MB header", huge_header.into_bytes(), &["431"]),
+        ("500 headers", many_headers.into_bytes(), &["431", "400"]),
+        ("garbage", b"\x00\x01GARBAGE\r\n\r\n".to_vec(), &["400"]),
+        (
+            "a bad request line",
+            b"GET /\xff\xfe HTTP/9.9\r\n\r\n".to_vec(),
+            &["400", "505"],
+        ),
+        (
+            "a body past the limit",
+            json("/provision/regCode", &big_body),
+            &["413"],
+        ),
+        (
+            "JSON that is not JSON",
+            json("/provision/regCode", b"{]"),
+            &["400"],
+        ),
+        (
+            "wrong JSON types",
+            json("/provision/regCode", br#"{"productId": 7, "dsn": []}"#),
+            &["400"],
+        ),
+        (
+            "a session id of 10 KB",
+            json(
+                "/provision/accessToken",
+                format!(r#"{{"sessionId":"{}"}}"#, "s".repeat(10_000)).as_bytes(),
+            ),
+            &["400"],
+        ),
+        (
+            "a 2 KB path",
+            format!(
+                "GET /provision/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                "Z".repeat(2000)
+            )
+            .into_bytes(),
+            &["404", "400"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, request, want) in cases {
+        let status = raw_exchange(&world, &request).await;
+        let code = status.split(' ').nth(1).unwrap_or("");
+        if !want.contains(&code) {
+            wrong.push(format!("{what}: {status:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Still serving: a device registers.
+    let r = world
+        .env
+        .client()
+        .post(format!(
+            "https://{}/provision/regCode",
+            world.companion_addr
+        ))
+        .json(&serde_json::json!({"productId": companion_support::PRODUCT, "dsn": "after-abuse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 // ------------------------------------------------------------------ D-Bus

@@ -11,10 +11,15 @@ Each subcommand measures one thing and prints one JSON object on stdout;
         CPU share, wake-ups/s (context switches of all threads), RSS
   bench.py proc      PID
         VmRSS, VmHWM, open fds right now
-  bench.py dialogs   PID CONTROL N AVS_LOG [CHECKPOINT]
-        N Tap dialogs through D-Bus, timed against the stand-in
+  bench.py dialogs   PID CONTROL N AVS_LOG [CHECKPOINT [BUDGET_SECS [AVSD_LOG]]]
+        N Tap dialogs through D-Bus, timed against the stand-in; with
+        AVSD_LOG (avsd's stderr at avsd=debug) also answer to sound
   bench.py reconnects PID CONTROL M [CHECKPOINT]
         M connection cuts (POST /cut) and the reconnection each time
+  bench.py logins    COMPANION CA SECS WORKERS PRODUCT [PID...]
+        complete logins (device registers, browser follows the login
+        link through the LWA stand-in, device polls a token) for SECS s
+        with WORKERS threads; PIDs (companion, LWA stand-in): their CPU
   bench.py arecord   DEVICE RUNS
         the reference: arecord exec to its first captured 10 ms period
   bench.py h2log     LOGFILE
@@ -27,18 +32,23 @@ call's timing holds no process start-up: the bus address comes from
 DBUS_SYSTEM_BUS_ADDRESS.
 """
 
+import html
 import json
 import math
 import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
+from http.cookiejar import CookieJar
 
 DEST = "org.avsd.Avs1"
 PATH = "/org/avsd/Avs1"
@@ -365,6 +375,9 @@ def cmd_dialogs(argv):
     pid, control, n, log = int(argv[0]), argv[1].rstrip("/"), int(argv[2]), argv[3]
     checkpoint = int(argv[4]) if len(argv) > 4 else 10
     budget = float(argv[5]) if len(argv) > 5 else 1e9
+    avsd_log = argv[6] if len(argv) > 6 else None
+    # RSS and fds after these many dialogs (and after the last one).
+    wanted_marks = {1, checkpoint, n} | {k for k in (100, 500) if k < n}
     started = time.monotonic()
     bus = Bus()
     base = len(http(control + "/stats")["recognizes"])
@@ -387,7 +400,7 @@ def cmd_dialogs(argv):
         http("%s/wait?recognizes=%d&timeout_ms=30000" % (control, base + len(taps)))
         wait_state(bus, "idle", timeout=30)
         done = i + 1
-        if done in (1, checkpoint, n):
+        if done in wanted_marks:
             marks[str(done)] = proc_status(pid)
         if time.monotonic() - started > budget and done < n:
             print("dialogs: %d s budget spent after %d dialogs; stopping there" % (budget, done),
@@ -397,6 +410,7 @@ def cmd_dialogs(argv):
     time.sleep(0.3)  # the log line of the last Recognize
     recs = http(control + "/stats")["recognizes"][base:]
     arrivals = recognize_arrivals(log)[arrivals0:]
+    sounds = answer_to_sound(avsd_log, [t["call"] for t in taps]) if avsd_log else [None] * len(taps)
     rows = []
     for k, tap in enumerate(taps):
         rec = recs[k] if k < len(recs) else {}
@@ -410,19 +424,54 @@ def cmd_dialogs(argv):
             "first_audio_ms": first,
             "tap_to_first_audio_ms": (to_headers + first) if (to_headers is not None and first is not None) else None,
             "stop_to_end_ms": (ue - sc) if (ue is not None and sc is not None) else None,
+            "answer_to_sound_ms": sounds[k],
             "outcome": rec.get("outcome"),
             "record": rec,
         })
-    keys = ["tap_rtt_ms", "tap_to_request_ms", "first_audio_ms", "tap_to_first_audio_ms", "stop_to_end_ms"]
+    keys = ["tap_rtt_ms", "tap_to_request_ms", "first_audio_ms", "tap_to_first_audio_ms", "stop_to_end_ms",
+            "answer_to_sound_ms"]
     print(json.dumps({
         "n": len(taps), "failed": failed, "wanted": n,
         "no_upload_end": sum(1 for r in rows if r["record"] and r["record"].get("upload_end_ms") is None),
         "stream_ms": stats(r["record"].get("stream_ms") for r in rows if r["record"]),
         "outcomes": sorted({r["outcome"] or "?" for r in rows}),
+        "answer_to_sound_negative": sum(1 for r in rows if (r["answer_to_sound_ms"] or 0) < 0),
+        "answer_to_sound_missing": sum(1 for r in rows if r["answer_to_sound_ms"] is None) if avsd_log else None,
         "checkpoints": marks,
         **{k: stats(r[k] for r in rows) for k in keys},
         "rows": rows,
     }))
+
+
+# avsd's stderr lines: "<RFC 3339 UTC time>  LEVEL [spans: ]message [fields]".
+ARRIVED = "the answer's audio has arrived in full"
+SPEAKING = re.compile(r"^\S+\s+INFO\s+(?:.*?: )?speaking$")
+
+
+def answer_to_sound(log, starts):
+    """Per dialog (dialog k is the stretch of avsd's log from starts[k] to
+    starts[k+1]): ms from the line saying the Speak attachment's last byte
+    went to the player (debug) to the "speaking" line (info: the player's
+    Started event, the first decoded sample written to ALSA). Negative
+    when playback started before the whole MP3 had arrived."""
+    arrived, speaking = [], []
+    with open(log, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            m = LOG_TS.match(line)
+            if not m:
+                continue
+            if ARRIVED in line:
+                arrived.append(_epoch(m.group(1)))
+            elif SPEAKING.match(line):
+                speaking.append(_epoch(m.group(1)))
+    out = []
+    for k, t0 in enumerate(starts):
+        t1 = starts[k + 1] if k + 1 < len(starts) else float("inf")
+        a = next((t for t in arrived if t0 <= t < t1), None)
+        s = next((t for t in speaking if t0 <= t < t1), None)
+        out.append((s - a) * 1000 if a is not None and s is not None else None)
+    return out
 
 
 def log_times(log, needle):
@@ -479,6 +528,98 @@ def cmd_reconnects(argv):
                 delays.append(float(mm.group(1)) * 1000)
     print(json.dumps({"m": len(times), "wanted": m, "reconnect_ms": stats(times),
                       "setup_ms": stats(setup), "backoff_ms": stats(delays), "checkpoints": marks}))
+
+
+LOGIN_LINK = re.compile(r'id="login" href="([^"]+)"')
+
+
+def _post_json(opener, url, obj):
+    req = urllib.request.Request(url, data=json.dumps(obj).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with opener.open(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read() or b"{}")
+
+
+def one_login(base, ctx, product, dsn):
+    """One complete login as a device and a person's browser would do it;
+    the ms of each step (register, login page, login link through the LWA
+    stand-in back to /authresponse, the device's token poll)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                         urllib.request.HTTPCookieProcessor(CookieJar()))
+    t = [time.perf_counter()]
+    reg = _post_json(opener, base + "/provision/regCode", {"productId": product, "dsn": dsn})
+    if "regCode" not in reg:
+        raise RuntimeError("regCode: %s" % reg)
+    t.append(time.perf_counter())
+    with opener.open(base + "/provision/" + reg["regCode"], timeout=30) as r:
+        page = r.read().decode(errors="replace")
+    m = LOGIN_LINK.search(page)
+    if not m:
+        raise RuntimeError("no login link on the device page")
+    t.append(time.perf_counter())
+    with opener.open(html.unescape(m.group(1)), timeout=30) as r:
+        r.read()
+        final = r.geturl()
+    if "/authresponse" not in final:
+        raise RuntimeError("the login ended at %s" % final)
+    t.append(time.perf_counter())
+    tok = _post_json(opener, base + "/provision/accessToken", {"sessionId": reg["sessionId"]})
+    if "access_token" not in tok:
+        raise RuntimeError("accessToken: %s" % tok)
+    t.append(time.perf_counter())
+    return [(b - a) * 1000 for a, b in zip(t, t[1:])]
+
+
+def cmd_logins(argv):
+    base, ca, secs, workers, product = argv[0].rstrip("/"), argv[1], float(argv[2]), int(argv[3]), argv[4]
+    pids = [int(p) for p in argv[5:]]
+    ctx = ssl.create_default_context(cafile=ca)
+    lock = threading.Lock()
+    done, errors = [], []
+    counter = iter(range(10 ** 9))
+    end = [0.0]
+
+    def worker():
+        while time.monotonic() < end[0]:
+            with lock:
+                i = next(counter)
+            try:
+                steps = one_login(base, ctx, product, "bench-login-%d-%d" % (os.getpid(), i))
+            except Exception as e:  # noqa: BLE001 (counted and reported)
+                with lock:
+                    errors.append(str(e)[:200])
+                continue
+            with lock:
+                done.append(steps)
+
+    one_login(base, ctx, product, "bench-login-warm-up")
+    cpu0 = {p: ticks(p) for p in pids}
+    own0 = os.times()
+    w0 = time.monotonic()
+    end[0] = w0 + secs
+    ts = [threading.Thread(target=worker) for _ in range(workers)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    wall = time.monotonic() - w0
+    own1 = os.times()
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = {str(p): (ticks(p) - cpu0[p]) / hz for p in pids}
+    n = len(done)
+    print(json.dumps({
+        "workers": workers, "secs": wall, "logins": n, "errors": len(errors), "error_samples": errors[:5],
+        "per_s": n / wall,
+        "latency_ms": stats(sum(s) for s in done),
+        "steps_ms": {name: stats(s[i] for s in done)
+                     for i, name in enumerate(("register", "page", "login_link_to_authresponse", "token"))},
+        "cpu_s": cpu,
+        "cpu_ms_per_login": {p: c * 1000 / n for p, c in cpu.items()} if n else None,
+        "client_cpu_pct": ((own1.user - own0.user) + (own1.system - own0.system)) / wall * 100,
+    }))
 
 
 def cmd_arecord(argv):
@@ -562,6 +703,19 @@ def cmd_report(argv):
         add("**End of speech to end of request** (upload_end_ms − stop_capture_ms)", eos,
             "one HTTP/2 request round trip to the stand-in (h2load GET /ping, same TLS loopback): %s"
             % _tri(ping.get("latency_ms"), digits=2))
+        ats = dlg.get("answer_to_sound_ms")
+        val = _tri(ats)
+        if ats:
+            val += ("; negative in %d of %d dialogs (playback began before the whole MP3 had arrived)"
+                    % (dlg.get("answer_to_sound_negative") or 0, ats["n"]))
+        if dlg.get("answer_to_sound_missing"):
+            val += "; %d dialogs without both log lines" % dlg["answer_to_sound_missing"]
+        add("**Answer to sound**: Speak attachment's last byte handed to the player → first decoded "
+            "sample written to ALSA (avsd's log: \"arrived in full\" → \"speaking\")", val,
+            "the bench speaker's queue: avsd starts the device on silence at once, and its first decoded "
+            "sample goes to ALSA once the silence ahead of it has drained through the speaker FIFO "
+            "(a one-page pipe, 4096 B = 128 ms at 16 kHz mono, the smallest Linux gives); on a sound "
+            "card that queue is the ALSA buffer")
     for name, label in (("startup_fresh", "no session"), ("startup_saved", "saved session")):
         st = _load(d, name)
         if st:
@@ -588,6 +742,12 @@ def cmd_report(argv):
         for k in sorted(cps, key=int):
             add("avsd after %s dialogs: RSS / open fds / threads" % k,
                 "%s / %d / %d" % (_mib(cps[k]["VmRSS"]), cps[k]["fds"], cps[k]["Threads"]))
+        ks = sorted(cps, key=int)
+        if "10" in cps and ks[-1] != "10":
+            a, b = cps["10"], cps[ks[-1]]
+            add("**Steadiness**: after 10 → after %s dialogs, RSS / open fds" % ks[-1],
+                "%s → %s (%+.0f KiB) / %d → %d" % (_mib(a["VmRSS"]), _mib(b["VmRSS"]),
+                                                 b["VmRSS"] - a["VmRSS"], a["fds"], b["fds"]))
         add("Dialog outcomes at the stand-in", ", ".join(dlg.get("outcomes", [])) + " (failed: %s)" % dlg.get("failed"))
     rc = _load(d, "reconnects")
     if rc:
@@ -608,6 +768,22 @@ def cmd_report(argv):
         add("Companion: POST /provision/accessToken, %d clients, h2load over HTTPS" % comp["clients"],
             "%.0f req/s; latency %s" % (comp["rps"], _tri(comp.get("latency_ms"), digits=2).replace("p95", "p95").replace(" / max", " / p99 %.2f / max" % ((comp.get("latency_ms") or {}).get("p99") or 0), 1)))
         add("Companion RSS: idle / after the load", "%s / %s" % (_mib(comp.get("rss_before")), _mib(comp.get("rss_after"))))
+    lg = _load(d, "logins")
+    if lg:
+        cpu = lg.get("cpu_ms_per_login") or {}
+        names = lg.get("pid_names") or {}
+        cost = ", ".join("%s %.1f ms" % (names.get(p, p), v) for p, v in cpu.items())
+        steps = lg.get("steps_ms") or {}
+        add("**Complete logins per second** at the companion (register → login page → LWA stand-in, "
+            "auto-approve → /authresponse → token poll; %d python3 threads, %.0f s)" % (lg["workers"], lg["secs"]),
+            "%.1f logins/s (%d logins, %d errors); per login %s; steps (median): register %.1f, page %.1f, "
+            "login link → /authresponse %.1f, token %.1f ms"
+            % (lg["per_s"], lg["logins"], lg["errors"], _tri(lg.get("latency_ms")),
+               *[((steps.get(k) or {}).get("median") or 0) for k in
+                 ("register", "page", "login_link_to_authresponse", "token")]),
+            "CPU per login: %s; the python3 client itself used %.0f %% of a core" % (cost, lg.get("client_cpu_pct", 0)))
+        if lg.get("rss_after"):
+            add("Companion RSS after the logins", _mib(lg["rss_after"]))
     mach = _load(d, "machine") or {}
     print("| figure | value | reference (same run) |")
     print("|---|---|---|")

@@ -1010,3 +1010,37 @@ async fn nonsense_over_d_bus_gets_errors_and_avsd_keeps_answering() {
     let log = avsd.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Slowloris: a client that finished the TLS handshake but never finishes
+/// its request is dropped, so such clients cannot use up the companion's
+/// file descriptors and lock everybody out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_companion_drops_requests_that_never_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let world = World::new(3600).await;
+    let mut partial = raw_tls(&world).await;
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+        .await
+        .unwrap();
+    let mut idle = raw_tls(&world).await;
+    let mut short = raw_tls(&world).await;
+    short
+        .write_all(
+            b"POST /provision/regCode HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\"",
+        )
+        .await
+        .unwrap();
+    for (what, tls) in [
+        ("half a header", &mut partial),
+        ("nothing after the handshake", &mut idle),
+        ("a body shorter than its Content-Length", &mut short),
+    ] {
+        let mut buf = [0u8; 256];
+        // Closed (EOF, an error, or a 408 answer) once its time is up: 10 s
+        // for headers and bodies, 30 s for a connection that says nothing.
+        let r = tokio::time::timeout(Duration::from_secs(45), tls.read(&mut buf)).await;
+        assert!(r.is_ok(), "{what}: the connection is still open after 45 s");
+    }
+}

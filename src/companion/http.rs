@@ -74,13 +74,22 @@ pub fn set_cookie(mut resp: Resp, cookie: &str) -> Resp {
     resp
 }
 
-/// Read the whole body, at most [`BODY_LIMIT`] bytes.
+/// How long a client may take to send a request body: a body that never
+/// ends must not hold a connection (and a file descriptor) forever.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read the whole body, at most [`BODY_LIMIT`] bytes within [`BODY_TIMEOUT`].
 pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
-    match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(plain(
+    let body = Limited::new(req.into_body(), BODY_LIMIT).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large or cut off",
+        )),
+        Err(_) => Err(plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
         )),
     }
 }

@@ -475,11 +475,12 @@ def answer_to_sound(log, starts):
 
 
 def log_times(log, needle):
-    """Wall-clock seconds of the log lines that contain `needle`."""
+    """Wall-clock seconds of the log lines that contain `needle` (a
+    string, or a compiled pattern to search for)."""
     out = []
     with open(log, errors="replace") as f:
         for line in f:
-            if needle in line:
+            if (needle.search(line.strip()) if hasattr(needle, "search") else needle in line):
                 m = LOG_TS.match(line.strip())
                 if m:
                     out.append(_epoch(m.group(1)))
@@ -513,7 +514,8 @@ def cmd_reconnects(argv):
     time.sleep(0.2)
     # From avsd's own log: each "connecting" to the "connected" after it.
     connecting = [t for t in log_times(log, "connecting to AVS at") if t >= began]
-    connected = [t for t in log_times(log, "connected to AVS") if t >= began]
+    # The message itself, not "... not connected to AVS" in an error line.
+    connected = [t for t in log_times(log, re.compile(r"\sINFO\s+(?:.*?: )?connected to AVS$")) if t >= began]
     setup = []
     for c in connecting:
         after = [t for t in connected if t >= c]

@@ -8,6 +8,11 @@ it at real time, like a sound card would.
   fifo-audio.py feed FIFO RAW CHUNK   speak RAW into FIFO, CHUNK bytes per
                                       10 ms, then silence; only while avsd
                                       reads (nothing piles up meanwhile)
+  fifo-audio.py loop FIFO RAW CHUNK   like a sound card, for scripts/bench:
+                                      RAW over and over, CHUNK bytes per
+                                      10 ms, and a period nobody read by the
+                                      next tick is thrown away, so a capture
+                                      that opens finds no stale audio
   fifo-audio.py drain FIFO OUT BYTES  read FIFO at BYTES per 10 ms into OUT
 
 Both hold the FIFO open read-write, so ALSA's opens never block and a
@@ -67,6 +72,25 @@ def feed(fifo, raw, chunk):
             pass
 
 
+def loop(fifo, raw, chunk):
+    speech = open(raw, "rb").read()
+    speech += b"\0" * (-len(speech) % chunk)
+    fd = open_fifo(fifo)
+    at = 0
+    for _ in ticks():
+        stale = queued(fd)
+        if stale:
+            try:
+                os.read(fd, stale)
+            except BlockingIOError:
+                pass
+        try:
+            os.write(fd, speech[at:at + chunk])
+        except BlockingIOError:
+            pass
+        at = (at + chunk) % len(speech)
+
+
 def drain(fifo, out, per_tick):
     fd = open_fifo(fifo)
     with open(out, "wb") as sink:
@@ -80,11 +104,12 @@ def drain(fifo, out, per_tick):
 
 
 def main():
-    if len(sys.argv) != 5 or sys.argv[1] not in ("feed", "drain"):
+    modes = {"feed": feed, "loop": loop, "drain": drain}
+    if len(sys.argv) != 5 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     mode, fifo, path, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     try:
-        (feed if mode == "feed" else drain)(fifo, path, size)
+        modes[mode](fifo, path, size)
     except KeyboardInterrupt:
         pass
 

@@ -122,35 +122,7 @@ alsa_test!(capture_48k_stereo_f32_matches_sox, |dir: &Path| {
         ],
     );
     let ref16 = dir.join("ref16.raw");
-    tool(
-        "sox",
-        &[
-            "-t",
-            "raw",
-            "-r",
-            "48000",
-            "-c",
-            "2",
-            "-e",
-            "floating-point",
-            "-b",
-            "32",
-            "-L",
-            path_str(&raw48),
-            "-t",
-            "raw",
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-e",
-            "signed-integer",
-            "-b",
-            "16",
-            "-L",
-            path_str(&ref16),
-        ],
-    );
+    reference_16k(&raw48, &ref16);
     let data = std::fs::read(&raw48).expect("read q48.raw");
     let reference = s16le(&std::fs::read(&ref16).expect("read ref16.raw"));
     // 10 ms of 48 kHz stereo f32: 480 frames of 8 bytes, one device period.

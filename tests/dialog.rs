@@ -11,7 +11,9 @@ mod system_support;
 
 use std::path::Path;
 
-use audio_support::{active_span, best_correlation, decimate, path_str, s16le, tool};
+use audio_support::{
+    active_span, best_correlation, decimate, path_str, reference_16k, s16le, tool,
+};
 use dialog_support::{Mic, Rig, SPEAKER_10MS, Speaker, keep, speech_raw, speech16};
 use serde_json::Value;
 
@@ -118,35 +120,7 @@ async fn tap_streams_the_question_and_plays_the_answer() {
     let question = speech_raw(dir, "q", "what time is it in Tokyo", &f32_48k);
     let raw48 = dir.join("q.raw");
     let ref16 = dir.join("q16.raw");
-    tool(
-        "sox",
-        &[
-            "-t",
-            "raw",
-            "-r",
-            "48000",
-            "-c",
-            "2",
-            "-e",
-            "floating-point",
-            "-b",
-            "32",
-            "-L",
-            path_str(&raw48),
-            "-t",
-            "raw",
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-e",
-            "signed-integer",
-            "-b",
-            "16",
-            "-L",
-            path_str(&ref16),
-        ],
-    );
+    reference_16k(&raw48, &ref16);
     let reference = s16le(&std::fs::read(&ref16).unwrap());
     let mic = Mic::new(&rig.path("mic48.fifo"), 3840);
     let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);

@@ -140,6 +140,20 @@ pub fn tool(cmd: &str, args: &[&str]) {
     );
 }
 
+/// sox's conversion of raw 48 kHz stereo f32 to raw 16 kHz mono s16le: the
+/// reference avsd's capture path is compared with.
+pub fn reference_16k(raw48: &Path, ref16: &Path) {
+    let (from, to) = (path_str(raw48), path_str(ref16));
+    let f32_48k = ["-r", "48000", "-c", "2", "-e", "floating-point", "-b", "32"];
+    let s16_16k = ["-r", "16000", "-c", "1", "-e", "signed-integer", "-b", "16"];
+    let mut args = vec!["-t", "raw"];
+    args.extend_from_slice(&f32_48k);
+    args.extend_from_slice(&["-L", from, "-t", "raw"]);
+    args.extend_from_slice(&s16_16k);
+    args.extend_from_slice(&["-L", to]);
+    tool("sox", &args);
+}
+
 /// Speaks `text` into `DIR/<stem>.wav` with espeak-ng; returns the path.
 pub fn speech_wav(dir: &Path, stem: &str, text: &str) -> PathBuf {
     let wav = dir.join(format!("{stem}.wav"));

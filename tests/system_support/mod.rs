@@ -109,25 +109,19 @@ impl World {
     /// Log in as a person would: open the login URL, click through the
     /// stand-in's consent page, land on the companion's success page.
     pub async fn log_in(&self, login_url: &str) {
-        let browser = Browser {
-            client: self
-                .env
-                .client_builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
-        };
-        let consent = browser.open_device_page(login_url).await;
-        let back = browser.consent(&consent, true).await;
-        let (status, page, _) = browser.get(&back).await;
-        assert_eq!(status, 200, "{page}");
+        self.answer_consent(login_url, true).await;
     }
-}
 
-impl World {
     /// Refuse as a person would: open the login URL, press Deny on the
     /// stand-in's consent page, land on the companion's "not allowed" page.
     pub async fn deny(&self, login_url: &str) {
+        let page = self.answer_consent(login_url, false).await;
+        assert!(page.contains("Access not allowed"), "{page}");
+    }
+
+    /// Open the login URL in a fresh browser, press Allow or Deny at the
+    /// stand-in, and return the companion's page it lands on.
+    async fn answer_consent(&self, login_url: &str, allow: bool) -> String {
         let browser = Browser {
             client: self
                 .env
@@ -137,10 +131,10 @@ impl World {
                 .unwrap(),
         };
         let consent = browser.open_device_page(login_url).await;
-        let back = browser.consent(&consent, false).await;
+        let back = browser.consent(&consent, allow).await;
         let (status, page, _) = browser.get(&back).await;
         assert_eq!(status, 200, "{page}");
-        assert!(page.contains("Access not allowed"), "{page}");
+        page
     }
 
     /// Every secret the device side could leak: the session ids and tokens

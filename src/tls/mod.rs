@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+pub(crate) mod plain;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

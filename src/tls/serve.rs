@@ -1,5 +1,6 @@
-//! The HTTPS accept loop: TLS handshake with a deadline, then hyper's
-//! HTTP/1.1-or-h2 server per connection, stopped gracefully on shutdown.
+//! The HTTPS accept loop: TLS handshake with a deadline (plain HTTP gets a
+//! readable 400 instead, see `tls::plain`), then hyper's HTTP/1.1-or-h2
+//! server per connection, stopped gracefully on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,7 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A slow or silent client must not hold a task forever.
+/// A slow or silent client must not hold a task forever: its first byte,
+/// and the whole TLS handshake (or plain-HTTP request head), must arrive
+/// within this of the connection being accepted.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/1.1: the headers of each request, and the wait for the next request
 /// on a kept-alive connection, must arrive within this (slowloris).
@@ -76,7 +79,11 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let Some(tcp) = super::plain::tls_or_answer(tcp, addr, deadline).await else {
+                return;
+            };
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");

@@ -65,17 +65,29 @@ pub struct Rig {
 impl Rig {
     /// Start everything; `audio` is avsd's `[audio]` section body.
     pub async fn start(audio: &str) -> Rig {
+        let world = World::new(3600).await;
+        let avs = AvsSim::start(&world.env, &[]).await;
+        Self::start_on(world, avs, |c| c, audio).await
+    }
+
+    /// Start avsd on `world` and `avs`, with its config text passed through
+    /// `adjust` (to route AVS through a proxy, say) before the `[audio]`
+    /// section, whose body is `audio`, is appended.
+    pub async fn start_on(
+        world: World,
+        avs: AvsSim,
+        adjust: impl FnOnce(String) -> String,
+        audio: &str,
+    ) -> Rig {
         let dir = tempfile::Builder::new()
             .prefix("avsd-dialog")
             .tempdir()
             .unwrap();
         let conf = dir.path().join("asound.conf");
         std::fs::write(&conf, asound_conf(dir.path())).unwrap();
-        let world = World::new(3600).await;
-        let avs = AvsSim::start(&world.env, &[]).await;
         let config = format!(
             "{}[audio]\n{audio}\n",
-            world.avsd_config_with_avs(&avs, 600)
+            adjust(world.avsd_config_with_avs(&avs, 600))
         );
         let notify = Notify::bind();
         let alsa = conf.display().to_string();
@@ -112,8 +124,13 @@ impl Rig {
     /// Wait until Dialog.State has been `want` (at or after index `from`
     /// of the recorded states); returns the index where it was seen.
     pub async fn wait_state(&self, want: &str, from: usize) -> usize {
+        self.wait_state_within(want, from, WAIT).await
+    }
+
+    /// [`Rig::wait_state`] with its own time limit.
+    pub async fn wait_state_within(&self, want: &str, from: usize, limit: Duration) -> usize {
         let mut rx = self.states.clone();
-        let found = tokio::time::timeout(WAIT, async {
+        let found = tokio::time::timeout(limit, async {
             loop {
                 if let Some(i) = rx.borrow_and_update()[from..]
                     .iter()

@@ -309,6 +309,19 @@ impl AvsSim {
         assert!(r.status().is_success(), "push: {}", r.status());
     }
 
+    /// Push `bytes` as they are onto the downchannel, with no part framing
+    /// (`/push?raw=true`): a stream broken on purpose.
+    pub async fn push_raw(&self, bytes: &str) {
+        let r = self
+            .http
+            .post(format!("{}/push?raw=true", self.control))
+            .body(bytes.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "push: {}", r.status());
+    }
+
     /// The stand-in's statistics.
     pub async fn stats(&self) -> serde_json::Value {
         self.http

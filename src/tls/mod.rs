@@ -1,6 +1,6 @@
 //! TLS for the HTTPS services: loading PEM files into a rustls server
 //! config (optionally asking browsers and devices for a client certificate),
-//! the accept loop shared by `avs-companion` and `avs-sim`, and making a
+//! the accept loop shared by `avs-companion` and `avs-sim lwa`, and making a
 //! local CA with server and device certificates.
 
 #![warn(missing_docs)]

@@ -24,120 +24,12 @@ use std::time::{Duration, Instant};
 
 use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
 use companion_support::WAIT;
-use fault_support::{Cut, Proxy, Recorder};
+use fault_support::dns::DnsJail;
+use fault_support::rig::{CONNECTION, RigOpts, STATE, rig, rig_with};
+use fault_support::{Cut, Recorder};
+use serde_json::json;
 use support::Daemon;
 use system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
-
-const CONNECTION: &str = "Dialog.Connection";
-const STATE: &str = "Authorization.State";
-
-/// A logged-in avsd connected to the AVS stand-in through a proxy, pinging
-/// every second, with its property changes recorded from login on.
-struct Rig {
-    /// Keeps the companion, the LWA stand-in and the bus alive.
-    _world: World,
-    avs: AvsSim,
-    proxy: Proxy,
-    avsd: Daemon,
-    auth: AuthorizationProxy<'static>,
-    rec: Recorder,
-}
-
-async fn rig() -> Rig {
-    let world = World::new(3600).await;
-    let avs = AvsSim::start(&world.env, &[]).await;
-    let proxy = Proxy::start(&avs.base).await;
-    let config = world.avsd_config_with_avs(&avs, 600).replace(
-        &format!("endpoint = \"{}\"\n", avs.base),
-        &format!("endpoint = \"{}\"\nping_interval_secs = 1\n", proxy.base()),
-    );
-    assert!(config.contains(&proxy.base()), "{config}");
-    let (avsd, auth) = world.logged_in(&config).await;
-    let conn = world.bus.connect().await;
-    let rec = Recorder::start(&conn).await;
-    let dialog = DialogProxy::new(&conn).await.unwrap();
-    wait_connection(&dialog, "connected", &avsd).await;
-    let stats = avs.wait("current=1&event=System.SynchronizeState").await;
-    assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
-    assert_eq!(proxy.accepted(), 1);
-    Rig {
-        _world: world,
-        avs,
-        proxy,
-        avsd,
-        auth,
-        rec,
-    }
-}
-
-impl Rig {
-    /// After a fault started at `mark`: avsd said it lost the connection,
-    /// then `connected` again; the stand-in has exactly one live
-    /// connection, downchannel open and synchronized, the newest of all
-    /// the proxy let through; and Authorization.State never changed.
-    /// Returns when `connected` was announced.
-    async fn assert_recovered(&self, mark: usize, fault: &str) -> Instant {
-        self.assert_recovered_within(mark, fault, WAIT).await
-    }
-
-    /// `assert_recovered`, allowing `back_within` for the way back (a long
-    /// outage leaves avsd sleeping a longer back-off delay).
-    async fn assert_recovered_within(
-        &self,
-        mark: usize,
-        fault: &str,
-        back_within: Duration,
-    ) -> Instant {
-        let fail = |what: &str| -> ! {
-            panic!(
-                "{fault}: {what}; changes seen {:?}; avsd log:\n{}",
-                self.rec.values(CONNECTION, mark),
-                self.avsd.log_text()
-            )
-        };
-        let Some((lost, _)) = self
-            .rec
-            .wait_after(mark, CONNECTION, |v| v != "connected", WAIT)
-            .await
-        else {
-            fail("avsd never noticed")
-        };
-        let Some((_, back)) = self
-            .rec
-            .wait_after(lost, CONNECTION, |v| v == "connected", back_within)
-            .await
-        else {
-            fail("avsd never connected again")
-        };
-        let total = self.proxy.upstream();
-        let stats = self
-            .avs
-            .wait(&format!("current=1&connections={total}"))
-            .await;
-        let open = stats["open"].as_array().unwrap();
-        assert_eq!(open.len(), 1, "{fault}: {stats:#}");
-        assert_eq!(open[0]["downchannel"], true, "{fault}: {stats:#}");
-        assert_eq!(open[0]["synced"], true, "{fault}: {stats:#}");
-        assert_eq!(
-            self.proxy.forwarding(),
-            1,
-            "{fault}: avsd holds more than one connection"
-        );
-        self.assert_stayed_authorized(fault).await;
-        back
-    }
-
-    async fn assert_stayed_authorized(&self, fault: &str) {
-        let states = self.rec.values(STATE, 0);
-        assert!(
-            states.iter().all(|s| s == "authorized"),
-            "{fault}: Authorization.State left authorized: {states:?}; avsd log:\n{}",
-            self.avsd.log_text()
-        );
-        assert_eq!(self.auth.state().await.unwrap(), "authorized");
-        assert_eq!(self.auth.last_error().await.unwrap(), "");
-    }
-}
 
 /// The delays avsd announced for its reconnect attempts ("next try in X s",
 /// "reconnecting in X s"), in order.
@@ -309,6 +201,28 @@ async fn a_hanging_tls_handshake_is_given_up_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_dns_is_retried_until_it_answers_again() {
+    let jail = DnsJail::new();
+    let r = rig_with(RigOpts {
+        host: "localhost",
+        wrapper: jail.wrapper.clone(),
+        ..RigOpts::default()
+    })
+    .await;
+    let mark = r.rec.len();
+    jail.resolve(false);
+    r.proxy.cut_all(Cut::Reset);
+    // avsd keeps trying, and says that the lookup is what fails.
+    r.avsd
+        .wait_log("DNS lookup of localhost failed", 3, Duration::from_secs(60))
+        .await;
+    assert_eq!(r.proxy.accepted(), 1, "no connection without an address");
+    jail.resolve(true);
+    r.assert_recovered(mark, "DNS failing").await;
+    assert_delays_under_ceilings(&retry_delays(&r.avsd.log_text()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_connection_is_found_by_the_ping() {
     let r = rig().await;
     let pings = r.avs.stats().await["pings"].as_u64().unwrap();
@@ -334,56 +248,6 @@ async fn a_black_holed_connection_is_found_by_the_ping() {
         })
         .await;
     assert_eq!(r.proxy.heal_black_holes(), 0);
-}
-
-impl Rig {
-    /// Like `assert_recovered`, for a black hole: the stand-in keeps the
-    /// dead connection until the network comes back (healed here once avsd
-    /// is connected anew).
-    async fn assert_recovered_after_black_hole(&self, mark: usize) -> Instant {
-        let fault = "black hole";
-        let Some((lost, _)) = self
-            .rec
-            .wait_after(
-                mark,
-                CONNECTION,
-                |v| v != "connected",
-                Duration::from_secs(45),
-            )
-            .await
-        else {
-            panic!(
-                "{fault}: avsd never noticed; avsd log:\n{}",
-                self.avsd.log_text()
-            )
-        };
-        let Some((_, back)) = self
-            .rec
-            .wait_after(lost, CONNECTION, |v| v == "connected", WAIT)
-            .await
-        else {
-            panic!(
-                "{fault}: avsd never connected again; avsd log:\n{}",
-                self.avsd.log_text()
-            )
-        };
-        assert_eq!(self.proxy.forwarding(), 1, "{fault}");
-        self.avs
-            .wait(&format!("connections={}", self.proxy.upstream()))
-            .await;
-        self.proxy
-            .wait_until("avsd closing the black-holed connection", WAIT, |p| {
-                p.black_held_by_client() == 0
-            })
-            .await;
-        self.proxy.heal_black_holes();
-        let stats = self.avs.wait("current=1").await;
-        let open = stats["open"].as_array().unwrap();
-        assert_eq!(open.len(), 1, "{fault}: {stats:#}");
-        assert_eq!(open[0]["synced"], true, "{fault}: {stats:#}");
-        self.assert_stayed_authorized(fault).await;
-        back
-    }
 }
 
 // ---------------------------------------------------------------- process
@@ -569,6 +433,47 @@ async fn wait_token_after(auth: &AuthorizationProxy<'_>, than: u64, avsd: &Daemo
             avsd.log_text()
         ),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lwa_failing_during_refreshes_costs_neither_login_nor_link() {
+    // 12 s tokens renewed 6 s ahead: every renewal makes the companion
+    // refresh at LWA (its own margin, 600 s, exceeds the lifetime).
+    let r = rig_with(RigOpts {
+        token_lifetime: 12,
+        renew_before: 6,
+        ..RigOpts::default()
+    })
+    .await;
+    let mark = r.rec.len();
+    let lwa = &r.world.sim;
+    for (knob, setting) in [
+        ("fail", json!({"count": 2, "status": 503})),
+        ("fail", json!({"count": 2, "status": 500})),
+        ("delay", json!({"count": 1, "millis": 2500})),
+    ] {
+        // Just after a renewal the next is seconds away: set the fault now.
+        let now = r.auth.token_expires_at().await.unwrap();
+        let renewed = wait_token_after(&r.auth, now, &r.avsd).await;
+        let (calls, grants) = (
+            lwa.counter("token_calls").await,
+            lwa.counter("refresh_grants").await,
+        );
+        lwa.control(knob, setting.clone()).await;
+        wait_token_after(&r.auth, renewed, &r.avsd).await;
+        let what = format!("LWA {knob} {setting}");
+        assert_eq!(lwa.counter("refresh_grants").await, grants + 1, "{what}");
+        if knob == "fail" {
+            assert_eq!(lwa.counter("token_calls").await, calls + 3, "{what}");
+        }
+        r.assert_stayed_authorized(&what).await;
+    }
+    assert_eq!(
+        r.rec.values(CONNECTION, mark),
+        Vec::<String>::new(),
+        "the AVS connection stayed up"
+    );
+    assert_eq!(r.proxy.accepted(), 1, "on one connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,7 +162,13 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
         reason,
     };
     let work = async {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        // Looked up apart from connecting so that a DNS failure says so.
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(|e| fail(format!("DNS lookup of {} failed: {e}", endpoint.host)))?
+                .collect();
+        let tcp = TcpStream::connect(addrs.as_slice())
             .await
             .map_err(|e| fail(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;

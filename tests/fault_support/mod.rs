@@ -1,11 +1,15 @@
 //! Fault injection for the black-box tests: a TCP proxy between avsd and
 //! the AVS stand-in that can cut connections (RST or FIN), black-hole them
 //! (keep them open, forward nothing, send nothing back) and refuse new ones
-//! (a link that is down); and recorders of avsd's properties as
-//! PropertiesChanged announces them. Test files using it declare
+//! (a link that is down); recorders of avsd's properties as
+//! PropertiesChanged announces them; the fault tests' [`rig`]; and DNS
+//! that fails on demand ([`dns`]). Test files using it declare
 //! `mod fault_support;` next to `companion_support`, `support` and
 //! `system_support`.
 #![allow(dead_code)]
+
+pub mod dns;
+pub mod rig;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -238,6 +238,8 @@ pub struct Daemon {
     child: Option<Child>,
     pid: i32,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// How many lines `log` holds, announced as each one arrives.
+    lines: tokio::sync::watch::Receiver<usize>,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -261,6 +263,19 @@ impl Daemon {
         state: Option<&Path>,
         extra_env: &[(&str, &str)],
     ) -> Daemon {
+        Self::start_wrapped(bus, notify, config, state, extra_env, &[])
+    }
+
+    /// Like `start_in`, run through `wrapper` (a command that ends by
+    /// exec'ing its arguments, so the pid stays avsd's) when not empty.
+    pub fn start_wrapped(
+        bus: &Bus,
+        notify: Option<&Notify>,
+        config: &str,
+        state: Option<&Path>,
+        extra_env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("avsd-daemon")
             .tempdir()
@@ -268,7 +283,15 @@ impl Daemon {
         let state = state.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let config_path = dir.path().join("avsd.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avsd"));
+        let avsd = env!("CARGO_BIN_EXE_avsd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(avsd);
+                c
+            }
+            None => Command::new(avsd),
+        };
         cmd.arg("--config")
             .arg(&config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
@@ -288,16 +311,20 @@ impl Daemon {
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
+        let (count, lines) = tokio::sync::watch::channel(0);
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                let mut all = sink.lock().unwrap();
+                all.push(line);
+                count.send_replace(all.len());
             }
         });
         Daemon {
             pid: child.id() as i32,
             child: Some(child),
             log,
+            lines,
             config: config_path,
             _dir: dir,
         }
@@ -321,6 +348,25 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until at least `count` log lines contain `needle`; panics with
+    /// the log after `timeout`.
+    pub async fn wait_log(&self, needle: &str, count: usize, timeout: Duration) {
+        let mut lines = self.lines.clone();
+        let seen = |log: &Vec<String>| log.iter().filter(|l| l.contains(needle)).count();
+        let found = tokio::time::timeout(timeout, async {
+            while seen(&self.log.lock().unwrap()) < count {
+                lines.changed().await.expect("the log reader runs");
+            }
+        })
+        .await;
+        if found.is_err() {
+            panic!(
+                "avsd logged {needle:?} fewer than {count} times within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+        }
     }
 
     pub fn pid(&self) -> i32 {

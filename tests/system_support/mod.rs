@@ -4,7 +4,7 @@
 //! `mod support;` and `mod system_support;`.
 #![allow(dead_code)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use avsd::companion::CompanionConfig;
 use avsd::dbus::proxy::AuthorizationProxy;
@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::companion_support::{Browser, Env, PRODUCT, Sim, WAIT};
-use crate::support::{Bus, Daemon};
+use crate::support::{Bus, Daemon, Notify};
 
 /// The LWA stand-in, a companion on the real clock, and a private bus.
 pub struct World {
@@ -370,7 +370,19 @@ impl World {
 
     /// Start avsd with `config`, log it in, and wait until it is authorized.
     pub async fn logged_in(&self, config: &str) -> (Daemon, AuthorizationProxy<'static>) {
-        let avsd = Daemon::start_ready(&self.bus, config);
+        self.logged_in_wrapped(config, &[]).await
+    }
+
+    /// `logged_in`, with avsd run through `wrapper` (see
+    /// [`Daemon::start_wrapped`]).
+    pub async fn logged_in_wrapped(
+        &self,
+        config: &str,
+        wrapper: &[String],
+    ) -> (Daemon, AuthorizationProxy<'static>) {
+        let notify = Notify::bind();
+        let avsd = Daemon::start_wrapped(&self.bus, Some(&notify), config, None, &[], wrapper);
+        notify.wait_for("READY=1", Duration::from_secs(20));
         let auth = auth_proxy(&self.bus).await;
         wait_state(&auth, "waiting-for-user", &avsd).await;
         self.log_in(&auth.login_url().await.unwrap()).await;

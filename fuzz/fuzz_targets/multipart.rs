@@ -48,13 +48,19 @@ fn outcome<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<Event>, Option<Mu
                 Ok(Some(Event::Data(d))) => {
                     assert!(!d.is_empty(), "empty Data event");
                     match events.last_mut() {
-                        Some(Event::Data(prev)) => *prev = [prev.as_ref(), d.as_ref()].concat().into(),
+                        Some(Event::Data(prev)) => {
+                            *prev = [prev.as_ref(), d.as_ref()].concat().into()
+                        }
                         _ => events.push(Event::Data(d)),
                     }
                 }
                 Ok(Some(other)) => events.push(other),
                 Ok(None) => {
-                    assert!(parser.buffered_len() <= bound, "buffered {}", parser.buffered_len());
+                    assert!(
+                        parser.buffered_len() <= bound,
+                        "buffered {}",
+                        parser.buffered_len()
+                    );
                     return None;
                 }
                 Err(err) => return Some(err),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::{Request, Response};
 
 /// The response type of every handler.
@@ -79,7 +79,13 @@ pub fn set_cookie(mut resp: Resp, cookie: &str) -> Resp {
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Read the whole body, at most [`BODY_LIMIT`] bytes within [`BODY_TIMEOUT`].
-pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+/// Generic over the body so the fuzz target can hand in its own; the
+/// servers pass hyper's `Incoming`.
+pub async fn read_body<B>(req: Request<B>) -> Result<Bytes, Resp>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let body = Limited::new(req.into_body(), BODY_LIMIT).collect();
     match tokio::time::timeout(BODY_TIMEOUT, body).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::Request;
-use hyper::body::Incoming;
+use hyper::body::Body;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +100,14 @@ pub async fn run_with_clock(
     Ok(())
 }
 
-async fn route(flow: &Flow, req: Request<Incoming>, peer: &Peer) -> Resp {
+/// Answer one request: the service's routing table. Public and generic
+/// over the body so that `fuzz/fuzz_targets/companion_request.rs` can call
+/// it without sockets or TLS; the service passes hyper's `Incoming`.
+pub async fn route<B>(flow: &Flow, req: Request<B>, peer: &Peer) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match (&method, path.as_str()) {
@@ -148,9 +156,11 @@ async fn route(flow: &Flow, req: Request<Incoming>, peer: &Peer) -> Resp {
     resp
 }
 
-async fn device_json<F, Fut>(req: Request<Incoming>, f: F) -> Resp
+async fn device_json<B, F, Fut>(req: Request<B>, f: F) -> Resp
 where
-    F: FnOnce(bytes::Bytes) -> Fut,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnOnce(Bytes) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, device::DeviceError>>,
 {
     let body = match h::read_body(req).await {

@@ -83,6 +83,15 @@ fn syntax_error_has_a_line() {
 }
 
 #[test]
+fn syntax_errors_that_toml_edit_panics_on_are_reported() {
+    // Found by fuzz/fuzz_targets/config.rs (fuzz/corpus/config/toml_edit_panic).
+    let err = parse_avsd("==a\n.=-").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].line, Some(1));
+    assert!(err.problems[0].message.starts_with("not valid TOML"));
+}
+
+#[test]
 fn missing_file_says_how_to_fix() {
     let err = load::<AvsdConfig>(Path::new("/nonexistent/avsd.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/avsd.toml"));

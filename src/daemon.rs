@@ -52,7 +52,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         connection: connection.clone(),
         auth: auth.clone(),
         state_dir: config.state_dir(),
-        inactivity_report_every: INACTIVITY_REPORT_EVERY,
+        inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
         dialog: Some(to_dialog),
         context: dialog::context_source(speech),
     };
@@ -146,9 +146,6 @@ async fn alive(
     dialog.ping(within).await.map_err(|e| e.to_string())?;
     connection.ping(within).await.map_err(|e| e.to_string())
 }
-
-/// UserInactivityReport goes out hourly (System interface).
-const INACTIVITY_REPORT_EVERY: Duration = Duration::from_secs(3600);
 
 fn avs_settings(config: &AvsdConfig) -> connection::Settings {
     let state_dir = config.state_dir();

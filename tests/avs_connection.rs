@@ -242,6 +242,70 @@ async fn an_idle_connection_is_pinged() {
     assert_eq!(stats["connections"]["peak"], 1, "{stats:#}");
 }
 
+/// The `inactiveTimeInSeconds` of every UserInactivityReport, in order.
+fn inactivity_reports(stats: &serde_json::Value) -> Vec<u64> {
+    stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "System.UserInactivityReport")
+        .map(|e| {
+            e["inactive_seconds"]
+                .as_u64()
+                .expect("the report's seconds")
+        })
+        .collect()
+}
+
+/// Waits until two more reports than now have come, so the last one was
+/// timed after whatever happened before this call; returns them all.
+async fn two_more_reports(avs: &AvsSim) -> Vec<u64> {
+    let seen = inactivity_reports(&avs.stats().await).len();
+    let stats = avs
+        .wait(&format!(
+            "event=System.UserInactivityReport&count={}",
+            seen + 2
+        ))
+        .await;
+    inactivity_reports(&stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactivity_is_reported_and_a_user_or_amazon_resets_it() {
+    // Reports every 2 s instead of every hour.
+    let c = connected(3600, 600, "inactivity_report_secs = 2\n").await;
+    let reports = two_more_reports(&c.avs).await;
+    assert!(
+        reports.windows(2).all(|w| w[1] > w[0]),
+        "nobody did anything, so the time grows: {reports:?}"
+    );
+
+    // A Stop over D-Bus is the user at the device. Without the restart, the
+    // time would also count the seconds before the Stop.
+    let stop = Instant::now();
+    c.dialog.stop().await.unwrap();
+    let reports = two_more_reports(&c.avs).await;
+    let since_stop = stop.elapsed().as_secs();
+    assert!(
+        *reports.last().unwrap() <= since_stop,
+        "the clock restarts at Stop ({since_stop} s ago): {reports:?}\n{}",
+        c.avsd.log_text()
+    );
+
+    // ResetUserInactivity: the user did something elsewhere (Alexa app).
+    let push = Instant::now();
+    let reset = json!({"directive": {"header": {"namespace": "System",
+        "name": "ResetUserInactivity", "messageId": "reset-1"}, "payload": {}}});
+    c.avs.push("", reset).await;
+    let reports = two_more_reports(&c.avs).await;
+    let since_push = push.elapsed().as_secs();
+    assert!(
+        *reports.last().unwrap() <= since_push,
+        "the clock restarts at the directive ({since_push} s ago): {reports:?}"
+    );
+    assert_eq!(c.avs.stats().await["connections"]["total"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_endpoint_moves_to_the_new_endpoint() {
     let world = World::new(3600).await;

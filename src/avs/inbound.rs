@@ -40,6 +40,9 @@ pub enum Inbound {
         /// How the exchange ended, in words for `LastError` when it failed.
         outcome: Result<(), String>,
     },
+    /// The user did something (Tap, Hold, Release, Stop): the inactivity
+    /// clock starts again. Sent by the dialog.
+    UserActivity,
     /// A JSON part that is not a directive envelope: report it to AVS.
     Malformed {
         /// The part as received.

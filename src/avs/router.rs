@@ -46,12 +46,14 @@ impl Router {
                 _ = shutdown.cancelled() => return,
                 _ = report.tick() => {
                     let idle = last_activity.elapsed().as_secs();
+                    tracing::debug!("reporting {idle} s without user activity");
                     self.send(Event::user_inactivity_report(idle).to_json()).await;
                 }
                 item = inbound.recv() => match item {
                     None => return,
                     Some(item) => {
                         if self.route(item).await == Routed::ResetInactivity {
+                            tracing::debug!("user activity: the inactivity clock restarts");
                             last_activity = Instant::now();
                         }
                     }
@@ -73,12 +75,20 @@ impl Router {
                 .await;
                 return Routed::Done;
             }
+            Inbound::UserActivity => return Routed::ResetInactivity,
             // Dropping an attachment's receiver lets the stream skip its bytes.
-            item @ (Inbound::Attachment { .. } | Inbound::Answered { .. }) => {
+            item @ Inbound::Attachment { .. } => {
                 if let Some(dialog) = &self.dialog {
                     let _ = dialog.send(item).await;
                 }
                 return Routed::Done;
+            }
+            // The user spoke: leaving RECOGNIZING is activity too.
+            item @ Inbound::Answered { .. } => {
+                if let Some(dialog) = &self.dialog {
+                    let _ = dialog.send(item).await;
+                }
+                return Routed::ResetInactivity;
             }
         };
         let name = directive.qualified_name();

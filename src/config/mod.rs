@@ -49,6 +49,8 @@ pub struct AvsConfig {
     pub ca_file: Option<PathBuf>,
     /// Seconds between pings of an idle connection.
     pub ping_interval_secs: u64,
+    /// Seconds between UserInactivityReport events (AVS asks for hourly).
+    pub inactivity_report_secs: u64,
 }
 
 impl Default for AvsConfig {
@@ -57,6 +59,7 @@ impl Default for AvsConfig {
             endpoint: "na".to_string(),
             ca_file: None,
             ping_interval_secs: 300,
+            inactivity_report_secs: 3600,
         }
     }
 }
@@ -175,6 +178,10 @@ impl StrictConfig for AvsdConfig {
             "a whole number of seconds from 1 to 300",
         ),
         (
+            "avs.inactivity_report_secs",
+            "a whole number of seconds from 1 to 3600",
+        ),
+        (
             "audio.capture_device",
             "an ALSA PCM name in quotes, e.g. \"default\" or \"plughw:CARD=Mic\"",
         ),
@@ -262,6 +269,13 @@ impl StrictConfig for AvsdConfig {
                 "avs.ping_interval_secs",
                 format!("{} is out of range", self.avs.ping_interval_secs),
                 "use 1 to 300: AVS closes a connection that is idle for 5 minutes",
+            ));
+        }
+        if !(1..=3600).contains(&self.avs.inactivity_report_secs) {
+            out.push(Invalid::new(
+                "avs.inactivity_report_secs",
+                format!("{} is out of range", self.avs.inactivity_report_secs),
+                "use 3600 (AVS asks for a report every hour) or less, down to 1",
             ));
         }
         for (key, path) in [

@@ -75,6 +75,28 @@ fn semantic_problems_are_located_too() {
 }
 
 #[test]
+fn intervals_out_of_range_say_what_avs_expects() {
+    let text = "[avs]\nping_interval_secs = 0\ninactivity_report_secs = 7200\n";
+    let err = parse_avsd(text).unwrap_err();
+    let keys: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (Some(2), "avs.ping_interval_secs"),
+            (Some(3), "avs.inactivity_report_secs")
+        ]
+    );
+    assert!(err.problems[1].fix.contains("every hour"), "{err}");
+    let ok = parse_avsd("[avs]\ninactivity_report_secs = 2\n").unwrap();
+    assert_eq!(ok.avs.inactivity_report_secs, 2);
+    assert_eq!(parse_avsd("").unwrap().avs.inactivity_report_secs, 3600);
+}
+
+#[test]
 fn syntax_error_has_a_line() {
     let err = parse_avsd("[log]\nlevel = \"info\n").unwrap_err();
     assert_eq!(err.problems.len(), 1);

@@ -39,7 +39,7 @@ impl Dialog {
                 }
                 self.advance().await;
             }
-            Inbound::Malformed { .. } => {}
+            Inbound::Malformed { .. } | Inbound::UserActivity => {}
         }
     }
 

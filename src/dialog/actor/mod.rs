@@ -173,6 +173,9 @@ pub(super) async fn run(
 
 impl Dialog {
     async fn trigger(&mut self, trigger: Trigger) -> Result<(), DialogError> {
+        // A full queue means the router is busy with a burst; this note
+        // may then go, but waiting for room could deadlock the two actors.
+        let _ = self.router.try_send(Inbound::UserActivity);
         match trigger {
             Trigger::Stop => {
                 if self.derive() != DialogState::Idle {

@@ -87,6 +87,7 @@ pub(super) fn record(ctx: &Ctx, meta: &Metadata, status: u16) -> usize {
             name: meta.name.clone(),
             status,
             dialog_request_id: meta.dialog_request_id.clone(),
+            inactive_seconds: meta.inactive_seconds().ok(),
         })
     });
     index

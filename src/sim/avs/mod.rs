@@ -42,7 +42,8 @@
 //! - `GET /stats`: `connections {current, peak, total, active, peak_active,
 //!   refused, goaways, cuts}`, `downchannels`, `pings`, `pushes`,
 //!   `peak_requests` (most requests in progress on one connection),
-//!   `events [{connection, name, status, dialog_request_id?}]` in arrival
+//!   `events [{connection, name, status, dialog_request_id?,
+//!   inactive_seconds? (of a UserInactivityReport)}]` in arrival
 //!   order (a Recognize shows status 0 until answered, and keeps it if the
 //!   client reset its stream first), `rejections
 //!   [{connection, path, status, code, description}]`, `recognizes

@@ -143,6 +143,19 @@ impl Metadata {
     pub(super) fn is_recognize(&self) -> bool {
         self.name == "SpeechRecognizer.Recognize"
     }
+
+    /// A UserInactivityReport's `inactiveTimeInSeconds`: AVS takes a
+    /// whole number of seconds, not negative.
+    pub(super) fn inactive_seconds(&self) -> Result<u64, Refusal> {
+        self.payload
+            .get("inactiveTimeInSeconds")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                Refusal::invalid(
+                    "event.payload.inactiveTimeInSeconds is missing or not a whole number >= 0",
+                )
+            })
+    }
 }
 
 /// The only audio format this stand-in decodes (§D.7).
@@ -226,6 +239,9 @@ pub(super) fn check_metadata(json: &[u8]) -> Result<Metadata, Refusal> {
     }
     if meta.is_recognize() {
         check_recognize(&meta)?;
+    }
+    if meta.name == "System.UserInactivityReport" {
+        meta.inactive_seconds()?;
     }
     Ok(meta)
 }
@@ -332,6 +348,23 @@ mod tests {
             .contains("OPUS")
         );
         assert!(check_metadata(&event(hd, p, Some(json!([])))).is_ok());
+    }
+
+    #[test]
+    fn inactivity_report_needs_whole_seconds() {
+        let h = json!({"namespace": "System", "name": "UserInactivityReport", "messageId": "m"});
+        let check = |p: Value| check_metadata(&event(h.clone(), p, None));
+        for bad in [
+            json!({}),
+            json!({"inactiveTimeInSeconds": -1}),
+            json!({"inactiveTimeInSeconds": 1.5}),
+            json!({"inactiveTimeInSeconds": "60"}),
+        ] {
+            let e = check(bad.clone()).unwrap_err().description;
+            assert!(e.contains("inactiveTimeInSeconds"), "{bad}: {e}");
+        }
+        let ok = check(json!({"inactiveTimeInSeconds": 3600})).unwrap();
+        assert_eq!(ok.inactive_seconds().unwrap(), 3600);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct EventRecord {
     /// Its dialogRequestId, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dialog_request_id: Option<String>,
+    /// A UserInactivityReport's `inactiveTimeInSeconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inactive_seconds: Option<u64>,
 }
 
 /// A request the stand-in refused.

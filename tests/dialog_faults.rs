@@ -24,6 +24,7 @@ mod system_support;
 use std::time::{Duration, Instant};
 
 use audio_support::s16le;
+use companion_support::WAIT;
 use dialog_support::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
 use fault_support::{Cut, Proxy, Recorder};
 use system_support::{AvsSim, World, wait_connection};
@@ -57,6 +58,16 @@ impl Fault {
         matches!(
             self,
             Fault::GoawayWhileListening | Fault::DownchannelStopsMidPart
+        )
+    }
+
+    /// Whether the fault leaves no way to hear the answer (the stand-in
+    /// thinks for 3 s, so the fault strikes before the answer exists): a
+    /// dialog answered anyway would mean the fault missed.
+    fn answer_impossible(self) -> bool {
+        matches!(
+            self,
+            Fault::CloseWhileThinking | Fault::BlackHoleWhileThinking | Fault::Recognize503
         )
     }
 
@@ -147,7 +158,7 @@ impl Soak {
             }
             Some(Fault::CloseWhileThinking | Fault::BlackHoleWhileThinking) => {
                 // Time to strike between the end of speech and the answer.
-                rig.avs.post("/delay?ms=3000").await;
+                rig.avs.post("/dialog?think_ms=3000").await;
             }
             Some(Fault::DownchannelStopsMidPart) => {
                 rig.avs
@@ -197,10 +208,21 @@ impl Soak {
             fault,
             Some(Fault::CloseWhileThinking | Fault::BlackHoleWhileThinking)
         ) {
-            rig.avs.post("/delay?ms=0").await;
+            rig.avs.post("/dialog?think_ms=0").await;
         }
         if fault.is_some_and(Fault::ends_link) {
             self.wait_reconnected(link_mark, fault).await;
+        }
+        if fault == Some(Fault::BlackHoleWhileThinking) {
+            // avsd let go of the dead connection itself; the network comes
+            // back and the stand-in learns it is gone too (else it would
+            // hold it until its own idle timeout).
+            self.proxy
+                .wait_until("avsd closing the black-holed connection", WAIT, |p| {
+                    p.black_held_by_client() == 0
+                })
+                .await;
+            self.proxy.heal_black_holes();
         }
         let states = rig.state_log()[from..].to_vec();
         let loud = s16le(&self.speaker.played()[heard_before..])
@@ -295,6 +317,12 @@ async fn every_dialog_is_answered_or_fails_cleanly() {
     for _ in 0..rounds {
         for fault in shuffled(&mut state) {
             let outcome = soak.dialog(Some(fault)).await;
+            if fault.answer_impossible() {
+                assert!(
+                    matches!(outcome, Outcome::Failed(_)),
+                    "{fault:?} struck too late: the dialog was answered"
+                );
+            }
             if fault.must_answer() {
                 assert!(
                     matches!(outcome, Outcome::Answered),

@@ -250,6 +250,42 @@ async fn a_black_holed_connection_is_found_by_the_ping() {
     assert_eq!(r.proxy.heal_black_holes(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_under_a_stalled_event_is_pinged_at_once() {
+    // Pings after 5 idle minutes, as by default: the idle ping alone would
+    // find this black hole only after more than 5 minutes.
+    let r = rig_with(RigOpts {
+        ping_interval: 300,
+        ..RigOpts::default()
+    })
+    .await;
+    // The stand-in holds event answers back for 10 s, so the event avsd
+    // sends below is still unanswered when the hole opens.
+    r.avs.post("/delay?ms=10000&on=events").await;
+    let unknown = json!({"directive": {"header": {"namespace": "Bogus", "name": "Thing",
+        "messageId": "stalled-1"}, "payload": {}}});
+    r.avs.push("", unknown).await;
+    r.avsd.wait_log("cannot handle Bogus.Thing", 1, WAIT).await;
+    let mark = r.rec.len();
+    let holed_at = Instant::now();
+    assert_eq!(r.proxy.black_hole_all(), 1);
+    r.avs.post("/delay?ms=0&on=events").await;
+    // No answer within 30 s, a ping at once, no answer to it within 30 s.
+    let back = r
+        .assert_recovered_after_black_hole_within(mark, Duration::from_secs(90))
+        .await;
+    eprintln!(
+        "black hole under a stalled event: connected again after {:?}",
+        back - holed_at
+    );
+    let log = r.avsd.log_text();
+    assert!(
+        log.contains("an exchange with AVS stalled; pinging the connection now")
+            && log.contains("no ping answer within"),
+        "{log}"
+    );
+}
+
 // ---------------------------------------------------------------- process
 
 /// The state directory's session file: present, whole JSON with the

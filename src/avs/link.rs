@@ -145,6 +145,9 @@ pub struct Link {
     /// When the last stream was opened: AVS counts a connection as idle
     /// when no new stream opens, whatever the open ones carry.
     opened: Arc<watch::Sender<tokio::time::Instant>>,
+    /// Set when a stream on this connection stalled: a black-holed
+    /// connection should be pinged now, not after the idle interval.
+    suspect: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Link {
@@ -215,6 +218,7 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
         authority,
         closed,
         opened: Arc::new(watch::Sender::new(tokio::time::Instant::now())),
+        suspect: Arc::new(tokio::sync::Notify::new()),
     })
 }
 
@@ -260,6 +264,17 @@ impl Link {
     pub async fn get(&self, path: &str, token: &Secret) -> Result<Response<RecvStream>, LinkError> {
         let (resp, _) = self.open(Method::GET, path, token, None, false).await?;
         Ok(resp.await?)
+    }
+
+    /// A stream on this connection stalled: whoever watches the link
+    /// should check that it is still alive.
+    pub fn suspect(&self) {
+        self.suspect.notify_one();
+    }
+
+    /// Wait until [`Link::suspect`] is called (a call made before counts).
+    pub async fn suspected(&self) {
+        self.suspect.notified().await;
     }
 
     /// Whether the connection has ended, and how.

@@ -17,7 +17,8 @@ pub const CONNECTION: &str = "Dialog.Connection";
 pub const STATE: &str = "Authorization.State";
 
 /// A logged-in avsd connected to the AVS stand-in through a proxy, pinging
-/// every second, with its property changes recorded from login on.
+/// every second (unless told otherwise), with its property changes
+/// recorded from login on.
 pub struct Rig {
     /// Keeps the companion, the LWA stand-in and the bus alive.
     pub world: World,
@@ -39,6 +40,8 @@ pub struct RigOpts {
     pub token_lifetime: u64,
     /// avsd's `renew_before_secs`.
     pub renew_before: u64,
+    /// avsd's `ping_interval_secs`.
+    pub ping_interval: u64,
 }
 
 impl Default for RigOpts {
@@ -48,6 +51,7 @@ impl Default for RigOpts {
             wrapper: Vec::new(),
             token_lifetime: 3600,
             renew_before: 600,
+            ping_interval: 1,
         }
     }
 }
@@ -65,7 +69,10 @@ pub async fn rig_with(opts: RigOpts) -> Rig {
     let endpoint = proxy.base().replace("127.0.0.1", opts.host);
     let config = world.avsd_config_with_avs(&avs, opts.renew_before).replace(
         &format!("endpoint = \"{}\"\n", avs.base),
-        &format!("endpoint = \"{}\"\nping_interval_secs = 1\n", endpoint),
+        &format!(
+            "endpoint = \"{endpoint}\"\nping_interval_secs = {}\n",
+            opts.ping_interval
+        ),
     );
     assert!(config.contains(&endpoint), "{config}");
     let (avsd, auth) = world.logged_in_wrapped(&config, &opts.wrapper).await;
@@ -157,15 +164,21 @@ impl Rig {
     /// dead connection until the network comes back (healed here once avsd
     /// is connected anew).
     pub async fn assert_recovered_after_black_hole(&self, mark: usize) -> Instant {
+        self.assert_recovered_after_black_hole_within(mark, Duration::from_secs(45))
+            .await
+    }
+
+    /// `assert_recovered_after_black_hole`, allowing `notice_within` for
+    /// avsd to notice.
+    pub async fn assert_recovered_after_black_hole_within(
+        &self,
+        mark: usize,
+        notice_within: Duration,
+    ) -> Instant {
         let fault = "black hole";
         let Some((lost, _)) = self
             .rec
-            .wait_after(
-                mark,
-                CONNECTION,
-                |v| v != "connected",
-                Duration::from_secs(45),
-            )
+            .wait_after(mark, CONNECTION, |v| v != "connected", notice_within)
             .await
         else {
             panic!(

@@ -125,6 +125,7 @@ pub(crate) async fn exchange(
         None => tokio::time::timeout(settings.stall_timeout, resp)
             .await
             .map_err(|_| {
+                link.suspect();
                 SendError::Stream(format!("no response within {:?}", settings.stall_timeout))
             })?,
     }
@@ -141,8 +142,13 @@ pub(crate) async fn exchange(
     let recv = resp.into_body();
     let result = match status {
         200 if content_type.starts_with("multipart/") => {
-            pump(recv, &content_type, inbound, Some(settings.stall_timeout)).await?;
-            Ok(status)
+            match pump(recv, &content_type, inbound, Some(settings.stall_timeout)).await {
+                Err(e @ PumpError::Stalled(_)) => {
+                    link.suspect();
+                    Err(e.into())
+                }
+                other => other.map(|()| status).map_err(SendError::from),
+            }
         }
         200..=299 => Ok(status),
         403 => Err(SendError::Forbidden(token.value)),

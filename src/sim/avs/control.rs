@@ -229,6 +229,7 @@ fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     let eos = param::<u64>(q, "end_of_speech_ms")?;
     let rms = param::<f64>(q, "silence_rms")?;
     let grace = param::<u64>(q, "close_grace_ms")?;
+    let think = param::<u64>(q, "think_ms")?;
     let es_ms = param::<u64>(q, "expect_speech_ms")?;
     let es_count = param::<u32>(q, "expect_speech_count")?;
     let d = shared.set_dialog(|d| {
@@ -244,6 +245,9 @@ fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
         if let Some(v) = grace {
             d.close_grace = Duration::from_millis(v);
         }
+        if let Some(v) = think {
+            d.think = Duration::from_millis(v);
+        }
         if let Some(v) = es_ms {
             d.expect_speech_ms = v;
         }
@@ -256,6 +260,7 @@ fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
         "end_of_speech_ms": d.end_of_speech.map_or(0, |e| e.as_millis() as u64),
         "silence_rms": d.silence_rms,
         "close_grace_ms": d.close_grace.as_millis() as u64,
+        "think_ms": d.think.as_millis() as u64,
         "expect_speech_ms": d.expect_speech_ms,
         "expect_speech_count": d.expect_speech_count,
     }})))

@@ -145,7 +145,12 @@ pub(super) async fn recognize(
             return reader.drain();
         }
         Heard::Failed(why) => turn.failed(why),
-        Heard::Complete => turn.finish(),
+        Heard::Complete => {
+            // Time for a fault to strike between the end of the question
+            // and the answer, as on a slow day at the cloud.
+            tokio::time::sleep(turn.settings.think).await;
+            turn.finish()
+        }
     };
     let mut rec = turn.rec;
     let audio = &mut turn.audio;

@@ -68,7 +68,7 @@
 //!   given, to the newest downchannel; with `attach` the answer MP3 follows
 //!   as Content-ID CID; with `raw` the body goes out with no part framing,
 //!   to break the stream on purpose; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
-//!   end_of_speech_ms=&silence_rms=&close_grace_ms=&expect_speech_ms=&
+//!   end_of_speech_ms=&silence_rms=&close_grace_ms=&think_ms=&expect_speech_ms=&
 //!   expect_speech_count=` (answers the settings), `POST /reset`
 //!   (statistics and fault knobs).
 //!

@@ -63,6 +63,8 @@ pub struct DialogSettings {
     /// After StopCapture, how long the client gets to close its upload
     /// before the answer goes out anyway.
     pub close_grace: Duration,
+    /// After the upload ends, how long the cloud thinks before it answers.
+    pub think: Duration,
     /// Add an ExpectSpeech with this timeout to the next answers.
     pub expect_speech_ms: u64,
     /// How many answers still get an ExpectSpeech.
@@ -76,6 +78,7 @@ impl Default for DialogSettings {
             end_of_speech: None,
             silence_rms: 200.0,
             close_grace: Duration::from_secs(2),
+            think: Duration::ZERO,
             expect_speech_ms: 8000,
             expect_speech_count: 0,
         }

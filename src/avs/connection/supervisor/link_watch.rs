@@ -1,5 +1,6 @@
 //! Watching a connected link: the downchannel (reopened on malformed
-//! bytes, which are reported to AVS), pings after idle time, and the token.
+//! bytes, which are reported to AVS), pings after idle time or a stalled
+//! exchange, and the token.
 
 use std::sync::Arc;
 
@@ -64,6 +65,12 @@ pub(super) async fn watch_link(
                 };
             }
             how = est.link.closed() => return End::Closed(how),
+            () = est.link.suspected() => {
+                tracing::warn!("an exchange with AVS stalled; pinging the connection now");
+                if let Err(end) = ping_once(&est.link, &settings, &auth).await {
+                    return end;
+                }
+            }
             _ = tokio::time::sleep_until(idle_until) => {
                 if opened.has_changed().unwrap_or(false) {
                     continue;

@@ -6,6 +6,14 @@ fn parse_avsd(text: &str) -> Result<AvsdConfig, ConfigError> {
     parse::<AvsdConfig>(Path::new("/etc/avsd/avsd.toml"), text)
 }
 
+/// Each problem's line and key, in order.
+fn located(err: &ConfigError) -> Vec<(Option<usize>, &str)> {
+    err.problems
+        .iter()
+        .map(|p| (p.line, p.key.as_str()))
+        .collect()
+}
+
 #[test]
 fn empty_file_gives_defaults() {
     let c = parse_avsd("").unwrap();
@@ -42,17 +50,12 @@ fn wrong_type_names_key_and_expected_value() {
 fn every_problem_is_reported_at_once() {
     let text = "[log]\nlevl = \"info\"\n[device]\nproduct_id = 7\n[bogus]\nx = 1\n";
     let err = parse_avsd(text).unwrap_err();
-    let keys: Vec<_> = err
-        .problems
-        .iter()
-        .map(|p| (p.line, p.key.clone()))
-        .collect();
     assert_eq!(
-        keys,
+        located(&err),
         vec![
-            (Some(2), "log.levl".to_string()),
-            (Some(4), "device.product_id".to_string()),
-            (Some(5), "bogus".to_string()),
+            (Some(2), "log.levl"),
+            (Some(4), "device.product_id"),
+            (Some(5), "bogus"),
         ],
         "{err}"
     );
@@ -62,13 +65,8 @@ fn every_problem_is_reported_at_once() {
 fn semantic_problems_are_located_too() {
     let text = "[log]\nlevel = \"loud\"\n[companion]\nurl = \"http://pi.local\"\n";
     let err = parse_avsd(text).unwrap_err();
-    let keys: Vec<_> = err
-        .problems
-        .iter()
-        .map(|p| (p.line, p.key.as_str()))
-        .collect();
     assert_eq!(
-        keys,
+        located(&err),
         vec![(Some(2), "log.level"), (Some(4), "companion.url")]
     );
     assert!(err.problems[1].fix.contains("https://"));
@@ -78,13 +76,8 @@ fn semantic_problems_are_located_too() {
 fn intervals_out_of_range_say_what_avs_expects() {
     let text = "[avs]\nping_interval_secs = 0\ninactivity_report_secs = 7200\n";
     let err = parse_avsd(text).unwrap_err();
-    let keys: Vec<_> = err
-        .problems
-        .iter()
-        .map(|p| (p.line, p.key.as_str()))
-        .collect();
     assert_eq!(
-        keys,
+        located(&err),
         vec![
             (Some(2), "avs.ping_interval_secs"),
             (Some(3), "avs.inactivity_report_secs")

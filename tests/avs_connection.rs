@@ -303,6 +303,9 @@ async fn inactivity_is_reported_and_a_user_or_amazon_resets_it() {
         *reports.last().unwrap() <= since_push,
         "the clock restarts at the directive ({since_push} s ago): {reports:?}"
     );
+    // Amazon's System docs: a report only after a whole interval without
+    // activity, never one that says less.
+    assert!(reports.iter().all(|&r| r >= 2), "{reports:?}");
     assert_eq!(c.avs.stats().await["connections"]["total"], 1);
 }
 

@@ -27,7 +27,8 @@ pub struct Router {
     pub auth: AuthHandle,
     /// Where SetEndpoint is persisted.
     pub state_dir: PathBuf,
-    /// How often to send UserInactivityReport (the protocol says hourly).
+    /// After how long without user activity UserInactivityReport goes
+    /// out, and then how often (the protocol says an hour).
     pub inactivity_report_every: Duration,
     /// Speech directives and attachments, once the dialog takes them.
     pub dialog: Option<mpsc::Sender<Inbound>>,
@@ -38,16 +39,19 @@ pub struct Router {
 impl Router {
     /// Route until `inbound` closes or `shutdown` fires.
     pub async fn run(self, mut inbound: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
-        let mut last_activity = Instant::now();
+        // The System interface: report after an hour without user
+        // activity, then every hour until the user does something.
         let every = self.inactivity_report_every;
-        let mut report = tokio::time::interval_at(Instant::now() + every, every);
+        let mut last_activity = Instant::now();
+        let mut next_report = last_activity + every;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = report.tick() => {
+                () = tokio::time::sleep_until(next_report) => {
                     let idle = last_activity.elapsed().as_secs();
                     tracing::debug!("reporting {idle} s without user activity");
                     self.send(Event::user_inactivity_report(idle).to_json()).await;
+                    next_report += every;
                 }
                 item = inbound.recv() => match item {
                     None => return,
@@ -55,6 +59,7 @@ impl Router {
                         if self.route(item).await == Routed::ResetInactivity {
                             tracing::debug!("user activity: the inactivity clock restarts");
                             last_activity = Instant::now();
+                            next_report = last_activity + every;
                         }
                     }
                 },

@@ -403,10 +403,28 @@ async fn goaway_and_cut_are_seen_by_the_client() {
     );
     sim.wait("current=1").await;
 
-    // By default AVS ends the downchannel with the GOAWAY.
+    // By default AVS ends the downchannel with the GOAWAY. An event whose
+    // stream opened before it is still answered: h2 finishes the streams
+    // the GOAWAY's last stream id covers, downchannel or not.
+    let form = FormData::new();
+    let (resp, body) = second
+        .open(
+            Method::POST,
+            "/v20160207/events",
+            &sim.token(),
+            Some(&form.content_type()),
+            true,
+        )
+        .await
+        .unwrap();
     sim.post("/goaway").await;
     assert!(down2.next().await.is_none());
     assert!(down2.stream_ends().await);
+    let unknown = metadata("Bogus", "Report", json!({}));
+    body.unwrap()
+        .send_data(form.whole(&unknown).unwrap(), true)
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), 204);
     assert_eq!(within("GOAWAY", second.closed()).await, Closed::Graceful);
 
     let (third, _down3) = synced(&sim).await;

@@ -119,7 +119,14 @@ pub(super) async fn event(
             return drain(req.into_body());
         }
     };
-    if ctx.state().downchannel.is_none() {
+    // A GOAWAY ends the downchannel, yet the streams it lets finish are
+    // served: refused only while no downchannel is open and no GOAWAY
+    // went out.
+    let refused = {
+        let st = ctx.state();
+        st.downchannel.is_none() && !st.going_away
+    };
+    if refused {
         ctx.refuse(&mut respond, EVENTS_PATH, &no_downchannel());
         return drain(req.into_body());
     }

@@ -432,6 +432,35 @@ alsa_test!(speaker_going_away_mid_play_reports_failed, |dir: &Path| {
     });
 });
 
+alsa_test!(
+    a_speaker_that_stops_taking_audio_reports_failed,
+    |dir: &Path| {
+        let reader = FifoReader::new(&dir.join("spk.fifo"));
+        runtime().block_on(async {
+            let mut player = Player::start(PlaybackConfig::device("spk"))
+                .await
+                .expect("open spk");
+            let format = player.output_format();
+            let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
+            // Half a second of sound, then the reader stops without closing:
+            // ALSA blocks writing into the full pipe and never reports an error.
+            reader.pace_then_stall(per_10ms, per_10ms * 50);
+            let (mp3, _) = answer_mp3(dir, format.rate);
+            player.push(Bytes::from(mp3));
+            player.finish();
+            assert_eq!(next(&mut player).await, Some(PlayerEvent::Started));
+            match next(&mut player).await {
+                Some(PlayerEvent::Failed(e @ AudioError::Device { .. })) => {
+                    assert!(e.to_string().contains("asked for no audio"), "{e}");
+                }
+                other => panic!("expected a device failure, got {other:?}"),
+            }
+            drop(player);
+            reader.join();
+        });
+    }
+);
+
 alsa_test!(garbage_instead_of_mp3_fails_cleanly, |dir: &Path| {
     let reader = FifoReader::new(&dir.join("spk.fifo"));
     runtime().block_on(async {

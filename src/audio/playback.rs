@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cpal::SizedSample;
@@ -32,6 +32,9 @@ const PERIOD_MS: u32 = 20;
 /// How often the playback thread turns counters into events. Bounds how late
 /// `Started` / `Finished` / `Stopped` are reported, not the audio itself.
 const MONITOR_TICK: Duration = Duration::from_millis(5);
+/// A device that asks for no audio this long is gone, even if ALSA never
+/// says so (a write stuck in a driver or a FIFO): ten times the ring.
+const STALL_AFTER: Duration = Duration::from_secs(5);
 
 /// Where to play.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,10 +355,17 @@ fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
         return;
     }
     let end = monitor(name, &shared, &events);
-    // Release the device before the event channel closes, so `None` from
-    // next_event means the file or card has everything.
-    drop(stream);
-    let _ = events.send(end);
+    // A failure is told at once: closing a stuck device can block until its
+    // driver lets go. The event channel still closes only after the device
+    // is released, so `None` from next_event means the file or card has
+    // everything.
+    if matches!(end, PlayerEvent::Failed(_)) {
+        let _ = events.send(end);
+        drop(stream);
+    } else {
+        drop(stream);
+        let _ = events.send(end);
+    }
     tracing::debug!(device = name, "playback closed");
 }
 
@@ -363,6 +373,8 @@ fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
 fn monitor(name: &str, shared: &Shared, events: &Events) -> PlayerEvent {
     let mut started = false;
     let mut drained_at: Option<u64> = None;
+    let mut seen_callbacks = shared.callbacks.load(Ordering::Relaxed);
+    let mut progress_at = Instant::now();
     loop {
         if !started && shared.played_frames.load(Ordering::Relaxed) > 0 {
             started = true;
@@ -386,6 +398,17 @@ fn monitor(name: &str, shared: &Shared, events: &Events) -> PlayerEvent {
         }
         if let Some(e) = shared.decode_error.lock().ok().and_then(|mut e| e.take()) {
             return PlayerEvent::Failed(e);
+        }
+        let callbacks = shared.callbacks.load(Ordering::Relaxed);
+        if callbacks != seen_callbacks {
+            seen_callbacks = callbacks;
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() >= STALL_AFTER {
+            return PlayerEvent::Failed(AudioError::Device {
+                name: name.to_string(),
+                direction: Direction::Playback,
+                detail: format!("the device asked for no audio for {STALL_AFTER:?}"),
+            });
         }
         if shared.decoded_all.load(Ordering::Acquire)
             && shared.played_frames.load(Ordering::Relaxed)

@@ -230,6 +230,8 @@ struct Pace {
     per_tick: usize,
     mark: usize,
     hang_up: bool,
+    /// At the mark, stop reading but keep the FIFO open (until `join`).
+    stall: bool,
     reached: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -276,6 +278,12 @@ impl FifoReader {
                         // Closing the only reader: ALSA's next write fails.
                         return all;
                     }
+                    if pace.stall {
+                        // ALSA's writes block once the pipe is full; the
+                        // FIFO closes when `join` drops the sender.
+                        let _ = pace_rx.recv();
+                        return all;
+                    }
                 }
                 // Real time from here on: after a wait for ALSA (the player
                 // starts the device only once audio is decoded) the clock
@@ -304,14 +312,30 @@ impl FifoReader {
             per_tick: bytes_per_10ms,
             mark,
             hang_up,
+            stall: false,
             reached,
         });
         rx
     }
 
+    /// Like [`FifoReader::pace`], but at `mark` the reader stops reading
+    /// and keeps the FIFO open, as a speaker whose driver is stuck.
+    pub fn pace_then_stall(&self, bytes_per_10ms: usize, mark: usize) {
+        let (reached, _) = tokio::sync::oneshot::channel();
+        let _ = self.pace.send(Pace {
+            per_tick: bytes_per_10ms,
+            mark,
+            hang_up: false,
+            stall: true,
+            reached,
+        });
+    }
+
     /// All bytes ALSA wrote, once it closed the device.
     pub fn join(self) -> Vec<u8> {
-        self.thread.join().expect("reader thread")
+        let Self { pace, thread } = self;
+        drop(pace);
+        thread.join().expect("reader thread")
     }
 }
 

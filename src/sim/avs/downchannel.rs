@@ -57,6 +57,7 @@ pub(super) async fn serve(mut respond: SendResponse<Bytes>, ctx: Arc<Ctx>) {
         // Registered before the 200 goes out, so a client that has seen
         // the 200 can rely on pushes reaching it.
         st.downchannel = Some(tx);
+        st.had_downchannel = true;
     }
     let related = Related::new();
     let head = Response::builder()

@@ -119,13 +119,10 @@ pub(super) async fn event(
             return drain(req.into_body());
         }
     };
-    // A GOAWAY ends the downchannel, yet the streams it lets finish are
-    // served: refused only while no downchannel is open and no GOAWAY
-    // went out.
-    let refused = {
-        let st = ctx.state();
-        st.downchannel.is_none() && !st.going_away
-    };
+    // AVS asks for the downchannel first. One that ended later (a GOAWAY
+    // ends it, yet h2 lets older streams finish; a client reopening a
+    // broken one) does not make the connection refuse events.
+    let refused = !ctx.state().had_downchannel;
     if refused {
         ctx.refuse(&mut respond, EVENTS_PATH, &no_downchannel());
         return drain(req.into_body());

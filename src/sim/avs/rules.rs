@@ -291,7 +291,7 @@ pub(super) fn check_order(synced: bool, name: &str) -> Result<(), Refusal> {
 /// 400 for an event on a connection without a downchannel.
 pub(super) fn no_downchannel() -> Refusal {
     Refusal::invalid(
-        "no downchannel is open on this connection: open GET /v20160207/directives \
+        "no downchannel was opened on this connection: open GET /v20160207/directives \
          before sending events",
     )
 }

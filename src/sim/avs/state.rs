@@ -136,6 +136,8 @@ pub(super) struct ConnState {
     pub last_activity: Instant,
     /// Whether a GOAWAY went out.
     pub going_away: bool,
+    /// Whether a downchannel was ever opened here.
+    pub had_downchannel: bool,
     /// Requests being handled now.
     pub in_progress: u64,
 }
@@ -311,6 +313,7 @@ impl Shared {
             synced: false,
             last_activity: Instant::now(),
             going_away: false,
+            had_downchannel: false,
             in_progress: 0,
         }));
         lock(&self.conns).insert(

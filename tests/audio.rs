@@ -409,14 +409,21 @@ alsa_test!(stop_interrupts_playback, |dir: &Path| {
     });
 });
 
+/// The `spk` device opened, and its bytes per 10 ms.
+async fn open_spk() -> (Player, usize) {
+    let player = Player::start(PlaybackConfig::device("spk"))
+        .await
+        .expect("open spk");
+    let format = player.output_format();
+    let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
+    (player, per_10ms)
+}
+
 alsa_test!(speaker_going_away_mid_play_reports_failed, |dir: &Path| {
     let reader = FifoReader::new(&dir.join("spk.fifo"));
     runtime().block_on(async {
-        let mut player = Player::start(PlaybackConfig::device("spk"))
-            .await
-            .expect("open spk");
+        let (mut player, per_10ms) = open_spk().await;
         let format = player.output_format();
-        let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
         let _hung_up = reader.pace(per_10ms, per_10ms * 50, true);
         let (mp3, _) = answer_mp3(dir, format.rate);
         player.push(Bytes::from(mp3));
@@ -437,11 +444,8 @@ alsa_test!(
     |dir: &Path| {
         let reader = FifoReader::new(&dir.join("spk.fifo"));
         runtime().block_on(async {
-            let mut player = Player::start(PlaybackConfig::device("spk"))
-                .await
-                .expect("open spk");
+            let (mut player, per_10ms) = open_spk().await;
             let format = player.output_format();
-            let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
             // Half a second of sound, then the reader stops without closing:
             // ALSA blocks writing into the full pipe and never reports an error.
             reader.pace_then_stall(per_10ms, per_10ms * 50);

@@ -82,18 +82,17 @@ impl Router {
             }
             Inbound::UserActivity => return Routed::ResetInactivity,
             // Dropping an attachment's receiver lets the stream skip its bytes.
-            item @ Inbound::Attachment { .. } => {
+            item @ (Inbound::Attachment { .. } | Inbound::Answered { .. }) => {
+                // An answered Recognize means the user spoke: activity too.
+                let spoke = matches!(item, Inbound::Answered { .. });
                 if let Some(dialog) = &self.dialog {
                     let _ = dialog.send(item).await;
                 }
-                return Routed::Done;
-            }
-            // The user spoke: leaving RECOGNIZING is activity too.
-            item @ Inbound::Answered { .. } => {
-                if let Some(dialog) = &self.dialog {
-                    let _ = dialog.send(item).await;
-                }
-                return Routed::ResetInactivity;
+                return if spoke {
+                    Routed::ResetInactivity
+                } else {
+                    Routed::Done
+                };
             }
         };
         let name = directive.qualified_name();

@@ -113,15 +113,25 @@ pub async fn serve(
         .build()
         .await
         .map_err(BusError::Connect)?;
+    // Snapshots taken here, before the name is owned, not in the tasks:
+    // see `signals`.
+    let mut auth_rx = auth.status();
+    let auth_now = auth_rx.borrow_and_update().clone();
+    let mut dialog_rx = dialog.status();
+    let dialog_now = dialog_rx.borrow_and_update().clone();
+    let mut link_rx = dialog.connection();
+    link_rx.borrow_and_update();
     tracker.spawn(signals::forward_auth(
         conn.clone(),
-        auth.status(),
+        auth_rx,
+        auth_now,
         shutdown.clone(),
     ));
     tracker.spawn(signals::forward_dialog(
         conn.clone(),
-        dialog.status(),
-        dialog.connection(),
+        dialog_rx,
+        dialog_now,
+        link_rx,
         shutdown,
     ));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())

@@ -1,6 +1,11 @@
 //! PropertiesChanged for every change an actor publishes. All properties
 //! that moved in one update go out in one signal, so a client never sees
 //! `State=waiting-for-user` before the `LoginUrl` that goes with it.
+//!
+//! The caller takes the first snapshot before it owns the bus name: a
+//! client that reads the properties as soon as the name appears must see
+//! every later change announced, even one made before these tasks first
+//! run (CI caught a login's `waiting-for-user` never announced that way).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,15 +24,17 @@ use crate::dialog::{ConnectionState, DialogStatus};
 const AUTHORIZATION: &str = "org.avsd.Avs1.Authorization";
 const DIALOG: &str = "org.avsd.Avs1.Dialog";
 
+/// Announce auth changes after `old`, the snapshot `rx` was last marked
+/// seen at.
 pub(super) async fn forward_auth(
     conn: zbus::Connection,
     mut rx: watch::Receiver<AuthStatus>,
+    mut old: AuthStatus,
     shutdown: CancellationToken,
 ) {
     let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
-    let mut old = rx.borrow_and_update().clone();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -55,17 +62,18 @@ pub(super) async fn forward_auth(
     }
 }
 
+/// Announce dialog and connection changes after `old`, the snapshot `rx`
+/// was last marked seen at (and `link` likewise).
 pub(super) async fn forward_dialog(
     conn: zbus::Connection,
     mut rx: watch::Receiver<DialogStatus>,
+    mut old: DialogStatus,
     mut link: watch::Receiver<ConnectionState>,
     shutdown: CancellationToken,
 ) {
     let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
-    let mut old = rx.borrow_and_update().clone();
-    link.borrow_and_update();
     loop {
         let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
         tokio::select! {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use avsd::dbus::proxy::DialogProxy;
 use serde_json::json;
-use system_support::{AvsSim, World, wait_connection, wait_state};
+use system_support::{AvsSim, World, wait_connection, wait_connection_within, wait_state};
 
 async fn dialog_proxy(world: &World) -> DialogProxy<'static> {
     DialogProxy::new(&world.bus.connect().await).await.unwrap()
@@ -152,25 +152,27 @@ async fn cut_and_outage_reconnect_with_growing_intervals() {
     avs.post("/refuse?secs=4").await;
     avs.post("/cut").await;
     wait_connection(dialog, "disconnected", avsd).await;
-    // Reconnected by itself once the stand-in accepts again.
-    wait_connection(dialog, "connected", avsd).await;
+    // Reconnected by itself once the stand-in accepts again. Rarely, quick
+    // draws make seven tries fail within the 4 s, and the next waits up to
+    // 32 s (its ceiling), so this wait allows one delay past the outage.
+    wait_connection_within(dialog, "connected", avsd, Duration::from_secs(4 + 32 + 15)).await;
     let stats = avs.wait("downchannels=2").await;
     assert_eq!(
         stats["connections"]["peak"], 1,
         "never two connections outside a handover: {stats:#}"
     );
     // Each failed try is logged with its attempt number; the delays grow
-    // with the table's ceilings (250 ms, 1 s, 2 s, ...).
+    // with the table's ceilings (250 ms, 1 s, 2 s, ... 64 s).
     let tries = connect_retries(&avsd.log_text());
     assert!(
         tries.len() >= 2,
         "expected retries in the log:\n{}",
         avsd.log_text()
     );
-    let ceilings = [0.25, 1.0, 2.0, 4.0, 8.0, 16.0];
+    let ceilings = [0.25, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
     for (i, (attempt, delay)) in tries.iter().enumerate() {
         assert_eq!(*attempt, i as u64 + 1, "{tries:?}");
-        assert!(*delay <= ceilings[i.min(5)] + 0.01, "{tries:?}");
+        assert!(*delay <= ceilings[i.min(7)] + 0.01, "{tries:?}");
     }
 }
 

@@ -397,6 +397,16 @@ pub async fn wait_connection(
     want: &str,
     avsd: &Daemon,
 ) {
+    wait_connection_within(dialog, want, avsd, WAIT).await;
+}
+
+/// `wait_connection` with its own limit, for waits that include back-off.
+pub async fn wait_connection_within(
+    dialog: &avsd::dbus::proxy::DialogProxy<'_>,
+    want: &str,
+    avsd: &Daemon,
+    limit: std::time::Duration,
+) {
     let mut changes = dialog.receive_connection_changed().await;
     let wait = async {
         loop {
@@ -406,7 +416,7 @@ pub async fn wait_connection(
             changes.next().await.expect("avsd left the bus");
         }
     };
-    if tokio::time::timeout(WAIT, wait).await.is_err() {
+    if tokio::time::timeout(limit, wait).await.is_err() {
         panic!(
             "Connection never became {want} (it is {}); avsd log:\n{}",
             dialog.connection().await.unwrap(),

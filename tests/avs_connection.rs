@@ -142,6 +142,31 @@ async fn goaway_hands_over_to_a_new_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_after_a_minute_up_reconnects_at_once() {
+    // Idle pings every 21 s: the third comes over a minute after connecting,
+    // when avsd counts the link as stable.
+    let c = connected(3600, 600, "ping_interval_secs = 21\n").await;
+    let avs = &c.avs;
+    for pings in 1..=3 {
+        avs.wait(&format!("pings={pings}")).await;
+    }
+    avs.post("/goaway").await;
+    let stats = avs.wait("connections=2&downchannels=2").await;
+    assert!(
+        stats["connections"]["peak_active"].as_u64().unwrap() <= 2,
+        "{stats:#}"
+    );
+    wait_connection(&c.dialog, "connected", &c.avsd).await;
+    // AVS asked for a new connection on a link that was fine: no back-off.
+    let log = c.avsd.log_text();
+    assert!(
+        log.contains("AVS closed the connection (GOAWAY); reconnecting"),
+        "{log}"
+    );
+    assert!(connect_retries(&log).is_empty(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_outage_reconnect_with_growing_intervals() {
     let c = connected(3600, 600, "").await;
     let avs = &c.avs;

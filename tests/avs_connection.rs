@@ -93,8 +93,8 @@ async fn authorized_to_connected_in_protocol_order() {
         stats["rejections"].as_array().unwrap().is_empty(),
         "{stats:#}"
     );
+    // How fast is for scripts/bench (exec to connected) to say, not a test.
     eprintln!("authorized to connected in {took:?}");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

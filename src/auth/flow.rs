@@ -14,6 +14,19 @@ use super::{AccessToken, AuthState, AuthStatus};
 /// RFC 8628 §3.5: on `slow_down` the interval grows by 5 seconds.
 const SLOW_DOWN_STEP: u64 = 5;
 
+/// The shortest wait between renewal tries near a token's expiry.
+const MIN_RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait before retrying a renewal: the back-off's draw, but
+/// never past half the time the token has left (nor under a second). The
+/// back-off table climbs to minutes; without this a short outage of the
+/// companion late in a token's life could let one long draw outlive the
+/// token (a soak caught 8.7 s drawn with 6.5 s left), and avsd would fall
+/// out of `authorized` although the companion was back in time.
+fn renew_retry_delay(drawn: Duration, left: Duration) -> Duration {
+    drawn.min((left / 2).max(MIN_RENEW_RETRY))
+}
+
 impl Actor {
     pub(super) fn outcome(&mut self, outcome: Outcome) {
         match outcome {
@@ -160,7 +173,10 @@ impl Actor {
     fn retry(&mut self, job: Job, e: &CallError) {
         let attempt = self.backoff.attempt() + 1;
         let ceiling = self.backoff.next_ceiling();
-        let delay = self.backoff.next_delay();
+        let mut delay = self.backoff.next_delay();
+        if let (Job::Renew, Some((_, expiry))) = (job, &self.token) {
+            delay = renew_retry_delay(delay, expiry.saturating_duration_since(Instant::now()));
+        }
         tracing::warn!(
             "companion call failed (attempt {attempt}, next try in {:.1} s): {e}",
             delay.as_secs_f64()
@@ -216,5 +232,28 @@ impl Actor {
             tracing::error!("{msg}");
             msg
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_retry_never_outlives_the_token() {
+        let s = Duration::from_secs;
+        // Early in the token's life the back-off decides.
+        assert_eq!(renew_retry_delay(s(4), s(600)), s(4));
+        // Late, half the time left: 6.5 s left, 8.7 s drawn.
+        let d = renew_retry_delay(Duration::from_millis(8700), Duration::from_millis(6500));
+        assert_eq!(d, Duration::from_millis(3250));
+        // At the very end, one try a second until it expires.
+        assert_eq!(renew_retry_delay(s(30), Duration::from_millis(800)), s(1));
+        assert_eq!(renew_retry_delay(s(30), Duration::ZERO), s(1));
+        // A short draw stays short.
+        assert_eq!(
+            renew_retry_delay(Duration::from_millis(10), s(1)),
+            Duration::from_millis(10)
+        );
     }
 }

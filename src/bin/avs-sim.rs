@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Local stand-ins for Login with Amazon and AVS. Not for production.
 #[derive(Debug, Parser)]
-#[command(name = "avs-sim", version, about)]
+#[command(name = "avs-sim", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

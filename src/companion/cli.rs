@@ -11,7 +11,7 @@ use super::config::{CompanionConfig, DEFAULT_COMPANION_CONFIG};
 
 /// The Login with Amazon companion web service for avsd devices.
 #[derive(Debug, Parser)]
-#[command(name = "avs-companion", version, about)]
+#[command(name = "avs-companion", version)]
 pub struct Cli {
     /// Config file.
     #[arg(long, default_value = DEFAULT_COMPANION_CONFIG, global = true)]

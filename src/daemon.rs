@@ -163,6 +163,7 @@ fn avs_settings(config: &AvsdConfig) -> connection::Settings {
     let mut settings = connection::Settings::new(endpoint, identity);
     settings.ca_file = config.avs.ca_file.clone();
     settings.ping_interval = Duration::from_secs(config.avs.ping_interval_secs);
+    settings.stable_after = Duration::from_secs(config.avs.stable_after_secs);
     settings
 }
 

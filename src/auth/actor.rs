@@ -13,6 +13,7 @@ use super::companion::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
 use super::{AccessToken, AuthCommand, AuthError, AuthState, AuthStatus, Settings};
 use crate::backoff::Backoff;
+use crate::secret::Secret;
 
 /// A companion call the actor can schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub(super) struct Actor {
     pub(super) session: Option<Session>,
     pub(super) token: Option<(AccessToken, Instant)>,
     pub(super) backoff: Backoff,
+    /// The token AVS answered 403 to, until a different one arrives: every
+    /// renewal carries it, so the companion refreshes at LWA at once.
+    pub(super) refused: Option<Secret>,
     wake: Option<(Instant, Job)>,
     jobs: JoinSet<Outcome>,
 }
@@ -49,6 +53,7 @@ impl Actor {
             session: None,
             token: None,
             backoff: Backoff::token_service(),
+            refused: None,
             wake: None,
             jobs: JoinSet::new(),
         }
@@ -89,26 +94,86 @@ impl Actor {
             AuthCommand::Start(reply) => {
                 let _ = reply.send(self.start());
             }
-            AuthCommand::Reset(reply) => {
-                self.forget();
-                self.publish(AuthStatus::default());
-                tracing::info!("session forgotten; state is unregistered");
-                let _ = reply.send(());
-            }
+            AuthCommand::Reset(reply) => self.reset(reply),
             AuthCommand::Token(reply) => {
                 let _ = reply.send(self.current_token());
             }
-            AuthCommand::Rejected(token) => {
-                let current = self.token.as_ref().map(|(t, _)| &t.value);
-                if current == Some(&token) && self.jobs.is_empty() {
-                    tracing::info!("AVS refused the access token; renewing it now");
-                    self.launch(Job::Renew);
-                }
-            }
+            AuthCommand::Rejected(token) => self.rejected(token),
             AuthCommand::Ping(reply) => {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// AVS answered 403 to `token`. Never a silent no-op: either a renewal
+    /// carrying the refused token starts now, or one is in flight (and the
+    /// refusal rides on the next one if the answer is that token again), or
+    /// a newer token is already held.
+    fn rejected(&mut self, token: Secret) {
+        let current = self.token.as_ref().map(|(t, _)| &t.value);
+        if current.is_some() && current != Some(&token) {
+            tracing::info!(
+                "AVS refused an earlier access token; a newer one is already held, nothing to renew"
+            );
+            return;
+        }
+        if self.session.as_ref().is_none_or(|s| !s.linked) {
+            tracing::info!(
+                "AVS refused the access token, but there is no linked session to renew it with"
+            );
+            return;
+        }
+        let again = self.refused.as_ref() == Some(&token);
+        self.refused = Some(token);
+        if !self.jobs.is_empty() {
+            tracing::info!(
+                "AVS refused the access token; a companion call is under way, the refusal goes \
+                 with the next one"
+            );
+            return;
+        }
+        if again && self.wake.is_some_and(|(_, job)| job == Job::Renew) {
+            // A renewal for this very refusal is scheduled (slow_down or
+            // back-off): keep its delay, or a 403 loop would undo it.
+            tracing::info!("AVS refused the access token again; a renewal is already scheduled");
+            return;
+        }
+        tracing::info!("AVS refused the access token; asking the companion for a new one now");
+        self.launch(Job::Renew);
+    }
+
+    /// `avsctl reset`: forget everything here at once, then revoke the
+    /// session at the companion, replying when it answered or after
+    /// [`super::companion::REVOKE_TIMEOUT`].
+    fn reset(&mut self, reply: tokio::sync::oneshot::Sender<String>) {
+        let session = self.session.as_ref().map(|s| s.session_id.clone());
+        let client = self.settings.companion.clone().ok();
+        self.forget();
+        self.publish(AuthStatus::default());
+        tracing::info!("session forgotten; state is unregistered");
+        let (Some(id), Some(client)) = (session, client) else {
+            let _ = reply.send("no session was held; nothing to revoke".to_string());
+            return;
+        };
+        // On its own task so the actor keeps answering; bounded by the
+        // request timeout, and one per Reset command.
+        tokio::spawn(async move {
+            let words = match client.revoke(&id).await {
+                Ok(()) => {
+                    tracing::info!("the companion revoked the session");
+                    "the session was revoked at the companion".to_string()
+                }
+                Err(e) => {
+                    let words = format!(
+                        "the session was forgotten on this device only: {e}; to end it at the \
+                         companion too, revoke it there (avs-companion sessions)"
+                    );
+                    tracing::warn!("{words}");
+                    words
+                }
+            };
+            let _ = reply.send(words);
+        });
     }
 
     /// At start-up: continue from the saved session, or register.
@@ -178,6 +243,7 @@ impl Actor {
         self.jobs = JoinSet::new();
         self.wake = None;
         self.token = None;
+        self.refused = None;
         self.session = None;
         self.backoff.reset();
         if let Err(e) = session::remove(&self.settings.state_dir) {
@@ -212,8 +278,10 @@ impl Actor {
             Job::Poll | Job::Renew => {
                 let Some(s) = &self.session else { return };
                 let id = s.session_id.clone();
-                self.jobs
-                    .spawn(async move { Outcome::Token(job, client.access_token(&id).await) });
+                let refused = self.refused.clone().filter(|_| job == Job::Renew);
+                self.jobs.spawn(async move {
+                    Outcome::Token(job, client.access_token(&id, refused.as_ref()).await)
+                });
             }
         }
     }

@@ -93,6 +93,21 @@ impl Actor {
             };
             return self.retry(Job::Renew, &e);
         }
+        if self.refused.as_ref() == Some(&tok.access_token) {
+            // The companion does not know the refusal yet (an older
+            // companion, or a refresh that failed): never a silent wait.
+            let attempt = self.backoff.attempt() + 1;
+            let delay = self.backoff.next_delay().max(MIN_RENEW_RETRY);
+            tracing::warn!(
+                "the companion answered the access token AVS refused; asking again in {:.1} s \
+                 (attempt {attempt})",
+                delay.as_secs_f64()
+            );
+            return self.schedule(Job::Renew, delay);
+        }
+        if self.refused.take().is_some() {
+            tracing::info!("a new access token replaces the one AVS refused");
+        }
         let previous = self.token.as_ref().map(|(t, _)| t.expires_at).unwrap_or(0);
         let expires_at = unix_now() + tok.expires_in;
         let deadline = Instant::now() + Duration::from_secs(tok.expires_in);
@@ -122,10 +137,23 @@ impl Actor {
             // The companion handed back the token we already had: ask again
             // a little later instead of spinning.
             let delay = self.backoff.next_delay();
+            tracing::info!(
+                "the companion answered the token avsd already holds; asking again in {:.1} s",
+                delay.as_secs_f64()
+            );
             return self.schedule(Job::Renew, delay);
         }
         self.backoff.reset();
         let life = Duration::from_secs(tok.expires_in);
+        if life <= self.settings.renew_before {
+            tracing::warn!(
+                "the access token lives only {} s, no more than companion.renew_before_secs ({} s); \
+                 renewing at half its life instead. Lower renew_before_secs, or check the \
+                 companion's lwa.refresh_margin_secs and LWA's token lifetime",
+                life.as_secs(),
+                self.settings.renew_before.as_secs()
+            );
+        }
         let head_start = self.settings.renew_before.min(life / 2);
         tracing::debug!("token valid for {life:?}; renewing {head_start:?} before expiry");
         self.schedule(Job::Renew, life - head_start);
@@ -135,6 +163,20 @@ impl Actor {
         let interval = self.session.as_ref().map(|s| s.interval).unwrap_or(5);
         match code {
             "authorization_pending" => self.schedule(job, Duration::from_secs(interval)),
+            "slow_down" if job == Job::Renew => {
+                // The companion's limit on refreshes for refused tokens.
+                let attempt = self.backoff.attempt() + 1;
+                let delay = self
+                    .backoff
+                    .next_delay()
+                    .max(Duration::from_secs(interval.max(1)));
+                tracing::warn!(
+                    "the companion limits refreshes of refused tokens (`slow_down`); asking \
+                     again in {:.1} s (attempt {attempt})",
+                    delay.as_secs_f64()
+                );
+                self.schedule(job, delay);
+            }
             "slow_down" => {
                 if let Some(s) = self.session.as_mut() {
                     s.interval += SLOW_DOWN_STEP;

@@ -87,8 +87,9 @@ pub enum AuthError {
 pub enum AuthCommand {
     /// Begin (or restart) registration with the companion.
     Start(oneshot::Sender<Result<(), AuthError>>),
-    /// Forget the session and any token.
-    Reset(oneshot::Sender<()>),
+    /// Forget the session and any token, and revoke the session at the
+    /// companion; the reply says in words whether the companion did.
+    Reset(oneshot::Sender<String>),
     /// The current token, if it is valid.
     Token(oneshot::Sender<Result<AccessToken, AuthError>>),
     /// AVS rejected this token (HTTP 403): renew now.
@@ -110,8 +111,17 @@ impl AuthHandle {
         call("authorization", &self.tx, REPLY_TIMEOUT, AuthCommand::Start).await?
     }
 
-    /// Forget the session and tokens.
+    /// Forget the session and tokens, and revoke the session at the
+    /// companion (see [`AuthHandle::reset_report`]).
     pub async fn reset(&self) -> Result<(), AuthError> {
+        self.reset_report().await.map(|_| ())
+    }
+
+    /// Like [`AuthHandle::reset`], with what happened at the companion in
+    /// words for the user: revoked there, or forgotten here only because
+    /// the companion could not be reached (within
+    /// [`companion::REVOKE_TIMEOUT`], so the reply stays quick).
+    pub async fn reset_report(&self) -> Result<String, AuthError> {
         Ok(call("authorization", &self.tx, REPLY_TIMEOUT, AuthCommand::Reset).await?)
     }
 

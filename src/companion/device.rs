@@ -1,16 +1,72 @@
 //! The device side: `POST /provision/regCode` and `POST /provision/accessToken`
-//! with RFC 8628 §3.5 polling semantics.
+//! with RFC 8628 §3.5 polling semantics. A device may name the access token
+//! AVS refused (`refusedToken`); the companion then refreshes at LWA at once,
+//! at most [`RefusalLimiter`]'s number of times a minute per session.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::flow::{Flow, RETRY_BUDGET, new_reg_code, random_token, with_retry};
+use super::flow::{Flow, RETRY_BUDGET, ct_eq, new_reg_code, random_token, with_retry};
 use super::store::{Session, Status, Tokens};
 use crate::backoff::Backoff;
 use crate::secret::Secret;
 
 /// RFC 8628 adds this much to the interval after each `slow_down`.
 const SLOW_DOWN_STEP: u64 = 5;
+
+/// The window of [`RefusalLimiter`].
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// The longest `refusedToken` taken (LWA's access tokens are under 2 KiB).
+const MAX_REFUSED_TOKEN: usize = 4096;
+
+/// Counts the LWA refreshes each session forced by reporting a refused
+/// token, over a sliding minute, so a broken or hostile device cannot make
+/// the companion hammer LWA. Entries older than a minute are dropped on
+/// every use, so the map holds only sessions active in the last minute (and
+/// only real ones: the session is checked before the limiter is asked).
+#[derive(Debug)]
+pub struct RefusalLimiter {
+    per_minute: usize,
+    taken: Mutex<HashMap<String, VecDeque<tokio::time::Instant>>>,
+}
+
+impl RefusalLimiter {
+    /// At most `per_minute` refreshes per session in any 60 s.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: usize::try_from(per_minute.max(1)).unwrap_or(1),
+            taken: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one refresh for session `id`, or learn how long until one is
+    /// free again.
+    pub fn try_take(&self, id: &str) -> Result<(), Duration> {
+        let now = tokio::time::Instant::now();
+        let mut map = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= REFUSAL_WINDOW)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = map.entry(id.to_string()).or_default();
+        if times.len() >= self.per_minute {
+            let oldest = times.front().copied().unwrap_or(now);
+            return Err((oldest + REFUSAL_WINDOW).saturating_duration_since(now));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+}
 
 /// A device-route failure, sent as `{"error", "error_description"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +216,20 @@ pub async fn access_token(
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .ok_or_else(|| DeviceError::bad("invalid_request", "sessionId is missing"))?
         .to_string();
+    let refused = match v.get("refusedToken") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_REFUSED_TOKEN => {
+            Some(Secret::new(t.clone()))
+        }
+        Some(_) => {
+            return Err(DeviceError::bad(
+                "invalid_request",
+                format!(
+                    "refusedToken must be the access token AVS refused (1 to {MAX_REFUSED_TOKEN} characters)"
+                ),
+            ));
+        }
+    };
     let unknown = || {
         DeviceError::bad(
             "invalid_session",
@@ -206,7 +276,7 @@ pub async fn access_token(
                 ))
             }
         }
-        Status::Linked => linked(flow, &id, session).await,
+        Status::Linked => linked(flow, &id, session, refused).await,
     }
 }
 
@@ -228,7 +298,15 @@ fn token_json(t: &Tokens, now: u64) -> Value {
 
 /// A linked session: the cached token while it has more than the margin
 /// left, else a refresh (one at a time per session, retried with back-off).
-async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, DeviceError> {
+/// With `refused` (the token AVS answered 403 to): the cached token if it
+/// is another one (someone refreshed already), else a refresh now, within
+/// the session's [`RefusalLimiter`] allowance.
+async fn linked(
+    flow: &Flow,
+    id: &str,
+    session: Session,
+    refused: Option<Secret>,
+) -> Result<Value, DeviceError> {
     let margin = flow.config.lwa.refresh_margin_secs;
     let fresh = |s: &Session, now: u64| {
         s.tokens
@@ -236,7 +314,20 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
             .filter(|t| t.access_expires_at > now.saturating_add(margin))
             .map(|t| token_json(t, now))
     };
-    if let Some(v) = fresh(&session, flow.now()) {
+    // Another token than the refused one, still valid: the device only
+    // missed a refresh.
+    let replaced = |s: &Session, now: u64, refused: &Secret| {
+        s.tokens
+            .as_ref()
+            .filter(|t| t.access_expires_at > now)
+            .filter(|t| !ct_eq(t.access.expose().as_bytes(), refused.expose().as_bytes()))
+            .map(|t| token_json(t, now))
+    };
+    let cached = |s: &Session, now: u64| match &refused {
+        None => fresh(s, now),
+        Some(r) => replaced(s, now, r),
+    };
+    if let Some(v) = cached(&session, flow.now()) {
         return Ok(v);
     }
     let lock = flow.refresh_lock(id);
@@ -251,7 +342,7 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
             "the user revoked access: register again",
         ));
     }
-    if let Some(v) = fresh(&session, flow.now()) {
+    if let Some(v) = cached(&session, flow.now()) {
         return Ok(v);
     }
     let Some(old) = session.tokens.clone() else {
@@ -260,6 +351,24 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
             "no tokens held: register again",
         ));
     };
+    if refused.is_some() {
+        if let Err(wait) = flow.refused.try_take(id) {
+            let wait = wait.as_secs().max(1);
+            tracing::warn!(
+                product = %session.product_id, dsn = %session.dsn,
+                "device reports refused tokens faster than lwa.refused_refreshes_per_minute allows; told to slow down"
+            );
+            return Err(DeviceError::bad(
+                "slow_down",
+                format!(
+                    "too many refreshes for refused tokens: ask again in {wait} seconds \
+                     (the companion allows {} a minute)",
+                    flow.config.lwa.refused_refreshes_per_minute
+                ),
+            ));
+        }
+        tracing::info!(product = %session.product_id, dsn = %session.dsn, "AVS refused the device's access token; refreshing at LWA now");
+    }
     let mut backoff = Backoff::token_service();
     let result = with_retry(&mut backoff, RETRY_BUDGET, "refresh", || {
         flow.lwa.refresh(&old.refresh)
@@ -285,6 +394,14 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
                     DeviceError::internal()
                 })?;
             tracing::info!(product = %session.product_id, dsn = %session.dsn, "access token refreshed");
+            if g.expires_in <= margin {
+                tracing::warn!(
+                    "LWA issued an access token that lives {} s, no more than \
+                     lwa.refresh_margin_secs ({margin} s): every device request will refresh it; \
+                     lower refresh_margin_secs",
+                    g.expires_in
+                );
+            }
             Ok(token_json(&tokens, now))
         }
         Err(e) if e.is_invalid_grant() => {
@@ -301,7 +418,7 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
         }
         Err(e) => {
             tracing::warn!(error = %e, "refresh failed");
-            if old.access_expires_at > now {
+            if old.access_expires_at > now && refused.is_none() {
                 // Still valid: better a short-lived token than none.
                 return Ok(token_json(&old, now));
             }
@@ -311,5 +428,34 @@ async fn linked(flow: &Flow, id: &str, session: Session) -> Result<Value, Device
                 "Login with Amazon is unreachable; retry in a minute",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_refreshes_are_limited_per_session_over_a_sliding_minute() {
+        let limiter = RefusalLimiter::new(3);
+        for _ in 0..3 {
+            assert_eq!(limiter.try_take("a"), Ok(()));
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        // The fourth within the minute waits until the first is a minute old.
+        assert_eq!(limiter.try_take("a"), Err(Duration::from_secs(30)));
+        // Another session has its own allowance.
+        assert_eq!(limiter.try_take("b"), Ok(()));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(limiter.try_take("a").is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(limiter.try_take("a"), Ok(()));
+        assert_eq!(limiter.try_take("a"), Err(Duration::from_secs(10)));
+        // A quiet minute forgets the session altogether.
+        tokio::time::advance(REFUSAL_WINDOW).await;
+        for _ in 0..3 {
+            assert_eq!(limiter.try_take("a"), Ok(()));
+        }
+        assert_eq!(limiter.taken.lock().unwrap().len(), 1);
     }
 }

@@ -83,6 +83,8 @@ pub struct Flow {
     /// One refresh at a time per session, so a rotated refresh token is
     /// stored before anyone uses it again.
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Refreshes forced by devices reporting a refused token, per session.
+    pub refused: super::device::RefusalLimiter,
 }
 
 impl Flow {
@@ -93,12 +95,14 @@ impl Flow {
         lwa: LwaClient,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let refused = super::device::RefusalLimiter::new(config.lwa.refused_refreshes_per_minute);
         Self {
             config,
             store,
             lwa,
             clock,
             refresh_locks: Mutex::new(HashMap::new()),
+            refused,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct AvsConfig {
     pub ping_interval_secs: u64,
     /// Seconds between UserInactivityReport events (AVS asks for hourly).
     pub inactivity_report_secs: u64,
+    /// Seconds a connection must stay up before the reconnect back-off
+    /// starts again from its first step.
+    pub stable_after_secs: u64,
 }
 
 impl Default for AvsConfig {
@@ -60,6 +63,7 @@ impl Default for AvsConfig {
             ca_file: None,
             ping_interval_secs: 300,
             inactivity_report_secs: 3600,
+            stable_after_secs: 60,
         }
     }
 }
@@ -182,6 +186,10 @@ impl StrictConfig for AvsdConfig {
             "a whole number of seconds from 1 to 3600",
         ),
         (
+            "avs.stable_after_secs",
+            "a whole number of seconds from 1 to 3600",
+        ),
+        (
             "audio.capture_device",
             "an ALSA PCM name in quotes, e.g. \"default\" or \"plughw:CARD=Mic\"",
         ),
@@ -276,6 +284,14 @@ impl StrictConfig for AvsdConfig {
                 "avs.inactivity_report_secs",
                 format!("{} is out of range", self.avs.inactivity_report_secs),
                 "use 3600 (AVS asks for a report every hour) or less, down to 1",
+            ));
+        }
+        if !(1..=3600).contains(&self.avs.stable_after_secs) {
+            out.push(Invalid::new(
+                "avs.stable_after_secs",
+                format!("{} is out of range", self.avs.stable_after_secs),
+                "use 1 to 3600 (60 by default): how long a connection must stay up before \
+                 the reconnect back-off starts from its first step again",
             ));
         }
         for (key, path) in [

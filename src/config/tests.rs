@@ -128,3 +128,13 @@ fn parse_and_semantic_problems_come_together() {
     let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, vec!["log.levl", "companion.url"], "{err}");
 }
+
+#[test]
+fn the_back_off_reset_is_a_setting_with_a_range() {
+    assert_eq!(parse_avsd("").unwrap().avs.stable_after_secs, 60);
+    let ok = parse_avsd("[avs]\nstable_after_secs = 2\n").unwrap();
+    assert_eq!(ok.avs.stable_after_secs, 2);
+    let err = parse_avsd("[avs]\nstable_after_secs = 0\n").unwrap_err();
+    assert_eq!(located(&err), vec![(Some(2), "avs.stable_after_secs")]);
+    assert!(err.problems[0].fix.contains("back-off"), "{err}");
+}

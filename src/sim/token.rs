@@ -3,8 +3,16 @@
 //! separate AVS stand-in sharing the key file can verify them offline.
 //!
 //! Shape: `Atza|` + base64url(JSON claims) + `.` + base64url(HMAC-SHA256).
+//!
+//! A signature alone cannot say that LWA took a token back early, which
+//! Amazon's AVS learns from LWA. The two stand-ins share that knowledge the
+//! way they share the key: a revocation list next to the key file
+//! ([`revocation_list`]), where `avs-sim lwa` appends the grants it revoked
+//! and the tokens it expired early, and which `avs-sim avs` reads on every
+//! request.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -26,6 +34,10 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
+    /// The grant (one user's consent for one device) the token was issued
+    /// under; revoking the grant revokes its tokens.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub grant: String,
     /// Filler that brings the token to LWA's length; covered by the MAC.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pad: String,
@@ -65,12 +77,24 @@ pub fn issue_access_token(key: &[u8], client_id: &str, lifetime: Duration) -> St
 
 /// Issue a token as if the time were `now` (the stand-in's own clock).
 pub fn issue_access_token_at(key: &[u8], client_id: &str, now: u64, lifetime: Duration) -> String {
+    issue_grant_token_at(key, client_id, "", now, lifetime).0
+}
+
+/// Issue a token under `grant` as if the time were `now`; also its `jti`.
+pub fn issue_grant_token_at(
+    key: &[u8],
+    client_id: &str,
+    grant: &str,
+    now: u64,
+    lifetime: Duration,
+) -> (String, String) {
     let mut jti = [0u8; 16];
     rand::rng().fill_bytes(&mut jti);
     let mut claims = Claims {
         client_id: client_id.to_string(),
         exp: now.saturating_add(lifetime.as_secs()),
         jti: B64.encode(jti),
+        grant: grant.to_string(),
         pad: String::new(),
     };
     let unpadded = encode(key, &claims);
@@ -79,7 +103,7 @@ pub fn issue_access_token_at(key: &[u8], client_id: &str, now: u64, lifetime: Du
         let missing = MIN_TOKEN_LEN - unpadded.len();
         claims.pad = "x".repeat(missing * 3 / 4 + 4);
     }
-    encode(key, &claims)
+    (encode(key, &claims), claims.jti)
 }
 
 fn encode(key: &[u8], claims: &Claims) -> String {
@@ -110,6 +134,53 @@ pub fn verify_access_token(key: &[u8], token: &str, now: u64) -> Result<Claims, 
         });
     }
     Ok(claims)
+}
+
+/// The revocation list the stand-ins sharing `key_file` share:
+/// `KEY_FILE.revoked`, one entry a line: `grant ID` or `token JTI`.
+pub fn revocation_list(key_file: &Path) -> PathBuf {
+    let mut name = key_file.as_os_str().to_os_string();
+    name.push(".revoked");
+    PathBuf::from(name)
+}
+
+/// What LWA took back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// Every token of a grant (the user removed the device).
+    Grant(String),
+    /// One access token, before its `exp` (LWA expired it early).
+    Token(String),
+}
+
+/// Append `entries` to the revocation list `list`.
+pub fn revoke(list: &Path, entries: &[Revoked]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for e in entries {
+        match e {
+            Revoked::Grant(g) if !g.is_empty() => text.push_str(&format!("grant {g}\n")),
+            Revoked::Token(j) if !j.is_empty() => text.push_str(&format!("token {j}\n")),
+            _ => {}
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Why `claims` are revoked in `list`, if they are. A missing list revokes
+/// nothing.
+pub fn revoked(list: &Path, claims: &Claims) -> Option<&'static str> {
+    let text = std::fs::read_to_string(list).ok()?;
+    text.lines().find_map(|line| match line.split_once(' ') {
+        Some(("grant", g)) if !claims.grant.is_empty() && g == claims.grant => {
+            Some("LWA revoked the grant it was issued under")
+        }
+        Some(("token", j)) if j == claims.jti => Some("LWA expired it early"),
+        _ => None,
+    })
 }
 
 /// The shared signing key: read from `path`, or 32 random bytes without one.
@@ -149,6 +220,33 @@ mod tests {
         assert!(t.len() < 2048);
         let c = verify_access_token(KEY, &t, 1000).unwrap();
         assert_eq!((c.client_id.as_str(), c.exp), ("client-1", 4600));
+    }
+
+    #[test]
+    fn revoked_grants_and_early_expiry_are_shared_through_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = revocation_list(&dir.path().join("token.key"));
+        assert!(list.ends_with("token.key.revoked"));
+        let (a, ja) = issue_grant_token_at(KEY, "c", "g1", 1000, Duration::from_secs(60));
+        let (b, jb) = issue_grant_token_at(KEY, "c", "g2", 1000, Duration::from_secs(60));
+        let ca = verify_access_token(KEY, &a, 1000).unwrap();
+        let cb = verify_access_token(KEY, &b, 1000).unwrap();
+        assert_eq!((ca.jti.as_str(), ca.grant.as_str()), (ja.as_str(), "g1"));
+        assert_eq!(revoked(&list, &ca), None);
+        revoke(&list, &[Revoked::Grant("g1".into())]).unwrap();
+        assert!(revoked(&list, &ca).unwrap().contains("grant"));
+        assert_eq!(revoked(&list, &cb), None);
+        revoke(&list, &[Revoked::Token(jb)]).unwrap();
+        assert!(revoked(&list, &cb).unwrap().contains("early"));
+        // A token of no grant is never caught by an empty grant entry.
+        let plain = verify_access_token(
+            KEY,
+            &issue_access_token_at(KEY, "c", 1000, Duration::from_secs(60)),
+            1000,
+        )
+        .unwrap();
+        revoke(&list, &[Revoked::Grant(String::new())]).unwrap();
+        assert_eq!(revoked(&list, &plain), None);
     }
 
     #[test]

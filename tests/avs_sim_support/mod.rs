@@ -101,6 +101,7 @@ impl Sim {
         let mut config = AvsConfig {
             tls: avsd::tls::server_config(&f.cert_file, &f.key_file, None).unwrap(),
             token_key: f.key.clone(),
+            revocations: None,
             answer_mp3: Bytes::from_static(avsd::sim::avs::BUILTIN_ANSWER_MP3),
             dialog: DialogSettings {
                 stop_capture: Duration::from_millis(300),

@@ -91,6 +91,21 @@ impl Settings {
     }
 }
 
+/// Where the reconnect back-off stands, for `avsctl status` and the log:
+/// published on every back-off delay, cleared (`next_try_at: None`) once
+/// connected, and back to the default once a connection stayed up for
+/// `avs.stable_after_secs` (the back-off then starts from its first step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reconnect {
+    /// Back-off delays drawn since the back-off last started over (0: none).
+    pub attempt: u32,
+    /// The ceiling the last delay was drawn under (full jitter: the delay
+    /// is anywhere from 0 to this).
+    pub ceiling: Duration,
+    /// When the next connection attempt starts, while one is waited for.
+    pub next_try_at: Option<std::time::SystemTime>,
+}
+
 /// Supplies the context (player and speech states) for SynchronizeState.
 pub type ContextSource = Arc<dyn Fn() -> Vec<ContextEntry> + Send + Sync>;
 
@@ -166,6 +181,7 @@ pub struct ConnectionHandle {
     cmd: mpsc::Sender<Command>,
     link: watch::Receiver<Option<Link>>,
     state: watch::Receiver<ConnectionState>,
+    reconnect: watch::Receiver<Reconnect>,
     auth: AuthHandle,
     inbound: mpsc::Sender<Inbound>,
     gate: Arc<Gate>,
@@ -233,6 +249,12 @@ impl ConnectionHandle {
         self.state.clone()
     }
 
+    /// The reconnect back-off: attempt, ceiling and next try (see
+    /// [`Reconnect`]); for `avsctl status`.
+    pub fn reconnect(&self) -> watch::Receiver<Reconnect> {
+        self.reconnect.clone()
+    }
+
     /// The link now, or the next one within the queue timeout.
     async fn current_link(&self) -> Result<Link, SendError> {
         let mut rx = self.link.clone();
@@ -267,6 +289,7 @@ pub fn spawn(
     let (cmd, rx) = mpsc::channel(MAILBOX);
     let (link_tx, link) = watch::channel(None);
     let (state_tx, state) = watch::channel(ConnectionState::Disconnected);
+    let (reconnect_tx, reconnect) = watch::channel(Reconnect::default());
     let settings = Arc::new(settings);
     let gate = Arc::new(Gate {
         slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),
@@ -283,6 +306,7 @@ pub fn spawn(
         gate: gate.clone(),
         link: link_tx,
         state: state_tx,
+        reconnect: reconnect_tx,
         rx,
         shutdown,
     };
@@ -291,6 +315,7 @@ pub fn spawn(
         cmd,
         link,
         state,
+        reconnect,
         auth,
         inbound,
         gate,

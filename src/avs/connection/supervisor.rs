@@ -37,6 +37,8 @@ pub(super) struct Supervisor {
     pub(super) gate: Arc<Gate>,
     pub(super) link: watch::Sender<Option<Link>>,
     pub(super) state: watch::Sender<ConnectionState>,
+    /// The reconnect back-off, for `avsctl status` and the log.
+    pub(super) reconnect: watch::Sender<super::Reconnect>,
     pub(super) rx: mpsc::Receiver<Command>,
     pub(super) shutdown: CancellationToken,
     /// Where to connect now (System.SetEndpoint changes it).
@@ -102,6 +104,21 @@ enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// The token AVS answered 403 to, on the downchannel or on an event
+    /// sent while connecting.
+    fn refused_token(&self) -> Option<Secret> {
+        match self {
+            ConnectError::Forbidden(t)
+            | ConnectError::PostConnect {
+                source: SendError::Forbidden(t),
+                ..
+            } => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
 struct Established {
     link: Link,
     downchannel: Downchannel,
@@ -125,8 +142,10 @@ impl Supervisor {
         let mut backoff = Backoff::avs_connect();
         loop {
             // Without a token there is nothing to connect with; with one
-            // (a GOAWAY handover, a new endpoint) avsd is reconnecting.
-            if self.auth.status().borrow().state != AuthState::Authorized {
+            // (a GOAWAY handover, a new endpoint) avsd is reconnecting. A
+            // refused token is as good as none until another arrives.
+            if self.auth.status().borrow().state != AuthState::Authorized || self.rejected.is_some()
+            {
                 self.publish(ConnectionState::Disconnected);
             }
             let waited = self
@@ -145,11 +164,8 @@ impl Supervisor {
                         self.endpoint
                     );
                     self.endpoint = self.settings.endpoint.clone();
-                    if self
-                        .until(tokio::time::sleep(backoff.next_delay()))
-                        .await
-                        .is_err()
-                    {
+                    let delay = self.next_try(&mut backoff);
+                    if self.until(tokio::time::sleep(delay)).await.is_err() {
                         return;
                     }
                     continue;
@@ -170,17 +186,23 @@ impl Supervisor {
                 Err(Interrupt::Reconnect) => continue,
                 Ok(Ok(est)) => est,
                 Ok(Err(e)) => {
-                    if let ConnectError::Forbidden(token) = &e {
-                        self.rejected = Some(token.clone());
-                        let _ = self.auth.token_rejected(token.clone()).await;
+                    self.publish(ConnectionState::Disconnected);
+                    if let Some(token) = e.refused_token() {
+                        // Waiting for another token is the pause here; the
+                        // companion limits how fast refusals get new ones.
+                        tracing::warn!(
+                            "cannot connect to AVS: {e}; waiting for a new access token, then \
+                             connecting at once"
+                        );
+                        self.refuse(token).await;
+                        continue;
                     }
-                    let delay = backoff.next_delay();
+                    let attempt = backoff.attempt() + 1;
+                    let delay = self.next_try(&mut backoff);
                     tracing::warn!(
-                        "cannot connect to AVS (attempt {}, next try in {:.1} s): {e}",
-                        backoff.attempt(),
+                        "cannot connect to AVS (attempt {attempt}, next try in {:.1} s): {e}",
                         delay.as_secs_f64()
                     );
-                    self.publish(ConnectionState::Disconnected);
                     if self.until(tokio::time::sleep(delay)).await.is_err() {
                         return;
                     }
@@ -188,6 +210,11 @@ impl Supervisor {
                 }
             };
             self.rejected = None;
+            self.reconnect.send_if_modified(|r| {
+                let changed = r.next_try_at.is_some();
+                r.next_try_at = None;
+                changed
+            });
             let up_since = Instant::now();
             self.link.send_replace(Some(est.link.clone()));
             self.publish(ConnectionState::Connected);
@@ -211,6 +238,7 @@ impl Supervisor {
             self.link.send_replace(None);
             if up_since.elapsed() >= self.settings.stable_after {
                 backoff.reset();
+                self.reconnect.send_replace(super::Reconnect::default());
             }
             match end {
                 Err(Interrupt::Shutdown) => return,
@@ -224,18 +252,21 @@ impl Supervisor {
                 }
                 Ok(End::AuthLost) => tracing::info!("no valid token any more; disconnected"),
                 Ok(End::Forbidden(token)) => {
-                    tracing::warn!("AVS refused the access token; renewing it before reconnecting");
-                    let _ = self.auth.token_rejected(token.clone()).await;
-                    self.rejected = Some(token);
+                    self.publish(ConnectionState::Disconnected);
+                    tracing::warn!(
+                        "AVS refused the access token; disconnected, waiting for a new token, \
+                         then reconnecting at once"
+                    );
+                    self.refuse(token).await;
                 }
                 Ok(other) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        "AVS connection lost ({other}); reconnecting in {:.1} s (attempt {})",
-                        delay.as_secs_f64(),
-                        backoff.attempt()
-                    );
                     self.publish(ConnectionState::Disconnected);
+                    let attempt = backoff.attempt() + 1;
+                    let delay = self.next_try(&mut backoff);
+                    tracing::warn!(
+                        "AVS connection lost ({other}); reconnecting in {:.1} s (attempt {attempt})",
+                        delay.as_secs_f64(),
+                    );
                     if self.until(tokio::time::sleep(delay)).await.is_err() {
                         return;
                     }
@@ -256,9 +287,21 @@ impl Supervisor {
                     None => return Err(Interrupt::Shutdown),
                     Some(Command::Ping(reply)) => { let _ = reply.send(()); }
                     Some(Command::Forbidden(token)) => {
-                        let _ = self.auth.token_rejected(token.clone()).await;
-                        self.rejected = Some(token);
-                        if self.link.borrow().is_some() {
+                        if self.rejected.as_ref() == Some(&token) {
+                            continue;
+                        }
+                        let connected = self.link.borrow().is_some();
+                        if connected {
+                            // The link is useless with a refused token:
+                            // never `connected` while nothing can pass.
+                            self.publish(ConnectionState::Disconnected);
+                            tracing::warn!(
+                                "AVS refused the access token on an event; disconnected, waiting \
+                                 for a new token, then reconnecting at once"
+                            );
+                        }
+                        self.refuse(token).await;
+                        if connected {
                             return Err(Interrupt::Reconnect);
                         }
                     }
@@ -275,6 +318,35 @@ impl Supervisor {
         }
     }
 
+    /// Tell the auth actor AVS refused `token` and wait for another.
+    async fn refuse(&mut self, token: Secret) {
+        let _ = self.auth.token_rejected(token.clone()).await;
+        self.rejected = Some(token);
+    }
+
+    /// Draw the next back-off delay, publish it and log it in full.
+    fn next_try(&self, backoff: &mut Backoff) -> Duration {
+        let ceiling = backoff.next_ceiling();
+        let delay = backoff.next_delay();
+        let attempt = u32::try_from(backoff.attempt()).unwrap_or(u32::MAX);
+        let next_try_at = std::time::SystemTime::now() + delay;
+        // Worded apart from the warnings' "next try in" / "reconnecting
+        // in", which tests and people read as the one delay per attempt.
+        tracing::info!(
+            "reconnect back-off: attempt {attempt}, waiting {:.2} s of a ceiling of {:.2} s \
+             (the back-off starts over after {} s connected)",
+            delay.as_secs_f64(),
+            ceiling.as_secs_f64(),
+            self.settings.stable_after.as_secs()
+        );
+        self.reconnect.send_replace(super::Reconnect {
+            attempt,
+            ceiling,
+            next_try_at: Some(next_try_at),
+        });
+        delay
+    }
+
     fn publish(&self, state: ConnectionState) {
         self.state.send_if_modified(|cur| {
             let changed = *cur != state;
@@ -284,18 +356,48 @@ impl Supervisor {
     }
 }
 
-/// Wait until the auth actor holds a valid token other than `rejected`.
+/// How often a long wait for a token says it is still waiting.
+const WAITING_NOTE: Duration = Duration::from_secs(10);
+
+/// Wait until the auth actor holds a valid token other than `rejected`,
+/// saying in the log what it waits for every [`WAITING_NOTE`]. A refused
+/// token is renewed by the auth actor, which announces the new one with a
+/// status change (its expiry); an unchanged status is asked again after a
+/// note, so a missed change cannot strand the wait.
 async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
     let mut status: watch::Receiver<AuthStatus> = auth.status();
+    let since = Instant::now();
     loop {
-        if status.borrow_and_update().state == AuthState::Authorized {
+        let state = status.borrow_and_update().state;
+        if state == AuthState::Authorized {
             match auth.access_token().await {
-                Ok(t) if Some(&t.value) != rejected.as_ref() => return,
+                Ok(t) if Some(&t.value) != rejected.as_ref() => {
+                    if rejected.is_some() {
+                        tracing::info!(
+                            "a new access token arrived after {} ms; connecting",
+                            since.elapsed().as_millis()
+                        );
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
-        if status.changed().await.is_err() {
-            std::future::pending::<()>().await;
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() {
+                std::future::pending::<()>().await;
+            },
+            () = tokio::time::sleep(WAITING_NOTE) => {
+                let what = if rejected.is_some() {
+                    "a new access token (AVS refused the last one)"
+                } else {
+                    "a valid access token (see Authorization.State and LastError)"
+                };
+                tracing::info!(
+                    "not connecting to AVS yet: waiting {} s so far for {what}",
+                    since.elapsed().as_secs()
+                );
+            }
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct LwaSection {
     pub refresh_margin_secs: u64,
     /// Give up on one LWA request after this long.
     pub request_timeout_secs: u64,
+    /// Refreshes one session may force per minute by reporting a token AVS
+    /// refused (`refusedToken`); more are answered `slow_down`.
+    pub refused_refreshes_per_minute: u32,
 }
 
 impl Default for LwaSection {
@@ -98,6 +101,7 @@ impl Default for LwaSection {
             ca_file: None,
             refresh_margin_secs: 600,
             request_timeout_secs: 30,
+            refused_refreshes_per_minute: 4,
         }
     }
 }

@@ -58,6 +58,10 @@ impl StrictConfig for CompanionConfig {
             "a whole number of seconds, e.g. 30",
         ),
         (
+            "lwa.refused_refreshes_per_minute",
+            "a whole number from 1 to 60, e.g. 4",
+        ),
+        (
             "products",
             "product ids as keys, each with a list of allowed DSNs in quotes ([] for any)",
         ),
@@ -178,6 +182,12 @@ impl StrictConfig for CompanionConfig {
                 self.lwa.request_timeout_secs,
                 1,
                 300,
+            ),
+            (
+                "lwa.refused_refreshes_per_minute",
+                u64::from(self.lwa.refused_refreshes_per_minute),
+                1,
+                60,
             ),
             (
                 "timing.registration_ttl_secs",

@@ -119,6 +119,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         }),
         (Method::POST, "/refuse") => refuse(&q, &shared),
         (Method::POST, "/status") => status(&q, &shared),
+        (Method::POST, "/refuse_token") => refuse_token(&q, &shared),
         (Method::POST, "/delay") => delay(&q, &shared),
         (Method::POST, "/push") => push(req, q, &shared).await,
         (Method::POST, "/dialog") => dialog(&q, &shared),
@@ -170,6 +171,16 @@ fn status(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
     }
     let count = param::<u32>(q, "count")?.unwrap_or(1);
     shared.set_status(code, count, target(q, Target::Events)?);
+    Ok(ok(json!({})))
+}
+
+/// `POST /refuse_token?on=TARGET[&count=N]`: the next N requests of that
+/// kind (default 1, on events) get 403 for their token, which is then
+/// refused on every request, as AVS does with a token it no longer takes
+/// although LWA still calls it valid.
+fn refuse_token(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
+    let count = param::<u32>(q, "count")?.unwrap_or(1);
+    shared.set_refuse_token(count, target(q, Target::Events)?);
     Ok(ok(json!({})))
 }
 

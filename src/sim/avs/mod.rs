@@ -11,7 +11,9 @@
 //! - Every request: `authorization: Bearer <token>` signed with
 //!   `--token-key-file` and not expired, else 403
 //!   `UNAUTHORIZED_REQUEST_EXCEPTION`, followed by a GOAWAY (AVS closes the
-//!   connection on an authorization failure).
+//!   connection on an authorization failure). Likewise a token that
+//!   `avs-sim lwa` revoked (its grant) or expired early, as listed in
+//!   `TOKEN_KEY_FILE.revoked`, and a token refused through `/refuse_token`.
 //! - `GET /ping` → 204. `GET /v20160207/directives` → 200
 //!   `multipart/related; boundary=…; type=application/json`, kept open; a
 //!   second one on the same connection → 400. `POST /v20160207/events`:
@@ -63,6 +65,9 @@
 //!   connections are reset during the handshake until then; `secs=0` ends
 //!   it), `POST /status?code=400|403|415|429|500|503[&count=N][&on=events|
 //!   downchannel|ping|all]` (the next N requests, default 1 event),
+//!   `POST /refuse_token[?count=N][&on=…]` (the next N requests, default 1
+//!   event, get 403 for their token, and that token is refused on every
+//!   request from then on),
 //!   `POST /delay?ms=N[&on=…]` (until `ms=0`), `POST /push[?split=tiny]
 //!   [&attach=CID][&raw=true]` with the directive JSON as body (sent as
 //!   given, to the newest downchannel; with `attach` the answer MP3 follows
@@ -167,6 +172,8 @@ pub struct AvsConfig {
     pub tls: Arc<ServerConfig>,
     /// The key access tokens are verified with.
     pub token_key: Vec<u8>,
+    /// The revocation list `avs-sim lwa` writes next to the key file.
+    pub revocations: Option<PathBuf>,
     /// The MP3 spoken in answers.
     pub answer_mp3: Bytes,
     /// Dialog behaviour at start (the control API changes it).
@@ -200,6 +207,7 @@ impl AvsConfig {
         Ok(Self {
             tls,
             token_key,
+            revocations: Some(crate::sim::token::revocation_list(&a.token_key_file)),
             answer_mp3,
             dialog: DialogSettings {
                 stop_capture: Duration::from_millis(a.stop_capture_ms),
@@ -226,6 +234,7 @@ pub async fn run(listener: TcpListener, config: AvsConfig, shutdown: Cancellatio
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let shared = Arc::new(state::Shared::new(
         config.token_key,
+        config.revocations,
         config.answer_mp3,
         config.dialog,
         config.idle_timeout,

@@ -84,14 +84,24 @@ impl Refusal {
     }
 }
 
-/// Check the `authorization` header: `Bearer <token>` whose signature is
-/// good and which is not expired. The token itself never reaches a log.
-pub(super) fn check_auth(headers: &HeaderMap, key: &[u8]) -> Result<(), Refusal> {
-    let forbidden = |description: String| Refusal {
+/// AVS's answer to a token it does not take: 403
+/// `UNAUTHORIZED_REQUEST_EXCEPTION` saying why.
+pub(super) fn forbidden(description: String) -> Refusal {
+    Refusal {
         status: 403,
         code: "UNAUTHORIZED_REQUEST_EXCEPTION",
         description,
-    };
+    }
+}
+
+/// Check the `authorization` header: `Bearer <token>` whose signature is
+/// good and which is not expired; its claims for the checks that need the
+/// stand-in's state (revocations, refusals). The token itself never
+/// reaches a log.
+pub(super) fn check_auth(
+    headers: &HeaderMap,
+    key: &[u8],
+) -> Result<crate::sim::token::Claims, Refusal> {
     let value = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(|| forbidden("no authorization header".into()))?
@@ -101,7 +111,6 @@ pub(super) fn check_auth(headers: &HeaderMap, key: &[u8]) -> Result<(), Refusal>
         forbidden("the authorization header is not `Bearer <access token>`".into())
     })?;
     crate::sim::token::verify_access_token(key, token.trim(), crate::sim::token::unix_now())
-        .map(|_| ())
         .map_err(|e| forbidden(format!("the access token was refused: {e}")))
 }
 

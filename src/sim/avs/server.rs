@@ -294,7 +294,9 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::info!(conn = ctx.id, %method, path, "request");
-    if let Err(r) = check_auth(req.headers(), &ctx.shared.token_key) {
+    if let Err(r) = check_auth(req.headers(), &ctx.shared.token_key)
+        .and_then(|claims| ctx.shared.token_allowed(&claims, &path))
+    {
         ctx.refuse(&mut respond, &path, &r);
         drain(req.into_body());
         return;

@@ -96,6 +96,9 @@ struct StatusKnob {
 #[derive(Debug, Default)]
 struct Knobs {
     refuse_until: Option<Instant>,
+    /// Refuse the token of the next this-many requests of a kind with 403,
+    /// and that token everywhere from then on.
+    refuse_token: Option<(Target, u32)>,
     status: Option<StatusKnob>,
     delay: Option<(Duration, Target)>,
 }
@@ -151,6 +154,10 @@ struct ConnEntry {
 /// State shared by every connection and the control API.
 pub struct Shared {
     pub(super) token_key: Vec<u8>,
+    /// The revocation list `avs-sim lwa` writes (next to the key file).
+    revocations: Option<std::path::PathBuf>,
+    /// Token ids refused through the `refuse_token` knob, for good.
+    refused_tokens: Mutex<std::collections::HashSet<String>>,
     pub(super) answer_mp3: Bytes,
     pub(super) idle_timeout: Option<Duration>,
     pub(super) connection_lifetime: Option<Duration>,
@@ -172,6 +179,7 @@ impl Shared {
     /// Fresh state: no connections, no knobs, empty statistics.
     pub(super) fn new(
         token_key: Vec<u8>,
+        revocations: Option<std::path::PathBuf>,
         answer_mp3: Bytes,
         dialog: DialogSettings,
         idle_timeout: Option<Duration>,
@@ -179,6 +187,8 @@ impl Shared {
     ) -> Self {
         Self {
             token_key,
+            revocations,
+            refused_tokens: Mutex::default(),
             answer_mp3,
             idle_timeout,
             connection_lifetime,
@@ -269,6 +279,57 @@ impl Shared {
             remaining: count,
             on,
         });
+    }
+
+    /// Refuse the tokens of the next `count` requests of kind `on` with
+    /// 403, and each such token on every later request: AVS's view of a
+    /// token LWA still calls valid but that AVS no longer takes.
+    pub(super) fn set_refuse_token(&self, count: u32, on: Target) {
+        lock(&self.knobs).refuse_token = (count > 0).then_some((on, count));
+    }
+
+    /// Whether AVS takes a token whose signature and expiry are good, on a
+    /// request for `path`: not revoked or expired early at LWA, not refused
+    /// before, and not the one the `refuse_token` knob is waiting for.
+    pub(super) fn token_allowed(
+        &self,
+        claims: &crate::sim::token::Claims,
+        path: &str,
+    ) -> Result<(), super::rules::Refusal> {
+        use super::rules::forbidden;
+        if let Some(why) = self
+            .revocations
+            .as_deref()
+            .and_then(|list| crate::sim::token::revoked(list, claims))
+        {
+            return Err(forbidden(format!("the access token was refused: {why}")));
+        }
+        if lock(&self.refused_tokens).contains(&claims.jti) {
+            return Err(forbidden(
+                "the access token was refused: avs-sim refused it before and still does".into(),
+            ));
+        }
+        let kind = match path {
+            super::DIRECTIVES_PATH => Target::Downchannel,
+            super::EVENTS_PATH => Target::Events,
+            super::PING_PATH => Target::Ping,
+            _ => return Ok(()),
+        };
+        let mut knobs = lock(&self.knobs);
+        if let Some((on, left)) = knobs.refuse_token.as_mut()
+            && on.covers(kind)
+        {
+            *left -= 1;
+            if *left == 0 {
+                knobs.refuse_token = None;
+            }
+            drop(knobs);
+            lock(&self.refused_tokens).insert(claims.jti.clone());
+            return Err(forbidden(
+                "the access token was refused: avs-sim was told to refuse it (for good)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The status the next request of `kind` must get, consuming one use.

@@ -2,7 +2,10 @@
 //! enforces (client id, exact redirect URI, `alexa:all` with well-formed
 //! `scope_data`, PKCE, single-use expiring codes, client authentication,
 //! rotating refresh tokens, LWA's error JSON), with a consent page and a
-//! control API under `/_sim/` for tests.
+//! control API under `/_sim/` for tests: `fail`, `delay`, `advance`,
+//! `revoke` (a grant: its refresh token gets `invalid_grant` and AVS
+//! refuses its access tokens) and `expire` (every access token issued so
+//! far, before its time; AVS refuses them).
 
 mod routes;
 pub mod state;
@@ -102,6 +105,10 @@ impl SimConfig {
                 token_lifetime: Duration::from_secs(a.token_lifetime),
                 code_lifetime: Duration::from_secs(a.code_lifetime),
                 token_key,
+                revocations: a
+                    .token_key_file
+                    .as_deref()
+                    .map(crate::sim::token::revocation_list),
             },
             tls,
             auto_approve: a.auto_approve,

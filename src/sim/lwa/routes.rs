@@ -318,10 +318,14 @@ async fn control(req: Request<Incoming>, shared: &Shared) -> Resp {
             st.delay = Duration::from_millis(num("millis", 1000));
             json!({"delay_next": st.delay_next})
         }
-        "/_sim/revoke" => {
-            let n = st.revoke(v.get("refresh_token").and_then(Value::as_str));
-            json!({ "revoked": n })
-        }
+        "/_sim/revoke" => match st.revoke(v.get("refresh_token").and_then(Value::as_str)) {
+            Ok(n) => json!({ "revoked": n }),
+            Err(e) => return h::json(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e})),
+        },
+        "/_sim/expire" => match st.expire_access_tokens() {
+            Ok(n) => json!({ "expired": n }),
+            Err(e) => return h::json(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e})),
+        },
         "/_sim/advance" => {
             st.clock_offset += num("secs", 0);
             json!({ "clock_offset": st.clock_offset })

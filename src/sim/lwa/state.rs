@@ -59,6 +59,9 @@ pub struct Rules {
     pub code_lifetime: Duration,
     /// Key that signs access tokens.
     pub token_key: Vec<u8>,
+    /// The revocation list shared with `avs-sim avs` (next to the key
+    /// file); without one, revocations stay inside this stand-in.
+    pub revocations: Option<std::path::PathBuf>,
 }
 
 /// A consent request waiting for Allow or Deny.
@@ -87,7 +90,11 @@ struct Code {
 #[derive(Debug)]
 struct Refresh {
     family: String,
+    grant: String,
 }
+
+/// Access tokens remembered for `/_sim/expire` (the newest ones).
+const REMEMBERED_ACCESS: usize = 1024;
 
 /// Counters tests read through `/_sim/counters`.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -106,6 +113,10 @@ pub struct Counters {
     pub refresh_grants: u64,
     /// Calls failed on purpose by the `fail` knob.
     pub injected_failures: u64,
+    /// Grants revoked (`/_sim/revoke`).
+    pub grants_revoked: u64,
+    /// Access tokens expired early (`/_sim/expire`).
+    pub expired_early: u64,
     /// Token-endpoint errors by code.
     pub errors: HashMap<String, u64>,
 }
@@ -119,6 +130,8 @@ pub struct SimState {
     codes: HashMap<String, Code>,
     refresh: HashMap<String, Refresh>,
     issued_refresh: Vec<String>,
+    /// (jti, grant) of recent access tokens, oldest first.
+    issued_access: std::collections::VecDeque<(String, String)>,
     /// Counters for tests.
     pub counters: Counters,
     /// Seconds added to the wall clock (`/_sim/advance`).
@@ -149,6 +162,7 @@ impl SimState {
             codes: HashMap::new(),
             refresh: HashMap::new(),
             issued_refresh: Vec::new(),
+            issued_access: std::collections::VecDeque::new(),
             counters: Counters::default(),
             clock_offset: 0,
             fail_next: 0,
@@ -283,7 +297,7 @@ impl SimState {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| LwaError::new("invalid_request", format!("missing {k}")))
         };
-        let family = match field("grant_type")?.as_str() {
+        let (family, grant) = match field("grant_type")?.as_str() {
             "authorization_code" => {
                 let code = field("code")?;
                 let redirect = field("redirect_uri")?;
@@ -323,7 +337,7 @@ impl SimState {
                 }
                 c.used = true;
                 self.counters.code_grants += 1;
-                code.clone()
+                (code.clone(), random(12))
             }
             "refresh_token" => {
                 let old = field("refresh_token")?;
@@ -334,7 +348,7 @@ impl SimState {
                     )
                 })?;
                 self.counters.refresh_grants += 1;
-                r.family
+                (r.family, r.grant)
             }
             "device_code" => {
                 return Err(LwaError::new(
@@ -350,15 +364,26 @@ impl SimState {
             }
         };
         let refresh = format!("Atzr|{}", random(96));
-        self.refresh.insert(refresh.clone(), Refresh { family });
+        self.refresh.insert(
+            refresh.clone(),
+            Refresh {
+                family,
+                grant: grant.clone(),
+            },
+        );
         self.issued_refresh.push(refresh.clone());
         let lifetime = self.rules.token_lifetime;
-        let access = token::issue_access_token_at(
+        let (access, jti) = token::issue_grant_token_at(
             &self.rules.token_key,
             &self.rules.client_id,
+            &grant,
             self.now(),
             lifetime,
         );
+        if self.issued_access.len() == REMEMBERED_ACCESS {
+            self.issued_access.pop_front();
+        }
+        self.issued_access.push_back((jti, grant));
         Ok(json!({
             "access_token": access,
             "refresh_token": refresh,
@@ -367,15 +392,43 @@ impl SimState {
         }))
     }
 
-    /// Revoke one refresh token, or every one when `token` is `None`.
-    pub fn revoke(&mut self, token: Option<&str>) -> usize {
-        match token {
-            Some(t) => usize::from(self.refresh.remove(t).is_some()),
-            None => {
-                let n = self.refresh.len();
-                self.refresh.clear();
-                n
-            }
+    /// Revoke one refresh token's grant, or every grant when `token` is
+    /// `None`, as when the user removes the device in their Amazon account:
+    /// the refresh token then gets `invalid_grant`, and the grant's access
+    /// tokens are refused by `avs-sim avs` (through the revocation list).
+    /// Returns how many refresh tokens were revoked.
+    pub fn revoke(&mut self, token: Option<&str>) -> Result<usize, String> {
+        let gone: Vec<Refresh> = match token {
+            Some(t) => self.refresh.remove(t).into_iter().collect(),
+            None => self.refresh.drain().map(|(_, r)| r).collect(),
+        };
+        let grants: Vec<token::Revoked> = gone
+            .iter()
+            .map(|r| token::Revoked::Grant(r.grant.clone()))
+            .collect();
+        self.counters.grants_revoked += grants.len() as u64;
+        self.publish(&grants)?;
+        Ok(gone.len())
+    }
+
+    /// Expire every access token issued so far before its time, as LWA
+    /// may: refresh tokens stay good. Returns how many were expired.
+    pub fn expire_access_tokens(&mut self) -> Result<usize, String> {
+        let tokens: Vec<token::Revoked> = self
+            .issued_access
+            .drain(..)
+            .map(|(jti, _)| token::Revoked::Token(jti))
+            .collect();
+        self.counters.expired_early += tokens.len() as u64;
+        self.publish(&tokens)?;
+        Ok(tokens.len())
+    }
+
+    fn publish(&self, entries: &[token::Revoked]) -> Result<(), String> {
+        match &self.rules.revocations {
+            Some(list) if !entries.is_empty() => token::revoke(list, entries)
+                .map_err(|e| format!("{}: cannot write the revocation list: {e}", list.display())),
+            _ => Ok(()),
         }
     }
 

@@ -19,7 +19,7 @@ mod system_support;
 
 use std::time::{Duration, Instant};
 
-use companion_support::clients::query_of;
+use companion_support::query_of;
 use companion_support::{Setup, WAIT};
 use dialog_support::{Mic, SPEAKER_10MS, Speaker, speech16};
 use fault_support::rig::{CONNECTION, Rig, STATE, rig};
@@ -215,8 +215,21 @@ async fn a_grant_revoked_at_lwa_is_noticed_at_once() {
         "revoked grant: Authorization.State error {:.0} ms after the revocation",
         (seen_at - revoked_at).as_secs_f64() * 1000.0
     );
-    let last_error = r.auth.last_error().await.unwrap();
-    assert!(last_error.contains("avsctl login"), "{last_error}");
+    // LastError says what to do (announced with or right after the state).
+    let said = r
+        .rec
+        .wait_after(
+            mark,
+            "Authorization.LastError",
+            |v| v.contains("avsctl login"),
+            WAIT,
+        )
+        .await;
+    assert!(
+        said.is_some(),
+        "LastError never said to log in again: {:?}",
+        r.rec.values("Authorization.LastError", mark)
+    );
     assert_eq!(r.rec.values(STATE, mark), ["error"]);
     let connection = r.rec.values(CONNECTION, mark);
     assert_eq!(connection, ["disconnected"], "{}", r.avsd.log_text());

@@ -16,6 +16,10 @@ Each subcommand measures one thing and prints one JSON object on stdout;
         AVSD_LOG (avsd's stderr at avsd=debug) also answer to sound
   bench.py reconnects PID CONTROL M [CHECKPOINT]
         M connection cuts (POST /cut) and the reconnection each time
+  bench.py refusals  CONTROL N AVSD_LOG
+        N refused tokens: the stand-in refuses the token of the next
+        Recognize (POST /refuse_token), a Tap sends one; from avsd's log,
+        the 403 to "connected to AVS" on a new token
   bench.py logins    COMPANION CA SECS WORKERS PRODUCT [PID...]
         complete logins (device registers, browser follows the login
         link through the LWA stand-in, device polls a token) for SECS s
@@ -532,6 +536,48 @@ def cmd_reconnects(argv):
                       "setup_ms": stats(setup), "backoff_ms": stats(delays), "checkpoints": marks}))
 
 
+def cmd_refusals(argv):
+    control, n, log = argv[0].rstrip("/"), int(argv[1]), argv[2]
+    bus = Bus()
+    began = time.time()
+    done = 0
+    for _ in range(n):
+        if not wait_state(bus, "connected", prop="Connection", timeout=30, every=0.005):
+            print("refusals: avsd is not connected; stopping", file=sys.stderr)
+            break
+        if not wait_state(bus, "idle", timeout=30):
+            print("refusals: the dialog is not idle; stopping", file=sys.stderr)
+            break
+        before = http(control + "/stats")["downchannels"]
+        http(control + "/refuse_token?on=events", method="POST")
+        try:
+            bus.call(DEST, PATH, DIALOG, "Tap")
+        except DBusError as e:
+            print("refusals: Tap failed: %s" % e, file=sys.stderr)
+            break
+        http("%s/wait?downchannels=%d&timeout_ms=30000" % (control, before + 1))
+        wait_state(bus, "connected", prop="Connection", timeout=30, every=0.005)
+        done += 1
+        time.sleep(1.0)
+    time.sleep(0.2)
+    # The auth actor's line: one a refusal (the supervisor logs its own too).
+    refused = [t for t in log_times(log, "AVS refused the access token; asking the companion")
+               if t >= began]
+    connected = [t for t in log_times(log, re.compile(r"\sINFO\s+(?:.*?: )?connected to AVS$")) if t >= began]
+    heal, token = [], []
+    for r in refused:
+        after = [t for t in connected if t >= r]
+        if after:
+            heal.append((after[0] - r) * 1000)
+    with open(log, errors="replace") as f:
+        for line in f:
+            mm = re.search(r"a new access token arrived after ([0-9]+) ms", line)
+            ts = LOG_TS.match(line.strip())
+            if mm and ts and _epoch(ts.group(1)) >= began:
+                token.append(float(mm.group(1)))
+    print(json.dumps({"n": done, "wanted": n, "heal_ms": stats(heal), "token_ms": stats(token)}))
+
+
 LOGIN_LINK = re.compile(r'id="login" href="([^"]+)"')
 
 
@@ -762,6 +808,12 @@ def cmd_report(argv):
         for k in sorted(cps, key=int):
             add("avsd after %s reconnects: RSS / open fds / threads" % k,
                 "%s / %d / %d" % (_mib(cps[k]["VmRSS"]), cps[k]["fds"], cps[k]["Threads"]))
+    rf = _load(d, "refusals")
+    if rf:
+        add("Refused token (AVS 403 to a Recognize) → connected with a new token (avsd's log; goal ≤ 3 s), "
+            "%d of %d" % (rf.get("n", 0), rf.get("wanted", 0)),
+            _tri(rf.get("heal_ms"), digits=0) + "; of which waiting for the new token "
+            "(avsd → companion → LWA refresh): %s" % _tri(rf.get("token_ms"), digits=0))
     size = _load(d, "size")
     if size:
         add("avsd binary, release (stripped, fat LTO)", "%.2f MiB (%d bytes)" % (size["bytes"] / 1048576.0, size["bytes"]))

@@ -299,6 +299,7 @@ pub fn spawn(
         endpoint: settings.endpoint.clone(),
         rejected: None,
         unreported: None,
+        establishing: false,
         settings: settings.clone(),
         auth: auth.clone(),
         inbound: inbound.clone(),

@@ -47,6 +47,8 @@ pub(super) struct Supervisor {
     pub(super) rejected: Option<Secret>,
     /// A malformed downchannel to report once a connection is usable again.
     pub(super) unreported: Option<String>,
+    /// A connection attempt is under way (see [`Supervisor::until`]).
+    pub(super) establishing: bool,
 }
 
 /// How a phase ended early.
@@ -165,7 +167,7 @@ impl Supervisor {
                     );
                     self.endpoint = self.settings.endpoint.clone();
                     let delay = self.next_try(&mut backoff);
-                    if self.until(tokio::time::sleep(delay)).await.is_err() {
+                    if !self.pause(delay).await {
                         return;
                     }
                     continue;
@@ -181,7 +183,10 @@ impl Supervisor {
                 self.context.clone(),
                 self.gate.clone(),
             );
-            let est = match self.until(attempt).await {
+            self.establishing = true;
+            let attempt = self.until(attempt).await;
+            self.establishing = false;
+            let est = match attempt {
                 Err(Interrupt::Shutdown) => return,
                 Err(Interrupt::Reconnect) => continue,
                 Ok(Ok(est)) => est,
@@ -203,7 +208,7 @@ impl Supervisor {
                         "cannot connect to AVS (attempt {attempt}, next try in {:.1} s): {e}",
                         delay.as_secs_f64()
                     );
-                    if self.until(tokio::time::sleep(delay)).await.is_err() {
+                    if !self.pause(delay).await {
                         return;
                     }
                     continue;
@@ -267,7 +272,7 @@ impl Supervisor {
                         "AVS connection lost ({other}); reconnecting in {:.1} s (attempt {attempt})",
                         delay.as_secs_f64(),
                     );
-                    if self.until(tokio::time::sleep(delay)).await.is_err() {
+                    if !self.pause(delay).await {
                         return;
                     }
                 }
@@ -301,7 +306,11 @@ impl Supervisor {
                             );
                         }
                         self.refuse(token).await;
-                        if connected {
+                        // While connecting, the attempt meets the refusal
+                        // itself (or uses a newer token); anywhere else
+                        // (connected, pausing, waiting for a token) start
+                        // over at once with the refusal known.
+                        if !self.establishing {
                             return Err(Interrupt::Reconnect);
                         }
                     }
@@ -316,6 +325,18 @@ impl Supervisor {
                 },
             }
         }
+    }
+
+    /// Sleep a back-off delay while answering commands; false on shutdown.
+    /// A refused token or a new endpoint ends the pause early, and the loop
+    /// goes on at once (after a refusal, to wait for the new token: AVS
+    /// closes a connection after a 403, so the link may have ended before
+    /// the refusal reached this task).
+    async fn pause(&mut self, delay: Duration) -> bool {
+        !matches!(
+            self.until(tokio::time::sleep(delay)).await,
+            Err(Interrupt::Shutdown)
+        )
     }
 
     /// Tell the auth actor AVS refused `token` and wait for another.

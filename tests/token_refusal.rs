@@ -424,3 +424,20 @@ fn the_refusal_limit_is_a_strict_setting() {
         .to_string();
     assert!(err.contains("lwa.refused_refreshes_per_minute"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_shorter_lived_than_the_renewal_margin_is_warned_about() {
+    // LWA hands out 40 s tokens; avsd renews 600 s ahead by default.
+    let r = fault_support::rig::rig_with(fault_support::rig::RigOpts {
+        token_lifetime: 40,
+        ..Default::default()
+    })
+    .await;
+    r.avsd
+        .wait_log(
+            "s, no more than companion.renew_before_secs (600 s)",
+            1,
+            WAIT,
+        )
+        .await;
+}

@@ -29,12 +29,15 @@ pub(super) enum Job {
 /// The result of a call, back on the actor.
 pub(super) enum Outcome {
     Registered(Result<Registration, CallError>),
-    Token(Job, Result<TokenResponse, CallError>),
+    /// A token call's answer, and the refused token it reported, if any.
+    Token(Job, Option<Secret>, Result<TokenResponse, CallError>),
 }
 
 pub(super) struct Actor {
     pub(super) settings: Settings,
     status: watch::Sender<AuthStatus>,
+    /// Bumped with every new token (see `AuthHandle::token_changes`).
+    pub(super) tokens: watch::Sender<u64>,
     pub(super) session: Option<Session>,
     pub(super) token: Option<(AccessToken, Instant)>,
     pub(super) backoff: Backoff,
@@ -46,10 +49,15 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    pub(super) fn new(settings: Settings, status: watch::Sender<AuthStatus>) -> Self {
+    pub(super) fn new(
+        settings: Settings,
+        status: watch::Sender<AuthStatus>,
+        tokens: watch::Sender<u64>,
+    ) -> Self {
         Self {
             settings,
             status,
+            tokens,
             session: None,
             token: None,
             backoff: Backoff::token_service(),
@@ -280,7 +288,8 @@ impl Actor {
                 let id = s.session_id.clone();
                 let refused = self.refused.clone().filter(|_| job == Job::Renew);
                 self.jobs.spawn(async move {
-                    Outcome::Token(job, client.access_token(&id, refused.as_ref()).await)
+                    let answer = client.access_token(&id, refused.as_ref()).await;
+                    Outcome::Token(job, refused, answer)
                 });
             }
         }

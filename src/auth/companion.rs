@@ -271,7 +271,7 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use bytes::Bytes;
@@ -282,19 +282,19 @@ mod tests {
     use super::*;
     use crate::companion::http as h;
 
-    /// What the responder answers: (status, body) by request path.
-    type Answers = Arc<dyn Fn(&str) -> (StatusCode, Bytes) + Send + Sync>;
+    /// What the responder answers: (status, body) by request path and JSON
+    /// body.
+    pub(crate) type Answers =
+        Arc<dyn Fn(&str, &serde_json::Value) -> (StatusCode, Bytes) + Send + Sync>;
+
+    /// What the responder saw: (path, JSON body) of each request.
+    pub(crate) type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
     /// A tiny HTTPS server with its own CA: records each request (path and
     /// JSON body) and answers what `answers` says; and a client of it.
-    async fn responder(
+    pub(crate) async fn responder(
         answers: Answers,
-    ) -> (
-        CompanionClient,
-        Arc<Mutex<Vec<(String, serde_json::Value)>>>,
-        CancellationToken,
-        tempfile::TempDir,
-    ) {
+    ) -> (CompanionClient, Seen, CancellationToken, tempfile::TempDir) {
         crate::tls::install_provider();
         let dir = tempfile::tempdir().unwrap();
         let ca = crate::tls::certs::LocalCa::new("test CA").unwrap();
@@ -319,8 +319,8 @@ mod tests {
                     let path = req.uri().path().to_string();
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     let json = serde_json::from_slice(&body).unwrap_or_default();
-                    log.lock().unwrap().push((path.clone(), json));
-                    let (status, body) = answers(&path);
+                    let (status, body) = answers(&path, &json);
+                    log.lock().unwrap().push((path, json));
                     let mut resp = h::json(status, &serde_json::Value::Null);
                     *resp.body_mut() = http_body_util::Full::new(body);
                     resp
@@ -338,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoke_sends_the_session_and_takes_an_unknown_session_as_revoked() {
-        let answers: Answers = Arc::new(|path| match path {
+        let answers: Answers = Arc::new(|path, _| match path {
             "/provision/revoke" => (StatusCode::OK, Bytes::from_static(b"{}")),
             _ => (
                 StatusCode::BAD_REQUEST,
@@ -357,7 +357,7 @@ mod tests {
         );
         stop.cancel();
 
-        let gone: Answers = Arc::new(|_| {
+        let gone: Answers = Arc::new(|_, _| {
             (
                 StatusCode::BAD_REQUEST,
                 Bytes::from_static(b"{\"error\":\"invalid_session\"}"),
@@ -368,7 +368,7 @@ mod tests {
         stop.cancel();
 
         let broken: Answers =
-            Arc::new(|_| (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"{}")));
+            Arc::new(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"{}")));
         let (client, _, stop, _dir) = responder(broken).await;
         let err = client.revoke(&session).await.unwrap_err();
         assert!(
@@ -380,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_request_carries_the_refused_token() {
-        let ok: Answers = Arc::new(|_| {
+        let ok: Answers = Arc::new(|_, _| {
             (
                 StatusCode::OK,
                 Bytes::from_static(
@@ -405,7 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_over_the_limit_is_refused_not_buffered() {
-        let huge: Answers = Arc::new(|_| {
+        let huge: Answers = Arc::new(|_, _| {
             let mut body = b"{\"access_token\":\"".to_vec();
             body.extend(std::iter::repeat_n(b'x', MAX_BODY));
             body.extend(b"\",\"token_type\":\"bearer\",\"expires_in\":1}");

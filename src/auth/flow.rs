@@ -10,6 +10,7 @@ use super::actor::{Actor, Job, Outcome, unix_now};
 use super::companion::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
 use super::{AccessToken, AuthState, AuthStatus};
+use crate::secret::Secret;
 
 /// RFC 8628 §3.5: on `slow_down` the interval grows by 5 seconds.
 const SLOW_DOWN_STEP: u64 = 5;
@@ -36,9 +37,9 @@ impl Actor {
                  device.product_id and that the companion allows this product"
             )),
             Outcome::Registered(Err(e)) => self.retry(Job::Register, &e),
-            Outcome::Token(_, Ok(tok)) => self.got_token(tok),
-            Outcome::Token(job, Err(CallError::Refused(code))) => self.refused(job, &code),
-            Outcome::Token(job, Err(e)) => self.retry(job, &e),
+            Outcome::Token(_, told, Ok(tok)) => self.got_token(tok, told),
+            Outcome::Token(job, _, Err(CallError::Refused(code))) => self.refused(job, &code),
+            Outcome::Token(job, _, Err(e)) => self.retry(job, &e),
         }
     }
 
@@ -81,7 +82,9 @@ impl Actor {
         });
     }
 
-    fn got_token(&mut self, tok: TokenResponse) {
+    /// A token from the companion; `told` is the refused token the call
+    /// reported (none for a call that began before AVS refused).
+    fn got_token(&mut self, tok: TokenResponse, told: Option<Secret>) {
         if !tok.token_type.eq_ignore_ascii_case("bearer") || tok.expires_in == 0 {
             let e = CallError::Unexpected {
                 url: String::new(),
@@ -93,9 +96,20 @@ impl Actor {
             };
             return self.retry(Job::Renew, &e);
         }
+        if self.refused.as_ref() == Some(&tok.access_token)
+            && told.as_ref() != self.refused.as_ref()
+        {
+            // The call began before AVS refused: ask again, saying so.
+            tracing::info!(
+                "the companion answered the refused token to a call made before the refusal; \
+                 asking again now"
+            );
+            return self.launch(Job::Renew);
+        }
         if self.refused.as_ref() == Some(&tok.access_token) {
-            // The companion does not know the refusal yet (an older
-            // companion, or a refresh that failed): never a silent wait.
+            // The companion knew and still answered it (an older companion
+            // without refusedToken, or a refresh that failed): never a
+            // silent wait.
             let attempt = self.backoff.attempt() + 1;
             let delay = self.backoff.next_delay().max(MIN_RENEW_RETRY);
             tracing::warn!(
@@ -108,7 +122,12 @@ impl Actor {
         if self.refused.take().is_some() {
             tracing::info!("a new access token replaces the one AVS refused");
         }
-        let previous = self.token.as_ref().map(|(t, _)| t.expires_at).unwrap_or(0);
+        // Compared by value: a refresh within the same second as the last
+        // one has the same expiry second and is still a new token.
+        let same = self
+            .token
+            .as_ref()
+            .is_some_and(|(t, _)| t.value == tok.access_token);
         let expires_at = unix_now() + tok.expires_in;
         let deadline = Instant::now() + Duration::from_secs(tok.expires_in);
         let mut save_error = None;
@@ -127,13 +146,16 @@ impl Actor {
             },
             deadline,
         ));
+        if !same {
+            self.tokens.send_modify(|n| *n += 1);
+        }
         self.publish(AuthStatus {
             state: AuthState::Authorized,
             token_expires_at: expires_at,
             last_error: save_error.unwrap_or_default(),
             ..AuthStatus::default()
         });
-        if expires_at <= previous {
+        if same {
             // The companion handed back the token we already had: ask again
             // a little later instead of spinning.
             let delay = self.backoff.next_delay();

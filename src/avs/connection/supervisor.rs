@@ -382,13 +382,15 @@ const WAITING_NOTE: Duration = Duration::from_secs(10);
 
 /// Wait until the auth actor holds a valid token other than `rejected`,
 /// saying in the log what it waits for every [`WAITING_NOTE`]. A refused
-/// token is renewed by the auth actor, which announces the new one with a
-/// status change (its expiry); an unchanged status is asked again after a
-/// note, so a missed change cannot strand the wait.
+/// token is renewed by the auth actor, which announces the new one on
+/// `token_changes` (the status may not change: same state, same expiry
+/// second).
 async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
     let mut status: watch::Receiver<AuthStatus> = auth.status();
+    let mut tokens = auth.token_changes();
     let since = Instant::now();
     loop {
+        tokens.borrow_and_update();
         let state = status.borrow_and_update().state;
         if state == AuthState::Authorized {
             match auth.access_token().await {
@@ -408,6 +410,7 @@ async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
             changed = status.changed() => if changed.is_err() {
                 std::future::pending::<()>().await;
             },
+            Ok(()) = tokens.changed() => {}
             () = tokio::time::sleep(WAITING_NOTE) => {
                 let what = if rejected.is_some() {
                     "a new access token (AVS refused the last one)"

@@ -288,9 +288,22 @@ async fn a_refused_recognize_heals_and_the_next_dialog_is_answered() {
         "avsd never connected again; avsd log:\n{}",
         rig.avsd.log_text()
     );
-    assert_eq!(
-        rec.values(CONNECTION, mark),
-        ["disconnected", "connecting", "connected"]
+    // AVS closes the connection after the 403 (GOAWAY): when avsd sees the
+    // close before the refusal has reached its connection task, one more
+    // attempt with the refused token meets a 403 on the downchannel first.
+    let seen = rec.values(CONNECTION, mark);
+    assert!(
+        seen == ["disconnected", "connecting", "connected"]
+            || seen
+                == [
+                    "disconnected",
+                    "connecting",
+                    "disconnected",
+                    "connecting",
+                    "connected"
+                ],
+        "Dialog.Connection went {seen:?}; avsd log:\n{}",
+        rig.avsd.log_text()
     );
     let healed = span(&rec, mark, "disconnected", "connected").expect("both seen");
     println!(

@@ -149,6 +149,33 @@ async fn a_403_to_the_downchannel_heals_with_one_refresh() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_to_a_reopened_downchannel_heals_with_one_refresh() {
+    let r = rig().await;
+    let before = lwa_calls(&r).await;
+    r.avs.post("/refuse_token?on=downchannel").await;
+    let mark = r.rec.len();
+    // Malformed bytes make avsd reopen the downchannel on the same link;
+    // AVS refuses the token there.
+    r.avs
+        .push_raw("Content-Type: application/json\r\n\r\n{\"directive\":")
+        .await;
+    heals(
+        &r,
+        "403 to a reopened downchannel",
+        mark,
+        before,
+        &["disconnected", "connecting", "connected"],
+    )
+    .await;
+    let (path, status, why) = last_rejection(&r).await;
+    assert_eq!(
+        (path.as_str(), status),
+        ("/v20160207/directives", 403),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_to_an_event_while_connecting_heals_with_one_refresh() {
     let r = rig().await;
     let before = lwa_calls(&r).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{End, Established, open_downchannel};
+use super::{ConnectError, End, Established, open_downchannel};
 use crate::auth::{AuthHandle, AuthState};
 use crate::avs::connection::Settings;
 use crate::avs::inbound::{Inbound, PumpError};
@@ -36,9 +36,15 @@ pub(super) async fn watch_link(
                     // downchannel is open again (AVS takes no event without one).
                     let report = format!("the downchannel's multipart body is malformed: {e}");
                     let reopened = match auth.access_token().await {
-                        Ok(token) => open_downchannel(&est.link, &token.value, &settings, &inbound)
-                            .await
-                            .map_err(|e| e.to_string()),
+                        Ok(token) => {
+                            match open_downchannel(&est.link, &token.value, &settings, &inbound)
+                                .await
+                            {
+                                // A refused token is renewed, not retried.
+                                Err(ConnectError::Forbidden(t)) => return End::Forbidden(t),
+                                r => r.map_err(|e| e.to_string()),
+                            }
+                        }
                         Err(e) => Err(e.to_string()),
                     };
                     match reopened {

@@ -80,6 +80,8 @@ pub struct Flow {
     pub lwa: LwaClient,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Rate limits of the routes anyone can call.
+    pub limits: super::limits::Limiters,
     /// One refresh at a time per session, so a rotated refresh token is
     /// stored before anyone uses it again.
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -94,6 +96,7 @@ impl Flow {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
+            limits: super::limits::Limiters::new(&config.limits),
             config,
             store,
             lwa,

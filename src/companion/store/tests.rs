@@ -221,3 +221,29 @@ fn only_the_newest_login_states_of_a_session_are_kept() {
         TakeState::Taken(_)
     ));
 }
+
+#[test]
+fn a_database_from_before_created_at_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, reg_code TEXT UNIQUE, product_id TEXT NOT NULL,
+             dsn TEXT NOT NULL, reg_expires_at INTEGER NOT NULL, status TEXT NOT NULL,
+             interval INTEGER NOT NULL, last_poll_at INTEGER, access_token TEXT,
+             access_expires_at INTEGER, refresh_token TEXT, updated_at INTEGER NOT NULL);
+             INSERT INTO sessions VALUES ('kept', NULL, 'p', 'd', 1, 'linked', 5, NULL, 'a', 9, 'r', 7);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let list = s.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].created_at, 0, "unknown for old rows");
+    assert_eq!(s.session("kept").unwrap().unwrap().status, Status::Linked);
+    assert!(s.create_session(&session("new", "AAAAAAAA", 100)).unwrap());
+    drop(s);
+    SqliteStore::open(&path).expect("opens again once upgraded");
+}

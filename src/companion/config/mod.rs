@@ -222,9 +222,11 @@ impl CompanionConfig {
     /// A short human summary for `--check-config`.
     pub fn summary(&self, path: &Path) -> String {
         format!(
-            "{}: OK\n  listen:       https://{}\n  mutual TLS:   {}\n  client id:    {}\n  redirect uri: {}\n  token url:    {}\n  products:     {}\n  database:     {}\n",
+            "{}: OK\n  listen:       https://{}\n  connections:  {} at most, {} per client address\n  mutual TLS:   {}\n  client id:    {}\n  redirect uri: {}\n  token url:    {}\n  products:     {}\n  database:     {}\n",
             path.display(),
             self.server.listen,
+            self.server.max_connections,
+            self.server.max_connections_per_address,
             if self.server.device_ca_file.is_some() {
                 "required on device routes"
             } else {

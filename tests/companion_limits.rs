@@ -415,3 +415,59 @@ async fn a_huge_answer_from_the_token_endpoint_is_refused_unread() {
     stop.cancel();
     let _ = served.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_without_a_length_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new();
+    // HTTP/1.1 with no Content-Length: the body runs until the server
+    // closes, and this one never does on its own.
+    let mut tls = (*avsd::tls::server_config(&env.cert_file, &env.key_file, None).unwrap()).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = acceptor.accept(tcp).await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let _ = s.read(&mut head).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"access_token\":\"")
+            .await
+            .unwrap();
+        let chunk = vec![b'A'; 16 * 1024];
+        // At most 64 MiB, so a broken client cannot keep this test forever.
+        for _ in 0..4096 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let config = env.companion_config(&env.companion_toml(
+        "127.0.0.1:8443",
+        "https://127.0.0.1:8443/authresponse",
+        &base,
+        "",
+    ));
+    let lwa =
+        avsd::companion::lwa_client::LwaClient::new(&config, avsd::secret::Secret::new("secret"))
+            .unwrap();
+    let err = lwa
+        .exchange_code("code", &avsd::secret::Secret::new("verifier"))
+        .await
+        .expect_err("an endless answer was accepted");
+    assert!(err.to_string().contains("larger than 65536 bytes"), "{err}");
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the client kept reading")
+        .unwrap();
+    let total = sent.load(std::sync::atomic::Ordering::SeqCst);
+    // Well under the 64 MiB on offer, with room for the kernel's socket buffers.
+    assert!(
+        total < 32 << 20,
+        "the client read {total} bytes before stopping"
+    );
+}

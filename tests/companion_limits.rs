@@ -161,9 +161,15 @@ async fn guessing_codes_gets_429() {
         }
         statuses.push(status);
     }
-    let not_found = statuses.iter().filter(|&&c| c == 404).count();
-    assert_eq!(not_found, 10, "{statuses:?}");
-    assert!(statuses[10..].iter().all(|&c| c == 429), "{statuses:?}");
+    // 10 a minute: the first 10 wrong codes are answered, then 429 (a
+    // slow machine may see one token refilled on the way).
+    assert!(statuses[..10].iter().all(|&c| c == 404), "{statuses:?}");
+    let limited = statuses[10..].iter().filter(|&&c| c == 429).count();
+    assert!(limited >= 18, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&c| c == 404 || c == 429),
+        "{statuses:?}"
+    );
     // Over the limit, the right code is refused too, and the form as well.
     let (status, page, _) = guesser.get(&login_url).await;
     assert_eq!(status, 429, "{page}");

@@ -31,12 +31,32 @@ async fn whole_flow_with_a_redirect_following_cookie_keeping_client() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
-    let cookie = headers["set-cookie"].to_str().unwrap();
-    for part in ["Secure", "HttpOnly", "SameSite=Lax"] {
+    assert!(
+        headers.get("set-cookie").is_none(),
+        "viewing the device page sets no cookie (and stores nothing)"
+    );
+    assert_eq!(
+        headers["strict-transport-security"], "max-age=31536000",
+        "HSTS on every page"
+    );
+    let press = press_url(&login_url, &page);
+
+    // The button: a fresh cookie and a redirect to LWA's consent page.
+    let first = s.browser().client.get(&press).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let cookie = first.headers()["set-cookie"].to_str().unwrap();
+    for part in [
+        "__Host-avs-login=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
         assert!(cookie.contains(part), "{cookie}");
     }
 
-    let consent_url = login_href(&page);
+    let consent = browser.get(&press).send().await.unwrap();
+    let consent_url = consent.url().to_string();
     let q = query_of(&consent_url);
     assert_eq!(q["client_id"], CLIENT_ID);
     assert_eq!(q["scope"], "alexa:all");
@@ -49,15 +69,7 @@ async fn whole_flow_with_a_redirect_following_cookie_keeping_client() {
         scope,
         json!({"alexa:all": {"productID": PRODUCT, "productInstanceAttributes": {"deviceSerialNumber": "0001"}}})
     );
-
-    let consent = browser
-        .get(&consent_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let consent = consent.text().await.unwrap();
     let request = attr_value(&consent, "name=\"request\" value=\"");
     let done = browser
         .post(format!("{}/ap/oa/consent", s.sim.base))
@@ -375,8 +387,11 @@ async fn products_and_serials_not_allowed_are_refused() {
         .await;
 }
 
+/// A code is single-use (RFC 6749 §4.1.2, RFC 9700 §2.1.1): after an
+/// ambiguous failure of the exchange it is not sent again; the login ends
+/// with a page saying to sign in again, and a new login links the device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_endpoint_down_backs_off_then_links() {
+async fn token_endpoint_down_ends_that_login_and_a_new_login_links() {
     let s = Setup::new(&[]).await;
     let device = s.device();
     let (_, session, login_url) = device.register_ok("0001").await;
@@ -384,13 +399,29 @@ async fn token_endpoint_down_backs_off_then_links() {
     let consent = browser.open_device_page(&login_url).await;
     let back = browser.consent(&consent, true).await;
     s.sim
-        .control("fail", json!({"count": 2, "status": 503}))
+        .control("fail", json!({"count": 1, "status": 503}))
         .await;
+    let (status, page, _) = browser.get(&back).await;
+    assert_eq!(status, 503, "{page}");
+    assert!(
+        page.contains("Linking failed") && page.contains("Login with Amazon again"),
+        "{page}"
+    );
+    assert_eq!(s.sim.counter("injected_failures").await, 1);
+    assert_eq!(
+        s.sim.counter("token_calls").await,
+        1,
+        "the code was sent once, never retried"
+    );
+    assert_eq!(device.poll_error(&session).await, "authorization_pending");
+
+    // The user presses the button again: a new state, a new code.
+    let consent = browser.open_device_page(&login_url).await;
+    let back = browser.consent(&consent, true).await;
     let (status, page, _) = browser.get(&back).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Device linked"));
-    assert_eq!(s.sim.counter("injected_failures").await, 2);
-    assert_eq!(s.sim.counter("token_calls").await, 3);
+    assert_eq!(s.sim.counter("token_calls").await, 2);
     s.clock.advance(5);
     assert_eq!(device.poll(&session).await.0, 200);
 }

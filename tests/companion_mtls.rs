@@ -77,14 +77,27 @@ async fn device_routes_need_a_certificate_naming_the_device() {
     assert_eq!(status, 200, "{v}");
     let poll = json!({"sessionId": v["sessionId"]});
     assert_eq!(
-        post(wrong, "/provision/accessToken", poll.clone()).await.0,
+        post(wrong.clone(), "/provision/accessToken", poll.clone())
+            .await
+            .0,
         401
     );
-    let (status, v) = post(right, "/provision/accessToken", poll).await;
+    let (status, v) = post(right.clone(), "/provision/accessToken", poll.clone()).await;
     assert_eq!(
         (status, v["error"].as_str()),
         (400, Some("authorization_pending"))
     );
+
+    // Revoking needs the device's certificate too: a stolen session id
+    // alone cannot end (or probe) someone else's session.
+    let (status, _) = post(s.env.client(), "/provision/revoke", poll.clone()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(wrong.clone(), "/provision/revoke", poll.clone()).await;
+    assert_eq!(status, 401);
+    let (status, v) = post(right.clone(), "/provision/revoke", poll.clone()).await;
+    assert_eq!((status, v), (200, json!({})));
+    let (status, v) = post(right, "/provision/accessToken", poll).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("access_denied")));
 
     // Browser routes work without a certificate.
     let (status, page, _) = s.browser().get(&format!("{}/", s.companion.base)).await;

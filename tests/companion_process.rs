@@ -220,7 +220,10 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
     let (status, page, _) = browser.get(reg["loginUrl"].as_str().unwrap()).await;
     assert_eq!(status, 200);
     seen.push_str(&page);
-    let back = browser.consent(&login_href(&page), true).await;
+    let consent_url = browser
+        .press_login(&press_url(reg["loginUrl"].as_str().unwrap(), &page))
+        .await;
+    let back = browser.consent(&consent_url, true).await;
     let (status, page, _) = browser.get(&back).await;
     assert_eq!(status, 200, "{page}");
     seen.push_str(&page);

@@ -58,6 +58,8 @@ mod backoff;
 mod config;
 #[path = "../../src/fsutil.rs"]
 mod fsutil;
+#[path = "../../src/notify.rs"]
+mod notify;
 #[path = "../../src/secret.rs"]
 mod secret;
 #[path = "../../src/tls/mod.rs"]
@@ -75,8 +77,10 @@ mod companion {
     pub mod device;
     pub mod flow;
     pub mod http;
+    pub mod limits;
     pub mod lwa_client;
     pub mod pages;
+    pub mod revoke;
     pub mod server;
     pub mod store;
 }
@@ -207,6 +211,12 @@ fn companion_config(db: PathBuf, device_ca_file: Option<PathBuf>) -> CompanionCo
         LISTED_DSNS.iter().map(|d| d.to_string()).collect(),
     );
     config.storage.database = Some(db);
+    // Every input comes from one address: limits as low as the defaults
+    // would answer most of a run with 429 and reach nothing behind them.
+    config.limits.registrations_per_address_per_minute = 10_000;
+    config.limits.registrations_per_device_per_minute = 1000;
+    config.limits.wrong_codes_per_address_per_minute = 1000;
+    config.limits.max_pending_sessions = 1_000_000;
     config
 }
 
@@ -462,7 +472,7 @@ fn run(h: &Harness, step: &Step<'_>, found: &mut Found) {
             .unwrap_or_else(|e| panic!("{route}: JSON body does not parse: {e}"));
         check_device(&route, status, &v, &body, mtls, &cert_names, found);
     }
-    if status == StatusCode::OK && method == Method::GET && path.starts_with("/provision/") {
+    if status == StatusCode::FOUND && method == Method::GET && path.starts_with("/provision/") {
         remember_login(&parts.headers, &body_out, found);
     }
 }
@@ -521,10 +531,13 @@ fn check_response(route: &str, parts: &http::response::Parts, body: &[u8]) {
         check_markup(route, page);
     }
     if status == StatusCode::FOUND {
+        // The code form goes to a code page; the login button to LWA.
         let location = header(h, "location");
         let code = location.strip_prefix("/provision/").unwrap_or("");
+        let consent = format!("{AUTHORIZE_URL}?");
         assert!(
-            code.len() == 8 && code.bytes().all(|b| b.is_ascii_alphanumeric()),
+            (code.len() == 8 && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+                || location.starts_with(&consent),
             "{route}: redirect to {location:?}"
         );
     }
@@ -540,7 +553,7 @@ fn check_response(route: &str, parts: &http::response::Parts, body: &[u8]) {
 }
 
 /// Every tag is one of the templates' (so every value was escaped), and
-/// every link goes to the start page or to LWA's consent page.
+/// every link goes to the start page or to a code's login button.
 fn check_markup(route: &str, page: &str) {
     for piece in page.split('<').skip(1) {
         let tag = tag_name(piece);
@@ -551,9 +564,12 @@ fn check_markup(route: &str, page: &str) {
     }
     for piece in page.split("href=\"").skip(1) {
         let href = piece.split('"').next().unwrap_or("");
-        let consent = format!("{AUTHORIZE_URL}?");
+        let code = href
+            .strip_prefix("/provision/")
+            .and_then(|r| r.strip_suffix("/login"))
+            .unwrap_or("");
         assert!(
-            href == "/" || href.starts_with(&consent),
+            href == "/" || (code.len() == 8 && code.bytes().all(|b| b.is_ascii_alphanumeric())),
             "{route}: link to {href:?}"
         );
     }
@@ -623,16 +639,14 @@ fn check_device(
     }
 }
 
-/// From a device page: the login `state` in its consent link, and the cookie.
-fn remember_login(headers: &http::HeaderMap, page: &[u8], found: &mut Found) {
-    let page = String::from_utf8_lossy(page);
-    if let Some(rest) = page.split("id=\"login\" href=\"").nth(1) {
-        let href = rest.split('"').next().unwrap_or("").replace("&amp;", "&");
-        if let Ok(url) = url::Url::parse(&href)
-            && let Some((_, state)) = url.query_pairs().find(|(k, _)| k == "state")
-        {
-            found.state = state.into_owned();
-        }
+/// From the login button's redirect: the login `state` in the consent URL,
+/// and the cookie.
+fn remember_login(headers: &http::HeaderMap, _page: &[u8], found: &mut Found) {
+    if let Some(location) = headers.get("location").and_then(|v| v.to_str().ok())
+        && let Ok(url) = url::Url::parse(location)
+        && let Some((_, state)) = url.query_pairs().find(|(k, _)| k == "state")
+    {
+        found.state = state.into_owned();
     }
     if let Some(value) = headers
         .get("set-cookie")

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, StatusCode};
 
-use super::flow::{Flow, RETRY_BUDGET, normalize_code, pkce_challenge, random_token, with_retry};
+use super::flow::{Flow, normalize_code, pkce_challenge, random_token};
 use super::http::{self as h, Resp};
+use super::limits::client_key;
 use super::pages;
-use super::store::{LoginState, Status, TakeState, Tokens};
-use crate::backoff::Backoff;
+use super::store::{LoginState, Session, Status, TakeState, Tokens};
 use crate::secret::Secret;
+use crate::tls::Peer;
 
 /// The cookie that binds a login `state` to this browser. `__Host-` makes
 /// browsers insist on Secure, Path=/ and no Domain.
@@ -29,26 +30,59 @@ fn db_down() -> Resp {
     )
 }
 
-/// `GET /`, or `GET /?code=…` from its own form.
-pub fn home(query: &HashMap<String, String>) -> Resp {
-    match query.get("code") {
-        None => h::html(StatusCode::OK, pages::home(None)),
-        Some(raw) => match normalize_code(raw) {
-            Some(code) => h::redirect(&format!("/provision/{code}")),
-            None => h::html(
+/// 429 for a browser that sent too many wrong codes.
+fn too_many_codes(wait: std::time::Duration) -> Resp {
+    h::too_many(
+        super::limits::retry_after_secs(wait),
+        pages::failure(
+            "Too many wrong codes",
+            "Too many codes that do not belong to any device were tried from this network.",
+            "Wait a minute, then type the code shown on your device again.",
+        ),
+    )
+}
+
+/// `GET /`, or `GET /?code=…` from its own form, from `peer`.
+pub fn home(flow: &Flow, query: &HashMap<String, String>, peer: &Peer) -> Resp {
+    let Some(raw) = query.get("code") else {
+        return h::html(StatusCode::OK, pages::home(None));
+    };
+    let client = client_key(peer.addr.ip());
+    if let Err(wait) = flow.limits.wrong_codes_per_address.check(&client) {
+        return too_many_codes(wait);
+    }
+    match normalize_code(raw) {
+        Some(code) => h::redirect(&format!("/provision/{code}")),
+        None => {
+            if let Err(wait) = flow.limits.wrong_codes_per_address.take(&client) {
+                return too_many_codes(wait);
+            }
+            h::html(
                 StatusCode::BAD_REQUEST,
                 pages::home(Some(
                     "That is not a code from a device: codes have 8 letters and digits, like ABCD-2345.",
                 )),
-            ),
-        },
+            )
+        }
     }
 }
 
-/// `GET /provision/{regCode}`: show the device and a login link carrying a
-/// fresh `state` bound to this browser's cookie.
-pub async fn device_page(flow: &Flow, raw_code: &str, headers: &HeaderMap) -> Resp {
+/// The pending, unexpired session a code from a browser names, or the
+/// page to answer with. Wrong codes count against the client's address
+/// (RFC 8628 §5.1), and over the limit every code is answered with 429.
+async fn session_for_code(
+    flow: &Flow,
+    raw_code: &str,
+    peer: &Peer,
+) -> Result<(String, Session), Resp> {
+    let client = client_key(peer.addr.ip());
+    if let Err(wait) = flow.limits.wrong_codes_per_address.check(&client) {
+        return Err(too_many_codes(wait));
+    }
     let gone = || {
+        if let Err(wait) = flow.limits.wrong_codes_per_address.take(&client) {
+            return too_many_codes(wait);
+        }
         fail(
             StatusCode::NOT_FOUND,
             "Code not found",
@@ -57,30 +91,52 @@ pub async fn device_page(flow: &Flow, raw_code: &str, headers: &HeaderMap) -> Re
         )
     };
     let Some(code) = normalize_code(raw_code) else {
-        return gone();
+        return Err(gone());
     };
     let lookup = code.clone();
     let session = match flow.store.call(move |s| s.session_by_code(&lookup)).await {
         Ok(Some(s)) => s,
-        Ok(None) => return gone(),
-        Err(_) => return db_down(),
+        Ok(None) => return Err(gone()),
+        Err(_) => return Err(db_down()),
     };
-    let now = flow.now();
-    if now >= session.reg_expires_at {
-        return fail(
+    if flow.now() >= session.reg_expires_at {
+        return Err(fail(
             StatusCode::GONE,
             "Code expired",
             "This code is too old to use.",
             "Restart registration on the device to get a new code, then use it within a few minutes.",
-        );
+        ));
     }
-    let cookie = h::cookie(headers, COOKIE)
-        .filter(|c| {
-            c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .unwrap_or_else(|| random_token(32));
+    Ok((code, session))
+}
+
+/// `GET /provision/{regCode}`: show the device and the "Login with Amazon"
+/// button. Nothing is stored: a page view costs no row.
+pub async fn device_page(flow: &Flow, raw_code: &str, peer: &Peer) -> Resp {
+    match session_for_code(flow, raw_code, peer).await {
+        Ok((code, session)) => {
+            let page = pages::device(
+                &code,
+                &session.product_id,
+                &session.dsn,
+                &format!("/provision/{code}/login"),
+            );
+            h::html(StatusCode::OK, page)
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /provision/{regCode}/login`, the button: a fresh `state` bound to
+/// a freshly minted cookie (never a value the client chose), stored, and a
+/// redirect to LWA's consent page.
+pub async fn start_login(flow: &Flow, raw_code: &str, peer: &Peer) -> Resp {
+    let (_, session) = match session_for_code(flow, raw_code, peer).await {
+        Ok(found) => found,
+        Err(resp) => return resp,
+    };
+    let now = flow.now();
+    let cookie = random_token(32);
     let ttl = flow.config.timing.state_ttl_secs;
     let login = LoginState {
         state: Secret::new(random_token(32)),
@@ -102,9 +158,8 @@ pub async fn device_page(flow: &Flow, raw_code: &str, headers: &HeaderMap) -> Re
     {
         return db_down();
     }
-    let page = pages::device(&code, &session.product_id, &session.dsn, &url);
     h::set_cookie(
-        h::html(StatusCode::OK, page),
+        h::redirect(&url),
         &format!("{COOKIE}={cookie}; Max-Age={ttl}; Path=/; Secure; HttpOnly; SameSite=Lax"),
     )
 }
@@ -183,7 +238,18 @@ pub async fn auth_response(
     let sid = login.session_id.expose().to_string();
     let key = sid.clone();
     let session = match flow.store.call(move |s| s.session(&key)).await {
-        Ok(Some(s)) if s.status == Status::Pending => s,
+        Ok(Some(s)) if s.status == Status::Pending && now < s.reg_expires_at => s,
+        Ok(Some(s)) if s.status == Status::Pending => {
+            // The device has been told its code expired (and may have
+            // registered again): this login must not link it any more.
+            tracing::info!(product = %h::loggable(&s.product_id), dsn = %h::loggable(&s.dsn), "sign-in finished after the registration expired; refused");
+            return fail(
+                StatusCode::GONE,
+                "Code expired",
+                "The device's code expired before the sign-in finished, so nothing was linked.",
+                "Restart registration on the device to get a new code, then sign in within a few minutes.",
+            );
+        }
         Ok(_) => {
             return fail(
                 StatusCode::CONFLICT,
@@ -205,7 +271,7 @@ pub async fn auth_response(
             {
                 return db_down();
             }
-            tracing::info!(product = %session.product_id, dsn = %session.dsn, "user declined consent");
+            tracing::info!(product = %h::loggable(&session.product_id), dsn = %h::loggable(&session.dsn), "user declined consent");
             return fail(
                 StatusCode::OK,
                 "Access not allowed",
@@ -229,20 +295,18 @@ pub async fn auth_response(
             again,
         );
     };
-    let mut backoff = Backoff::token_service();
-    let verifier = login.verifier.clone();
-    let granted = with_retry(&mut backoff, RETRY_BUDGET, "code exchange", || {
-        flow.lwa.exchange_code(&code, &verifier)
-    })
-    .await;
+    // One try only: a code is single-use (RFC 6749 §4.1.2, RFC 9700
+    // §2.1.1), so after an ambiguous failure (a timeout, a 5xx) LWA may
+    // have spent it already. The user starts a new login instead.
+    let granted = flow.lwa.exchange_code(&code, &login.verifier).await;
     let g = match granted {
         Ok(g) => g,
         Err(e) => {
-            tracing::warn!(error = %e, "code exchange failed");
+            tracing::warn!(error = %e, "code exchange failed; the user must sign in again");
             let (status, what) = if e.is_transient() {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "Login with Amazon could not be reached.",
+                    "Login with Amazon could not be reached, or did not answer clearly, so this sign-in was ended.",
                 )
             } else {
                 (
@@ -261,7 +325,7 @@ pub async fn auth_response(
     };
     match flow.store.call(move |s| s.link(&sid, &tokens)).await {
         Ok(true) => {
-            tracing::info!(product = %session.product_id, dsn = %session.dsn, "device linked");
+            tracing::info!(product = %h::loggable(&session.product_id), dsn = %h::loggable(&session.dsn), "device linked");
             h::html(
                 StatusCode::OK,
                 pages::success(&session.product_id, &session.dsn),

@@ -1,4 +1,5 @@
-//! The `avs-companion` command line: serve, `--check-config`, `make-certs`.
+//! The `avs-companion` command line: serve, `--check-config`, `make-certs`,
+//! `sessions`.
 //! Only this module picks exit codes.
 
 use std::path::PathBuf;
@@ -42,6 +43,34 @@ pub enum Command {
         #[arg(long = "device")]
         devices: Vec<String>,
     },
+    /// List or revoke device sessions in the service's database (run it as
+    /// the service user; the service may keep running).
+    Sessions {
+        /// What to do.
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+/// `avs-companion sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// Every session: short id, product, serial, status, created, last
+    /// changed. Never the session id or tokens.
+    List,
+    /// End sessions: every pending or linked session of PRODUCT and SERIAL,
+    /// or the one session whose short id (from `list`) starts with --id.
+    /// A revoked device gets `access_denied` and must be registered again.
+    Revoke {
+        /// Product id.
+        #[arg(required_unless_present = "id", requires = "serial")]
+        product: Option<String>,
+        /// Device serial number.
+        serial: Option<String>,
+        /// A short id from `sessions list` (at least 4 hex digits).
+        #[arg(long, conflicts_with_all = ["product", "serial"])]
+        id: Option<String>,
+    },
 }
 
 /// Parse the command line and run; the binary's whole `main`.
@@ -66,6 +95,9 @@ pub fn main() -> ExitCode {
     if cli.check_config {
         print!("{}", config.summary(&cli.config));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Sessions { action }) = &cli.command {
+        return super::sessions::main(&config, action);
     }
     init_logging(&config.log.level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -11,9 +11,12 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::flow::{Flow, RETRY_BUDGET, ct_eq, new_reg_code, random_token, with_retry};
+use super::http::loggable;
+use super::limits::client_key;
 use super::store::{Session, Status, Tokens};
 use crate::backoff::Backoff;
 use crate::secret::Secret;
+use crate::tls::Peer;
 
 /// RFC 8628 adds this much to the interval after each `slow_down`.
 const SLOW_DOWN_STEP: u64 = 5;
@@ -77,14 +80,26 @@ pub struct DeviceError {
     pub error: &'static str,
     /// Words a person can act on.
     pub description: String,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl DeviceError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    /// An error with its status, contract code and description.
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         Self {
             status,
             error,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429 Too Many Requests` with `Retry-After`.
+    pub fn limited(wait: std::time::Duration, description: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(super::limits::retry_after_secs(wait)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", description)
         }
     }
 
@@ -106,8 +121,9 @@ impl DeviceError {
     }
 }
 
-/// When mutual TLS is on, the client certificate must name `product:dsn`.
-fn check_cert(
+/// When mutual TLS is on, the client certificate must name `product:dsn`
+/// (also used by [`super::revoke`]).
+pub(super) fn check_cert(
     flow: &Flow,
     cert_names: &[String],
     product: &str,
@@ -132,23 +148,32 @@ fn check_cert(
     ))
 }
 
-/// `POST /provision/regCode`.
-pub async fn register(
-    flow: &Flow,
-    body: &[u8],
-    cert_names: &[String],
-) -> Result<Value, DeviceError> {
+/// `POST /provision/regCode`, from `peer`.
+pub async fn register(flow: &Flow, body: &[u8], peer: &Peer) -> Result<Value, DeviceError> {
+    let cert_names = &peer.cert_names;
+    // Before anything is parsed or stored: a flood from one address costs
+    // a hash-map lookup each.
+    let client = client_key(peer.addr.ip());
+    if let Err(wait) = flow.limits.registrations_per_address.take(&client) {
+        return Err(DeviceError::limited(
+            wait,
+            "too many registrations from this address; retry after the time in Retry-After",
+        ));
+    }
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| DeviceError::bad("invalid_request", "send JSON {\"productId\", \"dsn\"}"))?;
+    // No control characters: these values end up in logs and pages.
     let field = |k: &str, max: usize| {
         v.get(k)
             .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty() && s.len() <= max)
+            .filter(|s| !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control))
             .map(str::to_string)
             .ok_or_else(|| {
                 DeviceError::bad(
                     "invalid_request",
-                    format!("{k} must be a string of 1 to {max} characters"),
+                    format!(
+                        "{k} must be a string of 1 to {max} characters without control characters"
+                    ),
                 )
             })
     };
@@ -156,11 +181,46 @@ pub async fn register(
     let dsn = field("dsn", 128)?;
     check_cert(flow, cert_names, &product, &dsn)?;
     if !flow.config.allows(&product, &dsn) {
-        tracing::info!(product = %product, dsn = %dsn, "registration refused: product or DSN not allowed");
+        tracing::info!(product = %loggable(&product), dsn = %loggable(&dsn), "registration refused: product or DSN not allowed");
         return Err(DeviceError::new(
             StatusCode::FORBIDDEN,
             "unauthorized_client",
             "this product id (or serial number) is not allowed by this companion service",
+        ));
+    }
+    if let Err(wait) = flow
+        .limits
+        .registrations_per_device
+        .take(&(product.clone(), dsn.clone()))
+    {
+        return Err(DeviceError::limited(
+            wait,
+            "too many registrations for this product id and serial; retry after the time in Retry-After",
+        ));
+    }
+    let now = flow.now();
+    let cap = flow.config.limits.max_pending_sessions;
+    let pending = flow
+        .store
+        .call(move |s| {
+            // Expired registrations leave as soon as anyone registers, not
+            // only at the next periodic purge.
+            s.purge(now)?;
+            s.pending_count(now)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot count pending registrations");
+            DeviceError::internal()
+        })?;
+    if pending >= cap {
+        tracing::warn!(
+            pending,
+            "registration refused: limits.max_pending_sessions reached"
+        );
+        return Err(DeviceError::limited(
+            std::time::Duration::from_secs(60),
+            "too many registrations are waiting for a login; retry after the time in Retry-After",
         ));
     }
     let ttl = flow.config.timing.registration_ttl_secs;
@@ -189,7 +249,7 @@ pub async fn register(
                 DeviceError::internal()
             })?;
         if created {
-            tracing::info!(product = %product, dsn = %dsn, "device registered; waiting for the user");
+            tracing::info!(product = %loggable(&product), dsn = %loggable(&dsn), "device registered; waiting for the user");
             return Ok(json!({
                 "regCode": code,
                 "sessionId": id.expose(),

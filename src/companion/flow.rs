@@ -80,6 +80,8 @@ pub struct Flow {
     pub lwa: LwaClient,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Rate limits of the routes anyone can call.
+    pub limits: super::limits::Limiters,
     /// One refresh at a time per session, so a rotated refresh token is
     /// stored before anyone uses it again.
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -97,6 +99,7 @@ impl Flow {
     ) -> Self {
         let refused = super::device::RefusalLimiter::new(config.lwa.refused_refreshes_per_minute);
         Self {
+            limits: super::limits::Limiters::new(&config.limits),
             config,
             store,
             lwa,

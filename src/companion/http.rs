@@ -31,6 +31,12 @@ fn base(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // HTTPS only, for a year: a browser that has been here once never
+    // tries plain HTTP (which an attacker on the network could answer).
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     resp
 }
 
@@ -130,4 +136,45 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
+}
+
+/// Request data made safe for a log line: control characters (a forged
+/// newline, an ANSI escape) become `\u{..}` escapes, and it is cut to a
+/// length a log line can hold.
+pub fn loggable(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::with_capacity(s.len().min(MAX));
+    for (n, c) in s.chars().enumerate() {
+        if n >= MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}') {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `429 Too Many Requests` for a browser, with `Retry-After`.
+pub fn too_many(retry_after_secs: u64, page: String) -> Resp {
+    let mut resp = html(StatusCode::TOO_MANY_REQUESTS, page);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loggable_escapes_newlines_and_terminal_escapes() {
+        assert_eq!(loggable("p\n2026 INFO forged"), "p\\u{a}2026 INFO forged");
+        assert_eq!(loggable("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(loggable("plain_id-1"), "plain_id-1");
+        assert!(loggable(&"x".repeat(1000)).chars().count() <= 201);
+    }
 }

@@ -60,6 +60,31 @@ struct ErrorBody {
     error: Option<String>,
 }
 
+/// The largest token-endpoint answer read; a real one is about 1 KiB.
+/// Anything longer is refused unread, so a hostile or broken endpoint
+/// cannot make the service buffer gigabytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The body of `resp`, at most [`MAX_BODY`] bytes.
+async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, LwaError> {
+    let too_big = || LwaError::Unavailable(format!("LWA's answer is larger than {MAX_BODY} bytes"));
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| LwaError::Unavailable(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A client for the token endpoint.
 #[derive(Clone)]
 pub struct LwaClient {
@@ -130,10 +155,7 @@ impl LwaClient {
             .await
             .map_err(|e| LwaError::Unavailable(e.without_url().to_string()))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| LwaError::Unavailable(e.without_url().to_string()))?;
+        let body = read_bounded(resp).await?;
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(LwaError::Unavailable(format!("HTTP {}", status.as_u16())));
         }

@@ -38,9 +38,12 @@ pub mod config;
 pub mod device;
 pub mod flow;
 pub mod http;
+pub mod limits;
 pub mod lwa_client;
 pub mod pages;
+pub mod revoke;
 pub mod server;
+pub mod sessions;
 pub mod store;
 
 pub use config::CompanionConfig;

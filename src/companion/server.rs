@@ -16,11 +16,13 @@ use super::flow::{Clock, Flow, SystemClock};
 use super::http::{self as h, Resp};
 use super::lwa_client::LwaClient;
 use super::store::{SqliteStore, StoreHandle};
-use super::{browser, device, pages};
+use super::{browser, device, pages, revoke};
 use crate::tls::Peer;
 
 /// How often expired codes, states and sessions are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(300);
+/// Short, so a pending registration leaves the disk soon after its code
+/// expires (the cap on pending sessions also purges when it is reached).
+const PURGE_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ pub async fn run_with_clock(
         .await
         .map_err(|_| super::store::StoreError::Worker)??;
     let store = StoreHandle::new(Arc::new(store));
+    let limits = config.server.limits();
     let flow = Arc::new(Flow::new(Arc::new(config), store, lwa, clock));
 
     let purger = {
@@ -88,16 +91,50 @@ pub async fn run_with_clock(
             }
         })
     };
+    let supervisor = tokio::spawn(supervise(flow.clone(), shutdown.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "avs-companion serving HTTPS");
+        crate::notify::ready(&format!("serving HTTPS on {addr}"));
     }
-    crate::tls::serve(listener, tls, shutdown, move |req, peer| {
+    crate::tls::serve_with(listener, tls, limits, shutdown, move |req, peer| {
         let flow = flow.clone();
         async move { route(&flow, req, &peer).await }
     })
     .await;
     let _ = purger.await;
+    let _ = supervisor.await;
     Ok(())
+}
+
+/// systemd's side (all no-ops outside systemd): feed the watchdog while the
+/// database still answers, so a wedged service gets restarted, and say
+/// STOPPING=1 as soon as shutdown starts.
+async fn supervise(flow: Arc<Flow>, shutdown: CancellationToken) {
+    let Some(every) = crate::notify::watchdog_interval() else {
+        shutdown.cancelled().await;
+        crate::notify::stopping();
+        return;
+    };
+    // Twice per interval, as sd_watchdog_enabled(3) advises.
+    let half = every / 2;
+    loop {
+        let now = flow.now();
+        let alive = tokio::time::timeout(half, flow.store.call(move |s| s.pending_count(now)));
+        match alive.await {
+            Ok(Ok(_)) => crate::notify::watchdog(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "watchdog: the database does not answer; not feeding the watchdog")
+            }
+            Err(_) => tracing::warn!(
+                "watchdog: the database took longer than {half:?}; not feeding the watchdog"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(half) => {}
+        }
+    }
+    crate::notify::stopping();
 }
 
 /// Answer one request: the service's routing table. Public and generic
@@ -111,13 +148,13 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match (&method, path.as_str()) {
-        (&Method::GET, "/") => browser::home(&h::query(&req)),
+        (&Method::GET, "/") => browser::home(flow, &h::query(&req), peer),
         (&Method::GET, "/authresponse") => {
             browser::auth_response(flow, &h::query(&req), req.headers()).await
         }
         (&Method::POST, "/provision/regCode") => {
             device_json(req, |body| async move {
-                device::register(flow, &body, &peer.cert_names).await
+                device::register(flow, &body, peer).await
             })
             .await
         }
@@ -127,13 +164,27 @@ where
             })
             .await
         }
+        (&Method::POST, "/provision/revoke") => {
+            device_json(req, |body| async move {
+                revoke::revoke(flow, &body, &peer.cert_names).await
+            })
+            .await
+        }
         (&Method::GET, p) if p.starts_with("/provision/") && p.len() < 64 => {
-            let code = &p["/provision/".len()..];
-            browser::device_page(flow, code, req.headers()).await
+            let rest = &p["/provision/".len()..];
+            match rest.strip_suffix("/login") {
+                Some(code) => browser::start_login(flow, code, peer).await,
+                None => browser::device_page(flow, rest, peer).await,
+            }
         }
-        (_, "/" | "/authresponse" | "/provision/regCode" | "/provision/accessToken") => {
-            h::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/"
+            | "/authresponse"
+            | "/provision/regCode"
+            | "/provision/accessToken"
+            | "/provision/revoke",
+        ) => h::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => h::html(
             StatusCode::NOT_FOUND,
             pages::failure(
@@ -147,10 +198,11 @@ where
     let route = if path.starts_with("/provision/")
         && !path.ends_with("regCode")
         && !path.ends_with("accessToken")
+        && !path.ends_with("revoke")
     {
-        "/provision/{regCode}"
+        "/provision/{regCode}".to_string()
     } else {
-        path.as_str()
+        h::loggable(&path)
     };
     tracing::debug!(%method, route, status = resp.status().as_u16(), peer = %peer.addr, "request");
     resp
@@ -169,6 +221,13 @@ where
     };
     match f(body).await {
         Ok(v) => h::json(StatusCode::OK, &v),
-        Err(e) => h::json(e.status, &e.body()),
+        Err(e) => {
+            let mut resp = h::json(e.status, &e.body());
+            if let Some(secs) = e.retry_after {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, secs.into());
+            }
+            resp
+        }
     }
 }

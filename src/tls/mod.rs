@@ -18,7 +18,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use serve::{Peer, serve};
+pub use serve::{Limits, Peer, serve, serve_with};
 
 /// What went wrong setting up TLS; every variant names the file and a fix.
 #[derive(Debug, thiserror::Error)]

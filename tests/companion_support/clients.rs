@@ -66,11 +66,26 @@ impl Browser {
         (status, r.text().await.unwrap(), headers)
     }
 
-    /// Open the device page and return the "Login with Amazon" URL.
+    /// Open the device page, press "Login with Amazon", and return the
+    /// LWA consent URL it redirects to.
     pub async fn open_device_page(&self, login_url: &str) -> String {
         let (status, page, _) = self.get(login_url).await;
         assert_eq!(status, 200, "{page}");
-        login_href(&page)
+        self.press_login(&press_url(login_url, &page)).await
+    }
+
+    /// Press "Login with Amazon" (its URL from [`press_url`]): the
+    /// companion sets the login cookie and redirects to LWA's consent page.
+    pub async fn press_login(&self, press: &str) -> String {
+        let r = self.client.get(press).send().await.unwrap();
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 302, "{body}");
+        location.expect("a Location header")
     }
 
     /// On the stand-in's consent page, click Allow or Deny; returns where
@@ -92,6 +107,15 @@ impl Browser {
         assert_eq!(r.status().as_u16(), 302);
         r.headers()["location"].to_str().unwrap().to_string()
     }
+}
+
+/// The absolute URL of the device page's "Login with Amazon" button.
+pub fn press_url(page_url: &str, page: &str) -> String {
+    url::Url::parse(page_url)
+        .unwrap()
+        .join(&login_href(page))
+        .unwrap()
+        .to_string()
 }
 
 /// The `href` of the page's login link, unescaped.

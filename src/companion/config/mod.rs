@@ -37,6 +37,8 @@ pub struct CompanionConfig {
     pub storage: StorageSection,
     /// `[timing]`
     pub timing: TimingSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
 }
 
 /// `[server]`: where and how the HTTPS service listens.
@@ -52,15 +54,37 @@ pub struct ServerSection {
     /// CA that signs device client certificates; set it to require mutual
     /// TLS on the device routes.
     pub device_ca_file: Option<PathBuf>,
+    /// Connections open at once, from everyone; keep it well under the
+    /// unit's `LimitNOFILE=`.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Close a connection that carried no request for this long.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
+        let limits = crate::tls::Limits::default();
         Self {
             listen: "0.0.0.0:8443".into(),
             cert_file: PathBuf::new(),
             key_file: PathBuf::new(),
             device_ca_file: None,
+            max_connections: limits.max_connections,
+            max_connections_per_address: limits.max_connections_per_address,
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl ServerSection {
+    /// The accept loop's limits.
+    pub fn limits(&self) -> crate::tls::Limits {
+        crate::tls::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
         }
     }
 }
@@ -137,6 +161,32 @@ impl Default for TimingSection {
     }
 }
 
+/// `[limits]`: how much anyone may ask of the routes that need no login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// `POST /provision/regCode` a minute from one client address.
+    pub registrations_per_address_per_minute: u32,
+    /// `POST /provision/regCode` a minute for one product id and serial.
+    pub registrations_per_device_per_minute: u32,
+    /// Wrong registration codes a minute from one client address (on the
+    /// code form and the device page; RFC 8628 §5.1).
+    pub wrong_codes_per_address_per_minute: u32,
+    /// Registrations waiting for a login at once; more are refused.
+    pub max_pending_sessions: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            registrations_per_address_per_minute: 10,
+            registrations_per_device_per_minute: 4,
+            wrong_codes_per_address_per_minute: 10,
+            max_pending_sessions: 1000,
+        }
+    }
+}
+
 impl CompanionConfig {
     /// The database file: config, then `$STATE_DIRECTORY`, then /var/lib/avsd.
     pub fn database_path(&self) -> PathBuf {
@@ -176,9 +226,11 @@ impl CompanionConfig {
     /// A short human summary for `--check-config`.
     pub fn summary(&self, path: &Path) -> String {
         format!(
-            "{}: OK\n  listen:       https://{}\n  mutual TLS:   {}\n  client id:    {}\n  redirect uri: {}\n  token url:    {}\n  products:     {}\n  database:     {}\n",
+            "{}: OK\n  listen:       https://{}\n  connections:  {} at most, {} per client address\n  mutual TLS:   {}\n  client id:    {}\n  redirect uri: {}\n  token url:    {}\n  products:     {}\n  database:     {}\n",
             path.display(),
             self.server.listen,
+            self.server.max_connections,
+            self.server.max_connections_per_address,
             if self.server.device_ca_file.is_some() {
                 "required on device routes"
             } else {

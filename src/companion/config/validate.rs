@@ -29,6 +29,18 @@ impl StrictConfig for CompanionConfig {
             "the path of a PEM CA certificate in quotes",
         ),
         (
+            "server.max_connections",
+            "a whole number of connections, e.g. 512",
+        ),
+        (
+            "server.max_connections_per_address",
+            "a whole number of connections, e.g. 32",
+        ),
+        (
+            "server.idle_timeout_secs",
+            "a whole number of seconds, e.g. 30",
+        ),
+        (
             "lwa.client_id",
             "the security profile's client id in quotes",
         ),
@@ -78,6 +90,22 @@ impl StrictConfig for CompanionConfig {
             "timing.poll_interval_secs",
             "a whole number of seconds, e.g. 5",
         ),
+        (
+            "limits.registrations_per_address_per_minute",
+            "a whole number, e.g. 10",
+        ),
+        (
+            "limits.registrations_per_device_per_minute",
+            "a whole number, e.g. 4",
+        ),
+        (
+            "limits.wrong_codes_per_address_per_minute",
+            "a whole number, e.g. 10",
+        ),
+        (
+            "limits.max_pending_sessions",
+            "a whole number of registrations, e.g. 1000",
+        ),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
@@ -94,6 +122,32 @@ impl StrictConfig for CompanionConfig {
                 "server.listen",
                 format!("`{}` is not an address:port", self.server.listen),
                 "write it like \"0.0.0.0:8443\" or \"[::]:8443\"",
+            ));
+        }
+        if !(1..=65_536).contains(&self.server.max_connections) {
+            out.push(Invalid::new(
+                "server.max_connections",
+                format!("{} is out of range", self.server.max_connections),
+                "use a value from 1 to 65536, well under the unit's LimitNOFILE",
+            ));
+        }
+        if self.server.max_connections_per_address == 0
+            || self.server.max_connections_per_address > self.server.max_connections
+        {
+            out.push(Invalid::new(
+                "server.max_connections_per_address",
+                format!(
+                    "{} is out of range",
+                    self.server.max_connections_per_address
+                ),
+                "use a value from 1 to server.max_connections",
+            ));
+        }
+        if !(2..=3600).contains(&self.server.idle_timeout_secs) {
+            out.push(Invalid::new(
+                "server.idle_timeout_secs",
+                format!("{} is out of range", self.server.idle_timeout_secs),
+                "use a value from 2 to 3600",
             ));
         }
         let files = [
@@ -206,6 +260,30 @@ impl StrictConfig for CompanionConfig {
                 self.timing.poll_interval_secs,
                 1,
                 60,
+            ),
+            (
+                "limits.registrations_per_address_per_minute",
+                u64::from(self.limits.registrations_per_address_per_minute),
+                1,
+                10_000,
+            ),
+            (
+                "limits.registrations_per_device_per_minute",
+                u64::from(self.limits.registrations_per_device_per_minute),
+                1,
+                1000,
+            ),
+            (
+                "limits.wrong_codes_per_address_per_minute",
+                u64::from(self.limits.wrong_codes_per_address_per_minute),
+                1,
+                1000,
+            ),
+            (
+                "limits.max_pending_sessions",
+                self.limits.max_pending_sessions,
+                1,
+                1_000_000,
             ),
         ] {
             if !(lo..=hi).contains(&v) {

@@ -121,6 +121,38 @@ pub struct LoginState {
     pub expires_at: u64,
 }
 
+/// What `avs-companion sessions list` shows of a session: never its id or
+/// tokens, only a short fingerprint of the id to name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The first hex digits of SHA-256(session id): names the session
+    /// without revealing anything that would let someone use it.
+    pub short_id: String,
+    /// Product id.
+    pub product_id: String,
+    /// Device serial number.
+    pub dsn: String,
+    /// Where it stands.
+    pub status: Status,
+    /// When it was registered, Unix seconds (0 if from before this was kept).
+    pub created_at: u64,
+    /// When it last changed (linked, tokens refreshed, ended), Unix seconds.
+    pub updated_at: u64,
+}
+
+impl Status {
+    /// The status as stored and shown.
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The short, non-secret name of session `id` (see [`SessionInfo::short_id`]).
+pub fn short_id(id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    d.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The answer to [`Store::take_state`].
 #[derive(Debug)]
 pub enum TakeState {
@@ -151,7 +183,9 @@ pub trait Store: Send + Sync + 'static {
         cookie: Option<&str>,
         now: u64,
     ) -> Result<TakeState, StoreError>;
-    /// Link a pending session: store its tokens and retire its code.
+    /// Link a pending session: store its tokens, retire its code, and
+    /// revoke every other session of the same product id and serial (a
+    /// device registered again replaces its old sessions).
     /// `Ok(false)` if it was not pending.
     fn link(&self, id: &str, tokens: &Tokens) -> Result<bool, StoreError>;
     /// Replace the tokens of a linked session (after a refresh).
@@ -162,6 +196,15 @@ pub trait Store: Send + Sync + 'static {
     fn touch_poll(&self, id: &str, now: u64, interval: u64) -> Result<(), StoreError>;
     /// Delete what has expired; returns how many rows went.
     fn purge(&self, now: u64) -> Result<usize, StoreError>;
+    /// How many sessions are pending and not yet expired at `now`.
+    fn pending_count(&self, now: u64) -> Result<u64, StoreError>;
+    /// Every session, for the operator (no secrets).
+    fn list(&self) -> Result<Vec<SessionInfo>, StoreError>;
+    /// End every pending or linked session of `product_id` + `dsn` as
+    /// revoked; returns how many.
+    fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError>;
+    /// The ids of the sessions whose [`short_id`] starts with `prefix`.
+    fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError>;
 }
 
 /// A store shared by the async handlers; each call runs on the blocking

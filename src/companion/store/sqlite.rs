@@ -9,12 +9,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{LoginState, Session, Status, Store, StoreError, TakeState, Tokens};
+use super::{LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens};
 use crate::secret::Secret;
 
-/// Pending or ended sessions are kept this long past expiry, so a device
-/// still polling hears `expired_token` or `access_denied`, not `invalid_session`.
+/// Ended sessions are kept this long, so a device still polling hears
+/// `access_denied`, not `invalid_session`. Pending sessions go as soon as
+/// their code expires: a flood of registrations must not stay on disk.
 const KEEP_ENDED_SECS: u64 = 24 * 3600;
+/// Login states kept per session: each press of "Login with Amazon" adds
+/// one, and only the newest few can still be finished.
+const STATES_PER_SESSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -38,7 +42,11 @@ CREATE TABLE IF NOT EXISTS login_states (
     verifier TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+";
+
+/// Schema version 2 adds when a session was created, for `sessions list`.
+const MIGRATE_2: &str = "
+ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The SQLite store.
@@ -83,6 +91,23 @@ impl SqliteStore {
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
+        let has_created: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = 'created_at'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !has_created {
+            conn.execute_batch(MIGRATE_2).map_err(db)?;
+        }
+        if version < 2 {
+            conn.pragma_update(None, "user_version", 2).map_err(db)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -141,8 +166,8 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
 impl Store for SqliteStore {
     fn create_session(&self, s: &Session) -> Result<bool, StoreError> {
         let r = self.conn().execute(
-            "INSERT INTO sessions (id, reg_code, product_id, dsn, reg_expires_at, status, interval, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO sessions (id, reg_code, product_id, dsn, reg_expires_at, status, interval, updated_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             params![
                 s.id.expose(),
                 s.reg_code,
@@ -188,20 +213,27 @@ impl Store for SqliteStore {
     }
 
     fn add_state(&self, st: &LoginState) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO login_states (state, session_id, cookie, verifier, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    st.state.expose(),
-                    st.session_id.expose(),
-                    st.cookie.expose(),
-                    st.verifier.expose(),
-                    i(st.expires_at)
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO login_states (state, session_id, cookie, verifier, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                st.state.expose(),
+                st.session_id.expose(),
+                st.cookie.expose(),
+                st.verifier.expose(),
+                i(st.expires_at)
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM login_states WHERE session_id = ?1 AND rowid NOT IN
+             (SELECT rowid FROM login_states WHERE session_id = ?1 ORDER BY rowid DESC LIMIT ?2)",
+            params![st.session_id.expose(), STATES_PER_SESSION],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn take_state(
@@ -266,6 +298,25 @@ impl Store for SqliteStore {
         // Other logins started for this session cannot be finished any more.
         tx.execute("DELETE FROM login_states WHERE session_id = ?1", [id])
             .map_err(|e| self.err(e))?;
+        if n == 1 {
+            // The device registered again: whoever holds an older session
+            // id for it (a backup, an old SD card) gets no more tokens.
+            tx.execute(
+                "DELETE FROM login_states WHERE session_id IN
+                 (SELECT s.id FROM sessions s, sessions me WHERE me.id = ?1 AND s.id != ?1
+                  AND s.product_id = me.product_id AND s.dsn = me.dsn)",
+                [id],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute(
+                "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
+                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?2
+                 WHERE id != ?1 AND status IN ('pending', 'linked')
+                 AND (product_id, dsn) = (SELECT product_id, dsn FROM sessions WHERE id = ?1)",
+                params![id, now_secs()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n == 1)
     }
@@ -319,9 +370,85 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         n += tx
             .execute(
-                "DELETE FROM sessions WHERE status != 'linked' AND reg_expires_at + ?2 <= ?1
-                 AND updated_at + ?2 <= ?1",
+                "DELETE FROM sessions WHERE status = 'pending' AND reg_expires_at <= ?1",
+                [i(now)],
+            )
+            .map_err(|e| self.err(e))?;
+        n += tx
+            .execute(
+                "DELETE FROM sessions WHERE status NOT IN ('linked', 'pending')
+                 AND reg_expires_at + ?2 <= ?1 AND updated_at + ?2 <= ?1",
                 params![i(now), i(KEEP_ENDED_SECS)],
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    fn pending_count(&self, now: u64) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sessions WHERE status = 'pending' AND reg_expires_at > ?1",
+                [i(now)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(u)
+            .map_err(|e| self.err(e))
+    }
+
+    fn list(&self) -> Result<Vec<SessionInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, product_id, dsn, status, created_at, updated_at FROM sessions
+                 ORDER BY product_id, dsn, created_at",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok(SessionInfo {
+                short_id: super::short_id(&r.get::<_, String>(0)?),
+                product_id: r.get(1)?,
+                dsn: r.get(2)?,
+                status: Status::parse(&r.get::<_, String>(3)?),
+                created_at: u(r.get(4)?),
+                updated_at: u(r.get(5)?),
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id FROM sessions")
+            .map_err(|e| self.err(e))?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(ids
+            .into_iter()
+            .filter(|id| super::short_id(id).starts_with(prefix))
+            .map(Secret::new)
+            .collect())
+    }
+
+    fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM login_states WHERE session_id IN
+             (SELECT id FROM sessions WHERE product_id = ?1 AND dsn = ?2)",
+            params![product_id, dsn],
+        )
+        .map_err(|e| self.err(e))?;
+        let n = tx
+            .execute(
+                "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
+                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?3
+                 WHERE product_id = ?1 AND dsn = ?2 AND status IN ('pending', 'linked')",
+                params![product_id, dsn, now_secs()],
             )
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;

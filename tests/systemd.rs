@@ -269,8 +269,8 @@ fn avsd_unit_verifies_clean_and_is_hardened() {
 /// The value of `key=` in a unit (the last one wins, as in systemd).
 fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
     unit.lines()
-        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 #[test]

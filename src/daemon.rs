@@ -21,6 +21,12 @@ use crate::notify;
 /// to be instant.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
 
+/// What AVS sent, waiting for the router, and directives waiting for the
+/// dialog. A full queue holds the reader back (and with it HTTP/2 flow
+/// control), so nothing is lost; at most this many JSON parts of 256 KiB
+/// each (the parser's limit), 8 MiB per queue, wait in memory.
+const INBOUND_QUEUE: usize = 32;
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -37,7 +43,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
-    let (inbound_tx, inbound) = mpsc::channel(64);
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
     let connection = connection::spawn(
         avs_settings(&config),
@@ -47,7 +53,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
-    let (to_dialog, dialog_inbound) = mpsc::channel(64);
+    let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
     let router = Router {
         connection: connection.clone(),
         auth: auth.clone(),

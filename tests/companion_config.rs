@@ -23,7 +23,7 @@ fn enabled_sample(dir: &Path) -> String {
         out.push('\n');
     }
     let moved = out.replace("/etc/avsd/companion/", &format!("{}/", dir.display()));
-    let moved = moved.replace("/var/lib/avsd/", &format!("{}/", dir.display()));
+    let moved = moved.replace("/var/lib/avs-companion/", &format!("{}/", dir.display()));
     for f in ["server.crt", "server.key", "ca.crt", "lwa-ca.crt"] {
         std::fs::write(dir.join(f), "x").unwrap();
     }

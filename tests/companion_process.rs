@@ -44,8 +44,8 @@ fn unit_file_passes_systemd_analyze_verify_and_security() {
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/avs-companion "));
     for key in [
-        "User=avsd",
-        "StateDirectory=avsd",
+        "User=avs-companion",
+        "StateDirectory=avs-companion",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "SystemCallFilter=@system-service",
@@ -143,7 +143,7 @@ async fn process_flow_survives_kill_and_leaks_no_secret() {
     );
     for f in [
         "ca.crt",
-        "ca.key",
+        "ca/ca.key",
         "server.crt",
         "server.key",
         "device-1.crt",

@@ -201,10 +201,15 @@ fn verify_unit(unit: &str) {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(support::repo().join("systemd").join(unit)).unwrap();
     // verify checks that ExecStart exists: point it at the built binary.
-    let text = text.replace(
-        "/usr/bin/avsd ",
-        &format!("{} ", env!("CARGO_BIN_EXE_avsd")),
-    );
+    let text = text
+        .replace(
+            "/usr/bin/avsd ",
+            &format!("{} ", env!("CARGO_BIN_EXE_avsd")),
+        )
+        .replace(
+            "/usr/bin/avs-companion ",
+            &format!("{} ", env!("CARGO_BIN_EXE_avs-companion")),
+        );
     let path = dir.path().join(unit);
     std::fs::write(&path, text).unwrap();
     let out = Command::new("systemd-analyze")
@@ -244,6 +249,11 @@ fn avsd_unit_verifies_clean_and_is_hardened() {
         "SupplementaryGroups=audio",
         "DeviceAllow=char-alsa rw",
         "After=network-online.target time-sync.target",
+        // Issue 15: limits, and the companion's secrets out of reach.
+        "MemoryMax=",
+        "TasksMax=",
+        "LimitCORE=0",
+        "InaccessiblePaths=-/var/lib/avs-companion -/etc/avsd/companion",
     ] {
         assert!(unit.contains(line), "avsd.service lacks {line}");
     }
@@ -254,4 +264,62 @@ fn avsd_unit_verifies_clean_and_is_hardened() {
     {
         assert!(!line.contains("time-sync.target"), "avsd.service: {line}");
     }
+}
+
+/// The value of `key=` in a unit (the last one wins, as in systemd).
+fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn companion_unit_verifies_clean_is_hardened_and_apart_from_avsd() {
+    verify_unit("avs-companion.service");
+    let unit =
+        std::fs::read_to_string(support::repo().join("systemd/avs-companion.service")).unwrap();
+    for (key, want) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("WatchdogSec", "30s"),
+        ("User", "avs-companion"),
+        ("Group", "avs-companion"),
+        ("StateDirectory", "avs-companion"),
+        ("StateDirectoryMode", "0700"),
+        ("LimitCORE", "0"),
+        // The CA key make-certs writes is hidden from the service itself.
+        ("InaccessiblePaths", "-/etc/avsd/companion/ca"),
+    ] {
+        assert_eq!(
+            setting(&unit, key),
+            Some(want),
+            "avs-companion.service {key}="
+        );
+    }
+    // Thousands of connections need thousands of descriptors.
+    let nofile: u64 = setting(&unit, "LimitNOFILE")
+        .and_then(|v| v.parse().ok())
+        .expect("LimitNOFILE= a number");
+    assert!(nofile >= 8192, "LimitNOFILE={nofile}");
+    for key in ["MemoryMax", "TasksMax"] {
+        assert!(
+            setting(&unit, key).is_some(),
+            "avs-companion.service lacks {key}="
+        );
+    }
+
+    // avsd runs as another user and cannot reach the companion's state.
+    let avsd = std::fs::read_to_string(support::repo().join("systemd/avsd.service")).unwrap();
+    assert_ne!(setting(&avsd, "User"), setting(&unit, "User"));
+    assert_ne!(
+        setting(&avsd, "StateDirectory"),
+        setting(&unit, "StateDirectory")
+    );
+    let hidden = setting(&avsd, "InaccessiblePaths").unwrap_or_default();
+    assert!(
+        hidden
+            .split_whitespace()
+            .any(|p| p.trim_start_matches('-') == "/var/lib/avs-companion"),
+        "avsd.service InaccessiblePaths={hidden}"
+    );
 }

@@ -1,12 +1,15 @@
 //! The directive router: every directive AVS sends goes to the handler of
 //! its namespace. System is handled here; the speech interfaces go to the
 //! dialog when it is attached; anything else is reported back to AVS with
-//! `System.ExceptionEncountered`, as the protocol asks.
+//! `System.ExceptionEncountered`, as the protocol asks, within the limit
+//! of [`reports`] so that a flood of them cannot exhaust memory.
+
+mod reports;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +18,9 @@ use super::inbound::Inbound;
 use super::message::{Directive, Event, ExceptionErrorType, KnownDirective};
 use crate::auth::AuthHandle;
 use crate::fsutil;
+
+use self::reports::Reports;
+pub use self::reports::{MAX_REPORTS_IN_FLIGHT, REPORT_BURST, REPORT_EVERY, SUMMARY_EVERY};
 
 /// File in the state directory that keeps the endpoint AVS asked for.
 pub const ENDPOINT_FILE: &str = "endpoint";
@@ -44,19 +50,23 @@ impl Router {
         let every = self.inactivity_report_every;
         let mut last_activity = Instant::now();
         let mut next_report = last_activity + every;
+        let mut reports = Reports::new();
         loop {
+            let summary = reports.summary_due();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 () = tokio::time::sleep_until(next_report) => {
                     let idle = last_activity.elapsed().as_secs();
                     tracing::debug!("reporting {idle} s without user activity");
-                    self.send(Event::user_inactivity_report(idle).to_json()).await;
+                    // Once an hour: never limited.
+                    self.send(Event::user_inactivity_report(idle).to_json(), None);
                     next_report += every;
                 }
+                () = sleep_until_some(summary) => reports.summarize(),
                 item = inbound.recv() => match item {
                     None => return,
                     Some(item) => {
-                        if self.route(item).await == Routed::ResetInactivity {
+                        if self.route(item, &mut reports).await == Routed::ResetInactivity {
                             tracing::debug!("user activity: the inactivity clock restarts");
                             last_activity = Instant::now();
                             next_report = last_activity + every;
@@ -67,17 +77,15 @@ impl Router {
         }
     }
 
-    async fn route(&self, item: Inbound) -> Routed {
+    async fn route(&self, item: Inbound, reports: &mut Reports) -> Routed {
         let (directive, raw) = match item {
             Inbound::Directive { directive, raw } => (directive, raw),
             Inbound::Malformed { raw, reason } => {
-                tracing::warn!("AVS sent a part that is not a directive: {reason}");
-                self.report(
-                    &raw,
-                    ExceptionErrorType::UnexpectedInformationReceived,
-                    &reason,
-                )
-                .await;
+                if let Some(permit) = reports.admit() {
+                    tracing::warn!("AVS sent a part that is not a directive: {reason}");
+                    let kind = ExceptionErrorType::UnexpectedInformationReceived;
+                    self.report(&raw, kind, &reason, permit);
+                }
                 return Routed::Done;
             }
             Inbound::UserActivity => return Routed::ResetInactivity,
@@ -96,7 +104,6 @@ impl Router {
             }
         };
         let name = directive.qualified_name();
-        tracing::debug!("directive {name}");
         match directive.known() {
             Ok(KnownDirective::ResetUserInactivity) => return Routed::ResetInactivity,
             Ok(KnownDirective::SetEndpoint(set)) => self.set_endpoint(set.endpoint).await,
@@ -113,27 +120,31 @@ impl Router {
                 e.code,
                 e.description.unwrap_or_default()
             ),
-            Ok(_) => self.to_dialog(directive, raw).await,
+            Ok(_) => self.to_dialog(directive, raw, reports).await,
+            // Logged only when reported: a flood is summed up instead.
             Err(e) => {
-                tracing::warn!("cannot handle {name}: {e}");
-                self.report(&raw, e.exception_type(), &e.to_string()).await;
+                if let Some(permit) = reports.admit() {
+                    tracing::warn!("cannot handle {name}: {e}; reporting it to AVS");
+                    self.report(&raw, e.exception_type(), &e.to_string(), permit);
+                }
             }
         }
         Routed::Done
     }
 
-    async fn to_dialog(&self, directive: Directive, raw: String) {
+    async fn to_dialog(&self, directive: Directive, raw: String, reports: &mut Reports) {
+        let name = directive.qualified_name();
         match &self.dialog {
             Some(dialog) => {
+                tracing::debug!("directive {name}");
                 let _ = dialog.send(Inbound::Directive { directive, raw }).await;
             }
             None => {
-                let msg = format!(
-                    "{} is not supported by this device",
-                    directive.qualified_name()
-                );
-                self.report(&raw, ExceptionErrorType::UnsupportedOperation, &msg)
-                    .await;
+                if let Some(permit) = reports.admit() {
+                    let msg = format!("{name} is not supported by this device");
+                    tracing::warn!("cannot handle {name}: {msg}; reporting it to AVS");
+                    self.report(&raw, ExceptionErrorType::UnsupportedOperation, &msg, permit);
+                }
             }
         }
     }
@@ -153,19 +164,36 @@ impl Router {
         }
     }
 
-    async fn report(&self, raw: &str, kind: ExceptionErrorType, message: &str) {
+    fn report(
+        &self,
+        raw: &str,
+        kind: ExceptionErrorType,
+        message: &str,
+        permit: OwnedSemaphorePermit,
+    ) {
         let event = Event::exception_encountered(raw, kind, message, (self.context)());
-        self.send(event.to_json()).await;
+        self.send(event.to_json(), Some(permit));
     }
 
-    async fn send(&self, metadata: String) {
-        // Reports must not hold up routing: send them on the side.
+    /// Send an event on the side, so that it does not hold up routing; a
+    /// report holds its `permit` until it is sent, which bounds how many
+    /// such tasks exist.
+    fn send(&self, metadata: String, permit: Option<OwnedSemaphorePermit>) {
         let connection = self.connection.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.send(metadata, None).await {
                 tracing::warn!("cannot send an event to AVS: {e}");
             }
+            drop(permit);
         });
+    }
+}
+
+/// Sleep until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,14 +1,20 @@
 //! Making a local CA and the certificates it signs, for a Pi on a LAN and for
 //! tests. rustls refuses a self-signed leaf as a server certificate
 //! (`CaUsedAsEndEntity`), so a CA always signs the leaf.
+//!
+//! A phone that trusts the CA of `make-certs` trusts whatever its key signs,
+//! so that CA is fenced in: it signs no other CA (path length 0) and only
+//! names the service is reached at (name constraints for the `--host`
+//! names), and its key is written apart from what the service reads.
 
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints,
 };
 
 use super::TlsError;
@@ -36,11 +42,24 @@ pub struct LocalCa {
 }
 
 impl LocalCa {
-    /// A new CA named `name`, valid for ten years.
+    /// A new CA named `name`, valid for ten years, that signs no other CA.
     pub fn new(name: &str) -> Result<Self, TlsError> {
+        Self::make(name, None)
+    }
+
+    /// Like [`LocalCa::new`], and valid only for `hosts` (DNS names, with
+    /// their subdomains, and IP addresses): a certificate it signs for any
+    /// other name is refused by clients that check name constraints
+    /// (webpki, browsers), so its key cannot impersonate other sites.
+    pub fn for_hosts(name: &str, hosts: &[String]) -> Result<Self, TlsError> {
+        Self::make(name, Some(name_constraints(hosts)))
+    }
+
+    fn make(name: &str, constraints: Option<NameConstraints>) -> Result<Self, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn(name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.name_constraints = constraints;
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_after = rcgen::date_time_ymd(this_year() + 10, 1, 1);
         let key = KeyPair::generate()?;
@@ -87,6 +106,42 @@ impl LocalCa {
     }
 }
 
+/// Permit exactly the names in `hosts`; a kind of name (DNS, IP) that
+/// `hosts` lacks is excluded as a whole, since a constraint on one kind
+/// leaves the other unconstrained.
+fn name_constraints(hosts: &[String]) -> NameConstraints {
+    let mut permitted = Vec::new();
+    let (mut dns, mut ip) = (false, false);
+    for host in hosts {
+        match host.parse::<IpAddr>() {
+            Ok(addr) => {
+                ip = true;
+                let bits = if addr.is_ipv4() { 32 } else { 128 };
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    addr, bits,
+                )));
+            }
+            Err(_) => {
+                dns = true;
+                permitted.push(GeneralSubtree::DnsName(host.clone()));
+            }
+        }
+    }
+    let mut excluded = Vec::new();
+    if !dns {
+        // An empty DNS constraint matches every name (RFC 5280 4.2.1.10).
+        excluded.push(GeneralSubtree::DnsName(String::new()));
+    }
+    if !ip {
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
+    }
+    NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: excluded,
+    }
+}
+
 fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -110,8 +165,15 @@ pub fn san_kind(host: &str) -> &'static str {
     }
 }
 
-/// Write `ca.crt`, `ca.key`, `server.crt`, `server.key` (and a
-/// `device-<n>.crt/.key` per device name) under `out`; keys get mode 0600.
+/// Where [`write_bundle`] puts the CA's certificate and key, under `out`:
+/// a directory of its own (mode 0700), which the companion's unit makes
+/// inaccessible to the service, and which belongs offline once the
+/// certificates are made.
+pub const CA_DIR: &str = "ca";
+
+/// Write `ca.crt`, `server.crt`, `server.key` (and a `device-<n>.crt/.key`
+/// per device name) under `out`, and the CA's `ca.crt` and `ca.key` under
+/// `out/`[`CA_DIR`]; keys get mode 0600. The CA is valid for `hosts` only.
 pub fn write_bundle(out: &Path, hosts: &[String], devices: &[String]) -> Result<(), TlsError> {
     let io = |file: &Path, e: std::io::Error| TlsError::File {
         file: file.to_path_buf(),
@@ -119,11 +181,14 @@ pub fn write_bundle(out: &Path, hosts: &[String], devices: &[String]) -> Result<
         fix: "choose a directory you can write to with --out",
     };
     fs::create_dir_all(out).map_err(|e| io(out, e))?;
-    let ca = LocalCa::new("avs-companion local CA")?;
+    let ca_dir = out.join(CA_DIR);
+    crate::fsutil::ensure_private_dir(&ca_dir).map_err(|e| io(&ca_dir, e))?;
+    let ca = LocalCa::for_hosts("avs-companion local CA", hosts)?;
     let server = ca.server(hosts)?;
     let mut files = vec![
         ("ca.crt".to_string(), ca.pem.cert.clone(), false),
-        ("ca.key".to_string(), ca.pem.key.clone(), true),
+        (format!("{CA_DIR}/ca.crt"), ca.pem.cert.clone(), false),
+        (format!("{CA_DIR}/ca.key"), ca.pem.key.clone(), true),
         ("server.crt".to_string(), server.cert, false),
         ("server.key".to_string(), server.key, true),
     ];

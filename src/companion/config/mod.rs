@@ -202,7 +202,7 @@ impl CompanionConfig {
                         .unwrap_or(crate::config::DEFAULT_STATE_DIR),
                 )
             }
-            _ => PathBuf::from(crate::config::DEFAULT_STATE_DIR),
+            _ => PathBuf::from("/var/lib/avs-companion"),
         };
         dir.join(DB_FILE)
     }

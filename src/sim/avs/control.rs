@@ -28,6 +28,8 @@ use crate::companion::http::{self as h, Resp};
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Directive bodies (and their pushed attachment) are small.
 const PUSH_LIMIT: usize = 64 * 1024;
+/// The most copies one `/push?count=N` sends (a flood for abuse tests).
+const MAX_PUSH_COUNT: u32 = 1_000_000;
 
 /// Serve the control API until `shutdown`.
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -206,6 +208,12 @@ async fn push(
         Some(other) => return Err(bad(format!("raw={other}: expected true or false"))),
     };
     let attach = q.get("attach").cloned();
+    let count = param::<u32>(&q, "count")?.unwrap_or(1);
+    if !(1..=MAX_PUSH_COUNT).contains(&count) {
+        return Err(bad(format!(
+            "count={count}: expected 1 to {MAX_PUSH_COUNT}"
+        )));
+    }
     let body = http_body_util::Limited::new(req.into_body(), PUSH_LIMIT);
     let json = http_body_util::BodyExt::collect(body)
         .await
@@ -221,13 +229,20 @@ async fn push(
     // Anything is pushed as given, even malformed JSON, so the client's
     // handling of bad directives can be tested too.
     let attachment = attach.map(|cid| (cid, shared.answer_mp3.clone()));
-    match shared.push(DownMsg::Push {
-        json,
-        attachment,
-        tiny,
-        raw,
-    }) {
-        Some(id) => Ok(ok(json!({"connection": id}))),
+    let mut pushed = None;
+    for _ in 0..count {
+        pushed = shared.push(DownMsg::Push {
+            json: json.clone(),
+            attachment: attachment.clone(),
+            tiny,
+            raw,
+        });
+        if pushed.is_none() {
+            break;
+        }
+    }
+    match pushed {
+        Some(id) => Ok(ok(json!({"connection": id, "pushed": count}))),
         None => Ok(h::json(
             StatusCode::CONFLICT,
             &json!({"error": "no downchannel is open"}),

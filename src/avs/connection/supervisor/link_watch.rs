@@ -1,16 +1,19 @@
 //! Watching a connected link: the downchannel (reopened on malformed
-//! bytes, which are reported to AVS), pings after idle time or a stalled
-//! exchange, and the token.
+//! bytes, which are reported to AVS, after a back-off that grows while it
+//! keeps breaking), pings after idle time or a stalled exchange, and the
+//! token.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{ConnectError, End, Established, open_downchannel};
 use crate::auth::{AuthHandle, AuthState};
 use crate::avs::connection::Settings;
 use crate::avs::inbound::{Inbound, PumpError};
 use crate::avs::link::Link;
+use crate::backoff::Backoff;
 
 /// Watch a connected link until it ends, pinging it while idle.
 pub(super) async fn watch_link(
@@ -21,6 +24,11 @@ pub(super) async fn watch_link(
 ) -> End {
     let mut status = auth.status();
     let mut opened = est.link.last_opened();
+    // A server that breaks every downchannel it opens would otherwise have
+    // avsd reopen it as fast as the round trip allows; a downchannel that
+    // stayed good for `stable_after` starts the table again.
+    let mut reopen = Backoff::avs_connect();
+    let mut downchannel_since = Instant::now();
     loop {
         // Ping only a connection that has been idle for the interval.
         let idle_until = *opened.borrow_and_update() + settings.ping_interval;
@@ -31,10 +39,25 @@ pub(super) async fn watch_link(
                 if let Ok(Err(e @ (PumpError::Multipart(_) | PumpError::ContentType(..)))) = &r
                     && est.link.closed_now().is_none()
                 {
-                    tracing::warn!("the downchannel sent malformed data ({e}); reopening it");
+                    if downchannel_since.elapsed() >= settings.stable_after {
+                        reopen.reset();
+                    }
+                    let ceiling = reopen.next_ceiling();
+                    let delay = reopen.next_delay();
+                    tracing::warn!(
+                        "the downchannel sent malformed data ({e}); reopening it in {:.1} s \
+                         (attempt {}, ceiling {} ms)",
+                        delay.as_secs_f64(),
+                        reopen.attempt(),
+                        ceiling.as_millis()
+                    );
                     // Reported like any malformed directive (§D.5), once a
                     // downchannel is open again (AVS takes no event without one).
                     let report = format!("the downchannel's multipart body is malformed: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        how = est.link.closed() => return End::Closed(how),
+                    }
                     let reopened = match auth.access_token().await {
                         Ok(token) => {
                             match open_downchannel(&est.link, &token.value, &settings, &inbound)
@@ -50,6 +73,7 @@ pub(super) async fn watch_link(
                     match reopened {
                         Ok(rx) => {
                             est.downchannel = rx;
+                            downchannel_since = Instant::now();
                             report_malformed(&inbound, report).await;
                             continue;
                         }

@@ -218,6 +218,13 @@ impl Actor {
                         .to_string(),
                 );
             }
+            // The companion deletes a registration as soon as its code
+            // expires, so a device still waiting for the user hears
+            // `invalid_session` where it used to hear `expired_token`.
+            "invalid_session" if self.session.as_ref().is_some_and(|s| !s.linked) => {
+                tracing::info!("the registration code expired; registering again");
+                self.launch(Job::Register);
+            }
             "invalid_session" => {
                 self.forget();
                 self.fail(

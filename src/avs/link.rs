@@ -156,6 +156,10 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// The largest response header block avsd takes from AVS (its headers
+/// are a few hundred bytes).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Connect: TCP (no Nagle), TLS with ALPN h2, HTTP/2 handshake. The
 /// connection is driven by its own task until it closes.
 pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
@@ -193,8 +197,12 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Link, LinkError> {
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(LinkError::NoH2(authority.clone()));
         }
+        // AVS never pushes; a server that tries, or sends huge header
+        // blocks, must not make avsd hold memory for them.
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
+            .enable_push(false)
+            .max_header_list_size(MAX_HEADER_LIST)
             .handshake(tls)
             .await?;
         Ok((send, conn))

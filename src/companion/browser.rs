@@ -318,6 +318,7 @@ pub async fn auth_response(
         }
     };
     let now = flow.now();
+    super::device::warn_if_short_lived(g.expires_in, flow.config.lwa.refresh_margin_secs);
     let tokens = Tokens {
         access: g.access,
         access_expires_at: now + g.expires_in,

@@ -186,7 +186,7 @@ fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> Ex
     match crate::tls::certs::write_bundle(out, hosts, devices) {
         Ok(()) => {
             println!(
-                "wrote {}/ca.crt, ca.key, server.crt, server.key",
+                "wrote {0}/ca.crt, server.crt, server.key, and the CA's key in {0}/ca/ca.key",
                 out.display()
             );
             for h in hosts {
@@ -200,7 +200,7 @@ fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> Ex
             }
             println!(
                 "Set server.cert_file and server.key_file to server.crt and server.key; \
-                 trust ca.crt on devices and phones; keep ca.key offline."
+                 trust ca.crt on devices and phones; move the ca/ folder (the CA's key) offline."
             );
             ExitCode::SUCCESS
         }

@@ -454,14 +454,7 @@ async fn linked(
                     DeviceError::internal()
                 })?;
             tracing::info!(product = %session.product_id, dsn = %session.dsn, "access token refreshed");
-            if g.expires_in <= margin {
-                tracing::warn!(
-                    "LWA issued an access token that lives {} s, no more than \
-                     lwa.refresh_margin_secs ({margin} s): every device request will refresh it; \
-                     lower refresh_margin_secs",
-                    g.expires_in
-                );
-            }
+            warn_if_short_lived(g.expires_in, margin);
             Ok(token_json(&tokens, now))
         }
         Err(e) if e.is_invalid_grant() => {
@@ -488,6 +481,18 @@ async fn linked(
                 "Login with Amazon is unreachable; retry in a minute",
             ))
         }
+    }
+}
+
+/// A token that lives no longer than the refresh margin is refreshed on
+/// every device request: say so, since only the operator can fix it.
+pub(super) fn warn_if_short_lived(expires_in: u64, margin: u64) {
+    if expires_in <= margin {
+        tracing::warn!(
+            "LWA issued an access token that lives {expires_in} s, no more than \
+             lwa.refresh_margin_secs ({margin} s): every device request will refresh it; \
+             lower refresh_margin_secs"
+        );
     }
 }
 

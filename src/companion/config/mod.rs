@@ -135,7 +135,7 @@ impl Default for LwaSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// SQLite file; unset means `$STATE_DIRECTORY/companion.sqlite3`, else
-    /// `/var/lib/avsd/companion.sqlite3`.
+    /// `/var/lib/avs-companion/companion.sqlite3`.
     pub database: Option<PathBuf>,
 }
 
@@ -188,7 +188,7 @@ impl Default for LimitsSection {
 }
 
 impl CompanionConfig {
-    /// The database file: config, then `$STATE_DIRECTORY`, then /var/lib/avsd.
+    /// The database file: config, then `$STATE_DIRECTORY`, then /var/lib/avs-companion.
     pub fn database_path(&self) -> PathBuf {
         if let Some(db) = &self.storage.database {
             return db.clone();

@@ -69,7 +69,7 @@
 //!   event, get 403 for their token, and that token is refused on every
 //!   request from then on),
 //!   `POST /delay?ms=N[&on=…]` (until `ms=0`), `POST /push[?split=tiny]
-//!   [&attach=CID][&raw=true]` with the directive JSON as body (sent as
+//!   [&attach=CID][&raw=true][&count=N]` with the directive JSON as body (sent as
 //!   given, to the newest downchannel; with `attach` the answer MP3 follows
 //!   as Content-ID CID; with `raw` the body goes out with no part framing,
 //!   to break the stream on purpose; 409 without a downchannel), `POST /dialog?stop_capture_ms=&

@@ -543,3 +543,58 @@ async fn denying_consent_at_lwa_tells_the_user_to_log_in_again() {
     );
     world.assert_no_secrets_in(&avsd.log_text()).await;
 }
+
+/// `avsctl reset` ends the session at the companion, not only on the
+/// device: a copy of the old session id (a backup, an SD-card image) gets
+/// no token afterwards. With the companion gone, reset still forgets the
+/// session here and the log says it could not be revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_revokes_the_session_at_the_companion() {
+    let mut world = World::new(3600).await;
+    let state = world.env.dir.path().join("avsd-state");
+    let config = world.avsd_config(600, true);
+    let avsd = Daemon::start_ready_in(&world.bus, &config, &state);
+    let auth = auth_proxy(&world.bus).await;
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+    world.log_in(&auth.login_url().await.unwrap()).await;
+    wait_state(&auth, "authorized", &avsd).await;
+
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(session_file(&state)).unwrap()).unwrap();
+    let old_session = saved["session_id"].as_str().unwrap().to_string();
+    let device = companion_support::Device {
+        client: world.env.client(),
+        base: format!("https://{}", world.companion_addr),
+    };
+    let (status, _) = device.poll(&old_session).await;
+    assert_eq!(status, 200, "the session gets tokens before the reset");
+
+    let (exit, said) = avsctl(&world, "reset").await;
+    assert!(exit.success(), "{said}");
+    wait_state(&auth, "unregistered", &avsd).await;
+    assert!(!session_file(&state).exists());
+    assert!(
+        avsd.log_text()
+            .contains("the companion revoked the session"),
+        "{}",
+        avsd.log_text()
+    );
+    assert_eq!(device.poll_error(&old_session).await, "access_denied");
+
+    // A second login, then a reset while the companion is down.
+    auth.start().await.unwrap();
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+    world.log_in(&auth.login_url().await.unwrap()).await;
+    wait_state(&auth, "authorized", &avsd).await;
+    world.stop_companion().await;
+    let (exit, said) = avsctl(&world, "reset").await;
+    assert!(exit.success(), "{said}");
+    wait_state(&auth, "unregistered", &avsd).await;
+    assert!(!session_file(&state).exists());
+    let log = avsd.log_text();
+    assert!(
+        log.contains("the session was forgotten on this device only"),
+        "{log}"
+    );
+    world.assert_no_secrets_in(&log).await;
+}

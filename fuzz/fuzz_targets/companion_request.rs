@@ -80,6 +80,7 @@ mod companion {
     pub mod limits;
     pub mod lwa_client;
     pub mod pages;
+    pub mod register;
     pub mod revoke;
     pub mod server;
     pub mod store;

@@ -41,6 +41,7 @@ pub mod http;
 pub mod limits;
 pub mod lwa_client;
 pub mod pages;
+pub mod register;
 pub mod revoke;
 pub mod server;
 pub mod sessions;

@@ -16,7 +16,7 @@ use super::flow::{Clock, Flow, SystemClock};
 use super::http::{self as h, Resp};
 use super::lwa_client::LwaClient;
 use super::store::{SqliteStore, StoreHandle};
-use super::{browser, device, pages, revoke};
+use super::{browser, device, pages, register, revoke};
 use crate::tls::Peer;
 
 /// How often expired codes, states and sessions are deleted.
@@ -154,7 +154,7 @@ where
         }
         (&Method::POST, "/provision/regCode") => {
             device_json(req, |body| async move {
-                device::register(flow, &body, peer).await
+                register::register(flow, &body, peer).await
             })
             .await
         }

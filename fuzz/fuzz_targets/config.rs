@@ -45,6 +45,14 @@ mod companion {
 #[path = "shims/audio.rs"]
 mod audio;
 
+// The companion's config names the HTTPS server's connection limits.
+#[allow(dead_code)]
+#[path = "../../src/fsutil.rs"]
+mod fsutil;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/tls/mod.rs"]
+mod tls;
+
 use companion::config::CompanionConfig;
 use config::{AvsdConfig, ConfigError, StrictConfig};
 use libfuzzer_sys::fuzz_target;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +13,7 @@ use super::companion::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
 use super::{AccessToken, AuthCommand, AuthError, AuthState, AuthStatus, Settings};
 use crate::backoff::Backoff;
+use crate::published::Publisher;
 
 /// A companion call the actor can schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub(super) enum Outcome {
 
 pub(super) struct Actor {
     pub(super) settings: Settings,
-    status: watch::Sender<AuthStatus>,
+    status: Publisher<AuthStatus>,
     pub(super) session: Option<Session>,
     pub(super) token: Option<(AccessToken, Instant)>,
     pub(super) backoff: Backoff,
@@ -42,7 +43,7 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    pub(super) fn new(settings: Settings, status: watch::Sender<AuthStatus>) -> Self {
+    pub(super) fn new(settings: Settings, status: Publisher<AuthStatus>) -> Self {
         Self {
             settings,
             status,

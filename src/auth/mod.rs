@@ -10,12 +10,13 @@ pub mod session;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
 use crate::config::AvsdConfig;
+use crate::published::{self, Subscriber};
 use crate::secret::Secret;
 
 /// The `Authorization.State` values of the contract.
@@ -101,7 +102,7 @@ pub enum AuthCommand {
 #[derive(Debug, Clone)]
 pub struct AuthHandle {
     tx: mpsc::Sender<AuthCommand>,
-    status: watch::Receiver<AuthStatus>,
+    status: Subscriber<AuthStatus>,
 }
 
 impl AuthHandle {
@@ -134,7 +135,7 @@ impl AuthHandle {
     }
 
     /// A receiver of every status change.
-    pub fn status(&self) -> watch::Receiver<AuthStatus> {
+    pub fn status(&self) -> Subscriber<AuthStatus> {
         self.status.clone()
     }
 }
@@ -187,7 +188,7 @@ fn missing(key: &str) -> String {
 /// Start the authorization actor on `tracker`; it stops on `shutdown`.
 pub fn spawn(settings: Settings, tracker: &TaskTracker, shutdown: CancellationToken) -> AuthHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    let (status_tx, status) = watch::channel(AuthStatus::default());
+    let (status_tx, status) = published::channel(AuthStatus::default());
     let actor = actor::Actor::new(settings, status_tx);
     tracker.spawn(actor.run(rx, shutdown));
     AuthHandle { tx, status }

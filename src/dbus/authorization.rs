@@ -4,17 +4,20 @@ use zbus::interface;
 use zbus::message::Header;
 
 use super::AvsError;
+use super::access::LoginReaders;
 use crate::auth::AuthHandle;
 
 /// The Authorization interface object.
 pub struct Authorization {
     auth: AuthHandle,
+    readers: LoginReaders,
 }
 
 impl Authorization {
-    /// Wrap a handle to the authorization actor.
-    pub fn new(auth: AuthHandle) -> Self {
-        Self { auth }
+    /// Wrap a handle to the authorization actor; `readers` says who may
+    /// read the login code.
+    pub fn new(auth: AuthHandle, readers: LoginReaders) -> Self {
+        Self { auth, readers }
     }
 }
 
@@ -36,15 +39,33 @@ impl Authorization {
         self.auth.status().borrow().state.as_str().to_string()
     }
 
-    /// The companion page where the user logs in.
-    #[zbus(property)]
-    fn login_url(&self) -> String {
+    /// The companion page where the user logs in. Readable by root and
+    /// group avsd only (anyone else reads ""); changes are announced by
+    /// invalidation, without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn login_url(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> String {
+        if !self.readers.allow(conn, header.as_ref()).await {
+            return String::new();
+        }
         self.auth.status().borrow().login_url.clone()
     }
 
-    /// The registration code shown with the URL.
-    #[zbus(property)]
-    fn user_code(&self) -> String {
+    /// The registration code shown with the URL. Readable by root and
+    /// group avsd only (anyone else reads ""); changes are announced by
+    /// invalidation, without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn user_code(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> String {
+        if !self.readers.allow(conn, header.as_ref()).await {
+            return String::new();
+        }
         self.auth.status().borrow().user_code.clone()
     }
 

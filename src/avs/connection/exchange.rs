@@ -141,11 +141,17 @@ pub(crate) async fn exchange(
         .to_string();
     let recv = resp.into_body();
     let result = match status {
-        200 if content_type.starts_with("multipart/") => {
+        // Amazon answers events 200 or 204, and a 200 may carry nothing:
+        // any 2xx is success, its directives (if any) are directives.
+        200..=299 if content_type.starts_with("multipart/") => {
             match pump(recv, &content_type, inbound, Some(settings.stall_timeout)).await {
                 Err(e @ PumpError::Stalled(_)) => {
                     link.suspect();
                     Err(e.into())
+                }
+                Err(PumpError::Multipart(e)) if e.ended_before_any_part() => {
+                    tracing::debug!("AVS answered an event {status} with no parts: success");
+                    Ok(status)
                 }
                 other => other.map(|()| status).map_err(SendError::from),
             }

@@ -23,6 +23,7 @@ use super::message::ContextEntry;
 use crate::actor::{ActorError, MAILBOX, call};
 use crate::auth::AuthHandle;
 use crate::dialog::ConnectionState;
+use crate::published::{self, Subscriber};
 
 /// AVS allows 10 concurrent streams: the downchannel, a ping and 8 events.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8;
@@ -165,7 +166,7 @@ impl Throttle {
 pub struct ConnectionHandle {
     cmd: mpsc::Sender<Command>,
     link: watch::Receiver<Option<Link>>,
-    state: watch::Receiver<ConnectionState>,
+    state: Subscriber<ConnectionState>,
     auth: AuthHandle,
     inbound: mpsc::Sender<Inbound>,
     gate: Arc<Gate>,
@@ -229,7 +230,7 @@ impl ConnectionHandle {
     }
 
     /// Every connection state change.
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+    pub fn state(&self) -> Subscriber<ConnectionState> {
         self.state.clone()
     }
 
@@ -266,7 +267,7 @@ pub fn spawn(
 ) -> ConnectionHandle {
     let (cmd, rx) = mpsc::channel(MAILBOX);
     let (link_tx, link) = watch::channel(None);
-    let (state_tx, state) = watch::channel(ConnectionState::Disconnected);
+    let (state_tx, state) = published::channel(ConnectionState::Disconnected);
     let settings = Arc::new(settings);
     let gate = Arc::new(Gate {
         slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),

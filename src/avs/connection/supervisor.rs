@@ -24,6 +24,7 @@ use crate::avs::link::{self, Closed, Endpoint, Link, LinkError};
 use crate::avs::message::Event;
 use crate::backoff::Backoff;
 use crate::dialog::ConnectionState;
+use crate::published::{Publisher, Subscriber};
 use crate::secret::Secret;
 
 /// The downchannel path of AVS v20160207.
@@ -36,7 +37,7 @@ pub(super) struct Supervisor {
     pub(super) context: ContextSource,
     pub(super) gate: Arc<Gate>,
     pub(super) link: watch::Sender<Option<Link>>,
-    pub(super) state: watch::Sender<ConnectionState>,
+    pub(super) state: Publisher<ConnectionState>,
     pub(super) rx: mpsc::Receiver<Command>,
     pub(super) shutdown: CancellationToken,
     /// Where to connect now (System.SetEndpoint changes it).
@@ -286,7 +287,7 @@ impl Supervisor {
 
 /// Wait until the auth actor holds a valid token other than `rejected`.
 async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
-    let mut status: watch::Receiver<AuthStatus> = auth.status();
+    let mut status: Subscriber<AuthStatus> = auth.status();
     loop {
         if status.borrow_and_update().state == AuthState::Authorized {
             match auth.access_token().await {

@@ -5,7 +5,7 @@ mod companion_support;
 mod support;
 mod system_support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;

@@ -5,6 +5,9 @@
 //! getters ask the bus who is calling (`GetConnectionCredentials`, which
 //! the bus daemon answers from the kernel, not from the caller).
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -12,11 +15,17 @@ use zbus::names::BusName;
 /// The group whose members may act on avsd and read its login code.
 pub const GROUP: &str = "avsd";
 
+/// How many callers' answers are remembered. A unique name is never
+/// reused and its credentials never change, so an answer stays true; the
+/// memory is what spares GetAll a second bus round trip (see `allow`).
+const REMEMBERED: usize = 32;
+
 /// The callers allowed to read the login code: root, and the members of
 /// group `avsd` when that group exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LoginReaders {
     gid: Option<u32>,
+    recent: Arc<Mutex<VecDeque<(String, bool)>>>,
 }
 
 impl LoginReaders {
@@ -33,15 +42,31 @@ impl LoginReaders {
                  `adduser USER {GROUP}`)"
             );
         }
-        Self { gid }
+        Self::with_gid(gid)
+    }
+
+    fn with_gid(gid: Option<u32>) -> Self {
+        Self {
+            gid,
+            recent: Arc::default(),
+        }
     }
 
     /// Whether the caller of this message may read the login code. Any
     /// doubt (no sender, the bus not answering) is a no.
+    ///
+    /// GetAll reads the properties one by one and answers with all of
+    /// them; a change announced between two reads is dropped by clients
+    /// (zbus discards signals older than the GetAll reply), so the one bus
+    /// round trip happens for the first of the two properties and the
+    /// other is answered from memory, before any other value is read.
     pub async fn allow(&self, conn: &zbus::Connection, header: Option<&Header<'_>>) -> bool {
         let Some(sender) = header.and_then(|h| h.sender()) else {
             return false;
         };
+        if let Some(known) = self.remembered(sender.as_str()) {
+            return known;
+        }
         let dbus = match DBusProxy::new(conn).await {
             Ok(p) => p,
             Err(e) => {
@@ -60,7 +85,22 @@ impl LoginReaders {
             }
         };
         let groups = creds.unix_group_ids().map(Vec::as_slice).unwrap_or(&[]);
-        self.permits(creds.unix_user_id(), groups)
+        let allowed = self.permits(creds.unix_user_id(), groups);
+        self.remember(sender.as_str(), allowed);
+        allowed
+    }
+
+    fn remembered(&self, sender: &str) -> Option<bool> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().find(|(s, _)| s == sender).map(|(_, a)| *a)
+    }
+
+    fn remember(&self, sender: &str, allowed: bool) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= REMEMBERED {
+            recent.pop_front();
+        }
+        recent.push_back((sender.to_string(), allowed));
     }
 
     /// The rule itself: root, or a member of group `avsd`.
@@ -93,13 +133,24 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_remembered_for_a_few_callers_only() {
+        let r = LoginReaders::with_gid(None);
+        r.remember(":1.1", true);
+        for i in 2..=REMEMBERED + 1 {
+            r.remember(&format!(":1.{i}"), false);
+        }
+        assert_eq!(r.remembered(":1.1"), None, "the oldest is forgotten");
+        assert_eq!(r.remembered(":1.2"), Some(false));
+    }
+
+    #[test]
     fn only_root_and_the_group_may_read() {
-        let with = LoginReaders { gid: Some(998) };
+        let with = LoginReaders::with_gid(Some(998));
         assert!(with.permits(Some(0), &[]));
         assert!(with.permits(Some(1000), &[100, 998]));
         assert!(!with.permits(Some(65534), &[65534]));
         assert!(!with.permits(None, &[]));
-        let without = LoginReaders { gid: None };
+        let without = LoginReaders::with_gid(None);
         assert!(without.permits(Some(0), &[]));
         assert!(!without.permits(Some(1000), &[998]));
     }

@@ -33,12 +33,9 @@ impl Authorization {
         Ok(self.auth.reset().await?)
     }
 
-    /// `unregistered`, `waiting-for-user`, `authorized` or `error`.
-    #[zbus(property)]
-    fn state(&self) -> String {
-        self.auth.status().borrow().state.as_str().to_string()
-    }
-
+    // LoginUrl and UserCode come first: GetAll reads properties in this
+    // order, and only these two wait (for the bus to say who asks), so
+    // every value is read after the wait, just before the answer.
     /// The companion page where the user logs in. Readable by root and
     /// group avsd only (anyone else reads ""); changes are announced by
     /// invalidation, without the value.
@@ -67,6 +64,12 @@ impl Authorization {
             return String::new();
         }
         self.auth.status().borrow().user_code.clone()
+    }
+
+    /// `unregistered`, `waiting-for-user`, `authorized` or `error`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.auth.status().borrow().state.as_str().to_string()
     }
 
     /// Unix seconds when the access token expires; 0 without one.

@@ -41,12 +41,22 @@ pub fn report(s: &Snapshot, now: u64) -> String {
         out.push_str(&format!("Last error:    {}\n", s.last_error));
     }
     if s.auth_state == "waiting-for-user" {
-        out.push_str(&login_instructions(&s.login_url, &s.user_code));
+        if s.login_url.is_empty() {
+            out.push_str(HIDDEN_LOGIN);
+        } else {
+            out.push_str(&login_instructions(&s.login_url, &s.user_code));
+        }
     } else if s.auth_state == "unregistered" {
         out.push_str("Run `avsctl login` to link this device with your Amazon account.\n");
     }
     out
 }
+
+/// Said instead of the login URL and code to a caller avsd does not show
+/// them to: whoever uses them first links the device to their account.
+pub const HIDDEN_LOGIN: &str = "A login is waiting, but its URL and code are shown only to root and \
+members of group avsd: run `sudo avsctl status`, or join the group (sudo adduser $USER avsd, \
+then log in again).\n";
 
 /// What to do to log in, with a QR code of the URL for a phone.
 pub fn login_instructions(url: &str, code: &str) -> String {
@@ -117,6 +127,17 @@ mod tests {
         assert_eq!(grids.len(), 1, "no QR code found in:\n{art}");
         let (_, content) = grids[0].decode().unwrap();
         assert_eq!(content, url);
+    }
+
+    #[test]
+    fn a_caller_not_shown_the_code_is_told_who_may_see_it() {
+        let s = Snapshot {
+            auth_state: "waiting-for-user".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(text.contains("group avsd"), "{text}");
+        assert!(!text.contains("open"), "no empty instructions:\n{text}");
     }
 
     #[test]

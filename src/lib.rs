@@ -20,6 +20,7 @@ pub mod dialog;
 pub mod fsutil;
 pub mod logging;
 pub mod notify;
+pub mod published;
 pub mod secret;
 pub mod sim;
 pub mod tls;

@@ -13,10 +13,37 @@ pub enum Sink {
     Stderr,
 }
 
+/// Libraries whose debug output is per frame or per packet (HTTP/2,
+/// HTTP, TLS, D-Bus internals): at a global `debug` they would drown
+/// avsd's own lines, so they stay at `info` unless named in the filter.
+const NOISY: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+    "tokio_rustls",
+    "zbus",
+    "zvariant",
+    "tower",
+    "mio",
+    "want",
+    "cookie_store",
+    "symphonia_core",
+    "symphonia_bundle_mp3",
+];
+
 /// Install the global subscriber once. `level` comes from the config;
-/// `RUST_LOG`, when set and valid, wins.
+/// `RUST_LOG`, when set and valid, wins. Either way a global `debug` or
+/// `trace` keeps the [`NOISY`] libraries at `info` unless the filter
+/// names them (`RUST_LOG=debug,h2=trace` gets h2's frames).
 pub fn init(level: &str) -> Sink {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| level.to_string());
+    let filter =
+        EnvFilter::try_new(quiet_libraries(&spec)).unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         // The journald layer fails to build when journald is not running
@@ -35,4 +62,61 @@ pub fn init(level: &str) -> Sink {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = registry.with(fmt).try_init();
     Sink::Stderr
+}
+
+/// `spec` with `LIB=info` added for each [`NOISY`] library it does not
+/// name, when its global level (a directive without a target) is more
+/// verbose than `info`.
+fn quiet_libraries(spec: &str) -> String {
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let verbose = directives.iter().any(|d| {
+        matches!(
+            d.to_ascii_lowercase().as_str(),
+            "debug" | "trace" | "5" | "4"
+        )
+    });
+    if !verbose {
+        return spec.to_string();
+    }
+    let named = |lib: &str| {
+        directives.iter().any(|d| {
+            // A directive's target runs to `=` or `[` (a span filter).
+            let target = d.split(['=', '[']).next().unwrap_or("");
+            target == lib || target.starts_with(&format!("{lib}::"))
+        })
+    };
+    let mut out = spec.to_string();
+    for lib in NOISY.iter().filter(|lib| !named(lib)) {
+        out.push_str(&format!(",{lib}=info"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_global_debug_keeps_libraries_at_info() {
+        let spec = quiet_libraries("debug");
+        assert!(spec.starts_with("debug,"), "{spec}");
+        assert!(spec.contains(",h2=info"), "{spec}");
+        assert!(spec.contains(",zbus=info"), "{spec}");
+        assert!(EnvFilter::try_new(&spec).is_ok(), "{spec}");
+    }
+
+    #[test]
+    fn a_library_the_user_names_keeps_its_level() {
+        let spec = quiet_libraries("debug,h2=trace,rustls::client=debug");
+        assert!(!spec.contains(",h2=info"), "{spec}");
+        assert!(!spec.contains(",rustls=info"), "{spec}");
+        assert!(spec.contains("hyper=info"), "{spec}");
+    }
+
+    #[test]
+    fn quieter_levels_are_left_alone() {
+        for spec in ["info", "warn", "avsd=debug", "error,avsd::dialog=trace"] {
+            assert_eq!(quiet_libraries(spec), spec);
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! avsd's D-Bus API on a private system bus with the shipped policy,
 //! driven by independent clients (busctl, dbus-send) and by zbus.
 
+mod companion_support;
 mod support;
+mod system_support;
 
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::{Bus, Daemon, MINIMAL_CONFIG, TestUser};
+use support::{Bus, Daemon, MINIMAL_CONFIG, Notify, TestUser};
+use system_support::{World, auth_proxy, wait_state};
 
 const DEST: &str = "org.avsd.Avs1";
 const PATH: &str = "/org/avsd/Avs1";
@@ -431,4 +434,134 @@ fn methods_refuse_arguments_they_do_not_take() {
     );
     let out = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Dialog", "Stop"]);
     assert!(out.status.success(), "still answering: {}", stderr(&out));
+}
+
+/// The attack of issue 15: a local user other than root and group avsd
+/// reads the login in progress (by Get, GetAll, introspection, or a
+/// PropertiesChanged subscription) to finish it first with its own
+/// Amazon account. It must see neither the URL nor the code; root and the
+/// group still do.
+#[tokio::test]
+async fn an_outsider_cannot_read_the_login_code() {
+    // A member of group avsd can be tried only by root (setpriv --groups),
+    // and the group must exist before avsd starts: it resolves it once.
+    let gid = support::is_root()
+        .then(|| support::ensure_avsd_group().expect("group avsd could not be created"));
+    let world = World::new(3600).await;
+    let bus = &world.bus;
+
+    // The outsider's signal subscriber, before avsd is even there:
+    // dbus-monitor may not monitor as nobody, so it falls back to match
+    // rules, which is what any client can do.
+    let seen_file = bus.dir.path().join("outsider-signals.txt");
+    let mut monitor = unprivileged("dbus-monitor", "")
+        .args(["--address", &bus.address])
+        .arg("type='signal',interface='org.freedesktop.DBus.Properties'")
+        .stdout(std::fs::File::create(&seen_file).unwrap())
+        .stderr(std::fs::File::create(bus.dir.path().join("outsider-errors.txt")).unwrap())
+        .spawn()
+        .expect("dbus-monitor (package dbus-bin) must be installed");
+    let wait_for_monitor = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&seen_file).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outsider's subscriber never saw {needle:?}:\n{text}\n{}",
+                std::fs::read_to_string(bus.dir.path().join("outsider-errors.txt"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Subscribed once it has its name (it prints the NameAcquired signal).
+    wait_for_monitor("NameAcquired");
+
+    let notify = Notify::bind();
+    let avsd = Daemon::start(bus, Some(&notify), &world.avsd_config(600, true), &[]);
+    notify.wait_for("READY=1", Duration::from_secs(20));
+    let auth = auth_proxy(bus).await;
+    wait_state(&auth, "waiting-for-user", &avsd).await;
+    // A new registration while the outsider listens: a second code.
+    let first_code = auth.user_code().await.unwrap();
+    let mut codes = auth.receive_user_code_changed().await;
+    auth.start().await.unwrap();
+    let (url, code) = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let code = auth.user_code().await.unwrap();
+            if !code.is_empty() && code != first_code {
+                return (auth.login_url().await.unwrap(), code);
+            }
+            codes.next().await.expect("avsd left the bus");
+        }
+    })
+    .await
+    .expect("no new code after Start");
+
+    // Root reads both, as `avsctl login` does.
+    assert!(url.starts_with("https://"), "root reads LoginUrl {url:?}");
+    assert!(!first_code.is_empty() && !code.is_empty());
+
+    // The outsider: Get, GetAll and introspection.
+    let as_outsider = |args: &[&str]| {
+        let out = busctl_unprivileged(bus, "", args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let auth_iface = "org.avsd.Avs1.Authorization";
+    for prop in ["LoginUrl", "UserCode"] {
+        let out = as_outsider(&["get-property", DEST, PATH, auth_iface, prop]);
+        assert_eq!(out.trim(), "s \"\"", "the outsider read {prop}");
+    }
+    let all = as_outsider(&[
+        "call",
+        DEST,
+        PATH,
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        "s",
+        auth_iface,
+    ]);
+    let intro = as_outsider(&["introspect", DEST, PATH, auth_iface]);
+    assert!(all.contains("waiting-for-user"), "GetAll works: {all}");
+    // The outsider's subscription saw the login's signals, values aside.
+    let signals = wait_for_monitor("LoginUrl");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(signals.contains("waiting-for-user"), "{signals}");
+    for (what, text) in [
+        ("GetAll", &all),
+        ("introspection", &intro),
+        ("signals", &signals),
+    ] {
+        for secret in [&url, &code, &first_code] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "the outsider read {secret} through {what}:\n{text}"
+            );
+        }
+    }
+
+    // A member of group avsd reads them like root.
+    if let Some(gid) = gid {
+        let out = busctl_unprivileged(
+            bus,
+            &gid.to_string(),
+            &["get-property", DEST, PATH, auth_iface, "UserCode"],
+        );
+        assert_eq!(
+            stdout(&out).trim(),
+            format!("s \"{code}\""),
+            "{}",
+            stderr(&out)
+        );
+    } else {
+        eprintln!(
+            "an_outsider_cannot_read_the_login_code: the group-avsd half needs root \
+             (setpriv --groups); not run"
+        );
+    }
 }

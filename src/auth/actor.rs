@@ -13,6 +13,7 @@ use super::companion::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
 use super::{AccessToken, AuthCommand, AuthError, AuthState, AuthStatus, Settings};
 use crate::backoff::Backoff;
+use crate::published::Publisher;
 use crate::secret::Secret;
 
 /// A companion call the actor can schedule.
@@ -35,7 +36,7 @@ pub(super) enum Outcome {
 
 pub(super) struct Actor {
     pub(super) settings: Settings,
-    status: watch::Sender<AuthStatus>,
+    status: Publisher<AuthStatus>,
     /// Bumped with every new token (see `AuthHandle::token_changes`).
     pub(super) tokens: watch::Sender<u64>,
     pub(super) session: Option<Session>,
@@ -51,7 +52,7 @@ pub(super) struct Actor {
 impl Actor {
     pub(super) fn new(
         settings: Settings,
-        status: watch::Sender<AuthStatus>,
+        status: Publisher<AuthStatus>,
         tokens: watch::Sender<u64>,
     ) -> Self {
         Self {

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
 use crate::config::AvsdConfig;
+use crate::published::{self, Subscriber};
 use crate::secret::Secret;
 
 /// The `Authorization.State` values of the contract.
@@ -102,7 +103,7 @@ pub enum AuthCommand {
 #[derive(Debug, Clone)]
 pub struct AuthHandle {
     tx: mpsc::Sender<AuthCommand>,
-    status: watch::Receiver<AuthStatus>,
+    status: Subscriber<AuthStatus>,
     tokens: watch::Receiver<u64>,
 }
 
@@ -145,7 +146,7 @@ impl AuthHandle {
     }
 
     /// A receiver of every status change.
-    pub fn status(&self) -> watch::Receiver<AuthStatus> {
+    pub fn status(&self) -> Subscriber<AuthStatus> {
         self.status.clone()
     }
 
@@ -205,7 +206,7 @@ fn missing(key: &str) -> String {
 /// Start the authorization actor on `tracker`; it stops on `shutdown`.
 pub fn spawn(settings: Settings, tracker: &TaskTracker, shutdown: CancellationToken) -> AuthHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    let (status_tx, status) = watch::channel(AuthStatus::default());
+    let (status_tx, status) = published::channel(AuthStatus::default());
     let (tokens_tx, tokens) = watch::channel(0);
     let actor = actor::Actor::new(settings, status_tx, tokens_tx);
     tracker.spawn(actor.run(rx, shutdown));

@@ -30,6 +30,7 @@
 
 pub use super::mime::{ContentTypeError, PartHeaders, boundary_from_content_type};
 use super::mime::{HeaderFault, parse_header_block, validate_boundary};
+use super::multipart_error::BEFORE_FIRST_DELIMITER;
 pub use super::multipart_error::{Limits, MultipartError};
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -152,7 +153,7 @@ impl Parser {
 
     fn state_name(&self) -> &'static str {
         match self.state {
-            State::Preamble => "before the first delimiter",
+            State::Preamble => BEFORE_FIRST_DELIMITER,
             State::AfterBoundary { .. } => "in a delimiter line",
             State::Headers => "in a part's headers",
             State::Body { .. } => "in a part's body",

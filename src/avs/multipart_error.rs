@@ -112,3 +112,16 @@ pub enum MultipartError {
         during: &'static str,
     },
 }
+
+/// Where [`MultipartError::UnexpectedEof`] says a body stopped when it
+/// held no delimiter at all: no part, not even a closing one.
+pub(super) const BEFORE_FIRST_DELIMITER: &str = "before the first delimiter";
+
+impl MultipartError {
+    /// True when the body ended without a single delimiter: an empty body
+    /// (AVS answers some events 200 with nothing in it) rather than a
+    /// broken one.
+    pub fn ended_before_any_part(&self) -> bool {
+        matches!(self, Self::UnexpectedEof { during, .. } if *during == BEFORE_FIRST_DELIMITER)
+    }
+}

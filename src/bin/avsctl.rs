@@ -116,6 +116,10 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
             }
             "waiting-for-user" => {
                 let url = auth.login_url().await?;
+                if url.is_empty() {
+                    eprint!("{}", ctl::HIDDEN_LOGIN);
+                    return Ok(ExitCode::FAILURE);
+                }
                 if url != shown {
                     print!(
                         "{}",

@@ -4,17 +4,20 @@ use zbus::interface;
 use zbus::message::Header;
 
 use super::AvsError;
+use super::access::LoginReaders;
 use crate::auth::AuthHandle;
 
 /// The Authorization interface object.
 pub struct Authorization {
     auth: AuthHandle,
+    readers: LoginReaders,
 }
 
 impl Authorization {
-    /// Wrap a handle to the authorization actor.
-    pub fn new(auth: AuthHandle) -> Self {
-        Self { auth }
+    /// Wrap a handle to the authorization actor; `readers` says who may
+    /// read the login code.
+    pub fn new(auth: AuthHandle, readers: LoginReaders) -> Self {
+        Self { auth, readers }
     }
 }
 
@@ -30,22 +33,43 @@ impl Authorization {
         Ok(self.auth.reset().await?)
     }
 
+    // LoginUrl and UserCode come first: GetAll reads properties in this
+    // order, and only these two wait (for the bus to say who asks), so
+    // every value is read after the wait, just before the answer.
+    /// The companion page where the user logs in. Readable by root and
+    /// group avsd only (anyone else reads ""); changes are announced by
+    /// invalidation, without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn login_url(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> String {
+        if !self.readers.allow(conn, header.as_ref()).await {
+            return String::new();
+        }
+        self.auth.status().borrow().login_url.clone()
+    }
+
+    /// The registration code shown with the URL. Readable by root and
+    /// group avsd only (anyone else reads ""); changes are announced by
+    /// invalidation, without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn user_code(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> String {
+        if !self.readers.allow(conn, header.as_ref()).await {
+            return String::new();
+        }
+        self.auth.status().borrow().user_code.clone()
+    }
+
     /// `unregistered`, `waiting-for-user`, `authorized` or `error`.
     #[zbus(property)]
     fn state(&self) -> String {
         self.auth.status().borrow().state.as_str().to_string()
-    }
-
-    /// The companion page where the user logs in.
-    #[zbus(property)]
-    fn login_url(&self) -> String {
-        self.auth.status().borrow().login_url.clone()
-    }
-
-    /// The registration code shown with the URL.
-    #[zbus(property)]
-    fn user_code(&self) -> String {
-        self.auth.status().borrow().user_code.clone()
     }
 
     /// Unix seconds when the access token expires; 0 without one.

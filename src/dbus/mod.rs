@@ -1,6 +1,6 @@
 //! avsd on the system bus: the `org.avsd.Avs1` name, one object with the
 //! Authorization and Dialog interfaces. The interface structs are facades:
-//! they read the actors' `watch` channels and send them commands, nothing
+//! they read the actors' published state and send them commands, nothing
 //! more. `proxy` holds the client side for `avsctl` and the tests.
 //!
 //! Every method takes the message header, unused: zbus 5 runs a method
@@ -8,11 +8,13 @@
 //! signature once the method takes anything, so a call with stray
 //! arguments is refused ("Signature mismatch") instead of acted on.
 
+mod access;
 mod authorization;
 mod dialog;
 pub mod proxy;
 mod signals;
 
+pub use access::LoginReaders;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
 
@@ -106,7 +108,10 @@ pub async fn serve(
 ) -> Result<zbus::Connection, BusError> {
     let conn = zbus::connection::Builder::system()
         .map_err(BusError::Connect)?
-        .serve_at(OBJECT_PATH, Authorization::new(auth.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            Authorization::new(auth.clone(), LoginReaders::from_system()),
+        )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
         .map_err(BusError::Serve)?
@@ -115,12 +120,9 @@ pub async fn serve(
         .map_err(BusError::Connect)?;
     // Snapshots taken here, before the name is owned, not in the tasks:
     // see `signals`.
-    let mut auth_rx = auth.status();
-    let auth_now = auth_rx.borrow_and_update().clone();
-    let mut dialog_rx = dialog.status();
-    let dialog_now = dialog_rx.borrow_and_update().clone();
-    let mut link_rx = dialog.connection();
-    link_rx.borrow_and_update();
+    let (auth_now, auth_rx) = auth.status().transitions();
+    let (dialog_now, dialog_rx) = dialog.status().transitions();
+    let (link_now, link_rx) = dialog.connection().transitions();
     tracker.spawn(signals::forward_auth(
         conn.clone(),
         auth_rx,
@@ -132,6 +134,7 @@ pub async fn serve(
         dialog_rx,
         dialog_now,
         link_rx,
+        link_now,
         shutdown,
     ));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())

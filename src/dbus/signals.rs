@@ -1,16 +1,22 @@
-//! PropertiesChanged for every change an actor publishes. All properties
-//! that moved in one update go out in one signal, so a client never sees
-//! `State=waiting-for-user` before the `LoginUrl` that goes with it.
+//! PropertiesChanged for every transition an actor publishes, in order:
+//! one signal per transition, with all the properties that moved in it, so
+//! a client never sees `State=waiting-for-user` before the `LoginUrl` that
+//! goes with it, and sees `listening` even when `idle` follows within
+//! milliseconds (a `watch` of the latest value lost that; see
+//! `crate::published`).
 //!
 //! The caller takes the first snapshot before it owns the bus name: a
 //! client that reads the properties as soon as the name appears must see
 //! every later change announced, even one made before these tasks first
 //! run (CI caught a login's `waiting-for-user` never announced that way).
+//!
+//! `LoginUrl` and `UserCode` are announced by invalidation only (name, no
+//! value): a signal goes to every listener on the bus, and the login code
+//! is for root and group `avsd` only (see `authorization`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zbus::fdo::Properties;
 use zbus::names::InterfaceName;
@@ -20,15 +26,61 @@ use zbus::zvariant::Value;
 use super::OBJECT_PATH;
 use crate::auth::AuthStatus;
 use crate::dialog::{ConnectionState, DialogStatus};
+use crate::published::Transitions;
 
 const AUTHORIZATION: &str = "org.avsd.Avs1.Authorization";
 const DIALOG: &str = "org.avsd.Avs1.Dialog";
 
-/// Announce auth changes after `old`, the snapshot `rx` was last marked
-/// seen at.
+/// One signal's worth: values, and names announced without a value.
+#[derive(Default)]
+struct Changes {
+    changed: HashMap<&'static str, Value<'static>>,
+    invalidated: Vec<&'static str>,
+}
+
+/// The Authorization properties that moved from `old` to `new`.
+fn auth_changes(old: &AuthStatus, new: &AuthStatus) -> Changes {
+    let mut c = Changes::default();
+    if new.state != old.state {
+        c.changed
+            .insert("State", Value::from(new.state.as_str().to_string()));
+    }
+    if new.login_url != old.login_url {
+        c.invalidated.push("LoginUrl");
+    }
+    if new.user_code != old.user_code {
+        c.invalidated.push("UserCode");
+    }
+    if new.token_expires_at != old.token_expires_at {
+        c.changed
+            .insert("TokenExpiresAt", Value::from(new.token_expires_at));
+    }
+    if new.last_error != old.last_error {
+        c.changed
+            .insert("LastError", Value::from(new.last_error.clone()));
+    }
+    c
+}
+
+/// The Dialog properties (State, LastError) that moved from `old` to `new`.
+fn dialog_changes(old: &DialogStatus, new: &DialogStatus) -> Changes {
+    let mut c = Changes::default();
+    if new.state != old.state {
+        c.changed
+            .insert("State", Value::from(new.state.as_str().to_string()));
+    }
+    if new.last_error != old.last_error {
+        c.changed
+            .insert("LastError", Value::from(new.last_error.clone()));
+    }
+    c
+}
+
+/// Announce every auth transition after `old`, the snapshot `rx` was
+/// taken with.
 pub(super) async fn forward_auth(
     conn: zbus::Connection,
-    mut rx: watch::Receiver<AuthStatus>,
+    mut rx: Transitions<AuthStatus>,
     mut old: AuthStatus,
     shutdown: CancellationToken,
 ) {
@@ -36,84 +88,87 @@ pub(super) async fn forward_auth(
         return;
     };
     loop {
-        tokio::select! {
+        let new = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = rx.changed() => if r.is_err() { return },
-        }
-        let new = rx.borrow_and_update().clone();
-        let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
-        if new.state != old.state {
-            changed.insert("State", Value::from(new.state.as_str()));
-        }
-        if new.login_url != old.login_url {
-            changed.insert("LoginUrl", Value::from(new.login_url.as_str()));
-        }
-        if new.user_code != old.user_code {
-            changed.insert("UserCode", Value::from(new.user_code.as_str()));
-        }
-        if new.token_expires_at != old.token_expires_at {
-            changed.insert("TokenExpiresAt", Value::from(new.token_expires_at));
-        }
-        if new.last_error != old.last_error {
-            changed.insert("LastError", Value::from(new.last_error.as_str()));
-        }
-        emit(&emitter, AUTHORIZATION, changed).await;
+            v = rx.recv() => match v {
+                Some(v) => v,
+                None => return,
+            },
+        };
+        emit(&emitter, AUTHORIZATION, auth_changes(&old, &new)).await;
         old = new;
     }
 }
 
-/// Announce dialog and connection changes after `old`, the snapshot `rx`
-/// was last marked seen at (and `link` likewise).
+/// Announce every dialog and connection transition after `old` and
+/// `old_link`, the snapshots `rx` and `link` were taken with. Each queue
+/// is announced in its own order; the two are independent publishers.
 pub(super) async fn forward_dialog(
     conn: zbus::Connection,
-    mut rx: watch::Receiver<DialogStatus>,
+    mut rx: Transitions<DialogStatus>,
     mut old: DialogStatus,
-    mut link: watch::Receiver<ConnectionState>,
+    mut link: Transitions<ConnectionState>,
+    mut old_link: ConnectionState,
     shutdown: CancellationToken,
 ) {
     let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
         return;
     };
     loop {
-        let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
-        tokio::select! {
+        let changes = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = rx.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let new = rx.borrow_and_update().clone();
-                if new.state != old.state {
-                    changed.insert("State", Value::from(new.state.as_str()));
-                }
-                if new.last_error != old.last_error {
-                    changed.insert("LastError", Value::from(new.last_error.clone()));
-                }
+            v = rx.recv() => {
+                let Some(new) = v else { return };
+                let c = dialog_changes(&old, &new);
                 old = new;
+                c
             }
-            r = link.changed() => {
-                if r.is_err() {
-                    return;
+            v = link.recv() => {
+                let Some(new) = v else { return };
+                let mut c = Changes::default();
+                if new != old_link {
+                    c.changed.insert("Connection", Value::from(new.as_str()));
                 }
-                let connection = *link.borrow_and_update();
-                changed.insert("Connection", Value::from(connection.as_str()));
+                old_link = new;
+                c
             }
-        }
-        emit(&emitter, DIALOG, changed).await;
+        };
+        emit(&emitter, DIALOG, changes).await;
     }
 }
 
-async fn emit(
-    emitter: &SignalEmitter<'_>,
-    interface: &'static str,
-    changed: HashMap<&str, Value<'_>>,
-) {
-    if changed.is_empty() {
+async fn emit(emitter: &SignalEmitter<'_>, interface: &'static str, c: Changes) {
+    if c.changed.is_empty() && c.invalidated.is_empty() {
         return;
     }
     let name = InterfaceName::from_static_str_unchecked(interface);
-    if let Err(e) = Properties::properties_changed(emitter, name, changed, Cow::Borrowed(&[])).await
+    if let Err(e) =
+        Properties::properties_changed(emitter, name, c.changed, Cow::Owned(c.invalidated)).await
     {
         tracing::warn!("cannot announce a {interface} property change: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthState;
+
+    #[test]
+    fn the_login_code_is_announced_without_its_value() {
+        let old = AuthStatus::default();
+        let new = AuthStatus {
+            state: AuthState::WaitingForUser,
+            login_url: "https://companion.example/provision/ABC123".into(),
+            user_code: "ABC123".into(),
+            ..AuthStatus::default()
+        };
+        let c = auth_changes(&old, &new);
+        assert_eq!(c.invalidated, ["LoginUrl", "UserCode"]);
+        assert_eq!(c.changed.len(), 1, "only State carries a value");
+        for v in c.changed.values() {
+            let text = format!("{v:?}");
+            assert!(!text.contains("ABC123"), "{text}");
+        }
     }
 }

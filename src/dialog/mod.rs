@@ -32,6 +32,7 @@ use crate::avs::connection::{ConnectionHandle, ContextSource};
 use crate::avs::inbound::Inbound;
 use crate::avs::message::{ContextEntry, SpeechState};
 use crate::config::AudioConfig;
+use crate::published::{self, Subscriber};
 
 /// The `Dialog.State` values: the AVS attention states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,7 +183,7 @@ pub fn context_source(speech: watch::Receiver<SpeechState>) -> ContextSource {
 /// Everything the dialog talks to.
 pub struct Links {
     /// Authorization, to refuse talk before login.
-    pub auth: watch::Receiver<AuthStatus>,
+    pub auth: Subscriber<AuthStatus>,
     /// Where Recognize and the speech events go.
     pub connection: ConnectionHandle,
     /// The router's queue, which the end-of-answer notes join so that they
@@ -198,8 +199,8 @@ pub struct Links {
 #[derive(Debug, Clone)]
 pub struct DialogHandle {
     tx: mpsc::Sender<DialogCommand>,
-    status: watch::Receiver<DialogStatus>,
-    connection: watch::Receiver<ConnectionState>,
+    status: Subscriber<DialogStatus>,
+    connection: Subscriber<ConnectionState>,
 }
 
 impl DialogHandle {
@@ -217,12 +218,12 @@ impl DialogHandle {
     }
 
     /// A receiver of every status change.
-    pub fn status(&self) -> watch::Receiver<DialogStatus> {
+    pub fn status(&self) -> Subscriber<DialogStatus> {
         self.status.clone()
     }
 
     /// A receiver of every AVS connection state change.
-    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+    pub fn connection(&self) -> Subscriber<ConnectionState> {
         self.connection.clone()
     }
 }
@@ -235,7 +236,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> DialogHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    let (status_tx, status) = watch::channel(DialogStatus::default());
+    let (status_tx, status) = published::channel(DialogStatus::default());
     let connection = links.connection.state();
     tracker.spawn(actor::run(
         settings,

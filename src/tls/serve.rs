@@ -134,6 +134,11 @@ pub async fn serve_with<H, F>(
                 }
             },
         };
+        // Answers go out in several small writes: without this, Nagle and
+        // the client's delayed ACK hold the last one back ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, "cannot set TCP_NODELAY: {e}");
+        }
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let shutdown = shutdown.clone();

@@ -181,18 +181,37 @@ impl Rig {
     }
 }
 
-/// Follow Dialog.State through PropertiesChanged into a growing list.
+/// Follow Dialog.State through PropertiesChanged into a growing list. The
+/// signals themselves, not zbus's property stream: that one reads its
+/// cache when polled, so `listening` then `idle` a few milliseconds apart
+/// would be seen as `idle` alone.
 async fn record_states(dialog: DialogProxy<'static>) -> watch::Receiver<Vec<String>> {
-    let mut changes = dialog.receive_state_changed().await;
+    let props = zbus::fdo::PropertiesProxy::builder(dialog.inner().connection())
+        .destination("org.avsd.Avs1")
+        .unwrap()
+        .path("/org/avsd/Avs1")
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    // Subscribed before the first read, so no change falls in between.
+    let mut changes = props.receive_properties_changed().await.unwrap();
     let first = dialog.state().await.unwrap();
     let (tx, rx) = watch::channel(vec![first]);
     tokio::spawn(async move {
-        while let Some(change) = changes.next().await {
-            let Ok(state) = change.get().await else {
+        let _props = props;
+        while let Some(signal) = changes.next().await {
+            let Ok(args) = signal.args() else { continue };
+            if args.interface_name().as_str() != "org.avsd.Avs1.Dialog" {
+                continue;
+            }
+            let Some(zbus::zvariant::Value::Str(state)) = args.changed_properties().get("State")
+            else {
                 continue;
             };
+            let state = state.to_string();
             tx.send_modify(|v| {
-                // The stream starts with the current value; skip repeats.
+                // A change made before the first read may come after it.
                 if v.last() != Some(&state) {
                     v.push(state);
                 }

@@ -14,6 +14,9 @@ use crate::avs::link::{Link, LinkError};
 use crate::avs::message::{AvsException, parse_exception_body};
 use crate::secret::Secret;
 
+/// A wait for AVS's answer longer than this is logged.
+const SAY_WAITING: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The events path of AVS v20160207.
 pub const EVENTS_PATH: &str = "/v20160207/events";
 
@@ -122,12 +125,29 @@ pub(crate) async fn exchange(
     };
     let resp = match early {
         Some(answered) => answered,
-        None => tokio::time::timeout(settings.stall_timeout, resp)
-            .await
-            .map_err(|_| {
-                link.suspect();
-                SendError::Stream(format!("no response within {:?}", settings.stall_timeout))
-            })?,
+        None => {
+            // A long silence is said in the log, so a stalled AVS is not a
+            // silent stall of avsd.
+            let deadline = tokio::time::Instant::now() + settings.stall_timeout;
+            let quiet =
+                tokio::time::timeout(settings.stall_timeout.min(SAY_WAITING), resp.as_mut());
+            match quiet.await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    tracing::info!(
+                        "still waiting for AVS to answer an event; giving up in {:?}",
+                        deadline.saturating_duration_since(tokio::time::Instant::now())
+                    );
+                    tokio::time::timeout_at(deadline, resp).await.map_err(|_| {
+                        link.suspect();
+                        SendError::Stream(format!(
+                            "no response within {:?}",
+                            settings.stall_timeout
+                        ))
+                    })?
+                }
+            }
+        }
     }
     .map_err(|e| SendError::Stream(e.to_string()))?;
     let status = resp.status().as_u16();
@@ -141,11 +161,17 @@ pub(crate) async fn exchange(
         .to_string();
     let recv = resp.into_body();
     let result = match status {
-        200 if content_type.starts_with("multipart/") => {
+        // Amazon answers events 200 or 204, and a 200 may carry nothing:
+        // any 2xx is success, its directives (if any) are directives.
+        200..=299 if content_type.starts_with("multipart/") => {
             match pump(recv, &content_type, inbound, Some(settings.stall_timeout)).await {
                 Err(e @ PumpError::Stalled(_)) => {
                     link.suspect();
                     Err(e.into())
+                }
+                Err(PumpError::Multipart(e)) if e.ended_before_any_part() => {
+                    tracing::debug!("AVS answered an event {status} with no parts: success");
+                    Ok(status)
                 }
                 other => other.map(|()| status).map_err(SendError::from),
             }

@@ -23,6 +23,7 @@ use super::message::ContextEntry;
 use crate::actor::{ActorError, MAILBOX, call};
 use crate::auth::AuthHandle;
 use crate::dialog::ConnectionState;
+use crate::published::{self, Subscriber};
 
 /// AVS allows 10 concurrent streams: the downchannel, a ping and 8 events.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8;
@@ -180,7 +181,7 @@ impl Throttle {
 pub struct ConnectionHandle {
     cmd: mpsc::Sender<Command>,
     link: watch::Receiver<Option<Link>>,
-    state: watch::Receiver<ConnectionState>,
+    state: Subscriber<ConnectionState>,
     reconnect: watch::Receiver<Reconnect>,
     auth: AuthHandle,
     inbound: mpsc::Sender<Inbound>,
@@ -245,7 +246,7 @@ impl ConnectionHandle {
     }
 
     /// Every connection state change.
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+    pub fn state(&self) -> Subscriber<ConnectionState> {
         self.state.clone()
     }
 
@@ -288,7 +289,7 @@ pub fn spawn(
 ) -> ConnectionHandle {
     let (cmd, rx) = mpsc::channel(MAILBOX);
     let (link_tx, link) = watch::channel(None);
-    let (state_tx, state) = watch::channel(ConnectionState::Disconnected);
+    let (state_tx, state) = published::channel(ConnectionState::Disconnected);
     let (reconnect_tx, reconnect) = watch::channel(Reconnect::default());
     let settings = Arc::new(settings);
     let gate = Arc::new(Gate {

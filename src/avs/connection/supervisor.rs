@@ -26,6 +26,7 @@ use crate::avs::link::{self, Closed, Endpoint, Link, LinkError};
 use crate::avs::message::Event;
 use crate::backoff::Backoff;
 use crate::dialog::ConnectionState;
+use crate::published::Publisher;
 use crate::secret::Secret;
 
 /// The downchannel path of AVS v20160207.
@@ -38,7 +39,7 @@ pub(super) struct Supervisor {
     pub(super) context: ContextSource,
     pub(super) gate: Arc<Gate>,
     pub(super) link: watch::Sender<Option<Link>>,
-    pub(super) state: watch::Sender<ConnectionState>,
+    pub(super) state: Publisher<ConnectionState>,
     /// The reconnect back-off, for `avsctl status` and the log.
     pub(super) reconnect: watch::Sender<super::Reconnect>,
     pub(super) rx: mpsc::Receiver<Command>,

@@ -23,6 +23,7 @@ use crate::auth::{AuthState, AuthStatus};
 use crate::avs::connection::{AudioPart, ConnectionHandle};
 use crate::avs::inbound::Inbound;
 use crate::avs::message::{Event, ExceptionErrorType, KnownDirective, SpeechActivity, SpeechState};
+use crate::published::{Publisher, Subscriber};
 
 /// Events waiting for the sender task; they go out one by one, in order.
 const OUTBOX: usize = 32;
@@ -66,11 +67,11 @@ struct Listening {
 
 struct Dialog {
     settings: Settings,
-    auth: watch::Receiver<AuthStatus>,
-    link_state: watch::Receiver<ConnectionState>,
+    auth: Subscriber<AuthStatus>,
+    link_state: Subscriber<ConnectionState>,
     connection: ConnectionHandle,
     router: mpsc::Sender<Inbound>,
-    status: watch::Sender<DialogStatus>,
+    status: Publisher<DialogStatus>,
     speech: watch::Sender<SpeechState>,
     notes: mpsc::Sender<Note>,
     outbox: mpsc::Sender<String>,
@@ -96,7 +97,7 @@ struct Dialog {
 pub(super) async fn run(
     settings: Settings,
     links: Links,
-    status: watch::Sender<DialogStatus>,
+    status: Publisher<DialogStatus>,
     mut rx: mpsc::Receiver<DialogCommand>,
     tracker: TaskTracker,
     shutdown: CancellationToken,

@@ -34,7 +34,7 @@ const MAX_PUSH_COUNT: u32 = 1_000_000;
 /// Serve the control API until `shutdown`.
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -45,6 +45,10 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
                 }
             },
         };
+        // A test waits on each answer: no Nagle delay on the last write.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, "control API: cannot set TCP_NODELAY: {e}");
+        }
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -125,6 +129,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         (Method::POST, "/delay") => delay(&q, &shared),
         (Method::POST, "/push") => push(req, q, &shared).await,
         (Method::POST, "/dialog") => dialog(&q, &shared),
+        (Method::POST, "/sync") => sync(&q, &shared),
         (Method::POST, "/reset") => {
             shared.reset();
             Ok(ok(json!({})))
@@ -248,6 +253,14 @@ async fn push(
             &json!({"error": "no downchannel is open"}),
         )),
     }
+}
+
+/// `POST /sync?empty_200=true|false`: how SynchronizeState is answered
+/// (Amazon documents both 200 and 204 for events).
+fn sync(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {
+    let on = param::<bool>(q, "empty_200")?.ok_or_else(|| bad("empty_200 is required"))?;
+    shared.set_sync_empty_200(on);
+    Ok(ok(json!({"empty_200": on})))
 }
 
 fn dialog(q: &HashMap<String, String>, shared: &Shared) -> Result<Resp, Fail> {

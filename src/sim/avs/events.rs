@@ -11,6 +11,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 
 use super::EVENTS_PATH;
+use super::related::Related;
 use super::rules::{Metadata, Refusal, check_metadata, check_order, form_boundary, no_downchannel};
 use super::server::{Ctx, drain};
 use super::state::{EventRecord, Target};
@@ -165,14 +166,22 @@ pub(super) async fn event(
         ctx.refuse(&mut respond, EVENTS_PATH, &r);
         return reader.drain();
     }
+    let mut status = 204;
+    let mut resp = Response::builder();
     if meta.name == "System.SynchronizeState" {
         ctx.state().synced = true;
+        // AVS answers events 200 or 204; a 200 may come with a multipart
+        // Content-Type and not a byte of body.
+        if ctx.shared.sync_empty_200() {
+            status = 200;
+            resp = resp.header("content-type", Related::new().content_type());
+        }
     }
-    let resp = Response::builder().status(204).body(()).unwrap_or_default();
+    let resp = resp.status(status).body(()).unwrap_or_default();
     if let Err(e) = respond.send_response(resp, true) {
         tracing::debug!(conn = ctx.id, "cannot answer {}: {e}", meta.name);
     }
-    let _ = record(&ctx, &meta, 204);
+    let _ = record(&ctx, &meta, status);
 }
 
 /// The first part: `metadata`, JSON, checked.

@@ -74,7 +74,9 @@
 //!   as Content-ID CID; with `raw` the body goes out with no part framing,
 //!   to break the stream on purpose; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
 //!   end_of_speech_ms=&silence_rms=&close_grace_ms=&think_ms=&expect_speech_ms=&
-//!   expect_speech_count=` (answers the settings), `POST /reset`
+//!   expect_speech_count=` (answers the settings), `POST /sync?empty_200=
+//!   true|false` (SynchronizeState answered 200 with an empty multipart
+//!   body instead of 204, as AVS sometimes does), `POST /reset`
 //!   (statistics and fault knobs).
 //!
 //! Layout: `server` (TLS, HTTP/2 connections, routing), `downchannel`,

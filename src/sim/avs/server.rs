@@ -125,6 +125,10 @@ pub(super) async fn serve(
                 }
             },
         };
+        // Frames go out as they are written, as AVS's do: no Nagle delay.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, "cannot set TCP_NODELAY: {e}");
+        }
         if shared.refusing() {
             // A reset during the handshake: to the client, a server that is
             // not there. Closing the listener instead could lose the port.

@@ -101,6 +101,8 @@ struct Knobs {
     refuse_token: Option<(Target, u32)>,
     status: Option<StatusKnob>,
     delay: Option<(Duration, Target)>,
+    /// Answer SynchronizeState 200 with an empty multipart body, not 204.
+    sync_empty_200: bool,
 }
 
 /// Orders the control API gives one connection.
@@ -230,6 +232,16 @@ impl Shared {
             s.connections.active = active;
             s.connections.peak_active = active;
         });
+    }
+
+    /// Answer SynchronizeState 200 with an empty body (`true`) or 204.
+    pub(super) fn set_sync_empty_200(&self, on: bool) {
+        lock(&self.knobs).sync_empty_200 = on;
+    }
+
+    /// Whether SynchronizeState gets 200 with an empty body.
+    pub(super) fn sync_empty_200(&self) -> bool {
+        lock(&self.knobs).sync_empty_200
     }
 
     /// The dialog settings now.

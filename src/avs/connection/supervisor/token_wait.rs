@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::auth::{AuthHandle, AuthState, AuthStatus};
+use crate::published::Subscriber;
 use crate::secret::Secret;
 
 /// How often a long wait for a token says it is still waiting.
@@ -18,7 +18,7 @@ const WAITING_NOTE: Duration = Duration::from_secs(10);
 /// `token_changes` (the status may not change: same state, same expiry
 /// second).
 pub(super) async fn wait_for_token(auth: AuthHandle, rejected: Option<Secret>) {
-    let mut status: watch::Receiver<AuthStatus> = auth.status();
+    let mut status: Subscriber<AuthStatus> = auth.status();
     let mut tokens = auth.token_changes();
     let since = Instant::now();
     loop {

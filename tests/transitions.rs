@@ -240,6 +240,7 @@ async fn every_server_socket_sends_without_delay() {
         idle_timeout: None,
         connection_lifetime: None,
         control: Some(control),
+        revocations: None,
     };
     tokio::spawn(avsd::sim::avs::run(avs, config, shutdown.clone()));
 

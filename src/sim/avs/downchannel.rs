@@ -94,14 +94,19 @@ async fn write_downchannel(
     if let Err(e) = out.send_data(related.open(), false) {
         return format!("write failed: {e}");
     }
+    let mut pending: Option<DownMsg> = None;
     loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            r = std::future::poll_fn(|cx| out.poll_reset(cx)) => {
-                return match r {
-                    Ok(reason) => format!("the client reset it ({reason:?})"),
-                    Err(e) => format!("stream error: {e}"),
-                };
+        let msg = if let Some(m) = pending.take() {
+            Some(m)
+        } else {
+            tokio::select! {
+                m = rx.recv() => m,
+                r = std::future::poll_fn(|cx| out.poll_reset(cx)) => {
+                    return match r {
+                        Ok(reason) => format!("the client reset it ({reason:?})"),
+                        Err(e) => format!("stream error: {e}"),
+                    };
+                }
             }
         };
         match msg {
@@ -111,13 +116,26 @@ async fn write_downchannel(
                 tiny,
                 raw,
             }) => {
-                let mut bytes = if raw {
-                    json.to_vec()
-                } else {
-                    related.json(&json).to_vec()
-                };
-                if let Some((cid, data)) = attachment {
-                    bytes.extend_from_slice(&related.binary(&cid, &data));
+                let mut bytes = Vec::new();
+                encode(related, &mut bytes, &json, attachment, raw);
+                // Pushes queued back to back (a flood) go out together in
+                // full-size DATA frames, as a busy server writes them; one
+                // small frame each would meet h2's small-frame guard in the
+                // client instead of the client's own handling.
+                while !tiny && bytes.len() < COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(DownMsg::Push {
+                            json,
+                            attachment,
+                            tiny: false,
+                            raw,
+                        }) => encode(related, &mut bytes, &json, attachment, raw),
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 if let Err(e) = send_frames(out, Bytes::from(bytes), tiny).await {
                     return format!("write failed: {e}");
@@ -128,6 +146,27 @@ async fn write_downchannel(
                 return "closed by the stand-in".to_string();
             }
         }
+    }
+}
+
+/// How many bytes of back-to-back pushes go out in one write.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Append one pushed directive (and its attachment) to `bytes`.
+fn encode(
+    related: &Related,
+    bytes: &mut Vec<u8>,
+    json: &Bytes,
+    attachment: Option<(String, Bytes)>,
+    raw: bool,
+) {
+    if raw {
+        bytes.extend_from_slice(json);
+    } else {
+        bytes.extend_from_slice(&related.json(json));
+    }
+    if let Some((cid, data)) = attachment {
+        bytes.extend_from_slice(&related.binary(&cid, &data));
     }
 }
 

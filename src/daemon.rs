@@ -182,10 +182,11 @@ pub fn status_line(auth: &AuthStatus, config: &AvsdConfig) -> String {
         AuthState::Unregistered => {
             "Not registered: run `avsctl login` to link with Amazon".to_string()
         }
-        AuthState::WaitingForUser => format!(
-            "Waiting for login: open {} and enter code {}",
-            auth.login_url, auth.user_code
-        ),
+        // Not the URL and code: `systemctl status` shows this line to
+        // every local user, and whoever uses the code first owns the login.
+        AuthState::WaitingForUser => {
+            "Waiting for login: `sudo avsctl status` shows the URL and code".to_string()
+        }
         AuthState::Authorized => "Authorized with Amazon".to_string(),
         AuthState::Error => format!("Error: {}", auth.last_error),
     }

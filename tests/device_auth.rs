@@ -84,11 +84,18 @@ async fn first_boot_login_then_kill_9_needs_no_new_login() {
         "{url}"
     );
     assert!(!code.is_empty());
+    // STATUS= is for everyone (`systemctl status`): no URL, no code.
     let status = notify.wait_for(
-        &format!("STATUS=Waiting for login: open {url} and enter code {code}"),
+        "STATUS=Waiting for login: `sudo avsctl status` shows the URL and code",
         WAIT,
     );
     assert!(!status.is_empty());
+    for line in &status {
+        assert!(
+            !line.contains(&code) && !line.contains(&url),
+            "the login code in STATUS=: {line}"
+        );
+    }
 
     world.log_in(&url).await;
     wait_state(&auth, "authorized", &avsd).await;

@@ -117,6 +117,9 @@ impl Dialog {
                 }
                 KnownDirective::ExpectSpeech(expect) => {
                     let wait = std::time::Duration::from_millis(expect.timeout_in_milliseconds);
+                    tracing::info!(
+                        "Alexa expects an answer: listening for speech for up to {wait:?}"
+                    );
                     let initiator = expect.initiator.clone();
                     self.queue.pop_front();
                     if self

@@ -21,6 +21,10 @@ pub struct Snapshot {
     pub dialog_state: String,
     /// Dialog.Connection
     pub connection: String,
+    /// Dialog.ReconnectAttempt
+    pub reconnect_attempt: u32,
+    /// Dialog.NextReconnectAt
+    pub next_reconnect_at: u64,
 }
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
@@ -29,6 +33,18 @@ pub fn report(s: &Snapshot, now: u64) -> String {
         "Authorization: {}\nDialog:        {} (AVS connection: {})\n",
         s.auth_state, s.dialog_state, s.connection
     );
+    if s.next_reconnect_at > 0 {
+        out.push_str(&format!(
+            "Reconnecting:  attempt {}, next try in {} s\n",
+            s.reconnect_attempt,
+            s.next_reconnect_at.saturating_sub(now)
+        ));
+    } else if s.reconnect_attempt > 0 {
+        out.push_str(&format!(
+            "Back-off:      {} reconnects since the link was last stable\n",
+            s.reconnect_attempt
+        ));
+    }
     if s.token_expires_at > 0 {
         let left = s.token_expires_at.saturating_sub(now);
         out.push_str(&format!(
@@ -88,6 +104,36 @@ pub fn qr(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_shows_the_reconnect_back_off() {
+        let waiting = Snapshot {
+            auth_state: "authorized".into(),
+            dialog_state: "idle".into(),
+            connection: "disconnected".into(),
+            reconnect_attempt: 3,
+            next_reconnect_at: 1_000_004,
+            ..Snapshot::default()
+        };
+        let text = report(&waiting, 1_000_000);
+        assert!(
+            text.contains("Reconnecting:  attempt 3, next try in 4 s"),
+            "{text}"
+        );
+        let up = Snapshot {
+            connection: "connected".into(),
+            next_reconnect_at: 0,
+            ..waiting
+        };
+        let text = report(&up, 1_000_000);
+        assert!(text.contains("3 reconnects since"), "{text}");
+        assert!(!text.contains("Reconnecting"), "{text}");
+        let stable = Snapshot {
+            reconnect_attempt: 0,
+            ..up
+        };
+        assert!(!report(&stable, 1_000_000).contains("Back-off"));
+    }
 
     #[test]
     fn waiting_report_shows_url_code_and_a_qr_code() {

@@ -210,3 +210,38 @@ async fn a_downchannel_broken_again_and_again_is_reopened_with_growing_back_off(
     assert_eq!(stats["connections"]["total"], 1, "{stats:#}");
     assert_eq!(c.dialog.connection().await.unwrap(), "connected");
 }
+
+/// Speak directives that belong to no dialog, pushed by the thousand: each
+/// would wait 3 s for an attachment that never comes, so avsd keeps only a
+/// few waiting, drops the rest with a line in the log, and stays small and
+/// connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_speak_directives_waits_in_a_short_queue() {
+    let c = connected().await;
+    let pid = c.avsd.pid();
+    let speak = json!({"directive": {"header": {"namespace": "SpeechSynthesizer",
+        "name": "Speak", "messageId": "speak-flood"},
+        "payload": {"url": "cid:never-sent", "format": "AUDIO_MPEG", "token": "flood"}}});
+    c.avs.push("?count=20000", speak).await;
+    // Directives are routed in order: once the probe is seen, every Speak
+    // before it has reached the dialog.
+    let probe = json!({"directive": {"header": {"namespace": "Probe", "name": "Thing",
+        "messageId": "probe-1"}, "payload": {}}});
+    c.avs.push("", probe).await;
+    c.avsd
+        .wait_log("cannot handle Probe.Thing", 1, FLOOD_WAIT)
+        .await;
+    let log = c.avsd.log_text();
+    assert!(
+        log.contains("speech directives already wait their turn"),
+        "no Speak was dropped:\n{log}"
+    );
+    let peak = status_kib(pid, "VmHWM");
+    assert!(
+        peak <= RSS_LIMIT_KIB,
+        "avsd peaked at {peak} KiB under 20,000 Speak directives"
+    );
+    assert_eq!(c.dialog.connection().await.unwrap(), "connected");
+    assert_eq!(c.auth.state().await.unwrap(), "authorized");
+    eprintln!("Speak flood: peak RSS {peak} KiB");
+}

@@ -117,6 +117,27 @@ async fn every_transition_is_announced_and_talk_needs_a_connection() {
         );
         assert!(took < Duration::from_secs(5), "{talk} took {took:?}");
     }
+    // Meanwhile the reconnect back-off is on D-Bus and in `avsctl status`.
+    rec.wait_after(mark, "Dialog.NextReconnectAt", |v| v != "0", WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no back-off announced; log:\n{}", rig.avsd.log_text()));
+    let attempts = rec.values("Dialog.ReconnectAttempt", mark);
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.parse::<u32>().is_ok_and(|n| n >= 1)),
+        "ReconnectAttempt: {attempts:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avsctl"))
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.world.bus.address)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("Reconnecting:  attempt ") || status.contains("reconnects since"),
+        "avsctl status shows no back-off:\n{status}"
+    );
     assert_eq!(rig.dialog.state().await.unwrap(), "idle");
     let mark_states = rec.values("Dialog.State", mark);
     assert!(

@@ -171,6 +171,8 @@ async fn snapshot(
         last_error: auth.last_error().await?,
         dialog_state: dialog.state().await?,
         connection: dialog.connection().await?,
+        reconnect_attempt: dialog.reconnect_attempt().await?,
+        next_reconnect_at: dialog.next_reconnect_at().await?,
     })
 }
 

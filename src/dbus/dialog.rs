@@ -58,4 +58,18 @@ impl Dialog {
     fn connection(&self) -> String {
         self.dialog.connection().borrow().as_str().to_string()
     }
+
+    /// Reconnect tries drawn from the back-off since it last started over
+    /// (after `avs.stable_after_secs` connected); 0 when none.
+    #[zbus(property)]
+    fn reconnect_attempt(&self) -> u32 {
+        self.dialog.reconnect().borrow().attempt
+    }
+
+    /// Unix seconds when the next try to connect starts, while avsd waits
+    /// out its back-off; 0 otherwise.
+    #[zbus(property)]
+    fn next_reconnect_at(&self) -> u64 {
+        super::signals::unix_secs(self.dialog.reconnect().borrow().next_try_at)
+    }
 }

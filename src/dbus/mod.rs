@@ -121,8 +121,9 @@ pub async fn serve(
     // Snapshots taken here, before the name is owned, not in the tasks:
     // see `signals`.
     let (auth_now, auth_rx) = auth.status().transitions();
-    let (dialog_now, dialog_rx) = dialog.status().transitions();
-    let (link_now, link_rx) = dialog.connection().transitions();
+    let dialog_now = dialog.status().transitions();
+    let link_now = dialog.connection().transitions();
+    let backoff_now = dialog.reconnect().transitions();
     tracker.spawn(signals::forward_auth(
         conn.clone(),
         auth_rx,
@@ -131,10 +132,9 @@ pub async fn serve(
     ));
     tracker.spawn(signals::forward_dialog(
         conn.clone(),
-        dialog_rx,
         dialog_now,
-        link_rx,
         link_now,
+        backoff_now,
         shutdown,
     ));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())

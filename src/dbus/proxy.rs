@@ -53,6 +53,12 @@ pub trait Dialog {
     /// AVS connection state.
     #[zbus(property)]
     fn connection(&self) -> zbus::Result<String>;
+    /// Back-off draws since the reconnect back-off last started over.
+    #[zbus(property)]
+    fn reconnect_attempt(&self) -> zbus::Result<u32>;
+    /// Unix seconds of the next try to connect; 0 when none is waited for.
+    #[zbus(property)]
+    fn next_reconnect_at(&self) -> zbus::Result<u64>;
     /// Last dialog problem.
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;

@@ -25,6 +25,7 @@ use zbus::zvariant::Value;
 
 use super::OBJECT_PATH;
 use crate::auth::AuthStatus;
+use crate::avs::connection::Reconnect;
 use crate::dialog::{ConnectionState, DialogStatus};
 use crate::published::Transitions;
 
@@ -76,6 +77,28 @@ fn dialog_changes(old: &DialogStatus, new: &DialogStatus) -> Changes {
     c
 }
 
+/// The back-off properties that moved from `old` to `new`.
+fn reconnect_changes(old: &Reconnect, new: &Reconnect) -> Changes {
+    let mut c = Changes::default();
+    if new.attempt != old.attempt {
+        c.changed
+            .insert("ReconnectAttempt", Value::from(new.attempt));
+    }
+    let at = unix_secs(new.next_try_at);
+    if at != unix_secs(old.next_try_at) {
+        c.changed.insert("NextReconnectAt", Value::from(at));
+    }
+    c
+}
+
+/// `NextReconnectAt`'s value: Unix seconds, rounded up so that a client
+/// never reads a time before the try; 0 for none.
+pub(super) fn unix_secs(at: Option<std::time::SystemTime>) -> u64 {
+    at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .unwrap_or(0)
+}
+
 /// Announce every auth transition after `old`, the snapshot `rx` was
 /// taken with.
 pub(super) async fn forward_auth(
@@ -100,15 +123,15 @@ pub(super) async fn forward_auth(
     }
 }
 
-/// Announce every dialog and connection transition after `old` and
-/// `old_link`, the snapshots `rx` and `link` were taken with. Each queue
-/// is announced in its own order; the two are independent publishers.
+/// Announce every dialog, connection and back-off transition after `old`,
+/// `old_link` and `old_backoff`, the snapshots `rx`, `link` and `backoff`
+/// were taken with. Each queue is announced in its own order; the three
+/// are independent publishers.
 pub(super) async fn forward_dialog(
     conn: zbus::Connection,
-    mut rx: Transitions<DialogStatus>,
-    mut old: DialogStatus,
-    mut link: Transitions<ConnectionState>,
-    mut old_link: ConnectionState,
+    (mut old, mut rx): (DialogStatus, Transitions<DialogStatus>),
+    (mut old_link, mut link): (ConnectionState, Transitions<ConnectionState>),
+    (mut old_backoff, mut backoff): (Reconnect, Transitions<Reconnect>),
     shutdown: CancellationToken,
 ) {
     let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
@@ -130,6 +153,12 @@ pub(super) async fn forward_dialog(
                     c.changed.insert("Connection", Value::from(new.as_str()));
                 }
                 old_link = new;
+                c
+            }
+            v = backoff.recv() => {
+                let Some(new) = v else { return };
+                let c = reconnect_changes(&old_backoff, &new);
+                old_backoff = new;
                 c
             }
         };

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
 use crate::audio::{CaptureConfig, PlaybackConfig};
 use crate::auth::AuthStatus;
-use crate::avs::connection::{ConnectionHandle, ContextSource};
+use crate::avs::connection::{ConnectionHandle, ContextSource, Reconnect};
 use crate::avs::inbound::Inbound;
 use crate::avs::message::{ContextEntry, SpeechState};
 use crate::config::AudioConfig;
@@ -201,6 +201,7 @@ pub struct DialogHandle {
     tx: mpsc::Sender<DialogCommand>,
     status: Subscriber<DialogStatus>,
     connection: Subscriber<ConnectionState>,
+    reconnect: Subscriber<Reconnect>,
 }
 
 impl DialogHandle {
@@ -226,6 +227,11 @@ impl DialogHandle {
     pub fn connection(&self) -> Subscriber<ConnectionState> {
         self.connection.clone()
     }
+
+    /// A receiver of every change of the AVS connection's back-off.
+    pub fn reconnect(&self) -> Subscriber<Reconnect> {
+        self.reconnect.clone()
+    }
 }
 
 /// Start the dialog actor.
@@ -238,6 +244,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (status_tx, status) = published::channel(DialogStatus::default());
     let connection = links.connection.state();
+    let reconnect = links.connection.reconnect();
     tracker.spawn(actor::run(
         settings,
         links,
@@ -250,5 +257,6 @@ pub fn spawn(
         tx,
         status,
         connection,
+        reconnect,
     }
 }

@@ -359,7 +359,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, conn: &Conn, shared: &Sh
     }
 }
 
-/// Every string property change avsd announced with PropertiesChanged (a
+/// Every string and number property change avsd announced with PropertiesChanged (a
 /// signal stream, so no change is coalesced away), with when it was seen.
 #[derive(Clone)]
 pub struct Recorder {
@@ -393,9 +393,13 @@ impl Recorder {
                 let now = Instant::now();
                 let mut s = sink.lock().unwrap();
                 for (name, value) in args.changed_properties() {
-                    if let zbus::zvariant::Value::Str(v) = value {
-                        s.push((now, format!("{iface}.{name}"), v.to_string()));
-                    }
+                    let v = match value {
+                        zbus::zvariant::Value::Str(v) => v.to_string(),
+                        zbus::zvariant::Value::U32(n) => n.to_string(),
+                        zbus::zvariant::Value::U64(n) => n.to_string(),
+                        _ => continue,
+                    };
+                    s.push((now, format!("{iface}.{name}"), v));
                 }
                 let _ = tx.send(s.len());
             }

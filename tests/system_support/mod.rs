@@ -195,12 +195,34 @@ pub async fn auth_proxy(bus: &Bus) -> AuthorizationProxy<'static> {
     AuthorizationProxy::new(&bus.connect().await).await.unwrap()
 }
 
+/// A string property read from avsd now, past the proxy's cache. A zbus
+/// proxy fills its cache with GetAll and drops the changes announced before
+/// that answer, so a change made while a proxy is being built can be
+/// missing from the cache for good; the waits below subscribe first, then
+/// read with Get, as a client must.
+pub async fn fresh(proxy: &zbus::Proxy<'_>, name: &str) -> String {
+    let props = zbus::fdo::PropertiesProxy::builder(proxy.connection())
+        .destination("org.avsd.Avs1")
+        .unwrap()
+        .path("/org/avsd/Avs1")
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let value = props
+        .get(proxy.interface().clone(), name)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read {name}: {e}"));
+    String::try_from(value).unwrap_or_else(|e| panic!("{name} is not a string: {e}"))
+}
+
 /// Wait, through PropertiesChanged, until State is `want`.
 pub async fn wait_state(auth: &AuthorizationProxy<'_>, want: &str, avsd: &Daemon) {
     let mut changes = auth.receive_state_changed().await;
     let wait = async {
         loop {
-            if auth.state().await.unwrap() == want {
+            if fresh(auth.inner(), "State").await == want {
                 return;
             }
             changes.next().await.expect("avsd left the bus");
@@ -209,7 +231,7 @@ pub async fn wait_state(auth: &AuthorizationProxy<'_>, want: &str, avsd: &Daemon
     if tokio::time::timeout(WAIT, wait).await.is_err() {
         panic!(
             "State never became {want} (it is {}; LastError {:?}); avsd log:\n{}",
-            auth.state().await.unwrap(),
+            fresh(auth.inner(), "State").await,
             auth.last_error().await.unwrap(),
             avsd.log_text()
         );
@@ -410,7 +432,7 @@ pub async fn wait_connection_within(
     let mut changes = dialog.receive_connection_changed().await;
     let wait = async {
         loop {
-            if dialog.connection().await.unwrap() == want {
+            if fresh(dialog.inner(), "Connection").await == want {
                 return;
             }
             changes.next().await.expect("avsd left the bus");
@@ -419,7 +441,7 @@ pub async fn wait_connection_within(
     if tokio::time::timeout(limit, wait).await.is_err() {
         panic!(
             "Connection never became {want} (it is {}); avsd log:\n{}",
-            dialog.connection().await.unwrap(),
+            fresh(dialog.inner(), "Connection").await,
             avsd.log_text()
         );
     }

@@ -182,7 +182,7 @@ pub struct ConnectionHandle {
     cmd: mpsc::Sender<Command>,
     link: watch::Receiver<Option<Link>>,
     state: Subscriber<ConnectionState>,
-    reconnect: watch::Receiver<Reconnect>,
+    reconnect: Subscriber<Reconnect>,
     auth: AuthHandle,
     inbound: mpsc::Sender<Inbound>,
     gate: Arc<Gate>,
@@ -252,7 +252,7 @@ impl ConnectionHandle {
 
     /// The reconnect back-off: attempt, ceiling and next try (see
     /// [`Reconnect`]); for `avsctl status`.
-    pub fn reconnect(&self) -> watch::Receiver<Reconnect> {
+    pub fn reconnect(&self) -> Subscriber<Reconnect> {
         self.reconnect.clone()
     }
 
@@ -290,7 +290,7 @@ pub fn spawn(
     let (cmd, rx) = mpsc::channel(MAILBOX);
     let (link_tx, link) = watch::channel(None);
     let (state_tx, state) = published::channel(ConnectionState::Disconnected);
-    let (reconnect_tx, reconnect) = watch::channel(Reconnect::default());
+    let (reconnect_tx, reconnect) = published::channel(Reconnect::default());
     let settings = Arc::new(settings);
     let gate = Arc::new(Gate {
         slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),

@@ -41,7 +41,7 @@ pub(super) struct Supervisor {
     pub(super) link: watch::Sender<Option<Link>>,
     pub(super) state: Publisher<ConnectionState>,
     /// The reconnect back-off, for `avsctl status` and the log.
-    pub(super) reconnect: watch::Sender<super::Reconnect>,
+    pub(super) reconnect: Publisher<super::Reconnect>,
     pub(super) rx: mpsc::Receiver<Command>,
     pub(super) shutdown: CancellationToken,
     /// Where to connect now (System.SetEndpoint changes it).

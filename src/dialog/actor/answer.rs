@@ -13,6 +13,11 @@ use crate::dialog::speech::{Progress, Speaking};
 /// How long a Speak from the downchannel waits for its audio part.
 const ATTACHMENT_WAIT: Duration = Duration::from_secs(3);
 
+/// Speak and ExpectSpeech directives that may wait their turn. An answer
+/// brings a few; more is a flood from the network, each holding its JSON,
+/// and draining at most one per [`ATTACHMENT_WAIT`].
+const MAX_QUEUED: usize = 16;
+
 impl Dialog {
     pub(super) async fn inbound(&mut self, item: Inbound) {
         match item {
@@ -65,6 +70,16 @@ impl Dialog {
                 }
             }
             directive @ (KnownDirective::Speak(_) | KnownDirective::ExpectSpeech(_)) => {
+                if self.queue.len() >= MAX_QUEUED {
+                    self.dropped += 1;
+                    if self.dropped == 1 {
+                        tracing::warn!(
+                            "{MAX_QUEUED} speech directives already wait their turn; dropping \
+                             {name} and any more until they have run"
+                        );
+                    }
+                    return;
+                }
                 self.queue.push_back(Queued { directive, raw });
                 self.advance().await;
             }
@@ -76,6 +91,12 @@ impl Dialog {
     pub(super) async fn advance(&mut self) {
         while self.listening.is_none() && self.speaking.is_none() {
             let Some(next) = self.queue.front() else {
+                if self.dropped > 0 {
+                    tracing::warn!(
+                        "dropped {} speech directives that came while {MAX_QUEUED} waited",
+                        std::mem::take(&mut self.dropped)
+                    );
+                }
                 return;
             };
             match &next.directive {

@@ -88,6 +88,9 @@ struct Dialog {
     /// The current Recognize's answer has not ended yet.
     awaiting_answer: bool,
     queue: VecDeque<Queued>,
+    /// Speech directives dropped because the queue was full, not yet
+    /// reported in the log.
+    dropped: u64,
     attachments: Attachments,
     /// A Speak from the downchannel waits for its attachment until then.
     attachment_due: Option<tokio::time::Instant>,
@@ -130,6 +133,7 @@ pub(super) async fn run(
         upload: None,
         awaiting_answer: false,
         queue: VecDeque::new(),
+        dropped: 0,
         attachments: Attachments::default(),
         attachment_due: None,
         speaking: None,

@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime
 from http.cookiejar import CookieJar
@@ -608,7 +609,8 @@ def one_login(base, ctx, product, dsn):
     if not m:
         raise RuntimeError("no login link on the device page")
     t.append(time.perf_counter())
-    with opener.open(html.unescape(m.group(1)), timeout=30) as r:
+    press = urllib.parse.urljoin(base + "/provision/", html.unescape(m.group(1)))
+    with opener.open(press, timeout=30) as r:
         r.read()
         final = r.geturl()
     if "/authresponse" not in final:

@@ -51,7 +51,9 @@ async fn connected() -> Connected {
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(20)));
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
     let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
     wait_connection(&dialog, "connected", &avsd).await;

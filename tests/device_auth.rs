@@ -229,7 +229,9 @@ async fn renewal_moves_expiry_forward_without_a_gap() {
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
 
     let mut changes = auth.receive_token_expires_at_changed().await;
@@ -275,7 +277,9 @@ async fn companion_outage_backs_off_and_recovers_by_itself() {
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
 
     world.stop_companion().await;
@@ -306,7 +310,9 @@ async fn companion_outage_keeps_a_valid_token_and_the_state() {
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(30, true));
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
     let expires = auth.token_expires_at().await.unwrap();
 
@@ -450,7 +456,9 @@ async fn revocation_at_lwa_asks_the_user_to_log_in_again() {
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
 
     for token in world.sim.issued_refresh_tokens().await {
@@ -536,7 +544,9 @@ async fn denying_consent_at_lwa_tells_the_user_to_log_in_again() {
     let avsd = Daemon::start_ready_in(&world.bus, &world.avsd_config(600, true), &state);
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.deny(&auth.login_url().await.unwrap()).await;
+    world
+        .deny(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
 
     wait_state(&auth, "error", &avsd).await;
     let err = auth.last_error().await.unwrap();
@@ -563,7 +573,9 @@ async fn reset_revokes_the_session_at_the_companion() {
     let avsd = Daemon::start_ready_in(&world.bus, &config, &state);
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
 
     let saved: serde_json::Value =
@@ -591,7 +603,9 @@ async fn reset_revokes_the_session_at_the_companion() {
     // A second login, then a reset while the companion is down.
     auth.start().await.unwrap();
     wait_state(&auth, "waiting-for-user", &avsd).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
     world.stop_companion().await;
     let (exit, said) = avsctl(&world, "reset").await;

@@ -351,7 +351,9 @@ async fn kill_9_at_any_point_never_costs_a_second_login() {
 
     // 2. Killed right after the user consented, before or while avsd
     // fetches its first token: the next start picks the login up.
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     let mut avsd = avsd;
     kill_9(&mut avsd);
     assert_session_whole(&state, "killed right after the consent");
@@ -530,7 +532,9 @@ async fn kill_9_of_the_companion_mid_login_and_mid_refresh() {
     kill_9_companion(&mut companion).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     companion = companion_process(&world).await;
-    world.log_in(&auth.login_url().await.unwrap()).await;
+    world
+        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .await;
     wait_state(&auth, "authorized", &avsd).await;
 
     // Mid-refresh: killed at a random moment of a renewal period, gone for

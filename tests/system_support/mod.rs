@@ -407,7 +407,8 @@ impl World {
         notify.wait_for("READY=1", Duration::from_secs(20));
         let auth = auth_proxy(&self.bus).await;
         wait_state(&auth, "waiting-for-user", &avsd).await;
-        self.log_in(&auth.login_url().await.unwrap()).await;
+        self.log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+            .await;
         wait_state(&auth, "authorized", &avsd).await;
         (avsd, auth)
     }

@@ -14,7 +14,7 @@ use avsd::avs::router::{REPORT_BURST, REPORT_EVERY};
 use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
 use serde_json::json;
 use support::{Daemon, Notify};
-use system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
+use system_support::{AvsSim, World, wait_connection};
 
 /// Directives in the flood (the attack sent 111,700 in 15 s).
 const FLOOD: u64 = 100_000;
@@ -49,12 +49,7 @@ async fn connected() -> Connected {
         &[],
     );
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(20)));
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
     let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
     wait_connection(&dialog, "connected", &avsd).await;
     avs.wait("event=System.SynchronizeState").await;

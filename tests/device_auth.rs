@@ -227,12 +227,7 @@ async fn renewal_moves_expiry_forward_without_a_gap() {
     // exceeds the lifetime, so it refreshes at LWA for every request.
     let world = World::new(6).await;
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
 
     let mut changes = auth.receive_token_expires_at_changed().await;
     let mut previous = auth.token_expires_at().await.unwrap();
@@ -275,12 +270,7 @@ fn now_precise() -> f64 {
 async fn companion_outage_backs_off_and_recovers_by_itself() {
     let mut world = World::new(6).await;
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
 
     world.stop_companion().await;
     // The token runs out while the companion is away: State says so, and
@@ -308,12 +298,7 @@ async fn companion_outage_keeps_a_valid_token_and_the_state() {
     // 1, 2, 4 and then 10 s ceilings.
     let mut world = World::new(60).await;
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(30, true));
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
     let expires = auth.token_expires_at().await.unwrap();
 
     world.stop_companion().await;
@@ -454,12 +439,7 @@ fn retries(log: &str) -> Vec<Retry> {
 async fn revocation_at_lwa_asks_the_user_to_log_in_again() {
     let world = World::new(6).await;
     let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, true));
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
 
     for token in world.sim.issued_refresh_tokens().await {
         world
@@ -571,12 +551,7 @@ async fn reset_revokes_the_session_at_the_companion() {
     let state = world.env.dir.path().join("avsd-state");
     let config = world.avsd_config(600, true);
     let avsd = Daemon::start_ready_in(&world.bus, &config, &state);
-    let auth = auth_proxy(&world.bus).await;
-    wait_state(&auth, "waiting-for-user", &avsd).await;
-    world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-        .await;
-    wait_state(&auth, "authorized", &avsd).await;
+    let auth = world.log_in_daemon(&avsd).await;
 
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(session_file(&state)).unwrap()).unwrap();

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::audio_support::mkfifo;
 use crate::companion_support::WAIT;
 use crate::support::{Daemon, Notify};
-use crate::system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
+use crate::system_support::{AvsSim, World, wait_connection};
 
 /// `[audio]` for the rig's PCMs: `mic` is 16 kHz mono i16, `mic48` 48 kHz
 /// stereo f32, `micfail` fails once its copy's reader goes, `spk` 48 kHz
@@ -98,12 +98,7 @@ impl Rig {
             &[("ALSA_CONFIG_PATH", alsa.as_str())],
         );
         notify.wait_for("READY=1", Duration::from_secs(20));
-        let auth = auth_proxy(&world.bus).await;
-        wait_state(&auth, "waiting-for-user", &avsd).await;
-        world
-            .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-            .await;
-        wait_state(&auth, "authorized", &avsd).await;
+        let auth = world.log_in_daemon(&avsd).await;
         let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
         wait_connection(&dialog, "connected", &avsd).await;
         let states = record_states(dialog.clone()).await;

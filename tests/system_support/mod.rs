@@ -106,6 +106,17 @@ impl World {
         )
     }
 
+    /// A freshly started `avsd` logged in: wait until it shows a login,
+    /// log in with its URL (read past the proxy's cache, see [`fresh`]),
+    /// and wait until it is authorized; its Authorization proxy.
+    pub async fn log_in_daemon(&self, avsd: &Daemon) -> AuthorizationProxy<'static> {
+        let auth = auth_proxy(&self.bus).await;
+        wait_state(&auth, "waiting-for-user", avsd).await;
+        self.log_in(&fresh(auth.inner(), "LoginUrl").await).await;
+        wait_state(&auth, "authorized", avsd).await;
+        auth
+    }
+
     /// Log in as a person would: open the login URL, click through the
     /// stand-in's consent page, land on the companion's success page.
     pub async fn log_in(&self, login_url: &str) {
@@ -405,11 +416,7 @@ impl World {
         let notify = Notify::bind();
         let avsd = Daemon::start_wrapped(&self.bus, Some(&notify), config, None, &[], wrapper);
         notify.wait_for("READY=1", Duration::from_secs(20));
-        let auth = auth_proxy(&self.bus).await;
-        wait_state(&auth, "waiting-for-user", &avsd).await;
-        self.log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
-            .await;
-        wait_state(&auth, "authorized", &avsd).await;
+        let auth = self.log_in_daemon(&avsd).await;
         (avsd, auth)
     }
 }

@@ -4,17 +4,13 @@
 //! events; a downchannel broken again and again is reopened after a growing
 //! back-off, not as fast as the round trip allows.
 
-mod companion_support;
-mod support;
-mod system_support;
-
 use std::time::{Duration, Instant};
 
+use avsctl::proxy::{AuthorizationProxy, DialogProxy};
 use avsd::avs::router::{REPORT_BURST, REPORT_EVERY};
-use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
 use serde_json::json;
+use support::system::{AvsSim, World, wait_connection};
 use support::{Daemon, Notify};
-use system_support::{AvsSim, World, wait_connection};
 
 /// Directives in the flood (the attack sent 111,700 in 15 s).
 const FLOOD: u64 = 100_000;

@@ -6,17 +6,14 @@
 //! request data with forged log lines or terminal escapes never reaches the
 //! log raw; and systemd hears READY, WATCHDOG and STOPPING.
 
-mod companion_support;
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use companion_support::*;
 use rustls::pki_types::ServerName;
+use support::companion::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
@@ -70,7 +67,7 @@ async fn start(
     );
     let config = env.dir.path().join("companion.toml");
     std::fs::write(&config, toml).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avs-companion"));
+    let mut cmd = Command::new(support::bin("avs-companion"));
     cmd.arg("--config")
         .arg(&config)
         .env_remove("RUST_LOG")
@@ -85,8 +82,8 @@ async fn start(
 }
 
 fn tls_connector(env: &Env) -> tokio_rustls::TlsConnector {
-    let roots = avsd::tls::load_roots(&env.ca_file).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(avsd::tls::provider())
+    let roots = https::load_roots(&env.ca_file).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(https::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

@@ -5,8 +5,6 @@
 //! Needs the Debian packages espeak-ng, sox, libsox-fmt-mp3 and lame
 //! (`scripts/test-audio-deps` installs them).
 
-mod audio_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,7 +15,8 @@ use avsd::audio::{
 use bytes::Bytes;
 use tokio::time::timeout;
 
-use audio_support::*;
+use support::alsa_test;
+use support::audio::*;
 
 /// Generous bound for one chunk or event: a loaded CI machine, never a hang.
 const STEP: Duration = Duration::from_secs(10);
@@ -300,7 +299,7 @@ fn mono_of(written: &[u8], channels: usize) -> Vec<f32> {
 }
 
 async fn next(player: &mut Player) -> Option<PlayerEvent> {
-    timeout(STEP, player.next_event())
+    timeout(STEP, player.next_piece())
         .await
         .expect("an event, not a hang")
 }

@@ -2,25 +2,25 @@
 //! under property tests, round trips through the event writer, bounded
 //! memory on a long attachment, and a whole Recognize response (protocol G.3).
 
-use avsd::avs::encode::FormData;
-use avsd::avs::message::{Event as AvsEvent, KnownDirective, parse_directive};
-use avsd::avs::multipart::{Event, Limits, MultipartError, Parser, boundary_from_content_type};
+use avs_proto::encode::FormData;
+use avs_proto::message::{Event, KnownDirective, parse_directive};
+use avs_proto::multipart::{Limits, MultipartError, Parser, Piece, boundary_from_content_type};
 use proptest::prelude::*;
 
 /// Events with adjacent `Data` merged, plus the error that stopped parsing.
-type Outcome = (Vec<Event>, Option<MultipartError>);
+type Outcome = (Vec<Piece>, Option<MultipartError>);
 
 fn parse_chunks<'a>(boundary: &str, chunks: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
     let mut parser = Parser::new(boundary, Limits::default()).expect("valid boundary");
-    let mut events: Vec<Event> = Vec::new();
+    let mut events: Vec<Piece> = Vec::new();
     let mut drain = |parser: &mut Parser| -> Option<MultipartError> {
         loop {
-            match parser.next_event() {
-                Ok(Some(Event::Data(d))) => match events.last_mut() {
-                    Some(Event::Data(prev)) => {
+            match parser.next_piece() {
+                Ok(Some(Piece::Data(d))) => match events.last_mut() {
+                    Some(Piece::Data(prev)) => {
                         *prev = [prev.as_ref(), d.as_ref()].concat().into();
                     }
-                    _ => events.push(Event::Data(d)),
+                    _ => events.push(Piece::Data(d)),
                 },
                 Ok(Some(other)) => events.push(other),
                 Ok(None) => return None,
@@ -123,7 +123,7 @@ proptest! {
         let want_len = if attachment.is_empty() { 9 } else { 10 };
         prop_assert_eq!(whole.0.len(), want_len);
         if !attachment.is_empty() {
-            prop_assert_eq!(&whole.0[7], &Event::Data(attachment.clone().into()));
+            prop_assert_eq!(&whole.0[7], &Piece::Data(attachment.clone().into()));
         }
         prop_assert_eq!(&parse_chunks(BOUNDARY, split(&body, &sizes)), &whole);
         prop_assert_eq!(&parse_chunks(BOUNDARY, body.chunks(1)), &whole);
@@ -136,18 +136,18 @@ proptest! {
         sizes in proptest::collection::vec(1usize..400, 1..8),
     ) {
         let form = FormData::new();
-        let metadata = AvsEvent::speech("SpeechStarted", &token).to_json();
+        let metadata = Event::speech("SpeechStarted", &token).to_json();
         let mut body = form.head(&metadata).expect("head").to_vec();
         body.extend_from_slice(&form.audio_part_header());
         body.extend_from_slice(&audio);
         body.extend_from_slice(&form.tail());
         let (events, err) = parse_chunks(form.boundary(), split(&body, &sizes));
         prop_assert_eq!(err, None);
-        prop_assert_eq!(&events[1], &Event::Data(metadata.into_bytes().into()));
+        prop_assert_eq!(&events[1], &Piece::Data(metadata.into_bytes().into()));
         if audio.is_empty() {
             prop_assert_eq!(events.len(), 6);
         } else {
-            prop_assert_eq!(&events[4], &Event::Data(audio.into()));
+            prop_assert_eq!(&events[4], &Piece::Data(audio.into()));
         }
     }
 
@@ -174,7 +174,7 @@ fn bodies_written_by_the_encoder_parse_back() {
     let form = FormData::new();
     let boundary = boundary_from_content_type(&form.content_type()).expect("form-data boundary");
     assert_eq!(boundary, form.boundary());
-    let metadata = AvsEvent::recognize(
+    let metadata = Event::recognize(
         "d1",
         "NEAR_FIELD",
         "AUDIO_L16_RATE_16000_CHANNELS_1",
@@ -193,13 +193,13 @@ fn bodies_written_by_the_encoder_parse_back() {
     let (events, err) = parse_chunks(&boundary, split(&body, &[1, 7, 320, 13]));
     assert_eq!(err, None);
     let [
-        Event::PartStart(meta),
-        Event::Data(json),
-        Event::PartEnd,
-        Event::PartStart(au),
-        Event::Data(pcm),
-        Event::PartEnd,
-        Event::End,
+        Piece::PartStart(meta),
+        Piece::Data(json),
+        Piece::PartEnd,
+        Piece::PartStart(au),
+        Piece::Data(pcm),
+        Piece::PartEnd,
+        Piece::End,
     ] = events.as_slice()
     else {
         panic!("unexpected events {events:?}");
@@ -212,7 +212,7 @@ fn bodies_written_by_the_encoder_parse_back() {
     assert_eq!(pcm.as_ref(), audio.as_slice());
 
     let whole = form
-        .whole(&AvsEvent::new("System", "UserInactivityReport").to_json())
+        .whole(&Event::new("System", "UserInactivityReport").to_json())
         .expect("whole");
     let (events, err) = parse_chunks(&boundary, [whole.as_ref()]);
     assert_eq!((events.len(), err), (4, None));
@@ -228,14 +228,14 @@ fn a_recognize_response_yields_directives_and_their_attachment() {
     let mut current = None;
     for event in &events {
         match event {
-            Event::PartStart(headers) => current = Some(headers.clone()),
-            Event::Data(data) if current.as_ref().is_some_and(|h| h.is_json()) => {
+            Piece::PartStart(headers) => current = Some(headers.clone()),
+            Piece::Data(data) if current.as_ref().is_some_and(|h| h.is_json()) => {
                 let directive = parse_directive(data).expect("directive");
                 if let Ok(KnownDirective::Speak(speak)) = directive.known() {
                     speak_cid = Some(speak.content_id());
                 }
             }
-            Event::Data(data) => {
+            Piece::Data(data) => {
                 assert_eq!(data.as_ref(), b"ID3 mp3 bytes");
                 attachment_cid = current.as_ref().and_then(|h| h.content_id.clone());
             }
@@ -253,7 +253,7 @@ fn a_50_mb_attachment_keeps_the_buffer_bounded() {
     let delimiter_len = BOUNDARY.len() + 4;
     let mut parser = Parser::new(BOUNDARY, Limits::default()).expect("boundary");
     parser.push(format!("--{BOUNDARY}\r\nContent-ID: <big>\r\n\r\n").as_bytes());
-    assert!(matches!(parser.next_event(), Ok(Some(Event::PartStart(_)))));
+    assert!(matches!(parser.next_piece(), Ok(Some(Piece::PartStart(_)))));
     // Every chunk ends in a partial delimiter, the worst case for hold-back.
     let mut chunk = vec![0x55u8; CHUNK];
     let tail = format!("\r\n--{}", &BOUNDARY[..BOUNDARY.len() - 1]);
@@ -263,8 +263,8 @@ fn a_50_mb_attachment_keeps_the_buffer_bounded() {
     for _ in 0..TOTAL / CHUNK {
         parser.push(&chunk);
         max_buffered = max_buffered.max(parser.buffered_len());
-        while let Some(event) = parser.next_event().expect("no error") {
-            let Event::Data(data) = event else {
+        while let Some(event) = parser.next_piece().expect("no error") {
+            let Piece::Data(data) = event else {
                 panic!("unexpected {event:?}")
             };
             received += data.len();
@@ -277,8 +277,8 @@ fn a_50_mb_attachment_keeps_the_buffer_bounded() {
     }
     assert!(max_buffered < CHUNK + delimiter_len, "peak {max_buffered}");
     parser.push(format!("\r\n--{BOUNDARY}--").as_bytes());
-    while let Some(event) = parser.next_event().expect("no error") {
-        if let Event::Data(data) = event {
+    while let Some(event) = parser.next_piece().expect("no error") {
+        if let Piece::Data(data) = event {
             received += data.len();
         }
     }

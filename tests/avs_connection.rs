@@ -3,15 +3,11 @@
 //! to their handlers, GOAWAY handover, cuts and outages with back-off, and
 //! a refused token renewed through the companion.
 
-mod companion_support;
-mod support;
-mod system_support;
-
 use std::time::{Duration, Instant};
 
-use avsd::dbus::proxy::DialogProxy;
+use avsctl::proxy::DialogProxy;
 use serde_json::json;
-use system_support::{AvsSim, World, wait_connection, wait_connection_within, wait_state};
+use support::system::{AvsSim, World, wait_connection, wait_connection_within, wait_state};
 
 async fn dialog_proxy(world: &World) -> DialogProxy<'static> {
     DialogProxy::new(&world.bus.connect().await).await.unwrap()
@@ -22,7 +18,7 @@ struct Connected {
     world: World,
     avs: AvsSim,
     avsd: support::Daemon,
-    auth: avsd::dbus::proxy::AuthorizationProxy<'static>,
+    auth: avsctl::proxy::AuthorizationProxy<'static>,
     dialog: DialogProxy<'static>,
 }
 
@@ -431,7 +427,7 @@ async fn a_renewed_token_is_used_without_dropping_the_downchannel() {
     let c = connected(6, 3, "").await;
     let first = c.auth.token_expires_at().await.unwrap();
     let mut changes = c.auth.receive_token_expires_at_changed().await;
-    let renewed = tokio::time::timeout(companion_support::WAIT, async {
+    let renewed = tokio::time::timeout(support::companion::WAIT, async {
         loop {
             let now = c.auth.token_expires_at().await.unwrap();
             if now > first + 2 {

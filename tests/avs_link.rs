@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use avsd::avs::link::{self, Closed, Endpoint, LinkError};
-use avsd::secret::Secret;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
+use kit::secret::Secret;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;

@@ -1,18 +1,16 @@
 //! `avs-sim avs` enforces what AVS enforces and its control API's knobs
 //! are seen by the daemon's own HTTP/2 client. Black-box over HTTPS.
 
-mod avs_sim_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_sim_support::*;
-use avsd::avs::encode::FormData;
+use avs_proto::encode::FormData;
 use avsd::avs::link::{self, Closed};
-use avsd::secret::Secret;
 use bytes::Bytes;
 use http::Method;
+use kit::secret::Secret;
 use serde_json::{Value, json};
+use support::sim::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn names(stats: &Value) -> Vec<(String, u64)> {
@@ -98,13 +96,13 @@ async fn downchannel_then_synchronize_state_then_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_or_expired_tokens_get_403_and_the_connection_closes() {
     let sim = Sim::start().await;
-    let expired = avsd::sim::token::issue_access_token_at(
+    let expired = avs_sim::token::issue_access_token_at(
         &sim.key,
         "c",
-        avsd::sim::token::unix_now() - 7200,
+        avs_sim::token::unix_now() - 7200,
         Duration::from_secs(3600),
     );
-    let foreign = avsd::sim::token::issue_access_token(
+    let foreign = avs_sim::token::issue_access_token(
         b"another key, another key, another",
         "c",
         Duration::from_secs(3600),
@@ -263,10 +261,10 @@ async fn tls_client(
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in avsd::tls::load_certs(&sim.ca_file).unwrap() {
+    for c in https::load_certs(&sim.ca_file).unwrap() {
         roots.add(c).unwrap();
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(avsd::tls::provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(https::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -368,7 +366,7 @@ async fn pushed_directives_arrive_whole_and_split_into_tiny_frames() {
     assert_eq!(down.directive().await["header"]["name"], "Speak");
     let mp3 = down.next().await.unwrap();
     assert_eq!(mp3.headers.content_id.as_deref(), Some("push-1"));
-    assert_eq!(&mp3.body[..], avsd::sim::avs::BUILTIN_ANSWER_MP3);
+    assert_eq!(&mp3.body[..], avs_sim::avs::BUILTIN_ANSWER_MP3);
 
     // Malformed JSON is pushed as given.
     let (status, _) = sim
@@ -485,7 +483,7 @@ async fn the_daemons_pump_reads_a_tiny_framed_speak_and_its_mp3() {
     while let Some(chunk) = within("MP3 bytes", data.recv()).await {
         mp3.extend_from_slice(&chunk);
     }
-    assert_eq!(mp3, avsd::sim::avs::BUILTIN_ANSWER_MP3);
+    assert_eq!(mp3, avs_sim::avs::BUILTIN_ANSWER_MP3);
     assert_eq!(
         link.closed_now(),
         None,
@@ -585,7 +583,7 @@ async fn idle_or_old_connections_get_a_goaway() {
 async fn the_binary_prints_its_addresses_and_serves() {
     use tokio::io::AsyncBufReadExt;
     let f = files();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"));
+    let mut cmd = tokio::process::Command::new(support::bin("avs-sim"));
     cmd.arg("avs")
         .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
         .arg("--tls-cert")
@@ -620,7 +618,7 @@ async fn the_binary_prints_its_addresses_and_serves() {
 
     let ep = link::Endpoint::new(&base, Some(&f.ca_file)).unwrap();
     let link = within("connect", link::connect(&ep)).await.unwrap();
-    let token = Secret::new(avsd::sim::token::issue_access_token(
+    let token = Secret::new(avs_sim::token::issue_access_token(
         &f.key,
         "c",
         Duration::from_secs(60),
@@ -635,7 +633,7 @@ async fn the_binary_prints_its_addresses_and_serves() {
     assert_eq!(stats["pings"], 1);
     let _ = child.kill().await;
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"))
+    let out = tokio::process::Command::new(support::bin("avs-sim"))
         .arg("avs")
         .args(["--control", "0.0.0.0:0"])
         .arg("--tls-cert")
@@ -650,7 +648,7 @@ async fn the_binary_prints_its_addresses_and_serves() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"))
+    let out = tokio::process::Command::new(support::bin("avs-sim"))
         .arg("avs")
         .args(["--answer-mp3", "/nonexistent/answer.mp3"])
         .arg("--tls-cert")

@@ -2,19 +2,17 @@
 //! HTTP/2 client gets StopCapture, Speak and its MP3 (and ExpectSpeech on
 //! request); silent or malformed audio gets no Speak.
 
-mod avs_sim_support;
-
 use std::time::Duration;
 
-use avs_sim_support::*;
-use avsd::avs::encode::FormData;
+use avs_proto::encode::FormData;
 use avsd::avs::link::Link;
-use avsd::secret::Secret;
 use bytes::Bytes;
 use h2::SendStream;
 use h2::client::ResponseFuture;
 use http::Method;
+use kit::secret::Secret;
 use serde_json::{Value, json};
+use support::sim::*;
 use tokio::sync::oneshot;
 
 /// Open a Recognize and write its metadata and the audio part's header.
@@ -106,7 +104,7 @@ async fn near_field_tone_gets_stop_capture_then_speak_with_its_mp3() {
         mp3.headers.content_type.as_deref(),
         Some("application/octet-stream")
     );
-    assert_eq!(&mp3.body[..], avsd::sim::avs::BUILTIN_ANSWER_MP3);
+    assert_eq!(&mp3.body[..], avs_sim::avs::BUILTIN_ANSWER_MP3);
     assert!(parts.next().await.is_none(), "nothing after the MP3");
 
     let stats = sim.wait("recognizes=1").await;
@@ -152,7 +150,7 @@ async fn close_talk_gets_speak_and_expect_speech_whose_initiator_comes_back() {
     assert_eq!(parts.directive().await["header"]["name"], "Speak");
     assert_eq!(
         parts.next().await.unwrap().body.len(),
-        avsd::sim::avs::BUILTIN_ANSWER_MP3.len()
+        avs_sim::avs::BUILTIN_ANSWER_MP3.len()
     );
     let expect = parts.directive().await;
     assert_eq!(expect["header"]["name"], "ExpectSpeech");

@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use avsd::companion::CompanionConfig;
-use avsd::config::StrictConfig;
+use avs_companion::CompanionConfig;
+use avsd_config::StrictConfig;
 
 const SAMPLE: &str = include_str!("../config/companion.toml");
 
@@ -43,7 +43,7 @@ fn sample_parses_with_every_key_enabled_and_documents_every_key() {
     let text = enabled_sample(dir.path());
     assert!(!text.contains("\n# level"), "every key was enabled");
     let path = dir.path().join("companion.toml");
-    let c: CompanionConfig = match avsd::config::parse(&path, &text) {
+    let c: CompanionConfig = match avsd_config::parse(&path, &text) {
         Ok(c) => c,
         Err(e) => panic!("{e}\n{text}"),
     };
@@ -78,7 +78,7 @@ fn defaults_point_at_amazon() {
 fn check(dir: &Path, text: &str) -> (i32, String, String) {
     let path = dir.join("companion.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_avs-companion"))
+    let out = Command::new(support::bin("avs-companion"))
         .arg("--config")
         .arg(&path)
         .arg("--check-config")

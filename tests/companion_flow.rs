@@ -1,10 +1,8 @@
 //! The companion's whole flow over real HTTPS against `avs-sim lwa`, and
 //! every bad path ending in a clear page or JSON error with nothing changed.
 
-mod companion_support;
-
-use companion_support::*;
 use serde_json::json;
+use support::companion::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_with_a_redirect_following_cookie_keeping_client() {
@@ -87,12 +85,9 @@ async fn whole_flow_with_a_redirect_following_cookie_keeping_client() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["token_type"], "bearer");
     let token = v["access_token"].as_str().unwrap();
-    let claims = avsd::sim::token::verify_access_token(
-        &s.env.token_key,
-        token,
-        avsd::sim::token::unix_now(),
-    )
-    .expect("the stand-in's token verifies");
+    let claims =
+        avs_sim::token::verify_access_token(&s.env.token_key, token, avs_sim::token::unix_now())
+            .expect("the stand-in's token verifies");
     assert_eq!(claims.client_id, CLIENT_ID);
     let expires_in = v["expires_in"].as_u64().unwrap();
     assert!((3000..=3600).contains(&expires_in), "{expires_in}");

@@ -3,14 +3,12 @@
 //! (in-process on port 0) and `avs-sim lwa`, with the SQLite file read
 //! read-only to show what was (not) stored.
 
-mod companion_support;
-
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use companion_support::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use support::companion::*;
 
 /// A device-like client whose connections come from `from` (any
 /// 127.0.0.0/8 address works on loopback).
@@ -331,7 +329,7 @@ async fn registering_again_retires_the_old_session_once_linked() {
 }
 
 fn companion_cli(s: &Setup, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avs-companion"))
+    let out = std::process::Command::new(support::bin("avs-companion"))
         .arg("--config")
         .arg(s.env.dir.path().join("companion.toml"))
         .args(args)
@@ -392,18 +390,13 @@ async fn a_huge_answer_from_the_token_endpoint_is_refused_unread() {
     // A hostile token endpoint answering 8 MiB.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
-    let tls = avsd::tls::server_config(&env.cert_file, &env.key_file, None).unwrap();
+    let tls = https::server_config(&env.cert_file, &env.key_file, None).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let served = tokio::spawn(avsd::tls::serve(
-        listener,
-        tls,
-        stop.clone(),
-        |_req, _peer| {
-            let mut body = b"{\"access_token\":\"".to_vec();
-            body.resize(8 << 20, b'A');
-            async move { http::Response::new(http_body_util::Full::new(Bytes::from(body))) }
-        },
-    ));
+    let served = tokio::spawn(https::serve(listener, tls, stop.clone(), |_req, _peer| {
+        let mut body = b"{\"access_token\":\"".to_vec();
+        body.resize(8 << 20, b'A');
+        async move { http::Response::new(http_body_util::Full::new(Bytes::from(body))) }
+    }));
     let config = env.companion_config(&env.companion_toml(
         "127.0.0.1:8443",
         "https://127.0.0.1:8443/authresponse",
@@ -411,10 +404,10 @@ async fn a_huge_answer_from_the_token_endpoint_is_refused_unread() {
         "",
     ));
     let lwa =
-        avsd::companion::lwa_client::LwaClient::new(&config, avsd::secret::Secret::new("secret"))
+        avs_companion::lwa_client::LwaClient::new(&config, kit::secret::Secret::new("secret"))
             .unwrap();
     let err = lwa
-        .exchange_code("code", &avsd::secret::Secret::new("verifier"))
+        .exchange_code("code", &kit::secret::Secret::new("verifier"))
         .await
         .expect_err("an 8 MiB answer was accepted");
     assert!(err.to_string().contains("larger than 65536 bytes"), "{err}");
@@ -428,7 +421,7 @@ async fn an_endless_answer_without_a_length_is_cut_off() {
     let env = Env::new();
     // HTTP/1.1 with no Content-Length: the body runs until the server
     // closes, and this one never does on its own.
-    let mut tls = (*avsd::tls::server_config(&env.cert_file, &env.key_file, None).unwrap()).clone();
+    let mut tls = (*https::server_config(&env.cert_file, &env.key_file, None).unwrap()).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -459,10 +452,10 @@ async fn an_endless_answer_without_a_length_is_cut_off() {
         "",
     ));
     let lwa =
-        avsd::companion::lwa_client::LwaClient::new(&config, avsd::secret::Secret::new("secret"))
+        avs_companion::lwa_client::LwaClient::new(&config, kit::secret::Secret::new("secret"))
             .unwrap();
     let err = lwa
-        .exchange_code("code", &avsd::secret::Secret::new("verifier"))
+        .exchange_code("code", &kit::secret::Secret::new("verifier"))
         .await
         .expect_err("an endless answer was accepted");
     assert!(err.to_string().contains("larger than 65536 bytes"), "{err}");

@@ -2,10 +2,8 @@
 //! must present a certificate from that CA naming `<productId>:<dsn>`;
 //! browsers need none.
 
-mod companion_support;
-
-use companion_support::*;
 use serde_json::json;
+use support::companion::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_routes_need_a_certificate_naming_the_device() {
@@ -47,7 +45,7 @@ async fn device_routes_need_a_certificate_naming_the_device() {
     assert_eq!(status, 401);
 
     // A certificate from another CA does not even get through the handshake.
-    let other_ca = avsd::tls::certs::LocalCa::new("other CA").unwrap();
+    let other_ca = https::certs::LocalCa::new("other CA").unwrap();
     let pem = other_ca.client(&format!("{PRODUCT}:0001")).unwrap();
     let stranger = s
         .env

@@ -4,17 +4,15 @@
 //! and a look through every response and log line for the client secret and
 //! every refresh token LWA issued.
 
-mod companion_support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use companion_support::*;
 use serde_json::json;
+use support::companion::*;
 use tokio::process::Command;
 
 fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_avs-companion"))
+    std::process::Command::new(support::bin("avs-companion"))
         .args(args)
         .output()
         .unwrap()
@@ -37,11 +35,8 @@ fn version_and_help() {
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify_and_security() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/avs-companion.service"
-    ))
-    .unwrap();
+    let unit =
+        std::fs::read_to_string(support::repo().join("systemd/avs-companion.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/avs-companion "));
     for key in [
         "User=avs-companion",
@@ -58,10 +53,7 @@ fn unit_file_passes_systemd_analyze_verify_and_security() {
     let path = dir.path().join("avs-companion.service");
     std::fs::write(
         &path,
-        unit.replace(
-            "/usr/bin/avs-companion",
-            env!("CARGO_BIN_EXE_avs-companion"),
-        ),
+        unit.replace("/usr/bin/avs-companion", support::bin("avs-companion")),
     )
     .unwrap();
     let out = std::process::Command::new("systemd-analyze")
@@ -111,7 +103,7 @@ async fn start_companion(
     String,
     std::sync::Arc<std::sync::Mutex<String>>,
 ) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avs-companion"));
+    let mut cmd = Command::new(support::bin("avs-companion"));
     cmd.arg("--config")
         .arg(config)
         .env("STATE_DIRECTORY", state)

@@ -1,14 +1,12 @@
 //! `avsd --check-config` and the shipped sample config.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use avsd::config::{AvsdConfig, StrictConfig};
+use avsd_config::{AvsdConfig, StrictConfig};
 
 fn check(path: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avsd"))
+    Command::new(support::bin("avsd"))
         .arg("--check-config")
         .arg("--config")
         .arg(path)
@@ -42,7 +40,7 @@ fn sample_enabled(files_dir: &Path) -> String {
 fn every_sample_key_parses_and_is_documented() {
     let dir = tempfile::tempdir().unwrap();
     let text = sample_enabled(dir.path());
-    let cfg: AvsdConfig = avsd::config::parse(Path::new("sample"), &text).unwrap();
+    let cfg: AvsdConfig = avsd_config::parse(Path::new("sample"), &text).unwrap();
     assert_eq!(cfg.companion.url, "https://pi.local:8443");
     assert_eq!(cfg.device.serial.as_deref(), Some("0001"));
     // Every documented key is in the sample, and every sample key documented.
@@ -127,7 +125,7 @@ fn check_config_names_file_key_line_and_fix() {
 
 #[test]
 fn help_and_version() {
-    let out = Command::new(env!("CARGO_BIN_EXE_avsd"))
+    let out = Command::new(support::bin("avsd"))
         .arg("--version")
         .output()
         .unwrap();
@@ -136,7 +134,7 @@ fn help_and_version() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("avsd {}", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_avsd"))
+    let out = Command::new(support::bin("avsd"))
         .arg("--help")
         .output()
         .unwrap();

@@ -1,16 +1,12 @@
 //! avsd's D-Bus API on a private system bus with the shipped policy,
 //! driven by independent clients (busctl, dbus-send) and by zbus.
 
-mod companion_support;
-mod support;
-mod system_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use support::system::{World, auth_proxy, wait_state};
 use support::{Bus, Daemon, MINIMAL_CONFIG, Notify, TestUser};
-use system_support::{World, auth_proxy, wait_state};
 
 const DEST: &str = "org.avsd.Avs1";
 const PATH: &str = "/org/avsd/Avs1";
@@ -105,9 +101,7 @@ async fn property_changes_are_announced() {
     let bus = Bus::start();
     let avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
     let conn = bus.connect().await;
-    let auth = avsd::dbus::proxy::AuthorizationProxy::new(&conn)
-        .await
-        .unwrap();
+    let auth = avsctl::proxy::AuthorizationProxy::new(&conn).await.unwrap();
     let props = zbus::fdo::PropertiesProxy::builder(&conn)
         .destination(DEST)
         .unwrap()
@@ -291,7 +285,7 @@ fn policy_lets_anyone_read_but_only_group_avsd_act() {
 /// check it is refused the name.
 fn refused_the_name(bus: &Bus, mut cmd: Command) {
     let out = cmd
-        .arg(env!("CARGO_BIN_EXE_avsd"))
+        .arg(support::bin("avsd"))
         .arg("--config")
         .arg(support::repo().join("config/avsd.toml"))
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)

@@ -1,16 +1,12 @@
 //! avsd gets, keeps and renews its access token through the real
 //! `avs-companion` and `avs-sim lwa`, and shows it all on D-Bus.
 
-mod companion_support;
-mod support;
-mod system_support;
-
 use std::path::Path;
 
-use companion_support::WAIT;
 use futures_util::StreamExt;
+use support::companion::WAIT;
+use support::system::{World, auth_proxy, now, wait_state};
 use support::{Daemon, Notify};
-use system_support::{World, auth_proxy, now, wait_state};
 
 fn session_file(state: &Path) -> std::path::PathBuf {
     state.join("session.json")
@@ -18,7 +14,7 @@ fn session_file(state: &Path) -> std::path::PathBuf {
 
 /// Run the real `avsctl` against the world's bus.
 async fn avsctl(world: &World, command: &str) -> (std::process::ExitStatus, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avsctl"))
+    let out = tokio::process::Command::new(support::bin("avsctl"))
         .arg(command)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
         .kill_on_drop(true)
@@ -126,7 +122,7 @@ async fn first_boot_login_then_kill_9_needs_no_new_login() {
     wait_state(&auth, "authorized", &avsd).await;
 
     // avsctl tells a person the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avsctl"))
+    let out = std::process::Command::new(support::bin("avsctl"))
         .arg("status")
         .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
         .output()
@@ -157,7 +153,7 @@ async fn avsctl_login_waits_for_the_browser() {
     let auth = auth_proxy(&world.bus).await;
     assert_eq!(auth.state().await.unwrap(), "unregistered");
 
-    let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_avsctl"))
+    let mut login = tokio::process::Command::new(support::bin("avsctl"))
         .arg("login")
         .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
         .stdout(std::process::Stdio::piped())
@@ -357,7 +353,7 @@ struct Retry {
 /// every wake-up check that State and TokenExpiresAt have not moved and
 /// hand LastError to `still`. Returns the retries logged so far.
 async fn wait_for_retries(
-    auth: &avsd::dbus::proxy::AuthorizationProxy<'_>,
+    auth: &avsctl::proxy::AuthorizationProxy<'_>,
     avsd: &Daemon,
     n: usize,
     within: std::time::Duration,
@@ -525,7 +521,7 @@ async fn denying_consent_at_lwa_tells_the_user_to_log_in_again() {
     let auth = auth_proxy(&world.bus).await;
     wait_state(&auth, "waiting-for-user", &avsd).await;
     world
-        .deny(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .deny(&support::system::fresh(auth.inner(), "LoginUrl").await)
         .await;
 
     wait_state(&auth, "error", &avsd).await;
@@ -556,7 +552,7 @@ async fn reset_revokes_the_session_at_the_companion() {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(session_file(&state)).unwrap()).unwrap();
     let old_session = saved["session_id"].as_str().unwrap().to_string();
-    let device = companion_support::Device {
+    let device = support::companion::Device {
         client: world.env.client(),
         base: format!("https://{}", world.companion_addr),
     };
@@ -579,7 +575,7 @@ async fn reset_revokes_the_session_at_the_companion() {
     auth.start().await.unwrap();
     wait_state(&auth, "waiting-for-user", &avsd).await;
     world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .log_in(&support::system::fresh(auth.inner(), "LoginUrl").await)
         .await;
     wait_state(&auth, "authorized", &avsd).await;
     world.stop_companion().await;

@@ -3,19 +3,13 @@
 //! plays the spoken answer back through real ALSA, driven over D-Bus. Each
 //! test checks the Dialog.State sequence seen through PropertiesChanged.
 
-mod audio_support;
-mod companion_support;
-mod dialog_support;
-mod support;
-mod system_support;
-
 use std::path::Path;
 
-use audio_support::{
+use serde_json::Value;
+use support::audio::{
     active_span, best_correlation, decimate, path_str, reference_16k, s16le, tool,
 };
-use dialog_support::{Mic, Rig, SPEAKER_10MS, Speaker, keep, speech_raw, speech16};
-use serde_json::Value;
+use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, keep, speech_raw, speech16};
 
 const MIC16: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
                      playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";

@@ -14,20 +14,13 @@
 //! (printed; set `AVSD_SOAK_SEED` to replay one). `AVSD_DIALOG_FAULT_ROUNDS`
 //! (default 1) sets the rounds; `scripts/soak` runs this test over and over.
 
-mod audio_support;
-mod companion_support;
-mod dialog_support;
-mod fault_support;
-mod support;
-mod system_support;
-
 use std::time::{Duration, Instant};
 
-use audio_support::s16le;
-use companion_support::WAIT;
-use dialog_support::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
-use fault_support::{Cut, Proxy, Recorder};
-use system_support::{AvsSim, World, wait_connection};
+use support::audio::s16le;
+use support::companion::WAIT;
+use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
+use support::faults::{Cut, Proxy, Recorder};
+use support::system::{AvsSim, World, wait_connection};
 
 /// A fault and the moment of the dialog it strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,23 +13,18 @@
 //! companion's database are whole, and it still answers on the bus.
 //! `scripts/soak` runs these tests round after round for an hour.
 
-mod companion_support;
-mod fault_support;
-mod support;
-mod system_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use avsd::dbus::proxy::{AuthorizationProxy, DialogProxy};
-use companion_support::WAIT;
-use fault_support::dns::DnsJail;
-use fault_support::rig::{CONNECTION, RigOpts, STATE, rig, rig_with};
-use fault_support::{Cut, Recorder};
+use avsctl::proxy::{AuthorizationProxy, DialogProxy};
 use serde_json::json;
 use support::Daemon;
-use system_support::{AvsSim, World, auth_proxy, wait_connection, wait_state};
+use support::companion::WAIT;
+use support::faults::dns::DnsJail;
+use support::faults::rig::{CONNECTION, RigOpts, STATE, rig, rig_with};
+use support::faults::{Cut, Recorder};
+use support::system::{AvsSim, World, auth_proxy, wait_connection, wait_state};
 
 /// The delays avsd announced for its reconnect attempts ("next try in X s",
 /// "reconnecting in X s"), in order.
@@ -352,7 +347,7 @@ async fn kill_9_at_any_point_never_costs_a_second_login() {
     // 2. Killed right after the user consented, before or while avsd
     // fetches its first token: the next start picks the login up.
     world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .log_in(&support::system::fresh(auth.inner(), "LoginUrl").await)
         .await;
     let mut avsd = avsd;
     kill_9(&mut avsd);
@@ -417,7 +412,7 @@ async fn kill_9_at_any_point_never_costs_a_second_login() {
         "a second login happened"
     );
     assert!(
-        auth.token_expires_at().await.unwrap() > system_support::now(),
+        auth.token_expires_at().await.unwrap() > support::system::now(),
         "no valid token"
     );
 }
@@ -433,12 +428,12 @@ async fn companion_process(world: &World) -> tokio::process::Child {
     ) + "\n[timing]\npoll_interval_secs = 1\n";
     let path = world.env.dir.path().join("companion-process.toml");
     std::fs::write(&path, toml).unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-companion"));
+    let mut cmd = tokio::process::Command::new(support::bin("avs-companion"));
     cmd.arg("--config")
         .arg(&path)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null());
-    let (child, base, _log) = companion_support::spawn_listening(cmd).await;
+    let (child, base, _log) = support::companion::spawn_listening(cmd).await;
     assert_eq!(base, format!("https://{}", world.companion_addr));
     child
 }
@@ -533,7 +528,7 @@ async fn kill_9_of_the_companion_mid_login_and_mid_refresh() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     companion = companion_process(&world).await;
     world
-        .log_in(&crate::system_support::fresh(auth.inner(), "LoginUrl").await)
+        .log_in(&support::system::fresh(auth.inner(), "LoginUrl").await)
         .await;
     wait_state(&auth, "authorized", &avsd).await;
 
@@ -588,7 +583,7 @@ async fn kill_9_of_the_companion_mid_login_and_mid_refresh() {
 /// A TLS connection to the world's companion (HTTP/1.1), for bytes no
 /// HTTP client would send.
 async fn raw_tls(world: &World) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let roots = avsd::tls::load_roots(&world.env.ca_file).unwrap();
+    let roots = https::load_roots(&world.env.ca_file).unwrap();
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -716,7 +711,7 @@ async fn malformed_and_oversized_requests_to_the_companion_get_clear_errors() {
             "https://{}/provision/regCode",
             world.companion_addr
         ))
-        .json(&serde_json::json!({"productId": companion_support::PRODUCT, "dsn": "after-abuse"}))
+        .json(&serde_json::json!({"productId": support::companion::PRODUCT, "dsn": "after-abuse"}))
         .send()
         .await
         .unwrap();

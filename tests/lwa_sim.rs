@@ -1,12 +1,10 @@
 //! `avs-sim lwa` enforces what LWA enforces, black-box over HTTPS.
 
-mod companion_support;
-
 use std::collections::HashMap;
 
 use base64::Engine;
-use companion_support::*;
 use serde_json::{Value, json};
+use support::companion::*;
 
 const REDIRECT: &str = "https://device.example:8443/authresponse";
 
@@ -408,15 +406,15 @@ async fn knobs_fail_and_delay_token_calls() {
     .await;
     assert_eq!((st, v["expires_in"].as_u64()), (200, Some(120)));
     let t = v["access_token"].as_str().unwrap();
-    let now = avsd::sim::token::unix_now();
-    assert!(avsd::sim::token::verify_access_token(&env.token_key, t, now).is_ok());
-    assert!(avsd::sim::token::verify_access_token(&env.token_key, t, now + 121).is_err());
+    let now = avs_sim::token::unix_now();
+    assert!(avs_sim::token::verify_access_token(&env.token_key, t, now).is_ok());
+    assert!(avs_sim::token::verify_access_token(&env.token_key, t, now + 121).is_err());
 }
 
 #[tokio::test]
 async fn refuses_to_start_without_a_readable_secret() {
     let env = Env::new();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_avs-sim"))
+    let out = tokio::process::Command::new(support::bin("avs-sim"))
         .args([
             "lwa",
             "--client-secret-file",

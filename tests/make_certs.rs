@@ -18,7 +18,7 @@ use x509_parser::extensions::GeneralName;
 const CA_NAME: &str = "avs-companion local CA";
 
 fn make_certs(out: &Path, hosts: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avs-companion"));
+    let mut cmd = Command::new(support::bin("avs-companion"));
     cmd.arg("make-certs").arg("--out").arg(out);
     for h in hosts {
         cmd.args(["--host", h]);
@@ -91,7 +91,7 @@ fn the_ca_key_is_kept_apart_from_what_the_service_reads() {
         !out.join("ca.key").exists(),
         "ca.key sits next to the service's own files"
     );
-    let ca_dir = out.join(avsd::tls::certs::CA_DIR);
+    let ca_dir = out.join(https::certs::CA_DIR);
     assert_eq!(mode(&ca_dir), 0o700);
     assert_eq!(mode(&ca_dir.join("ca.key")), 0o600);
     assert_eq!(mode(&out.join("server.key")), 0o600);
@@ -100,7 +100,7 @@ fn the_ca_key_is_kept_apart_from_what_the_service_reads() {
 
 #[test]
 fn the_ca_has_path_length_zero_and_permits_only_the_host_names() {
-    avsd::tls::install_provider();
+    https::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("certs");
     make_certs(&out, &["127.0.0.1", "localhost"]);
@@ -144,7 +144,7 @@ fn the_ca_has_path_length_zero_and_permits_only_the_host_names() {
 
     // ...and so does a new one for a permitted name, so the refusals below
     // are about the names, not about how the certificate was made.
-    let ca_key = read(&out.join(avsd::tls::certs::CA_DIR).join("ca.key"));
+    let ca_key = read(&out.join(https::certs::CA_DIR).join("ca.key"));
     let fresh = forged_leaf(&ca_key, "localhost");
     verify(&v, &fresh, "localhost").expect("a leaf for a permitted name");
 
@@ -161,7 +161,7 @@ fn the_ca_has_path_length_zero_and_permits_only_the_host_names() {
 
 #[test]
 fn a_kind_of_name_not_among_the_hosts_is_excluded_as_a_whole() {
-    avsd::tls::install_provider();
+    https::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("certs");
     // Only an IP address: a DNS constraint would otherwise be absent, and
@@ -170,7 +170,7 @@ fn a_kind_of_name_not_among_the_hosts_is_excluded_as_a_whole() {
     let ca_pem = read(&out.join("ca.crt"));
     let v = verifier(&ca_pem);
     verify(&v, &read(&out.join("server.crt")), "192.168.1.20").expect("server.crt");
-    let ca_key = read(&out.join(avsd::tls::certs::CA_DIR).join("ca.key"));
+    let ca_key = read(&out.join(https::certs::CA_DIR).join("ca.key"));
     for other in ["www.example.com", "192.168.1.21", "::1"] {
         let forged = forged_leaf(&ca_key, other);
         let err = verify(&v, &forged, other).expect_err(other);

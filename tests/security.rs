@@ -24,20 +24,17 @@
 //! `companion_process.rs` and `device_auth.rs`, malformed and slow HTTP in
 //! `faults.rs`.
 
-mod avs_sim_support;
-mod companion_support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use companion_support::{Setup, WAIT};
 use rustls::{ProtocolVersion, SupportedProtocolVersion};
+use support::companion::{Setup, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The servers' deadline for a first byte and a finished handshake
-/// (`HANDSHAKE_TIMEOUT` in src/tls/serve.rs), and some slack.
+/// (`HANDSHAKE_TIMEOUT` in src/https/serve.rs), and some slack.
 const DROPPED_WITHIN: Duration = Duration::from_secs(10 + 10);
 
 /// The `host:port` of an `https://host:port` base URL.
@@ -405,7 +402,7 @@ async fn tls_1_0_and_1_1_hellos_are_refused_by_every_server() {
     let setup = Setup::new(&[]).await;
     assert_refuses_old_tls("avs-companion", addr_of(&setup.companion.base)).await;
     assert_refuses_old_tls("avs-sim lwa", addr_of(&setup.sim.base)).await;
-    let avs = avs_sim_support::Sim::start().await;
+    let avs = support::sim::Sim::start().await;
     assert_refuses_old_tls("avs-sim avs", addr_of(&avs.base)).await;
     assert_serving(&setup, "old TLS hellos").await;
     setup.companion.stop().await;
@@ -419,8 +416,8 @@ async fn get_home_with(
     setup: &Setup,
     version: &'static SupportedProtocolVersion,
 ) -> (Option<ProtocolVersion>, String) {
-    let roots = avsd::tls::load_roots(&setup.env.ca_file).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(avsd::tls::provider())
+    let roots = https::load_roots(&setup.env.ca_file).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(https::provider())
         .with_protocol_versions(&[version])
         .unwrap()
         .with_root_certificates(roots)

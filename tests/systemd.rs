@@ -1,8 +1,6 @@
 //! avsd under a pretend systemd: sd_notify through a NOTIFY_SOCKET the test
 //! binds, and the unit files checked by systemd's own tools.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -180,7 +178,7 @@ fn sigint_stops_too_and_sighup_does_not() {
 #[test]
 fn without_a_bus_it_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_avsd"))
+    let out = Command::new(support::bin("avsd"))
         .arg("--config")
         .arg(support::repo().join("config/avsd.toml"))
         .env(
@@ -202,13 +200,10 @@ fn verify_unit(unit: &str) {
     let text = std::fs::read_to_string(support::repo().join("systemd").join(unit)).unwrap();
     // verify checks that ExecStart exists: point it at the built binary.
     let text = text
-        .replace(
-            "/usr/bin/avsd ",
-            &format!("{} ", env!("CARGO_BIN_EXE_avsd")),
-        )
+        .replace("/usr/bin/avsd ", &format!("{} ", support::bin("avsd")))
         .replace(
             "/usr/bin/avs-companion ",
-            &format!("{} ", env!("CARGO_BIN_EXE_avs-companion")),
+            &format!("{} ", support::bin("avs-companion")),
         );
     let path = dir.path().join(unit);
     std::fs::write(&path, text).unwrap();

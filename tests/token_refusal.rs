@@ -10,22 +10,15 @@
 //! refused tokens in a loop at most `lwa.refused_refreshes_per_minute`
 //! times a minute and tells it `slow_down` otherwise.
 
-mod audio_support;
-mod companion_support;
-mod dialog_support;
-mod fault_support;
-mod support;
-mod system_support;
-
 use std::time::{Duration, Instant};
 
-use companion_support::query_of;
-use companion_support::{Setup, WAIT};
-use dialog_support::{Mic, SPEAKER_10MS, Speaker, speech16};
-use fault_support::rig::{CONNECTION, Rig, STATE, rig};
-use fault_support::{Cut, Recorder};
 use serde_json::{Value, json};
-use system_support::wait_connection;
+use support::companion::query_of;
+use support::companion::{Setup, WAIT};
+use support::dialog::{Mic, SPEAKER_10MS, Speaker, speech16};
+use support::faults::rig::{CONNECTION, Rig, STATE, rig};
+use support::faults::{Cut, Recorder};
+use support::system::wait_connection;
 
 /// The LWA stand-in's counters that tell how often LWA was asked.
 async fn lwa_calls(r: &Rig) -> (u64, u64) {
@@ -260,7 +253,7 @@ async fn a_grant_revoked_at_lwa_is_noticed_at_once() {
     assert_eq!(r.rec.values(STATE, mark), ["error"]);
     let connection = r.rec.values(CONNECTION, mark);
     assert_eq!(connection, ["disconnected"], "{}", r.avsd.log_text());
-    let dialog = avsd::dbus::proxy::DialogProxy::new(&r.world.bus.connect().await)
+    let dialog = avsctl::proxy::DialogProxy::new(&r.world.bus.connect().await)
         .await
         .unwrap();
     assert_eq!(dialog.connection().await.unwrap(), "disconnected");
@@ -279,7 +272,7 @@ const MIC16: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_recognize_heals_and_the_next_dialog_is_answered() {
-    let rig = dialog_support::Rig::start(MIC16).await;
+    let rig = support::dialog::Rig::start(MIC16).await;
     let rec = Recorder::start(&rig.world.bus.connect().await).await;
     let mic = Mic::new(&rig.path("mic.fifo"), 320);
     let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
@@ -433,7 +426,7 @@ async fn a_device_reporting_refused_tokens_in_a_loop_gets_the_allowed_refreshes_
 
 #[test]
 fn the_refusal_limit_is_a_strict_setting() {
-    let env = companion_support::Env::new();
+    let env = support::companion::Env::new();
     let toml = env.companion_toml(
         "127.0.0.1:1",
         "https://127.0.0.1:1/authresponse",
@@ -459,7 +452,7 @@ fn the_refusal_limit_is_a_strict_setting() {
     );
     let path = env.dir.path().join("bad.toml");
     std::fs::write(&path, with("0")).unwrap();
-    let err = avsd::config::load::<avsd::companion::CompanionConfig>(&path)
+    let err = avsd_config::load::<avs_companion::CompanionConfig>(&path)
         .unwrap_err()
         .to_string();
     assert!(err.contains("lwa.refused_refreshes_per_minute"), "{err}");
@@ -468,7 +461,7 @@ fn the_refusal_limit_is_a_strict_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shorter_lived_than_the_renewal_margin_is_warned_about() {
     // LWA hands out 40 s tokens; avsd renews 600 s ahead by default.
-    let r = fault_support::rig::rig_with(fault_support::rig::RigOpts {
+    let r = support::faults::rig::rig_with(support::faults::rig::RigOpts {
         token_lifetime: 40,
         ..Default::default()
     })

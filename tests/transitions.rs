@@ -5,21 +5,14 @@
 //! libraries' frame noise; and every server socket of the project sends
 //! without Nagle's delay.
 
-mod audio_support;
-mod companion_support;
-mod dialog_support;
-mod fault_support;
-mod support;
-mod system_support;
-
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use companion_support::{Env, WAIT};
-use dialog_support::{Mic, Rig};
-use fault_support::Recorder;
-use system_support::{AvsSim, World, wait_connection};
+use support::companion::{Env, WAIT};
+use support::dialog::{Mic, Rig};
+use support::faults::Recorder;
+use support::system::{AvsSim, World, wait_connection};
 use tokio_util::sync::CancellationToken;
 
 const MIC16: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
@@ -128,7 +121,7 @@ async fn every_transition_is_announced_and_talk_needs_a_connection() {
             .any(|a| a.parse::<u32>().is_ok_and(|n| n >= 1)),
         "ReconnectAttempt: {attempts:?}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avsctl"))
+    let out = std::process::Command::new(support::bin("avsctl"))
         .arg("status")
         .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.world.bus.address)
         .output()
@@ -169,7 +162,7 @@ async fn an_empty_200_to_synchronize_state_is_success() {
     let (avsd, _auth) = world
         .logged_in(&world.avsd_config_with_avs(&avs, 600))
         .await;
-    let dialog = avsd::dbus::proxy::DialogProxy::new(&world.bus.connect().await)
+    let dialog = avsctl::proxy::DialogProxy::new(&world.bus.connect().await)
         .await
         .unwrap();
     wait_connection(&dialog, "connected", &avsd).await;
@@ -238,11 +231,11 @@ async fn accepted_nodelay(server: SocketAddr) -> bool {
 async fn every_server_socket_sends_without_delay() {
     // The shared HTTPS server (the companion's and the LWA stand-in's).
     let env = Env::new();
-    let tls = avsd::tls::server_config(&env.cert_file, &env.key_file, None).unwrap();
+    let tls = https::server_config(&env.cert_file, &env.key_file, None).unwrap();
     let shutdown = CancellationToken::new();
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let https_addr = https.local_addr().unwrap();
-    tokio::spawn(avsd::tls::serve::serve(
+    tokio::spawn(https::serve::serve(
         https,
         tls.clone(),
         shutdown.clone(),
@@ -253,17 +246,17 @@ async fn every_server_socket_sends_without_delay() {
     let avs_addr = avs.local_addr().unwrap();
     let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let control_addr = control.local_addr().unwrap();
-    let config = avsd::sim::avs::AvsConfig {
+    let config = avs_sim::avs::AvsConfig {
         tls,
         token_key: env.token_key.clone(),
         answer_mp3: bytes::Bytes::from_static(b"not played"),
-        dialog: avsd::sim::avs::state::DialogSettings::default(),
+        dialog: avs_sim::avs::state::DialogSettings::default(),
         idle_timeout: None,
         connection_lifetime: None,
         control: Some(control),
         revocations: None,
     };
-    tokio::spawn(avsd::sim::avs::run(avs, config, shutdown.clone()));
+    tokio::spawn(avs_sim::avs::run(avs, config, shutdown.clone()));
 
     for (what, addr) in [
         ("the HTTPS server", https_addr),

@@ -36,55 +36,11 @@
 //! scratch directory (on /dev/shm when there is one; made once per process,
 //! removed at exit) and LWA at https://127.0.0.1:9, where nothing listens.
 //!
-//! Why the companion's source files are compiled here instead of depending
-//! on avsd: measured on the 2-core CI machine from a clean `fuzz/target`,
-//! building the avsd library with fuzzing instrumentation took 6.5 to 8
-//! minutes (zbus, cpal, symphonia, rubato, clap and the whole avsd crate at
-//! one codegen unit), more than the whole fuzz stage's CI budget of about
-//! 5 minutes. The companion needs only its own modules and `tls`, `config`,
-//! `secret`, `backoff`, `fsutil` and `sim::token`, compiled from
-//! `src/` as the other targets are; `shims/audio.rs` stands in for the
-//! four `crate::audio` types the config code names. The dependencies in
-//! `fuzz/Cargo.toml` carry the same features as in avsd's.
+//! The companion is the `avs-companion` crate, which links no audio,
+//! D-Bus or HTTP/2 client: avsd's crate, with those, took 6.5 to 8 minutes
+//! to build with fuzzing instrumentation on the 2-core CI machine.
 
 #![no_main]
-#![allow(dead_code, unused_imports)]
-
-#[path = "shims/audio.rs"]
-mod audio;
-#[path = "../../src/backoff.rs"]
-mod backoff;
-#[path = "../../src/config/mod.rs"]
-mod config;
-#[path = "../../src/fsutil.rs"]
-mod fsutil;
-#[path = "../../src/notify.rs"]
-mod notify;
-#[path = "../../src/secret.rs"]
-mod secret;
-#[path = "../../src/tls/mod.rs"]
-mod tls;
-
-#[path = "../../src/sim"]
-mod sim {
-    pub mod token;
-}
-
-#[path = "../../src/companion"]
-mod companion {
-    pub mod browser;
-    pub mod config;
-    pub mod device;
-    pub mod flow;
-    pub mod http;
-    pub mod limits;
-    pub mod lwa_client;
-    pub mod pages;
-    pub mod register;
-    pub mod revoke;
-    pub mod server;
-    pub mod store;
-}
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -99,13 +55,14 @@ use hyper::body::{Body, Frame};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
+use avs_companion as companion;
 use companion::browser::COOKIE;
 use companion::config::CompanionConfig;
 use companion::flow::{Clock, Flow, ManualClock};
 use companion::lwa_client::LwaClient;
 use companion::store::{Session, SqliteStore, Status, Store, StoreHandle, Tokens};
-use secret::Secret;
-use tls::Peer;
+use https::Peer;
+use kit::secret::Secret;
 
 const MAX_STEPS: usize = 4;
 const AUTHORIZE_URL: &str = "https://127.0.0.1:9/ap/oa";
@@ -147,7 +104,7 @@ extern "C" fn remove_scratch() {
 }
 
 static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
-    tls::install_provider();
+    https::install_provider();
     let dir = scratch_dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -227,8 +184,13 @@ static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("FUZZ_TRACE").i
 
 /// Tag names the page templates use (outside their tests).
 static TEMPLATE_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let source = include_str!("../../src/companion/pages.rs");
-    let templates = source.split("#[cfg(test)]").next().unwrap_or(source);
+    let source = [
+        include_str!("../../src/https/page.rs"),
+        include_str!("../../src/avs-companion/pages.rs"),
+    ]
+    .map(|s| s.split("#[cfg(test)]").next().unwrap_or(s))
+    .join("\n");
+    let templates = source.as_str();
     let mut tags: Vec<String> = templates
         .split('<')
         .skip(1)

@@ -10,10 +10,9 @@
 //! Input: the bytes as UTF-8 text (others are skipped: the loader reads
 //! the file with `read_to_string`, which refuses them before parsing).
 //!
-//! The loader's files are compiled here directly instead of depending on
-//! avsd, as in the multipart target. `config/audio.rs` names four types of
-//! `crate::audio`, whose module needs ALSA; `shims/audio.rs` stands in for
-//! them with the same fields (the compiler checks every use).
+//! The loaders are the `avsd-config` and `avs-companion` crates'; neither
+//! links audio, D-Bus or the HTTP/2 client, which is why avsd's config is a
+//! crate of its own.
 //!
 //! The companion's `validate` reads the file `lwa.client_secret_file`
 //! names. So that a fuzzer-made path cannot make it read a FIFO, a device or
@@ -29,29 +28,10 @@
 use std::path::Path;
 use std::sync::Once;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/config/mod.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../../src/secret.rs"]
-mod secret;
-
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/companion"]
-mod companion {
-    pub mod config;
-}
-
-#[path = "shims/audio.rs"]
-mod audio;
+use avs_companion as companion;
+use avsd_config as config;
 
 // The companion's config names the HTTPS server's connection limits.
-#[allow(dead_code)]
-#[path = "../../src/fsutil.rs"]
-mod fsutil;
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/tls/mod.rs"]
-mod tls;
 
 use companion::config::CompanionConfig;
 use config::{AvsdConfig, ConfigError, StrictConfig};

@@ -15,17 +15,11 @@
 //! Input: the bytes are the JSON text, as they come out of the multipart
 //! parser.
 //!
-//! `message.rs` and `message/event.rs` are compiled here directly instead
-//! of depending on avsd, as in the multipart target: they need only serde,
-//! serde_json, url, percent-encoding and uuid.
+//! The parsers are the `avs-proto` crate's, as in the multipart target.
 
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/avs"]
-mod avs {
-    pub mod message;
-}
+use avs_proto as avs;
 
 use avs::message::{
     Directive, DirectiveError, KnownDirective, MAX_EXCEPTION_BODY, MessageError, parse_directive,

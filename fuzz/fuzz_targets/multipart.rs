@@ -6,25 +6,16 @@
 //! Input layout: byte 0 = how many chunk sizes follow (mod 16), then one
 //! byte per size (1..=256), then the body. With no sizes, 1-byte chunks.
 //!
-//! The parser's files are compiled here directly instead of depending on
-//! avsd: they use only bytes, memchr and thiserror, and building all of
-//! avsd's dependencies (SQLite, TLS, D-Bus) with fuzzing instrumentation
-//! would make every smoke run in CI several minutes longer.
+//! The parser is the `avs-proto` crate's, which links only bytes, memchr,
+//! serde and a few more: no TLS, D-Bus or audio to build with fuzzing
+//! instrumentation.
 
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../src/avs/mime.rs"]
-mod mime;
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/avs/multipart.rs"]
-mod multipart;
-#[allow(dead_code)]
-#[path = "../../src/avs/multipart_error.rs"]
-mod multipart_error;
+use avs_proto::multipart;
 
 use libfuzzer_sys::fuzz_target;
-use multipart::{Event, Limits, MultipartError, Parser};
+use multipart::{Piece, Limits, MultipartError, Parser};
 
 /// Short, so random inputs meet it and its prefixes often.
 const BOUNDARY: &str = "fuzzb";
@@ -37,21 +28,21 @@ const LIMITS: Limits = Limits {
     max_json_part: 256,
 };
 
-fn outcome<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<Event>, Option<MultipartError>) {
+fn outcome<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<Piece>, Option<MultipartError>) {
     let delimiter = BOUNDARY.len() + 4;
     let bound = (LIMITS.max_header_block + 3).max(LIMITS.max_json_part + delimiter);
     let mut parser = Parser::new(BOUNDARY, LIMITS).expect("valid boundary");
-    let mut events: Vec<Event> = Vec::new();
+    let mut events: Vec<Piece> = Vec::new();
     let mut drain = |parser: &mut Parser| -> Option<MultipartError> {
         loop {
-            match parser.next_event() {
-                Ok(Some(Event::Data(d))) => {
+            match parser.next_piece() {
+                Ok(Some(Piece::Data(d))) => {
                     assert!(!d.is_empty(), "empty Data event");
                     match events.last_mut() {
-                        Some(Event::Data(prev)) => {
+                        Some(Piece::Data(prev)) => {
                             *prev = [prev.as_ref(), d.as_ref()].concat().into()
                         }
-                        _ => events.push(Event::Data(d)),
+                        _ => events.push(Piece::Data(d)),
                     }
                 }
                 Ok(Some(other)) => events.push(other),

@@ -1,44 +1,16 @@
 # start_private_bus DIR: a dbus-daemon configured like the system bus, with
-# the project's own policy from dbus/ included, listening in DIR. Exports
+# the project's own policy from dbus/ included, listening in DIR. Its config
+# comes from scripts/lib/private-bus.conf, which the tests use too. Exports
 # DBUS_SYSTEM_BUS_ADDRESS and PRIVATE_BUS_PID. Source it; don't run it.
 start_private_bus() {
   local dir=$1 me
   me=$(id -un)
   mkdir -p "$dir/system.d"
   cp dbus/*.conf "$dir/system.d/"
-  cat > "$dir/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$dir/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <includedir>$dir/system.d</includedir>
-  <!-- demo only: you stand in for the avsd service user -->
-  <policy user="$me">
-    <allow own="org.avsd.Avs1"/>
-    <allow send_destination="org.avsd.Avs1"/>
-  </policy>
-</busconfig>
-CONF
+  # The demo's own rule: you stand in for the avsd service user.
+  local extra="  <policy user=\"$me\">\n    <allow own=\"org.avsd.Avs1\"/>\n    <allow send_destination=\"org.avsd.Avs1\"/>\n  </policy>\n"
+  sed -e "s|@SOCKET@|$dir/bus|" -e "s|@POLICY_DIR@|$dir/system.d|" \
+      -e "s|@EXTRA_RULES@|$extra|" scripts/lib/private-bus.conf > "$dir/bus.conf"
   local addr_file="$dir/address"
   dbus-daemon --config-file="$dir/bus.conf" --nofork --print-address=3 3>"$addr_file" 2>"$dir/bus.log" &
   PRIVATE_BUS_PID=$!

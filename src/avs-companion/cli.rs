@@ -1,0 +1,179 @@
+//! The `avs-companion` command line: serve, `--check-config`, `make-certs`,
+//! `sessions`.
+//! Only this module picks exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{CompanionConfig, DEFAULT_COMPANION_CONFIG};
+
+/// The Login with Amazon companion web service for avsd devices.
+#[derive(Debug, Parser)]
+#[command(name = "avs-companion", version)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, default_value = DEFAULT_COMPANION_CONFIG, global = true)]
+    pub config: PathBuf,
+    /// Check the config, print a summary, and exit (1 if it has problems).
+    #[arg(long)]
+    pub check_config: bool,
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a local CA and a server certificate for this host (and device
+    /// client certificates for mutual TLS). Install `ca.crt` on the devices
+    /// and browsers that talk to the service.
+    MakeCerts {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP address the service is reached at; repeat it.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A device identity `<productId>:<dsn>` to make a client
+        /// certificate for; repeat it.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+    },
+    /// List or revoke device sessions in the service's database (run it as
+    /// the service user; the service may keep running).
+    Sessions {
+        /// What to do.
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+/// `avs-companion sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// Every session: short id, product, serial, status, created, last
+    /// changed. Never the session id or tokens.
+    List,
+    /// End sessions: every pending or linked session of PRODUCT and SERIAL,
+    /// or the one session whose short id (from `list`) starts with --id.
+    /// A revoked device gets `access_denied` and must be registered again.
+    Revoke {
+        /// Product id.
+        #[arg(required_unless_present = "id", requires = "serial")]
+        product: Option<String>,
+        /// Device serial number.
+        serial: Option<String>,
+        /// A short id from `sessions list` (at least 4 hex digits).
+        #[arg(long, conflicts_with_all = ["product", "serial"])]
+        id: Option<String>,
+    },
+}
+
+/// Parse the command line and run; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    https::install_provider();
+    if let Some(Command::MakeCerts {
+        out,
+        hosts,
+        devices,
+    }) = &cli.command
+    {
+        return make_certs(out, hosts, devices);
+    }
+    let config: CompanionConfig = match kit::strict::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.summary(&cli.config));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Sessions { action }) = &cli.command {
+        return super::sessions::main(&config, action);
+    }
+    kit::logging::init(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("avs-companion: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: CompanionConfig) -> ExitCode {
+    let addr = config.server.listen.clone();
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "avs-companion: cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Ok(a) = listener.local_addr() {
+        // Tests and scripts read this line to find a port chosen by the OS.
+        println!("avs-companion listening on https://{a}");
+    }
+    let shutdown = CancellationToken::new();
+    if let Err(e) = kit::signals::watch("avs-companion", shutdown.clone()) {
+        eprintln!("avs-companion: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
+    match super::run(listener, config, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> ExitCode {
+    if let Some(bad) = devices.iter().find(|d| !d.contains(':')) {
+        eprintln!("avs-companion make-certs: --device {bad}: write it as <productId>:<dsn>");
+        return ExitCode::from(1);
+    }
+    match https::certs::write_bundle(out, hosts, devices) {
+        Ok(()) => {
+            println!(
+                "wrote {0}/ca.crt, server.crt, server.key, and the CA's key in {0}/ca/ca.key",
+                out.display()
+            );
+            for h in hosts {
+                println!(
+                    "  server certificate names {} {h}",
+                    https::certs::san_kind(h)
+                );
+            }
+            for (i, d) in devices.iter().enumerate() {
+                println!("  device-{}.crt/.key names {d}", i + 1);
+            }
+            println!(
+                "Set server.cert_file and server.key_file to server.crt and server.key; \
+                 trust ca.crt on devices and phones; move the ca/ folder (the CA's key) offline."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion make-certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

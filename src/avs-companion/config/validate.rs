@@ -1,0 +1,357 @@
+//! The checks behind `--check-config`: every key's range, files that must
+//! exist, and a client secret file nobody else can read.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::CompanionConfig;
+use kit::secret::Secret;
+use kit::strict::{Invalid, LOG_LEVELS, StrictConfig};
+
+impl StrictConfig for CompanionConfig {
+    const HELP: &'static [(&'static str, &'static str)] = &[
+        (
+            "log.level",
+            "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+        ),
+        (
+            "server.listen",
+            "an address and port in quotes, e.g. \"0.0.0.0:8443\"",
+        ),
+        (
+            "server.cert_file",
+            "the path of a PEM certificate chain in quotes",
+        ),
+        ("server.key_file", "the path of a PEM private key in quotes"),
+        (
+            "server.device_ca_file",
+            "the path of a PEM CA certificate in quotes",
+        ),
+        (
+            "server.max_connections",
+            "a whole number of connections, e.g. 512",
+        ),
+        (
+            "server.max_connections_per_address",
+            "a whole number of connections, e.g. 32",
+        ),
+        (
+            "server.idle_timeout_secs",
+            "a whole number of seconds, e.g. 30",
+        ),
+        (
+            "lwa.client_id",
+            "the security profile's client id in quotes",
+        ),
+        (
+            "lwa.client_secret_file",
+            "the path of a file holding the client secret, in quotes",
+        ),
+        (
+            "lwa.redirect_uri",
+            "this service's https://HOST:PORT/authresponse URL in quotes",
+        ),
+        (
+            "lwa.authorize_url",
+            "an https:// URL in quotes (Amazon: https://www.amazon.com/ap/oa)",
+        ),
+        (
+            "lwa.token_url",
+            "an https:// URL in quotes (Amazon: https://api.amazon.com/auth/o2/token)",
+        ),
+        ("lwa.ca_file", "the path of a PEM CA certificate in quotes"),
+        (
+            "lwa.refresh_margin_secs",
+            "a whole number of seconds, e.g. 600",
+        ),
+        (
+            "lwa.request_timeout_secs",
+            "a whole number of seconds, e.g. 30",
+        ),
+        (
+            "lwa.refused_refreshes_per_minute",
+            "a whole number from 1 to 60, e.g. 4",
+        ),
+        (
+            "products",
+            "product ids as keys, each with a list of allowed DSNs in quotes ([] for any)",
+        ),
+        ("storage.database", "an absolute file path in quotes"),
+        (
+            "timing.registration_ttl_secs",
+            "a whole number of seconds, e.g. 600",
+        ),
+        (
+            "timing.state_ttl_secs",
+            "a whole number of seconds, e.g. 600",
+        ),
+        (
+            "timing.poll_interval_secs",
+            "a whole number of seconds, e.g. 5",
+        ),
+        (
+            "limits.registrations_per_address_per_minute",
+            "a whole number, e.g. 10",
+        ),
+        (
+            "limits.registrations_per_device_per_minute",
+            "a whole number, e.g. 4",
+        ),
+        (
+            "limits.wrong_codes_per_address_per_minute",
+            "a whole number, e.g. 10",
+        ),
+        (
+            "limits.max_pending_sessions",
+            "a whole number of registrations, e.g. 1000",
+        ),
+    ];
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            out.push(Invalid::new(
+                "log.level",
+                format!("`{}` is not a log level", self.log.level),
+                "use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+            ));
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            out.push(Invalid::new(
+                "server.listen",
+                format!("`{}` is not an address:port", self.server.listen),
+                "write it like \"0.0.0.0:8443\" or \"[::]:8443\"",
+            ));
+        }
+        if !(1..=65_536).contains(&self.server.max_connections) {
+            out.push(Invalid::new(
+                "server.max_connections",
+                format!("{} is out of range", self.server.max_connections),
+                "use a value from 1 to 65536, well under the unit's LimitNOFILE",
+            ));
+        }
+        if self.server.max_connections_per_address == 0
+            || self.server.max_connections_per_address > self.server.max_connections
+        {
+            out.push(Invalid::new(
+                "server.max_connections_per_address",
+                format!(
+                    "{} is out of range",
+                    self.server.max_connections_per_address
+                ),
+                "use a value from 1 to server.max_connections",
+            ));
+        }
+        if !(2..=3600).contains(&self.server.idle_timeout_secs) {
+            out.push(Invalid::new(
+                "server.idle_timeout_secs",
+                format!("{} is out of range", self.server.idle_timeout_secs),
+                "use a value from 2 to 3600",
+            ));
+        }
+        let files = [
+            ("server.cert_file", Some(&self.server.cert_file)),
+            ("server.key_file", Some(&self.server.key_file)),
+            ("server.device_ca_file", self.server.device_ca_file.as_ref()),
+            ("lwa.ca_file", self.lwa.ca_file.as_ref()),
+        ];
+        for (key, path) in files {
+            if let Some(p) = path {
+                check_file(&mut out, key, p, "make one with `avs-companion make-certs`");
+            }
+        }
+        if self.lwa.client_id.trim().is_empty() || self.lwa.client_id.len() > 100 {
+            out.push(Invalid::new(
+                "lwa.client_id",
+                "the client id must be 1 to 100 bytes",
+                "copy it from your security profile's Web settings at developer.amazon.com",
+            ));
+        }
+        if let Err(e) = read_secret(&self.lwa.client_secret_file) {
+            out.push(Invalid::new("lwa.client_secret_file", e.0, e.1));
+        }
+        for (key, value, path) in [
+            (
+                "lwa.redirect_uri",
+                &self.lwa.redirect_uri,
+                Some("/authresponse"),
+            ),
+            ("lwa.authorize_url", &self.lwa.authorize_url, None),
+            ("lwa.token_url", &self.lwa.token_url, None),
+        ] {
+            match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => {
+                    if let Some(p) = path
+                        && u.path() != p
+                    {
+                        out.push(Invalid::new(
+                            key,
+                            format!("`{value}` does not end in {p}"),
+                            format!("use https://HOST:PORT{p}, exactly as registered at Amazon"),
+                        ));
+                    }
+                }
+                _ => out.push(Invalid::new(
+                    key,
+                    format!("`{value}` is not an https:// URL"),
+                    "LWA only talks HTTPS: write a full https:// URL",
+                )),
+            }
+        }
+        if self.products.is_empty() {
+            out.push(Invalid::new(
+                "products",
+                "no product id is allowed, so no device could register",
+                "add a [products] section with a line like `my_product = []`",
+            ));
+        }
+        for (id, dsns) in &self.products {
+            if id.is_empty() || id.len() > 384 || dsns.iter().any(|d| d.trim().is_empty()) {
+                out.push(Invalid::new(
+                    "products",
+                    format!("product `{id}`: ids are 1 to 384 characters and DSNs are not empty"),
+                    "fix the product id or remove the empty DSN",
+                ));
+            }
+        }
+        if let Some(db) = &self.storage.database
+            && !db.is_absolute()
+        {
+            out.push(Invalid::new(
+                "storage.database",
+                format!("`{}` is not an absolute path", db.display()),
+                "give the full path, starting with /",
+            ));
+        }
+        for (key, v, lo, hi) in [
+            (
+                "lwa.refresh_margin_secs",
+                self.lwa.refresh_margin_secs,
+                0,
+                3000,
+            ),
+            (
+                "lwa.request_timeout_secs",
+                self.lwa.request_timeout_secs,
+                1,
+                300,
+            ),
+            (
+                "lwa.refused_refreshes_per_minute",
+                u64::from(self.lwa.refused_refreshes_per_minute),
+                1,
+                60,
+            ),
+            (
+                "timing.registration_ttl_secs",
+                self.timing.registration_ttl_secs,
+                60,
+                3600,
+            ),
+            (
+                "timing.state_ttl_secs",
+                self.timing.state_ttl_secs,
+                60,
+                3600,
+            ),
+            (
+                "timing.poll_interval_secs",
+                self.timing.poll_interval_secs,
+                1,
+                60,
+            ),
+            (
+                "limits.registrations_per_address_per_minute",
+                u64::from(self.limits.registrations_per_address_per_minute),
+                1,
+                10_000,
+            ),
+            (
+                "limits.registrations_per_device_per_minute",
+                u64::from(self.limits.registrations_per_device_per_minute),
+                1,
+                1000,
+            ),
+            (
+                "limits.wrong_codes_per_address_per_minute",
+                u64::from(self.limits.wrong_codes_per_address_per_minute),
+                1,
+                1000,
+            ),
+            (
+                "limits.max_pending_sessions",
+                self.limits.max_pending_sessions,
+                1,
+                1_000_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                out.push(Invalid::new(
+                    key,
+                    format!("{v} is out of range"),
+                    format!("use a value from {lo} to {hi}"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn check_file(out: &mut Vec<Invalid>, key: &str, path: &Path, hint: &str) {
+    if path.as_os_str().is_empty() {
+        out.push(Invalid::new(
+            key,
+            "not set",
+            format!("set it to a file path; {hint}"),
+        ));
+    } else if !path.is_file() {
+        out.push(Invalid::new(
+            key,
+            format!("`{}` does not exist or is not a file", path.display()),
+            format!("fix the path; {hint}"),
+        ));
+    }
+}
+
+/// Read the client secret, refusing a file others could read.
+/// The error is (what is wrong, how to fix it).
+pub fn read_secret(path: &Path) -> Result<Secret, (String, String)> {
+    if path.as_os_str().is_empty() {
+        return Err((
+            "not set".into(),
+            "put the client secret in a file only the service user can read and give its path"
+                .into(),
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| {
+        (
+            format!("cannot read `{}`: {e}", path.display()),
+            "fix the path, or create the file with the client secret in it".into(),
+        )
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err((
+            format!(
+                "`{}` has mode {mode:04o}: group or others can read the client secret",
+                path.display()
+            ),
+            format!("run: chmod 600 {}", path.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        (
+            format!("cannot read `{}`: {e}", path.display()),
+            "make it readable by the service user (owner avsd, mode 600)".into(),
+        )
+    })?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err((
+            format!("`{}` is empty", path.display()),
+            "put the client secret from your security profile on its first line".into(),
+        ));
+    }
+    Ok(Secret::new(secret))
+}

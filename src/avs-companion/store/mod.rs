@@ -1,0 +1,235 @@
+//! Where sessions, registration codes and login states live: a small
+//! [`Store`] trait (so a fleet can swap SQLite for PostgreSQL without
+//! touching the flow) and its SQLite implementation in WAL mode. Every
+//! change is one transaction, so a crash leaves the old row, never half
+//! of a new one.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use kit::secret::Secret;
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error(
+        "database {path}: {source}; fix: check that the file and its directory are writable by the service user and the disk is not full"
+    )]
+    Db {
+        /// Database file.
+        path: String,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The database file or directory could not be prepared.
+    #[error(
+        "database {path}: {source}; fix: make the state directory exist and belong to the service user"
+    )]
+    Io {
+        /// Database file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The blocking worker went away (shutdown or a panic).
+    #[error("database worker stopped")]
+    Worker,
+}
+
+/// Where a registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for the user to log in.
+    Pending,
+    /// The user logged in; tokens are held.
+    Linked,
+    /// The user refused consent.
+    Denied,
+    /// LWA refused the refresh token (the user revoked access).
+    Revoked,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Linked => "linked",
+            Status::Denied => "denied",
+            Status::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "linked" => Status::Linked,
+            "denied" => Status::Denied,
+            "revoked" => Status::Revoked,
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// Tokens held for a linked session.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The current access token.
+    pub access: Secret,
+    /// When it expires, Unix seconds.
+    pub access_expires_at: u64,
+    /// The refresh token (never leaves the service).
+    pub refresh: Secret,
+}
+
+/// One device registration.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The secret id the device polls with.
+    pub id: Secret,
+    /// The code the user types; `None` once used.
+    pub reg_code: Option<String>,
+    /// Product id the device claimed.
+    pub product_id: String,
+    /// Device serial number.
+    pub dsn: String,
+    /// When the registration code stops working, Unix seconds.
+    pub reg_expires_at: u64,
+    /// Where it stands.
+    pub status: Status,
+    /// Minimum seconds between polls while pending.
+    pub interval: u64,
+    /// The last poll, Unix seconds.
+    pub last_poll_at: Option<u64>,
+    /// Tokens, once linked.
+    pub tokens: Option<Tokens>,
+}
+
+/// A login in progress: the `state` sent to LWA and what it is bound to.
+#[derive(Debug, Clone)]
+pub struct LoginState {
+    /// The random `state` value.
+    pub state: Secret,
+    /// The session it logs in.
+    pub session_id: Secret,
+    /// The browser cookie it is bound to.
+    pub cookie: Secret,
+    /// The PKCE verifier, sent only to the token endpoint.
+    pub verifier: Secret,
+    /// When it stops working, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// What `avs-companion sessions list` shows of a session: never its id or
+/// tokens, only a short fingerprint of the id to name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The first hex digits of SHA-256(session id): names the session
+    /// without revealing anything that would let someone use it.
+    pub short_id: String,
+    /// Product id.
+    pub product_id: String,
+    /// Device serial number.
+    pub dsn: String,
+    /// Where it stands.
+    pub status: Status,
+    /// When it was registered, Unix seconds (0 if from before this was kept).
+    pub created_at: u64,
+    /// When it last changed (linked, tokens refreshed, ended), Unix seconds.
+    pub updated_at: u64,
+}
+
+impl Status {
+    /// The status as stored and shown.
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The short, non-secret name of session `id` (see [`SessionInfo::short_id`]).
+pub fn short_id(id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    d.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The answer to [`Store::take_state`].
+#[derive(Debug)]
+pub enum TakeState {
+    /// Valid: consumed and returned.
+    Taken(LoginState),
+    /// Never issued, or already used.
+    Unknown,
+    /// Issued but too old.
+    Expired,
+    /// Issued to another browser (cookie missing or different); left in place.
+    WrongBrowser,
+}
+
+/// Storage the flow needs. Methods block: call them through [`StoreHandle`].
+pub trait Store: Send + Sync + 'static {
+    /// Insert a new session; `Ok(false)` if its registration code is taken.
+    fn create_session(&self, s: &Session) -> Result<bool, StoreError>;
+    /// The session with this id.
+    fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// The pending session with this registration code.
+    fn session_by_code(&self, code: &str) -> Result<Option<Session>, StoreError>;
+    /// Remember a login state.
+    fn add_state(&self, st: &LoginState) -> Result<(), StoreError>;
+    /// Consume `state` if it is valid at `now` and bound to `cookie`.
+    fn take_state(
+        &self,
+        state: &str,
+        cookie: Option<&str>,
+        now: u64,
+    ) -> Result<TakeState, StoreError>;
+    /// Link a pending session: store its tokens, retire its code, and
+    /// revoke every other session of the same product id and serial (a
+    /// device registered again replaces its old sessions).
+    /// `Ok(false)` if it was not pending.
+    fn link(&self, id: &str, tokens: &Tokens) -> Result<bool, StoreError>;
+    /// Replace the tokens of a linked session (after a refresh).
+    fn update_tokens(&self, id: &str, tokens: &Tokens) -> Result<(), StoreError>;
+    /// End a session (denied or revoked), forgetting its tokens.
+    fn end(&self, id: &str, status: Status) -> Result<(), StoreError>;
+    /// Record a poll and the interval the device must keep.
+    fn touch_poll(&self, id: &str, now: u64, interval: u64) -> Result<(), StoreError>;
+    /// Delete what has expired; returns how many rows went.
+    fn purge(&self, now: u64) -> Result<usize, StoreError>;
+    /// How many sessions are pending and not yet expired at `now`.
+    fn pending_count(&self, now: u64) -> Result<u64, StoreError>;
+    /// Every session, for the operator (no secrets).
+    fn list(&self) -> Result<Vec<SessionInfo>, StoreError>;
+    /// End every pending or linked session of `product_id` + `dsn` as
+    /// revoked; returns how many.
+    fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError>;
+    /// The ids of the sessions whose [`short_id`] starts with `prefix`.
+    fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError>;
+}
+
+/// A store shared by the async handlers; each call runs on the blocking
+/// pool so SQLite's fsyncs never stall the async workers.
+#[derive(Clone)]
+pub struct StoreHandle(Arc<dyn Store>);
+
+impl StoreHandle {
+    /// Wrap a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self(store)
+    }
+
+    /// Run `f` against the store off the async workers.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| StoreError::Worker)?
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! `avsctl`: a small command-line client of avsd's D-Bus API.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+
+use avsctl::proxy::{AuthorizationProxy, DialogProxy};
+use avsctl::report::{self as ctl, Snapshot};
+
+/// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
+///
+/// Reading status works for everyone; the other commands need root or
+/// membership in group avsd (`sudo adduser $USER avsd`, then log in again).
+#[derive(Parser, Debug)]
+#[command(name = "avsctl", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show authorization and dialog state; while waiting for a login, the
+    /// URL, the code and a QR code of the URL.
+    Status,
+    /// Start linking this device with Amazon and wait until it is done.
+    Login,
+    /// Forget the session and tokens.
+    Reset,
+    /// Tap to talk: listen until Alexa decides you have finished.
+    Tap,
+    /// Start listening until `avsctl release`.
+    Hold,
+    /// Stop listening after `avsctl hold`.
+    Release,
+    /// Stop listening or speaking now.
+    Stop,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("avsctl: {}", explain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> zbus::Result<ExitCode> {
+    let conn = zbus::Connection::system().await?;
+    let auth = AuthorizationProxy::new(&conn).await?;
+    let dialog = DialogProxy::new(&conn).await?;
+    match command {
+        Command::Status => {
+            print!(
+                "{}",
+                ctl::report(&snapshot(&auth, &dialog).await?, kit::clock::unix_now())
+            );
+        }
+        Command::Login => return login(&auth).await,
+        Command::Reset => {
+            auth.reset().await?;
+            println!("Session forgotten; avsd is unregistered.");
+        }
+        Command::Tap => dialog.tap().await?,
+        Command::Hold => dialog.hold().await?,
+        Command::Release => dialog.release().await?,
+        Command::Stop => dialog.stop().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
+    let mut owners = auth.inner().receive_owner_changed().await?;
+    // Reading a property fills the proxy's cache, so each stream made
+    // after it yields the current value once, right away: take that now,
+    // and every later item is a change avsd announced.
+    let before = auth.state().await?;
+    let mut states = auth.receive_state_changed().await;
+    let mut errors = auth.receive_last_error_changed().await;
+    states.next().await;
+    errors.next().await;
+    match before.as_str() {
+        "authorized" => {
+            // Start() would throw the working session away.
+            println!(
+                "avsd is already authorized; nothing to do. To link another Amazon account, \
+                 run `avsctl reset` first."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        // A registration is under way: show it and wait, do not restart it.
+        "waiting-for-user" => {}
+        _ => {
+            auth.start().await?;
+            // The properties reach us in a signal sent after the reply, so
+            // what the cache says now may be from before Start.
+            wait_for_change(&mut states, &mut errors, &mut owners).await?;
+        }
+    }
+    let mut shown = String::new();
+    loop {
+        match auth.state().await?.as_str() {
+            "authorized" => {
+                println!("Logged in: avsd is authorized.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "error" => {
+                eprintln!("Login failed: {}", auth.last_error().await?);
+                return Ok(ExitCode::FAILURE);
+            }
+            "waiting-for-user" => {
+                let url = auth.login_url().await?;
+                if url.is_empty() {
+                    eprint!("{}", ctl::HIDDEN_LOGIN);
+                    return Ok(ExitCode::FAILURE);
+                }
+                if url != shown {
+                    print!(
+                        "{}",
+                        ctl::login_instructions(&url, &auth.user_code().await?)
+                    );
+                    println!("Waiting for the login to finish (Ctrl-C to stop waiting)...");
+                    shown = url;
+                }
+            }
+            _ => {}
+        }
+        wait_for_change(&mut states, &mut errors, &mut owners).await?;
+    }
+}
+
+/// Wait until avsd announces a new State or LastError (a failed
+/// registration may change only LastError, when State was already
+/// `error`). Fails if avsd leaves the bus (stopped or crashed).
+async fn wait_for_change(
+    states: &mut zbus::proxy::PropertyStream<'_, String>,
+    errors: &mut zbus::proxy::PropertyStream<'_, String>,
+    owners: &mut zbus::proxy::OwnerChangedStream<'_>,
+) -> zbus::Result<()> {
+    tokio::select! {
+        change = states.next() => if change.is_none() {
+            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        },
+        change = errors.next() => if change.is_none() {
+            return Err(zbus::Error::Failure("avsd left the bus".to_string()));
+        },
+        owner = owners.next() => if !matches!(owner, Some(Some(_))) {
+            return Err(zbus::Error::Failure(
+                "avsd stopped while waiting for the login (journalctl -u avsd)".to_string(),
+            ));
+        },
+    }
+    Ok(())
+}
+
+async fn snapshot(
+    auth: &AuthorizationProxy<'_>,
+    dialog: &DialogProxy<'_>,
+) -> zbus::Result<Snapshot> {
+    Ok(Snapshot {
+        auth_state: auth.state().await?,
+        login_url: auth.login_url().await?,
+        user_code: auth.user_code().await?,
+        token_expires_at: auth.token_expires_at().await?,
+        last_error: auth.last_error().await?,
+        dialog_state: dialog.state().await?,
+        connection: dialog.connection().await?,
+        reconnect_attempt: dialog.reconnect_attempt().await?,
+        next_reconnect_at: dialog.next_reconnect_at().await?,
+    })
+}
+
+/// Turn bus errors into what the person should do.
+fn explain(e: &zbus::Error) -> String {
+    if let zbus::Error::MethodError(name, msg, _) = e {
+        let msg = msg.clone().unwrap_or_default();
+        return match name.as_str() {
+            "org.freedesktop.DBus.Error.AccessDenied" => {
+                "permission denied: only root and members of group avsd may do this \
+                 (sudo adduser $USER avsd, then log in again)"
+                    .to_string()
+            }
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                "avsd is not running (systemctl status avsd; journalctl -u avsd)".to_string()
+            }
+            _ => msg,
+        };
+    }
+    format!("{e} (is the system D-Bus running?)")
+}

@@ -1,0 +1,193 @@
+//! The daemon's supervisor: starts the actors, takes the bus name, tells
+//! systemd, feeds the watchdog from the main loop, and shuts down cleanly.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
+use crate::avs::connection::{self, ConnectionHandle};
+use crate::avs::router::{self, Router};
+use crate::dbus::{self, BusError};
+use crate::dialog::{self, DialogHandle};
+use avs_proto::message::SpeechState;
+use avsd_config::AvsdConfig;
+use kit::notify;
+
+/// How long shutdown may take before tasks are abandoned; systemd's
+/// default stop timeout is far longer, but users expect `systemctl stop`
+/// to be instant.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
+
+/// What AVS sent, waiting for the router, and directives waiting for the
+/// dialog. A full queue holds the reader back (and with it HTTP/2 flow
+/// control), so nothing is lost; at most this many JSON parts of 256 KiB
+/// each (the parser's limit), 8 MiB per queue, wait in memory.
+const INBOUND_QUEUE: usize = 32;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The bus refused us.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Run avsd until `shutdown` is cancelled.
+pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let tracker = TaskTracker::new();
+    let auth = auth::spawn(
+        auth::Settings::from_config(&config),
+        &tracker,
+        shutdown.child_token(),
+    );
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (speech_tx, speech) = watch::channel(SpeechState::default());
+    let connection = connection::spawn(
+        avs_settings(&config),
+        auth.clone(),
+        inbound_tx.clone(),
+        dialog::context_source(speech.clone()),
+        &tracker,
+        shutdown.child_token(),
+    );
+    let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
+    let router = Router {
+        connection: connection.clone(),
+        auth: auth.clone(),
+        state_dir: config.state_dir(),
+        inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
+        dialog: Some(to_dialog),
+        context: dialog::context_source(speech),
+    };
+    tracker.spawn(router.run(inbound, shutdown.child_token()));
+    let dialog = dialog::spawn(
+        dialog::Settings::from_config(&config.audio),
+        dialog::Links {
+            auth: auth.status(),
+            connection: connection.clone(),
+            router: inbound_tx,
+            inbound: dialog_inbound,
+            speech: speech_tx,
+        },
+        &tracker,
+        shutdown.child_token(),
+    );
+    let conn = match dbus::serve(
+        auth.clone(),
+        dialog.clone(),
+        &tracker,
+        shutdown.child_token(),
+    )
+    .await
+    {
+        Ok(conn) => conn,
+        Err(e) => {
+            stop(&tracker, &shutdown).await;
+            return Err(e.into());
+        }
+    };
+    let status = status_line(&auth.status().borrow(), &config);
+    notify::ready(&status);
+    tracing::info!("ready on D-Bus as {}: {status}", dbus::BUS_NAME);
+
+    let watchdog = notify::watchdog_interval();
+    let mut auth_rx = auth.status();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick(watchdog) => {
+                // Ping from here, not from a side task: if this loop or an
+                // actor is wedged, systemd stops hearing from us.
+                let within = watchdog.unwrap_or(Duration::MAX) / 4;
+                match alive(&auth, &dialog, &connection, within).await {
+                    Ok(()) => notify::watchdog(),
+                    Err(e) => tracing::error!("withholding the watchdog ping: {e}"),
+                }
+            }
+            changed = auth_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let status = status_line(&auth_rx.borrow_and_update(), &config);
+                notify::status(&status);
+            }
+        }
+    }
+    notify::stopping();
+    tracing::info!("stopping");
+    stop(&tracker, &shutdown).await;
+    drop(conn);
+    Ok(())
+}
+
+async fn stop(tracker: &TaskTracker, shutdown: &CancellationToken) {
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
+/// Half the watchdog interval, as systemd recommends; never when disabled.
+async fn tick(watchdog: Option<Duration>) {
+    match watchdog {
+        Some(every) => tokio::time::sleep(every / 2).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn alive(
+    auth: &AuthHandle,
+    dialog: &DialogHandle,
+    connection: &ConnectionHandle,
+    within: Duration,
+) -> Result<(), String> {
+    auth.ping(within).await.map_err(|e| e.to_string())?;
+    dialog.ping(within).await.map_err(|e| e.to_string())?;
+    connection.ping(within).await.map_err(|e| e.to_string())
+}
+
+fn avs_settings(config: &AvsdConfig) -> connection::Settings {
+    let state_dir = config.state_dir();
+    // An endpoint AVS asked for (System.SetEndpoint) wins over the config.
+    let endpoint = router::saved_endpoint(&state_dir)
+        .unwrap_or_else(|| connection::endpoint_for(&config.avs.endpoint));
+    let identity = connection::Identity {
+        product_id: config.device.product_id.clone(),
+        dsn: crate::device::serial(config.device.serial.as_deref()),
+        capabilities: dialog::CAPABILITIES
+            .iter()
+            .map(|(i, v)| (i.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut settings = connection::Settings::new(endpoint, identity);
+    settings.ca_file = config.avs.ca_file.clone();
+    settings.ping_interval = Duration::from_secs(config.avs.ping_interval_secs);
+    settings.stable_after = Duration::from_secs(config.avs.stable_after_secs);
+    settings
+}
+
+/// The `STATUS=` line: what is going on and what the person should do.
+pub fn status_line(auth: &AuthStatus, config: &AvsdConfig) -> String {
+    match auth.state {
+        AuthState::Unregistered if config.companion.url.is_empty() => {
+            "Not registered: set companion.url in the config, then run `avsctl login`".to_string()
+        }
+        AuthState::Unregistered => {
+            "Not registered: run `avsctl login` to link with Amazon".to_string()
+        }
+        // Not the URL and code: `systemctl status` shows this line to
+        // every local user, and whoever uses the code first owns the login.
+        AuthState::WaitingForUser => {
+            "Waiting for login: `sudo avsctl status` shows the URL and code".to_string()
+        }
+        AuthState::Authorized => "Authorized with Amazon".to_string(),
+        AuthState::Error => format!("Error: {}", auth.last_error),
+    }
+}

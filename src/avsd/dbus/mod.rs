@@ -1,0 +1,143 @@
+//! avsd on the system bus: the `org.avsd.Avs1` name, one object with the
+//! Authorization and Dialog interfaces. The interface structs are facades:
+//! they read the actors' published state and send them commands, nothing
+//! more. The client side (typed proxies) lives in the `avsctl` crate.
+//!
+//! Every method takes the message header, unused: zbus 5 runs a method
+//! without parameters whatever the call's body holds, but checks the body's
+//! signature once the method takes anything, so a call with stray
+//! arguments is refused ("Signature mismatch") instead of acted on.
+
+mod access;
+mod authorization;
+mod dialog;
+mod signals;
+
+pub use access::LoginReaders;
+pub use authorization::Authorization;
+pub use dialog::Dialog;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthError, AuthHandle};
+use crate::dialog::{DialogError, DialogHandle};
+use kit::actor::ActorError;
+
+/// The well-known bus name.
+pub const BUS_NAME: &str = "org.avsd.Avs1";
+/// The one object path.
+pub const OBJECT_PATH: &str = "/org/avsd/Avs1";
+
+/// The contract's named D-Bus errors.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.avsd.Avs1.Error")]
+pub enum AvsError {
+    /// A transport error from zbus itself.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// No valid LWA token: log in first.
+    NotAuthorized(String),
+    /// No AVS connection now.
+    NotConnected(String),
+    /// Another dialog or registration is in the way.
+    Busy(String),
+    /// A config key needed for this is missing.
+    NotConfigured(String),
+    /// The microphone or speaker cannot be used.
+    AudioDevice(String),
+}
+
+impl From<ActorError> for AvsError {
+    fn from(e: ActorError) -> Self {
+        Self::ZBus(zbus::Error::Failure(e.to_string()))
+    }
+}
+
+impl From<AuthError> for AvsError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::NotConfigured(m) => Self::NotConfigured(m),
+            AuthError::NotAuthorized(m) => Self::NotAuthorized(m),
+            AuthError::Actor(a) => a.into(),
+        }
+    }
+}
+
+impl From<DialogError> for AvsError {
+    fn from(e: DialogError) -> Self {
+        match e {
+            DialogError::NotAuthorized(m) => Self::NotAuthorized(m),
+            DialogError::NotConnected(m) => Self::NotConnected(m),
+            DialogError::Busy(m) => Self::Busy(m),
+            DialogError::Audio(m) => Self::AudioDevice(m),
+            DialogError::Actor(a) => a.into(),
+        }
+    }
+}
+
+/// Why avsd could not take its place on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// No bus to connect to.
+    #[error(
+        "cannot connect to the system D-Bus ({0}); is dbus running? (DBUS_SYSTEM_BUS_ADDRESS \
+         overrides the address)"
+    )]
+    Connect(zbus::Error),
+    /// The name is taken or the policy refuses it.
+    #[error(
+        "cannot own the bus name {BUS_NAME} ({0}); another avsd may be running, or the policy \
+         /usr/share/dbus-1/system.d/org.avsd.Avs1.conf is missing or does not allow this user \
+         (only user `avsd` may own it)"
+    )]
+    Name(zbus::Error),
+    /// Serving the object failed.
+    #[error("cannot serve {OBJECT_PATH} on the bus: {0}")]
+    Serve(zbus::Error),
+}
+
+/// Connect to the system bus, serve the object, then own the name, so
+/// that a client that sees the name can use the object at once.
+pub async fn serve(
+    auth: AuthHandle,
+    dialog: DialogHandle,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<zbus::Connection, BusError> {
+    let conn = zbus::connection::Builder::system()
+        .map_err(BusError::Connect)?
+        .serve_at(
+            OBJECT_PATH,
+            Authorization::new(auth.clone(), LoginReaders::from_system()),
+        )
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
+        .map_err(BusError::Serve)?
+        .build()
+        .await
+        .map_err(BusError::Connect)?;
+    // Snapshots taken here, before the name is owned, not in the tasks:
+    // see `signals`.
+    let (auth_now, auth_rx) = auth.status().transitions();
+    let dialog_now = dialog.status().transitions();
+    let link_now = dialog.connection().transitions();
+    let backoff_now = dialog.reconnect().transitions();
+    tracker.spawn(signals::forward_auth(
+        conn.clone(),
+        auth_rx,
+        auth_now,
+        shutdown.clone(),
+    ));
+    tracker.spawn(signals::forward_dialog(
+        conn.clone(),
+        dialog_now,
+        link_now,
+        backoff_now,
+        shutdown,
+    ));
+    conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
+        .await
+        .map_err(BusError::Name)?;
+    Ok(conn)
+}

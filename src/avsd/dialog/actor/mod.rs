@@ -1,0 +1,371 @@
+//! The dialog actor: the one owner of a dialog's state. Its loop takes the
+//! talk buttons, the directives of the answer, and notes from its own
+//! listening task and player, and derives the attention state from what is
+//! going on (listening, an answer playing, an answer awaited).
+
+mod answer;
+mod listening;
+
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::listen::Ended;
+use super::speech::{Attachments, Speaking};
+use super::{
+    ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Links, Settings,
+    Trigger, context,
+};
+use crate::auth::{AuthState, AuthStatus};
+use crate::avs::connection::{AudioPart, ConnectionHandle};
+use crate::avs::inbound::Inbound;
+use avs_proto::message::{Event, ExceptionErrorType, KnownDirective, SpeechActivity, SpeechState};
+use kit::published::{Publisher, Subscriber};
+
+/// Events waiting for the sender task; they go out one by one, in order.
+const OUTBOX: usize = 32;
+
+/// What the dialog's own tasks tell it.
+#[derive(Debug)]
+pub(super) enum Note {
+    /// ExpectSpeech heard the user: start the Recognize.
+    SpeechDetected {
+        /// The listening turn.
+        turn: u64,
+    },
+    /// A listening turn is over and its microphone closed (a failed one is
+    /// reported at once, before it is closed).
+    ListenEnded {
+        /// The listening turn.
+        turn: u64,
+        /// Why.
+        ended: Ended,
+    },
+}
+
+/// A directive of the current dialog, waiting for its turn.
+struct Queued {
+    directive: KnownDirective,
+    raw: String,
+}
+
+/// The microphone is open.
+struct Listening {
+    turn: u64,
+    /// Ends the turn and completes the request.
+    stop: CancellationToken,
+    /// Ends the turn and resets the request.
+    abort: CancellationToken,
+    /// Hold: only Release (or Stop) ends it.
+    hold: bool,
+    /// ExpectSpeech: the Recognize waits for speech to begin.
+    pending: Option<(String, mpsc::Receiver<AudioPart>)>,
+}
+
+struct Dialog {
+    settings: Settings,
+    auth: Subscriber<AuthStatus>,
+    link_state: Subscriber<ConnectionState>,
+    connection: ConnectionHandle,
+    router: mpsc::Sender<Inbound>,
+    status: Publisher<DialogStatus>,
+    speech: watch::Sender<SpeechState>,
+    notes: mpsc::Sender<Note>,
+    outbox: mpsc::Sender<String>,
+    tracker: TaskTracker,
+    /// Numbers listening turns, so a late note of an old one is ignored.
+    turn: u64,
+    /// The dialogRequestId whose directives are taken; others are stale.
+    current: Option<String>,
+    /// The listening turn that started `current`.
+    current_turn: u64,
+    listening: Option<Listening>,
+    /// The Recognize exchange, aborted (stream reset) by Stop.
+    upload: Option<JoinHandle<()>>,
+    /// The current Recognize's answer has not ended yet.
+    awaiting_answer: bool,
+    queue: VecDeque<Queued>,
+    /// Speech directives dropped because the queue was full, not yet
+    /// reported in the log.
+    dropped: u64,
+    attachments: Attachments,
+    /// A Speak from the downchannel waits for its attachment until then.
+    attachment_due: Option<tokio::time::Instant>,
+    speaking: Option<Speaking>,
+}
+
+pub(super) async fn run(
+    settings: Settings,
+    links: Links,
+    status: Publisher<DialogStatus>,
+    mut rx: mpsc::Receiver<DialogCommand>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let Links {
+        auth,
+        connection,
+        router,
+        mut inbound,
+        speech,
+    } = links;
+    let (notes, mut notes_rx) = mpsc::channel(8);
+    let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+    tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
+    let mut d = Dialog {
+        settings,
+        auth,
+        link_state: connection.state(),
+        connection,
+        router,
+        status,
+        speech,
+        notes,
+        outbox,
+        tracker,
+        turn: 0,
+        current: None,
+        current_turn: 0,
+        listening: None,
+        upload: None,
+        awaiting_answer: false,
+        queue: VecDeque::new(),
+        dropped: 0,
+        attachments: Attachments::default(),
+        attachment_due: None,
+        speaking: None,
+    };
+    loop {
+        let speaking = async {
+            match &mut d.speaking {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let attachment_due = async {
+            match d.attachment_due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            cmd = rx.recv() => match cmd {
+                Some(DialogCommand::Trigger(trigger, reply)) => {
+                    let result = d.trigger(trigger).await;
+                    let _ = reply.send(result);
+                }
+                Some(DialogCommand::Ping(reply)) => {
+                    let _ = reply.send(());
+                }
+                None => break,
+            },
+            item = inbound.recv() => match item {
+                Some(item) => d.inbound(item).await,
+                None => break,
+            },
+            Some(note) = notes_rx.recv() => d.note(note).await,
+            progress = speaking => d.progress(progress).await,
+            () = attachment_due => d.advance().await,
+        }
+        d.publish();
+    }
+    d.stop_all();
+}
+
+impl Dialog {
+    async fn trigger(&mut self, trigger: Trigger) -> Result<(), DialogError> {
+        // A full queue means the router is busy with a burst; this note
+        // may then go, but waiting for room could deadlock the two actors.
+        let _ = self.router.try_send(Inbound::UserActivity);
+        match trigger {
+            Trigger::Stop => {
+                if self.derive() != DialogState::Idle {
+                    tracing::info!("Stop: ending the dialog");
+                }
+                self.stop_all();
+                Ok(())
+            }
+            Trigger::Release => {
+                if let Some(l) = self.listening.take_if(|l| l.hold) {
+                    tracing::info!("Release: closing the microphone");
+                    l.stop.cancel();
+                    return Ok(());
+                }
+                // Nothing held: say why no Hold could be, else nothing to do.
+                check(trigger, self.auth.borrow().state, *self.link_state.borrow())
+            }
+            Trigger::Tap | Trigger::Hold => {
+                check(trigger, self.auth.borrow().state, *self.link_state.borrow())?;
+                match self.derive() {
+                    DialogState::Listening => {
+                        return Err(DialogError::Busy(
+                            "avsd is already listening; call Stop first (or Release after Hold)"
+                                .into(),
+                        ));
+                    }
+                    DialogState::Thinking => {
+                        return Err(DialogError::Busy(
+                            "avsd is waiting for Alexa's answer; call Stop first to drop it".into(),
+                        ));
+                    }
+                    // Barge-in: the new request replaces the answer.
+                    DialogState::Speaking => self.stop_all(),
+                    DialogState::Idle => {}
+                }
+                let (profile, initiator) = match trigger {
+                    Trigger::Hold => ("CLOSE_TALK", "PRESS_AND_HOLD"),
+                    _ => ("NEAR_FIELD", "TAP"),
+                };
+                let initiator = serde_json::json!({ "type": initiator });
+                self.listen(profile, Some(initiator), None, trigger == Trigger::Hold)
+                    .await
+                    .map_err(DialogError::Audio)
+            }
+        }
+    }
+
+    /// End whatever is going on: close the microphone and reset the
+    /// Recognize stream, silence the answer, forget queued directives.
+    fn stop_all(&mut self) {
+        if let Some(l) = self.listening.take() {
+            l.abort.cancel();
+        }
+        if let Some(upload) = self.upload.take() {
+            upload.abort();
+        }
+        if let Some(mut s) = self.speaking.take() {
+            s.stop();
+            if s.started {
+                self.speech
+                    .send_replace(s.state(SpeechActivity::Interrupted));
+                self.queue_event(Event::speech("SpeechInterrupted", &s.token));
+            }
+        }
+        self.current = None;
+        self.awaiting_answer = false;
+        self.queue.clear();
+        self.attachments.clear();
+        self.attachment_due = None;
+    }
+
+    fn derive(&self) -> DialogState {
+        if self.listening.is_some() {
+            DialogState::Listening
+        } else if self.speaking.as_ref().is_some_and(|s| s.started) {
+            DialogState::Speaking
+        } else if self.awaiting_answer || self.speaking.is_some() || !self.queue.is_empty() {
+            DialogState::Thinking
+        } else {
+            DialogState::Idle
+        }
+    }
+
+    fn publish(&self) {
+        let state = self.derive();
+        self.status.send_if_modified(|s| {
+            let changed = s.state != state;
+            if changed {
+                tracing::debug!("dialog {} -> {}", s.state.as_str(), state.as_str());
+            }
+            s.state = state;
+            changed
+        });
+    }
+
+    fn set_error(&self, msg: String) {
+        self.status.send_if_modified(|s| {
+            let changed = s.last_error != msg;
+            s.last_error = msg;
+            changed
+        });
+    }
+
+    fn report(&self, raw: &str, kind: ExceptionErrorType, msg: &str) {
+        let speech = self.speech.borrow().clone();
+        self.queue_event(Event::exception_encountered(
+            raw,
+            kind,
+            msg,
+            context(&speech),
+        ));
+    }
+
+    fn queue_event(&self, event: Event) {
+        if self.outbox.try_send(event.to_json()).is_err() {
+            tracing::warn!(
+                "too many events waiting for AVS; dropped {}",
+                event.header().name
+            );
+        }
+    }
+}
+
+/// Send the dialog's events one at a time, so SpeechStarted always reaches
+/// AVS before its SpeechFinished.
+async fn send_events(
+    connection: ConnectionHandle,
+    mut rx: mpsc::Receiver<String>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let metadata = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        if let Err(e) = connection.send(metadata, None).await {
+            tracing::warn!("cannot send a speech event to AVS: {e}");
+        }
+    }
+}
+
+/// Whether a talk trigger can act now.
+fn check(
+    trigger: Trigger,
+    auth: AuthState,
+    connection: ConnectionState,
+) -> Result<(), DialogError> {
+    if trigger == Trigger::Stop {
+        return Ok(());
+    }
+    if auth != AuthState::Authorized {
+        return Err(DialogError::NotAuthorized(
+            "avsd is not authorized with Amazon yet: run `avsctl login` and finish the login \
+             in a browser"
+                .to_string(),
+        ));
+    }
+    if connection != ConnectionState::Connected {
+        return Err(DialogError::NotConnected(
+            "avsd is not connected to Alexa yet; watch Dialog.Connection and try again once it \
+             reads `connected`"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn talk_needs_authorization_first_then_a_connection() {
+        let down = ConnectionState::Disconnected;
+        for t in [Trigger::Tap, Trigger::Hold, Trigger::Release] {
+            let unauthorized = check(t, AuthState::Unregistered, down);
+            assert!(matches!(unauthorized, Err(DialogError::NotAuthorized(_))));
+            let offline = check(t, AuthState::Authorized, down);
+            assert!(matches!(offline, Err(DialogError::NotConnected(_))));
+            let up = check(t, AuthState::Authorized, ConnectionState::Connected);
+            assert_eq!(up, Ok(()));
+        }
+        assert_eq!(check(Trigger::Stop, AuthState::Unregistered, down), Ok(()));
+    }
+}

@@ -1,0 +1,262 @@
+//! The dialog: the one owner of the attention state (idle, listening,
+//! thinking, speaking) and of what the talk buttons do. The AVS connection
+//! state is published next to it so D-Bus clients see both together.
+//!
+//! A talk button opens the microphone and starts a `SpeechRecognizer.Recognize`
+//! whose audio part streams while the user speaks (`listen`). The answer's
+//! directives come back through the router: `StopCapture` closes the audio,
+//! `Speak` plays its MP3 attachment as it arrives (`speech`), `ExpectSpeech`
+//! listens again. Directives of one dialog run in order; a directive of an
+//! older dialog is dropped, as the protocol asks (§D.1).
+//!
+//! Tap or Hold while listening or thinking is refused with `Busy`; while
+//! speaking it interrupts the answer and listens (barge-in). Stop when idle,
+//! and Release with no Hold in progress on a connected device, do nothing
+//! and succeed.
+
+mod actor;
+mod listen;
+mod speech;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audio::{CaptureConfig, PlaybackConfig};
+use crate::auth::AuthStatus;
+use crate::avs::connection::{ConnectionHandle, ContextSource, Reconnect};
+use crate::avs::inbound::Inbound;
+use avs_proto::message::{ContextEntry, SpeechState};
+use avsd_config::AudioConfig;
+use kit::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
+use kit::published::{self, Subscriber};
+
+/// The `Dialog.State` values: the AVS attention states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DialogState {
+    /// Nothing going on.
+    #[default]
+    Idle,
+    /// The microphone is streaming to AVS.
+    Listening,
+    /// Waiting for AVS to answer.
+    Thinking,
+    /// Playing Alexa's answer.
+    Speaking,
+}
+
+impl DialogState {
+    /// The wire name on D-Bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Listening => "listening",
+            Self::Thinking => "thinking",
+            Self::Speaking => "speaking",
+        }
+    }
+}
+
+/// The `Dialog.Connection` values: the AVS HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectionState {
+    /// No connection.
+    #[default]
+    Disconnected,
+    /// Connecting or synchronizing state.
+    Connecting,
+    /// Downchannel open and state synchronized.
+    Connected,
+}
+
+impl ConnectionState {
+    /// The wire name on D-Bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+        }
+    }
+}
+
+/// What the dialog actor publishes (the connection state is published by
+/// the AVS connection supervisor, its only owner).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DialogStatus {
+    /// Attention state.
+    pub state: DialogState,
+    /// The last problem with a dialog (microphone, speaker, AVS's answer),
+    /// in words a person can act on; empty when none.
+    pub last_error: String,
+}
+
+/// Why a talk command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialogError {
+    /// No valid LWA token.
+    #[error("{0}")]
+    NotAuthorized(String),
+    /// No AVS connection.
+    #[error("{0}")]
+    NotConnected(String),
+    /// Another dialog is in the way.
+    #[error("{0}")]
+    Busy(String),
+    /// The microphone could not be opened.
+    #[error("{0}")]
+    Audio(String),
+    /// The actor did not answer.
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+/// A talk trigger, as the D-Bus methods name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// NEAR_FIELD Recognize, ended by AVS.
+    Tap,
+    /// CLOSE_TALK Recognize, ended by `Release`.
+    Hold,
+    /// End a `Hold`.
+    Release,
+    /// Stop listening or speaking now.
+    Stop,
+}
+
+/// Commands the dialog actor takes.
+#[derive(Debug)]
+pub enum DialogCommand {
+    /// A button press from D-Bus.
+    Trigger(Trigger, oneshot::Sender<Result<(), DialogError>>),
+    /// Liveness check for the watchdog.
+    Ping(oneshot::Sender<()>),
+}
+
+/// What the dialog needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The microphone.
+    pub capture: CaptureConfig,
+    /// The speaker.
+    pub playback: PlaybackConfig,
+    /// The longest one request may listen.
+    pub max_listen: Duration,
+    /// RMS above which ExpectSpeech hears the user.
+    pub speech_threshold: f64,
+}
+
+impl Settings {
+    /// From the `[audio]` section.
+    pub fn from_config(audio: &AudioConfig) -> Self {
+        Self {
+            capture: CaptureConfig::from_config(audio),
+            playback: PlaybackConfig::from_config(audio),
+            max_listen: audio.max_listen(),
+            speech_threshold: audio.speech_threshold,
+        }
+    }
+}
+
+/// The interfaces the dialog implements, with System, as (interface,
+/// version) for Alexa.Discovery. SpeechSynthesizer 1.3 has SpeechInterrupted.
+pub const CAPABILITIES: &[(&str, &str)] = &[
+    ("SpeechRecognizer", "2.0"),
+    ("SpeechSynthesizer", "1.3"),
+    ("System", "1.0"),
+];
+
+/// The device's context: only interfaces it declares may appear (§D.2).
+pub fn context(speech: &SpeechState) -> Vec<ContextEntry> {
+    vec![ContextEntry::SpeechState(speech.clone())]
+}
+
+/// A context source for the connection's SynchronizeState and the router's
+/// reports, reading the speech state the dialog publishes.
+pub fn context_source(speech: watch::Receiver<SpeechState>) -> ContextSource {
+    Arc::new(move || context(&speech.borrow()))
+}
+
+/// Everything the dialog talks to.
+pub struct Links {
+    /// Authorization, to refuse talk before login.
+    pub auth: Subscriber<AuthStatus>,
+    /// Where Recognize and the speech events go.
+    pub connection: ConnectionHandle,
+    /// The router's queue, which the end-of-answer notes join so that they
+    /// arrive after the answer's directives.
+    pub router: mpsc::Sender<Inbound>,
+    /// Speech directives, attachments and end-of-answer notes from the router.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// The SpeechSynthesizer state, published for the context.
+    pub speech: watch::Sender<SpeechState>,
+}
+
+/// A cheap, cloneable way to talk to the dialog actor.
+#[derive(Debug, Clone)]
+pub struct DialogHandle {
+    tx: mpsc::Sender<DialogCommand>,
+    status: Subscriber<DialogStatus>,
+    connection: Subscriber<ConnectionState>,
+    reconnect: Subscriber<Reconnect>,
+}
+
+impl DialogHandle {
+    /// Press a talk button.
+    pub async fn trigger(&self, trigger: Trigger) -> Result<(), DialogError> {
+        call("dialog", &self.tx, REPLY_TIMEOUT, |r| {
+            DialogCommand::Trigger(trigger, r)
+        })
+        .await?
+    }
+
+    /// Answer within `timeout` or count as wedged.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), ActorError> {
+        call("dialog", &self.tx, timeout, DialogCommand::Ping).await
+    }
+
+    /// A receiver of every status change.
+    pub fn status(&self) -> Subscriber<DialogStatus> {
+        self.status.clone()
+    }
+
+    /// A receiver of every AVS connection state change.
+    pub fn connection(&self) -> Subscriber<ConnectionState> {
+        self.connection.clone()
+    }
+
+    /// A receiver of every change of the AVS connection's back-off.
+    pub fn reconnect(&self) -> Subscriber<Reconnect> {
+        self.reconnect.clone()
+    }
+}
+
+/// Start the dialog actor.
+pub fn spawn(
+    settings: Settings,
+    links: Links,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> DialogHandle {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let (status_tx, status) = published::channel(DialogStatus::default());
+    let connection = links.connection.state();
+    let reconnect = links.connection.reconnect();
+    tracker.spawn(actor::run(
+        settings,
+        links,
+        status_tx,
+        rx,
+        tracker.clone(),
+        shutdown,
+    ));
+    DialogHandle {
+        tx,
+        status,
+        connection,
+        reconnect,
+    }
+}

@@ -1,8 +1,0 @@
-//! Local stand-ins for Amazon's services, for tests, benchmarks and the
-//! demo. Not a production component.
-
-#![warn(missing_docs)]
-
-pub mod avs;
-pub mod lwa;
-pub mod token;

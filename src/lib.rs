@@ -6,6 +6,7 @@
 //! `dbus` and `daemon` on top.
 
 pub mod actor;
+pub mod agents;
 pub mod audio;
 pub mod auth;
 pub mod avs;

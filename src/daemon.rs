@@ -72,14 +72,11 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
-    let router = Router {
-        agents,
-        env: agents::Env {
-            connection: connection.clone(),
-            auth: auth.clone(),
-        },
-        context: context.clone(),
+    let env = agents::Env {
+        connection: connection.clone(),
+        auth: auth.clone(),
     };
+    let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
         dialog::Settings::from_config(&config.audio),

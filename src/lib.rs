@@ -2,8 +2,9 @@
 //! Login with Amazon companion service that authorizes it.
 //!
 //! Modules depend downwards only: `config`, `secret`, `backoff`, `fsutil`,
-//! `actor` at the bottom; `auth` and `dialog` (the actors) in the middle;
-//! `dbus` and `daemon` on top.
+//! `actor` at the bottom; `auth` and `dialog` (the actors) in the middle,
+//! with `agents` (one per AVS interface) above `dialog`; `dbus` and
+//! `daemon` on top.
 
 pub mod actor;
 pub mod agents;

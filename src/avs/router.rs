@@ -20,17 +20,25 @@ use crate::agents::{Env, Registry};
 use self::reports::Reports;
 pub use self::reports::{MAX_REPORTS_IN_FLIGHT, REPORT_BURST, REPORT_EVERY, SUMMARY_EVERY};
 
-/// What the router needs.
+/// The router: the agents, and what they act with.
 pub struct Router {
-    /// The capability agents, one per AVS interface.
-    pub agents: Registry,
-    /// What the agents act with.
-    pub env: Env,
-    /// The device's context, for ExceptionEncountered.
-    pub context: ContextSource,
+    agents: Registry,
+    env: Env,
+    /// The device's context, for ExceptionEncountered: the agents' own.
+    context: ContextSource,
 }
 
 impl Router {
+    /// Dispatch to `agents`, which act with `env`.
+    pub fn new(agents: Registry, env: Env) -> Self {
+        let context = agents.context_source();
+        Self {
+            agents,
+            env,
+            context,
+        }
+    }
+
     /// Route until `inbound` closes or `shutdown` fires.
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
         let mut reports = Reports::new();

@@ -53,7 +53,10 @@ async fn downchannel_then_synchronize_state_then_anything() {
         &avsd::avs::connection::Identity {
             product_id: "p".into(),
             dsn: "1".into(),
-            capabilities: vec![("SpeechRecognizer".into(), "2.3".into())],
+            capabilities: vec![avsd::avs::discovery::Capability::new(
+                "SpeechRecognizer",
+                "2.3",
+            )],
         },
         &token,
     );

@@ -162,6 +162,16 @@ pub struct Speak {
 }
 
 impl Speak {
+    /// The payload of `directive` (a `SpeechSynthesizer.Speak`), checked:
+    /// the audio must be an attachment of the same response (`cid:`).
+    pub fn from_directive(directive: &Directive) -> Result<Self, DirectiveError> {
+        let speak: Speak = directive.payload()?;
+        if !speak.url.starts_with("cid:") {
+            return Err(directive.invalid(format!("url {:?} is not a cid: URL", speak.url)));
+        }
+        Ok(speak)
+    }
+
     /// The Content-ID the `url` points at, percent-decoded (RFC 2392 URLs
     /// are percent-encoded; the part's Content-ID header is not).
     pub fn content_id(&self) -> String {
@@ -177,6 +187,21 @@ impl Speak {
 pub struct SetEndpoint {
     /// The new base URL, `https://...`.
     pub endpoint: String,
+}
+
+impl SetEndpoint {
+    /// The payload of `directive` (a `System.SetEndpoint`), checked: avsd
+    /// only ever talks to AVS over https.
+    pub fn from_directive(directive: &Directive) -> Result<Self, DirectiveError> {
+        let set: SetEndpoint = directive.payload()?;
+        let https = url::Url::parse(&set.endpoint).is_ok_and(|u| u.scheme() == "https");
+        if !https {
+            return Err(
+                directive.invalid(format!("endpoint {:?} is not an https URL", set.endpoint))
+            );
+        }
+        Ok(set)
+    }
 }
 
 /// `System.Exception`, as a directive or as a plain-JSON error body.
@@ -214,43 +239,29 @@ impl Directive {
         format!("{}.{}", self.header.namespace, self.header.name)
     }
 
-    /// Interprets the payload by namespace and name.
+    /// Interprets the payload by namespace and name, for the whole set of
+    /// directives avsd knows at once (fuzzing and protocol tools). The
+    /// daemon does not use it: each capability agent (`crate::agents`)
+    /// parses the directives of its own namespace, once.
     pub fn known(&self) -> Result<KnownDirective, DirectiveError> {
         let h = &self.header;
         let known = match (h.namespace.as_str(), h.name.as_str()) {
             ("SpeechRecognizer", "StopCapture") => KnownDirective::StopCapture,
             ("SpeechRecognizer", "ExpectSpeech") => KnownDirective::ExpectSpeech(self.payload()?),
-            ("SpeechSynthesizer", "Speak") => {
-                let speak: Speak = self.payload()?;
-                if !speak.url.starts_with("cid:") {
-                    return Err(self.invalid(format!("url {:?} is not a cid: URL", speak.url)));
-                }
-                KnownDirective::Speak(speak)
-            }
+            ("SpeechSynthesizer", "Speak") => KnownDirective::Speak(Speak::from_directive(self)?),
             ("System", "ResetUserInactivity") => KnownDirective::ResetUserInactivity,
             ("System", "SetEndpoint") => {
-                let set: SetEndpoint = self.payload()?;
-                let https = url::Url::parse(&set.endpoint).is_ok_and(|u| u.scheme() == "https");
-                if !https {
-                    return Err(
-                        self.invalid(format!("endpoint {:?} is not an https URL", set.endpoint))
-                    );
-                }
-                KnownDirective::SetEndpoint(set)
+                KnownDirective::SetEndpoint(SetEndpoint::from_directive(self)?)
             }
             ("System", "RevokeAuthorization") => KnownDirective::RevokeAuthorization,
             ("System", "Exception") => KnownDirective::Exception(self.payload()?),
-            _ => {
-                return Err(DirectiveError::Unsupported {
-                    namespace: h.namespace.clone(),
-                    name: h.name.clone(),
-                });
-            }
+            _ => return Err(self.unsupported()),
         };
         Ok(known)
     }
 
-    fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, DirectiveError> {
+    /// The payload as `T`, or why it is not one (for the report to AVS).
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, DirectiveError> {
         T::deserialize(&self.payload).map_err(|source| DirectiveError::BadPayload {
             namespace: self.header.namespace.clone(),
             name: self.header.name.clone(),
@@ -258,7 +269,17 @@ impl Directive {
         })
     }
 
-    fn invalid(&self, reason: String) -> DirectiveError {
+    /// The error for a directive avsd has no handler for.
+    pub fn unsupported(&self) -> DirectiveError {
+        DirectiveError::Unsupported {
+            namespace: self.header.namespace.clone(),
+            name: self.header.name.clone(),
+        }
+    }
+
+    /// The error for a payload that parses but breaks a rule of the
+    /// protocol, `reason` saying which.
+    pub fn invalid(&self, reason: String) -> DirectiveError {
         DirectiveError::Invalid {
             namespace: self.header.namespace.clone(),
             name: self.header.name.clone(),

@@ -7,9 +7,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents;
 use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
 use crate::avs::connection::{self, ConnectionHandle};
-use crate::avs::router::{self, Router};
+use crate::avs::discovery::Capability;
+use crate::avs::router::Router;
 use crate::dbus::{self, BusError};
 use crate::dialog::{self, DialogHandle};
 use avs_proto::message::SpeechState;
@@ -33,6 +35,9 @@ pub enum DaemonError {
     /// The bus refused us.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The capability agents do not add up (a programming error).
+    #[error(transparent)]
+    Agents(#[from] agents::DuplicateNamespace),
 }
 
 /// Run avsd until `shutdown` is cancelled.
@@ -45,23 +50,33 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     );
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
+    let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
+    let agents = match agents::for_daemon(agents::Deps {
+        state_dir: config.state_dir(),
+        inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
+        dialog: to_dialog,
+        speech,
+    }) {
+        Ok(agents) => agents,
+        Err(e) => {
+            stop(&tracker, &shutdown).await;
+            return Err(e.into());
+        }
+    };
+    let context = agents.context_source();
     let connection = connection::spawn(
-        avs_settings(&config),
+        avs_settings(&config, agents.discovery()),
         auth.clone(),
         inbound_tx.clone(),
-        dialog::context_source(speech.clone()),
+        context.clone(),
         &tracker,
         shutdown.child_token(),
     );
-    let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
-    let router = Router {
+    let env = agents::Env {
         connection: connection.clone(),
         auth: auth.clone(),
-        state_dir: config.state_dir(),
-        inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
-        dialog: Some(to_dialog),
-        context: dialog::context_source(speech),
     };
+    let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
         dialog::Settings::from_config(&config.audio),
@@ -71,6 +86,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             router: inbound_tx,
             inbound: dialog_inbound,
             speech: speech_tx,
+            context,
         },
         &tracker,
         shutdown.child_token(),
@@ -153,18 +169,15 @@ async fn alive(
     connection.ping(within).await.map_err(|e| e.to_string())
 }
 
-fn avs_settings(config: &AvsdConfig) -> connection::Settings {
+fn avs_settings(config: &AvsdConfig, capabilities: Vec<Capability>) -> connection::Settings {
     let state_dir = config.state_dir();
     // An endpoint AVS asked for (System.SetEndpoint) wins over the config.
-    let endpoint = router::saved_endpoint(&state_dir)
+    let endpoint = agents::system::saved_endpoint(&state_dir)
         .unwrap_or_else(|| connection::endpoint_for(&config.avs.endpoint));
     let identity = connection::Identity {
         product_id: config.device.product_id.clone(),
         dsn: crate::device::serial(config.device.serial.as_deref()),
-        capabilities: dialog::CAPABILITIES
-            .iter()
-            .map(|(i, v)| (i.to_string(), v.to_string()))
-            .collect(),
+        capabilities,
     };
     let mut settings = connection::Settings::new(endpoint, identity);
     settings.ca_file = config.avs.ca_file.clone();

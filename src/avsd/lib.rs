@@ -4,8 +4,10 @@
 //! Below it in the workspace: `kit` (shared helpers), `avs-proto` (the AVS
 //! codec) and `avsd-config` (its config file). Inside, modules depend
 //! downwards: `audio` and `avs` (the connection) at the bottom; `auth` and
-//! `dialog` (the actors) in the middle; `dbus` and `daemon` on top.
+//! `dialog` (the actors) in the middle, with `agents` (one per AVS
+//! interface) above `dialog`; `dbus` and `daemon` on top.
 
+pub mod agents;
 pub mod audio;
 pub mod auth;
 pub mod avs;

@@ -192,10 +192,11 @@ struct ContextHeader<'a> {
     name: &'a str,
 }
 
-impl Serialize for ContextEntry {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut entry = serializer.serialize_struct("ContextEntry", 2)?;
-        let (namespace, name) = match self {
+impl ContextEntry {
+    /// The entry's `(namespace, name)`: the namespace is the interface that
+    /// reports it, which must be one the device declared (§D.2).
+    pub fn header(&self) -> (&str, &str) {
+        match self {
             Self::PlaybackState(_) => ("AudioPlayer", "PlaybackState"),
             Self::VolumeState(_) => ("Speaker", "VolumeState"),
             Self::SpeechState(_) => ("SpeechSynthesizer", "SpeechState"),
@@ -203,7 +204,14 @@ impl Serialize for ContextEntry {
             Self::Other {
                 namespace, name, ..
             } => (namespace.as_str(), name.as_str()),
-        };
+        }
+    }
+}
+
+impl Serialize for ContextEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entry = serializer.serialize_struct("ContextEntry", 2)?;
+        let (namespace, name) = self.header();
         entry.serialize_field("header", &ContextHeader { namespace, name })?;
         match self {
             Self::PlaybackState(p) => entry.serialize_field("payload", p)?,

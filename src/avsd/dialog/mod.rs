@@ -18,7 +18,6 @@ mod actor;
 mod listen;
 mod speech;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,7 +28,7 @@ use crate::audio::{CaptureConfig, PlaybackConfig};
 use crate::auth::AuthStatus;
 use crate::avs::connection::{ConnectionHandle, ContextSource, Reconnect};
 use crate::avs::inbound::Inbound;
-use avs_proto::message::{ContextEntry, SpeechState};
+use avs_proto::message::{ExpectSpeech, Header, Speak, SpeechState};
 use avsd_config::AudioConfig;
 use kit::actor::{ActorError, MAILBOX, REPLY_TIMEOUT, call};
 use kit::published::{self, Subscriber};
@@ -161,23 +160,43 @@ impl Settings {
     }
 }
 
-/// The interfaces the dialog implements, with System, as (interface,
-/// version) for Alexa.Discovery. SpeechSynthesizer 1.3 has SpeechInterrupted.
-pub const CAPABILITIES: &[(&str, &str)] = &[
-    ("SpeechRecognizer", "2.0"),
-    ("SpeechSynthesizer", "1.3"),
-    ("System", "1.0"),
-];
-
-/// The device's context: only interfaces it declares may appear (§D.2).
-pub fn context(speech: &SpeechState) -> Vec<ContextEntry> {
-    vec![ContextEntry::SpeechState(speech.clone())]
+/// A speech directive of SpeechRecognizer or SpeechSynthesizer, its
+/// payload parsed once by its capability agent (`crate::agents`).
+#[derive(Debug)]
+pub struct SpeechDirective {
+    /// Its header: the dialogRequestId ties it to a dialog.
+    pub header: Header,
+    /// The JSON part as received, for a report to AVS if it cannot run.
+    pub raw: String,
+    /// What to do.
+    pub directive: Speech,
 }
 
-/// A context source for the connection's SynchronizeState and the router's
-/// reports, reading the speech state the dialog publishes.
-pub fn context_source(speech: watch::Receiver<SpeechState>) -> ContextSource {
-    Arc::new(move || context(&speech.borrow()))
+impl SpeechDirective {
+    /// `Namespace.Name`, for logs.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.header.namespace, self.header.name)
+    }
+}
+
+/// The speech directives the dialog runs, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Speech {
+    /// `SpeechRecognizer.StopCapture`.
+    StopCapture,
+    /// `SpeechRecognizer.ExpectSpeech`.
+    ExpectSpeech(ExpectSpeech),
+    /// `SpeechSynthesizer.Speak`.
+    Speak(Speak),
+}
+
+/// What the speech agents hand the dialog, in the order AVS sent it.
+#[derive(Debug)]
+pub enum Input {
+    /// A directive to run.
+    Directive(SpeechDirective),
+    /// An attachment, or the note that a Recognize's answer is complete.
+    Inbound(Inbound),
 }
 
 /// Everything the dialog talks to.
@@ -189,10 +208,14 @@ pub struct Links {
     /// The router's queue, which the end-of-answer notes join so that they
     /// arrive after the answer's directives.
     pub router: mpsc::Sender<Inbound>,
-    /// Speech directives, attachments and end-of-answer notes from the router.
-    pub inbound: mpsc::Receiver<Inbound>,
+    /// Speech directives, attachments and end-of-answer notes from the
+    /// speech agents.
+    pub inbound: mpsc::Receiver<Input>,
     /// The SpeechSynthesizer state, published for the context.
     pub speech: watch::Sender<SpeechState>,
+    /// The device's context for Recognize and reports, built from the
+    /// registered agents.
+    pub context: ContextSource,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

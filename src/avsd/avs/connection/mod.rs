@@ -48,8 +48,8 @@ pub struct Identity {
     pub product_id: String,
     /// Device serial number.
     pub dsn: String,
-    /// The AVS interfaces this device implements, as (interface, version).
-    pub capabilities: Vec<(String, String)>,
+    /// The AVS interfaces this device implements.
+    pub capabilities: Vec<super::discovery::Capability>,
 }
 
 /// Timings and where to connect.

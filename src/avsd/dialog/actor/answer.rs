@@ -8,7 +8,8 @@ use super::{Dialog, Queued};
 use crate::audio::PlayerEvent;
 use crate::avs::inbound::Inbound;
 use crate::dialog::speech::{Progress, Speaking};
-use avs_proto::message::{Directive, Event, ExceptionErrorType, KnownDirective, SpeechActivity};
+use crate::dialog::{Speech, SpeechDirective};
+use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity};
 
 /// How long a Speak from the downchannel waits for its audio part.
 const ATTACHMENT_WAIT: Duration = Duration::from_secs(3);
@@ -21,7 +22,6 @@ const MAX_QUEUED: usize = 16;
 impl Dialog {
     pub(super) async fn inbound(&mut self, item: Inbound) {
         match item {
-            Inbound::Directive { directive, raw } => self.directive(directive, raw).await,
             Inbound::Attachment { content_id, data } => {
                 self.attachments.insert(content_id, data);
                 self.advance().await;
@@ -44,11 +44,12 @@ impl Dialog {
                 }
                 self.advance().await;
             }
-            Inbound::Malformed { .. } | Inbound::UserActivity => {}
+            // Directives come typed, from their agents (`Input::Directive`).
+            Inbound::Directive { .. } | Inbound::Malformed { .. } | Inbound::UserActivity => {}
         }
     }
 
-    pub(super) async fn directive(&mut self, directive: Directive, raw: String) {
+    pub(super) async fn directive(&mut self, directive: SpeechDirective) {
         let name = directive.qualified_name();
         let stale = match (&directive.header.dialog_request_id, &self.current) {
             (Some(theirs), Some(ours)) => theirs != ours,
@@ -59,17 +60,15 @@ impl Dialog {
             tracing::debug!("dropping {name} of an earlier dialog");
             return;
         }
-        let Ok(known) = directive.known() else {
-            return;
-        };
-        match known {
-            KnownDirective::StopCapture => {
+        let SpeechDirective { directive, raw, .. } = directive;
+        match directive {
+            Speech::StopCapture => {
                 if let Some(l) = self.listening.take_if(|l| !l.hold && l.pending.is_none()) {
                     tracing::info!("StopCapture: closing the microphone");
                     l.stop.cancel();
                 }
             }
-            directive @ (KnownDirective::Speak(_) | KnownDirective::ExpectSpeech(_)) => {
+            directive @ (Speech::Speak(_) | Speech::ExpectSpeech(_)) => {
                 if self.queue.len() >= MAX_QUEUED {
                     self.dropped += 1;
                     if self.dropped == 1 {
@@ -83,7 +82,6 @@ impl Dialog {
                 self.queue.push_back(Queued { directive, raw });
                 self.advance().await;
             }
-            _ => {}
         }
     }
 
@@ -100,7 +98,7 @@ impl Dialog {
                 return;
             };
             match &next.directive {
-                KnownDirective::Speak(speak) => {
+                Speech::Speak(speak) => {
                     let (content_id, token) = (speak.content_id(), speak.token.clone());
                     let Some(feed) = self.attachments.take(&content_id) else {
                         if self.awaiting_answer {
@@ -136,7 +134,7 @@ impl Dialog {
                         }
                     }
                 }
-                KnownDirective::ExpectSpeech(expect) => {
+                Speech::ExpectSpeech(expect) => {
                     let wait = std::time::Duration::from_millis(expect.timeout_in_milliseconds);
                     tracing::info!(
                         "Alexa expects an answer: listening for speech for up to {wait:?}"

@@ -9,7 +9,6 @@ use super::{Dialog, Listening, Note};
 use crate::audio::Capture;
 use crate::avs::connection::AudioPart;
 use crate::avs::inbound::Inbound;
-use crate::dialog::context;
 use crate::dialog::listen::{AUDIO_QUEUE, Ended, Listen};
 use avs_proto::message::{Event, new_dialog_request_id};
 
@@ -38,8 +37,7 @@ impl Dialog {
         self.set_error(String::new());
         self.turn += 1;
         let id = new_dialog_request_id();
-        let speech = self.speech.borrow().clone();
-        let event = Event::recognize(&id, profile, FORMAT, initiator, context(&speech));
+        let event = Event::recognize(&id, profile, FORMAT, initiator, (self.context)());
         let (audio, audio_rx) = mpsc::channel(AUDIO_QUEUE);
         let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
         let mut pending = Some((event.to_json(), audio_rx));

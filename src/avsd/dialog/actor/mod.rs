@@ -16,13 +16,13 @@ use tokio_util::task::TaskTracker;
 use super::listen::Ended;
 use super::speech::{Attachments, Speaking};
 use super::{
-    ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Links, Settings,
-    Trigger, context,
+    ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Input, Links, Settings,
+    Speech, Trigger,
 };
 use crate::auth::{AuthState, AuthStatus};
-use crate::avs::connection::{AudioPart, ConnectionHandle};
+use crate::avs::connection::{AudioPart, ConnectionHandle, ContextSource};
 use crate::avs::inbound::Inbound;
-use avs_proto::message::{Event, ExceptionErrorType, KnownDirective, SpeechActivity, SpeechState};
+use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity, SpeechState};
 use kit::published::{Publisher, Subscriber};
 
 /// Events waiting for the sender task; they go out one by one, in order.
@@ -48,7 +48,7 @@ pub(super) enum Note {
 
 /// A directive of the current dialog, waiting for its turn.
 struct Queued {
-    directive: KnownDirective,
+    directive: Speech,
     raw: String,
 }
 
@@ -73,6 +73,8 @@ struct Dialog {
     router: mpsc::Sender<Inbound>,
     status: Publisher<DialogStatus>,
     speech: watch::Sender<SpeechState>,
+    /// The device's context, from the registered agents.
+    context: ContextSource,
     notes: mpsc::Sender<Note>,
     outbox: mpsc::Sender<String>,
     tracker: TaskTracker,
@@ -111,6 +113,7 @@ pub(super) async fn run(
         router,
         mut inbound,
         speech,
+        context,
     } = links;
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
@@ -123,6 +126,7 @@ pub(super) async fn run(
         router,
         status,
         speech,
+        context,
         notes,
         outbox,
         tracker,
@@ -164,7 +168,8 @@ pub(super) async fn run(
                 None => break,
             },
             item = inbound.recv() => match item {
-                Some(item) => d.inbound(item).await,
+                Some(Input::Directive(directive)) => d.directive(directive).await,
+                Some(Input::Inbound(item)) => d.inbound(item).await,
                 None => break,
             },
             Some(note) = notes_rx.recv() => d.note(note).await,
@@ -285,12 +290,11 @@ impl Dialog {
     }
 
     fn report(&self, raw: &str, kind: ExceptionErrorType, msg: &str) {
-        let speech = self.speech.borrow().clone();
         self.queue_event(Event::exception_encountered(
             raw,
             kind,
             msg,
-            context(&speech),
+            (self.context)(),
         ));
     }
 

@@ -25,8 +25,9 @@ use zbus::zvariant::Value;
 
 use super::OBJECT_PATH;
 use crate::auth::AuthStatus;
+use crate::avs::connection::ConnectionState;
 use crate::avs::connection::Reconnect;
-use crate::dialog::{ConnectionState, DialogStatus};
+use crate::dialog::DialogStatus;
 use kit::published::Transitions;
 
 const AUTHORIZATION: &str = "org.avsd.Avs1.Authorization";

@@ -3,7 +3,7 @@
 //! state is published next to it so D-Bus clients see both together.
 //!
 //! A talk button opens the microphone and starts a `SpeechRecognizer.Recognize`
-//! whose audio part streams while the user speaks (`listen`). The answer's
+//! whose audio part streams while the user speaks (`mic_stream`). The answer's
 //! directives come back through the router: `StopCapture` closes the audio,
 //! `Speak` plays its MP3 attachment as it arrives (`speech`), `ExpectSpeech`
 //! listens again. Directives of one dialog run in order; a directive of an
@@ -15,7 +15,7 @@
 //! and succeed.
 
 mod actor;
-mod listen;
+mod mic_stream;
 mod speech;
 
 use std::time::Duration;
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audio::{CaptureConfig, PlaybackConfig};
 use crate::auth::AuthStatus;
-use crate::avs::connection::{ConnectionHandle, ContextSource, Reconnect};
+use crate::avs::connection::{ConnectionHandle, ConnectionState, ContextSource, Reconnect};
 use crate::avs::inbound::Inbound;
 use avs_proto::message::{ExpectSpeech, Header, Speak, SpeechState};
 use avsd_config::AudioConfig;
@@ -55,29 +55,6 @@ impl DialogState {
             Self::Listening => "listening",
             Self::Thinking => "thinking",
             Self::Speaking => "speaking",
-        }
-    }
-}
-
-/// The `Dialog.Connection` values: the AVS HTTP/2 connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConnectionState {
-    /// No connection.
-    #[default]
-    Disconnected,
-    /// Connecting or synchronizing state.
-    Connecting,
-    /// Downchannel open and state synchronized.
-    Connected,
-}
-
-impl ConnectionState {
-    /// The wire name on D-Bus.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disconnected => "disconnected",
-            Self::Connecting => "connecting",
-            Self::Connected => "connected",
         }
     }
 }

@@ -20,10 +20,32 @@ pub use exchange::SendError;
 use super::inbound::Inbound;
 use super::link::Link;
 use crate::auth::AuthHandle;
-use crate::dialog::ConnectionState;
 use avs_proto::message::ContextEntry;
 use kit::actor::{ActorError, MAILBOX, call};
 use kit::published::{self, Subscriber};
+
+/// The `Dialog.Connection` values: the AVS HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectionState {
+    /// No connection.
+    #[default]
+    Disconnected,
+    /// Connecting or synchronizing state.
+    Connecting,
+    /// Downchannel open and state synchronized.
+    Connected,
+}
+
+impl ConnectionState {
+    /// The wire name on D-Bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+        }
+    }
+}
 
 /// AVS allows 10 concurrent streams: the downchannel, a ping and 8 events.
 pub const MAX_EVENTS_IN_FLIGHT: usize = 8;

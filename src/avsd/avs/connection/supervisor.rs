@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::link_watch::{report_malformed, watch_link};
 use self::token_wait::wait_for_token;
+use super::ConnectionState;
 use super::exchange::{SendError, exchange};
 use super::{Command, ContextSource, Gate, Settings};
 use crate::auth::{AuthHandle, AuthState};
 use crate::avs::discovery;
 use crate::avs::inbound::{Inbound, PumpError, pump};
 use crate::avs::link::{self, Closed, Endpoint, Link, LinkError};
-use crate::dialog::ConnectionState;
 use avs_proto::message::Event;
 use kit::backoff::Backoff;
 use kit::published::Publisher;

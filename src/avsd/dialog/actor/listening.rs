@@ -9,7 +9,7 @@ use super::{Dialog, Listening, Note};
 use crate::audio::Capture;
 use crate::avs::connection::AudioPart;
 use crate::avs::inbound::Inbound;
-use crate::dialog::listen::{AUDIO_QUEUE, Ended, Listen};
+use crate::dialog::mic_stream::{AUDIO_QUEUE, Ended, Listen};
 use avs_proto::message::{Event, new_dialog_request_id};
 
 /// The audio format of every Recognize.

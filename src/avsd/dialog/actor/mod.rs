@@ -13,14 +13,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::listen::Ended;
+use super::mic_stream::Ended;
 use super::speech::{Attachments, Speaking};
 use super::{
-    ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Input, Links, Settings,
-    Speech, Trigger,
+    DialogCommand, DialogError, DialogState, DialogStatus, Input, Links, Settings, Speech, Trigger,
 };
 use crate::auth::{AuthState, AuthStatus};
-use crate::avs::connection::{AudioPart, ConnectionHandle, ContextSource};
+use crate::avs::connection::{AudioPart, ConnectionHandle, ConnectionState, ContextSource};
 use crate::avs::inbound::Inbound;
 use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity, SpeechState};
 use kit::published::{Publisher, Subscriber};

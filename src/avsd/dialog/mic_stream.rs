@@ -1,4 +1,4 @@
-//! The listening task: moves 10 ms chunks from the microphone into the
+//! The microphone stream: moves 10 ms chunks from the microphone into the
 //! audio part of a Recognize as they are captured, until the dialog says
 //! stop, the request reaches its length limit, or the device fails. For
 //! ExpectSpeech it first waits for the user to start speaking, keeping a

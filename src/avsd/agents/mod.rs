@@ -8,7 +8,7 @@
 //!
 //! # Adding an interface
 //!
-//! Write one module, say `src/agents/speaker.rs`, with a type implementing
+//! Write one module, say `src/avsd/agents/speaker.rs`, with a type implementing
 //! [`CapabilityAgent`]:
 //!
 //! ```ignore

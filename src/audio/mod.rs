@@ -29,6 +29,7 @@
 mod capture;
 mod decode;
 mod device;
+pub mod focus;
 mod playback;
 pub mod resample;
 

@@ -30,6 +30,7 @@ mod capture;
 mod decode;
 mod device;
 pub mod focus;
+pub mod mixer;
 mod playback;
 pub mod resample;
 

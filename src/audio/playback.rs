@@ -1,17 +1,28 @@
-//! Playback of a streamed MP3 answer on an ALSA output device.
+//! The speaker: one ALSA output kept open for the daemon's life, through
+//! which every answer (and later alarms and music) plays, mixed in software.
 //!
 //! ```text
-//! push(Bytes) ─std mpsc─▶ "avsd-mp3" thread: symphonia ▶ mono f32 ▶ resample ▶
-//!     device samples (mono copied to every channel) ─rtrb ring─▶ cpal callback ▶ ALSA
-//! "avsd-playback" thread: owns the cpal stream, turns counters into PlayerEvents
+//! Speak attachment (tokio mpsc) ─▶ "avsd-mp3" thread: symphonia ▶ mono f32 ▶ resample
+//!     ─rtrb ring (mixer source)─▶ Mixer in the cpal callback ▶ every channel ▶ ALSA
+//! "avsd-speaker" thread: opens (and reopens) the output, adds sources, turns
+//!     their counters into PlayerEvents
 //! ```
+//!
+//! The threads are started once, by [`Speaker::new`], and kept: a thread per
+//! answer would give glibc a new malloc arena each time. Decoder threads are
+//! made as answers overlap, at most [`MAX_SOURCES`], and then reused. The
+//! output is opened at the first answer and stays open, playing silence
+//! between answers, so an answer's first decoded sample goes to ALSA with
+//! the next period instead of after a freshly opened device's start-up. A
+//! device that fails is closed and opened again for the next answer.
 //!
 //! Decoding starts with the first MPEG frame, so sound starts before the
 //! attachment has fully arrived.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,21 +30,22 @@ use cpal::SizedSample;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use tokio::sync::{mpsc, oneshot};
 
-use super::decode::decode;
+use super::decode::{Mp3Input, decode};
 use super::device::{self, SampleKind, StreamFormat};
+use super::mixer::{MAX_SOURCES, Mixer, MixerHandle, SourceControl, SourceFeed};
 use super::resample::AudioSample;
 use super::{AudioError, DEFAULT_DEVICE, Direction};
 
-/// Device audio the ring holds between decoder and callback. The decoder
+/// Audio a source's ring holds between decoder and callback. The decoder
 /// runs far ahead of real time, so this only has to cover its scheduling gaps.
 const RING_MS: u32 = 500;
 /// ALSA period; see `device::stream_config` for why playback uses 20 ms.
 const PERIOD_MS: u32 = 20;
-/// How often the playback thread turns counters into events. Bounds how late
+/// How often the speaker thread turns counters into events. Bounds how late
 /// `Started` / `Finished` / `Stopped` are reported, not the audio itself.
 const MONITOR_TICK: Duration = Duration::from_millis(5);
-/// A device that asks for no audio this long is gone, even if ALSA never
-/// says so (a write stuck in a driver or a FIFO): ten times the ring.
+/// A device that asks for no audio this long while something plays is gone,
+/// even if ALSA never says so (a write stuck in a driver or a FIFO).
 const STALL_AFTER: Duration = Duration::from_secs(5);
 
 /// Where to play.
@@ -66,7 +78,7 @@ impl PlaybackConfig {
 
 /// What a [`Player`] reports, in this order: `Started`, then exactly one of
 /// `Finished`, `Stopped` or `Failed`. After that the event channel closes
-/// ([`Player::next_event`] returns `None`) once the device is released.
+/// ([`Player::next_event`] returns `None`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlayerEvent {
     /// The first decoded sample was handed to ALSA (send `SpeechStarted`).
@@ -79,27 +91,83 @@ pub enum PlayerEvent {
     Failed(AudioError),
 }
 
-/// State shared by the cpal callbacks, the decoder thread, the playback
-/// thread and [`Player`]: atomics only on the audio path; the mutexes are
-/// locked by the other threads, and only `try_lock`ed from the error callback.
-pub(super) struct Shared {
-    pub(super) stop: AtomicBool,
-    pub(super) failed: AtomicBool,
-    pub(super) decoded_all: AtomicBool,
-    pub(super) decode_error: Mutex<Option<AudioError>>,
-    /// The first fatal device error, moved in as cpal gave it (no allocation
-    /// on the audio thread).
-    pub(super) device_error: Mutex<Option<cpal::Error>>,
-    /// Frames the decoder put into the ring.
-    pub(super) decoded_frames: AtomicU64,
-    /// Real (not silence) frames the callback handed to ALSA.
-    pub(super) played_frames: AtomicU64,
-    /// Callback runs, to know when ALSA has taken the last period.
-    pub(super) callbacks: AtomicU64,
-    pub(super) underruns: AtomicU64,
+/// The speaker: a handle on the output thread. Cheap to clone; the threads
+/// end when the last handle is dropped and nothing plays.
+#[derive(Clone)]
+pub struct Speaker {
+    commands: Sender<Command>,
+    /// The thread ends once no handle holds this and nothing plays.
+    _alive: Arc<()>,
 }
 
-/// Plays one MP3 answer. Create one per `Speak`.
+enum Command {
+    Play {
+        input: Mp3Input,
+        gain: f32,
+        /// Close the output once this source is over (a [`Player::start`]
+        /// of its own).
+        close_after: bool,
+        reply: oneshot::Sender<Result<Player, AudioError>>,
+    },
+    Decoded {
+        decoder: usize,
+        result: Result<(), AudioError>,
+    },
+}
+
+impl Speaker {
+    /// Starts the speaker thread for the output `config` names. The device
+    /// is opened with the first answer; its errors come back from
+    /// [`Speaker::speak`].
+    pub fn new(config: PlaybackConfig) -> Result<Speaker, AudioError> {
+        let (commands, rx) = std::sync::mpsc::channel();
+        let alive = Arc::new(());
+        let thread = SpeakerThread {
+            config,
+            own: commands.clone(),
+            alive: Arc::downgrade(&alive),
+            output: None,
+            playing: Vec::new(),
+            decoders: Vec::new(),
+        };
+        thread::Builder::new()
+            .name("avsd-speaker".into())
+            .spawn(move || thread.run(rx))
+            .map_err(|e| AudioError::Thread(format!("cannot start the speaker thread: {e}")))?;
+        Ok(Speaker {
+            commands,
+            _alive: alive,
+        })
+    }
+
+    /// Plays the MP3 that arrives on `attachment`, straight from it to a
+    /// decoder thread, at full volume.
+    pub async fn speak(&self, attachment: mpsc::Receiver<Bytes>) -> Result<Player, AudioError> {
+        self.play(Mp3Input::Attachment(attachment), 1.0, false)
+            .await
+    }
+
+    async fn play(
+        &self,
+        input: Mp3Input,
+        gain: f32,
+        close_after: bool,
+    ) -> Result<Player, AudioError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || AudioError::Thread("the speaker thread is gone".into());
+        self.commands
+            .send(Command::Play {
+                input,
+                gain,
+                close_after,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// One MP3 playing on the [`Speaker`].
 ///
 /// ```no_run
 /// # async fn f(parts: Vec<bytes::Bytes>) -> Result<(), avsd::audio::AudioError> {
@@ -121,47 +189,24 @@ pub(super) struct Shared {
 pub struct Player {
     input: Option<std::sync::mpsc::Sender<Bytes>>,
     events: mpsc::UnboundedReceiver<PlayerEvent>,
-    shared: Arc<Shared>,
+    control: Arc<SourceControl>,
     format: StreamFormat,
-    owner: Thread,
+    /// The speaker a [`Player::start`] opened for this player alone.
+    _own: Option<Speaker>,
 }
 
 impl Player {
-    /// Opens the ALSA output device and waits for MP3 bytes. Device errors
+    /// Opens the ALSA output device for this one MP3, pushed with
+    /// [`Player::push`]; the device closes when it is over. Device errors
     /// ([`AudioError::NoDevice`] and the like) come back here; decode errors
     /// later, as [`PlayerEvent::Failed`].
     pub async fn start(config: PlaybackConfig) -> Result<Player, AudioError> {
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            decoded_all: AtomicBool::new(false),
-            decode_error: Mutex::new(None),
-            device_error: Mutex::new(None),
-            decoded_frames: AtomicU64::new(0),
-            played_frames: AtomicU64::new(0),
-            callbacks: AtomicU64::new(0),
-            underruns: AtomicU64::new(0),
-        });
-        let (input, input_rx) = std::sync::mpsc::channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let thread_shared = shared.clone();
-        let handle = thread::Builder::new()
-            .name("avsd-playback".into())
-            .spawn(move || run(config, thread_shared, input_rx, events_tx, ready_tx))
-            .map_err(|e| AudioError::Thread(format!("cannot start the playback thread: {e}")))?;
-        let owner = handle.thread().clone();
-        match ready_rx.await {
-            Ok(Ok(format)) => Ok(Player {
-                input: Some(input),
-                events,
-                shared,
-                format,
-                owner,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(AudioError::Thread("the playback thread died".into())),
-        }
+        let speaker = Speaker::new(config)?;
+        let (input, rx) = std::sync::mpsc::channel();
+        let mut player = speaker.play(Mp3Input::Pushed(rx), 1.0, true).await?;
+        player.input = Some(input);
+        player._own = Some(speaker);
+        Ok(player)
     }
 
     /// Adds the next piece of the MP3. Never blocks.
@@ -176,7 +221,7 @@ impl Player {
         self.input = None;
     }
 
-    /// The next event; `None` once playback is over and the device closed.
+    /// The next event; `None` once playback is over.
     /// Cancel-safe: use it in `tokio::select!` next to a stop command.
     pub async fn next_event(&mut self) -> Option<PlayerEvent> {
         self.events.recv().await
@@ -185,12 +230,12 @@ impl Player {
     /// Milliseconds of the answer played so far (`offsetInMilliseconds` of
     /// the SpeechSynthesizer context).
     pub fn offset_ms(&self) -> u64 {
-        self.shared.played_frames.load(Ordering::Relaxed) * 1000 / u64::from(self.format.rate)
+        self.control.played_frames() * 1000 / u64::from(self.format.rate)
     }
 
     /// How often the device wanted audio the decoder had not delivered yet.
     pub fn underruns(&self) -> u64 {
-        self.shared.underruns.load(Ordering::Relaxed)
+        self.control.underruns()
     }
 
     /// The format the output device was opened with.
@@ -198,12 +243,16 @@ impl Player {
         self.format
     }
 
-    /// Stops at once: the next device period is silence, then `Stopped`
-    /// follows and the device is closed. Never blocks.
+    /// The source's gain and pause switches, for focus changes.
+    pub fn control(&self) -> &Arc<SourceControl> {
+        &self.control
+    }
+
+    /// Stops at once: the next device period goes without it, then
+    /// `Stopped` follows. Never blocks.
     pub fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.control.stop();
         self.input = None;
-        self.owner.unpark();
     }
 }
 
@@ -213,62 +262,342 @@ impl Drop for Player {
     }
 }
 
-type Ready = oneshot::Sender<Result<StreamFormat, AudioError>>;
-type Events = mpsc::UnboundedSender<PlayerEvent>;
+/// The open output.
+struct Output {
+    stream: cpal::Stream,
+    mixer: MixerHandle,
+    format: StreamFormat,
+    callbacks: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+    device_error: Arc<Mutex<Option<cpal::Error>>>,
+    seen_callbacks: u64,
+    progress_at: Instant,
+}
 
-fn run(
+/// A source playing, as the speaker thread follows it.
+struct Playing {
+    control: Arc<SourceControl>,
+    events: mpsc::UnboundedSender<PlayerEvent>,
+    decoder: usize,
+    close_after: bool,
+    started: bool,
+    decoded: bool,
+    /// Callback count when its last sample was handed over.
+    drained_at: Option<u64>,
+}
+
+struct SpeakerThread {
     config: PlaybackConfig,
-    shared: Arc<Shared>,
-    input: std::sync::mpsc::Receiver<Bytes>,
-    events: Events,
-    ready: Ready,
-) {
-    let name = config.device.clone();
-    let opened = (|| {
-        let host = device::alsa_host(&name, Direction::Playback)?;
-        let dev = device::find_device(&host, &name, Direction::Playback)?;
-        let ranges: Vec<_> = dev
-            .supported_output_configs()
-            .map_err(|e| open_error(&name, e))?
-            .collect();
-        let format = match config.format {
-            Some(f) => f,
-            None => device::choose_playback_format(dev.default_output_config().ok(), &ranges)
-                .ok_or_else(|| AudioError::UnsupportedFormat {
-                    name: name.clone(),
-                    direction: Direction::Playback,
-                    detail: "no i16, i32 or f32 format".into(),
-                })?,
-        };
-        let stream_config = device::stream_config(
-            format,
-            device::buffer_range(&ranges, format).as_ref(),
-            PERIOD_MS,
-        );
-        Ok((dev, format, stream_config))
-    })();
-    let (dev, format, stream_config) = match opened {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
+    /// For the decoder threads to report back.
+    own: Sender<Command>,
+    alive: std::sync::Weak<()>,
+    output: Option<Output>,
+    playing: Vec<Playing>,
+    /// Each decoder thread's job queue, and whether it is busy.
+    decoders: Vec<(Sender<(Mp3Input, SourceFeed, u32)>, bool)>,
+}
+
+impl SpeakerThread {
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            match rx.recv_timeout(MONITOR_TICK) {
+                Ok(Command::Play {
+                    input,
+                    gain,
+                    close_after,
+                    reply,
+                }) => {
+                    let result = self.play(input, gain, close_after);
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "cannot play");
+                    }
+                    let _ = reply.send(result);
+                }
+                Ok(Command::Decoded { decoder, result }) => self.decoded(decoder, result),
+                // `own` keeps the channel open: never disconnected.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            }
+            self.monitor();
+            if self.playing.is_empty() && self.alive.strong_count() == 0 {
+                // Dropping the job queues ends the decoder threads.
+                self.close();
+                return;
+            }
         }
-    };
-    let args = (
-        name.as_str(),
-        dev,
-        format,
-        stream_config,
-        shared,
-        input,
-        events,
-        ready,
-    );
-    match format.sample {
-        SampleKind::I16 => play::<i16>(args),
-        SampleKind::I32 => play::<i32>(args),
-        SampleKind::F32 => play::<f32>(args),
     }
+
+    fn play(
+        &mut self,
+        input: Mp3Input,
+        gain: f32,
+        close_after: bool,
+    ) -> Result<Player, AudioError> {
+        let decoder = self.idle_decoder()?;
+        let output = match &mut self.output {
+            Some(output) => output,
+            None => self.output.insert(open(&self.config)?),
+        };
+        let format = output.format;
+        let capacity = (format.rate * RING_MS / 1000) as usize;
+        let feed = output.mixer.add(capacity, gain).map_err(|_| {
+            AudioError::Thread(format!("{MAX_SOURCES} sounds already play at once"))
+        })?;
+        let control = feed.control().clone();
+        if self.decoders[decoder]
+            .0
+            .send((input, feed, format.rate))
+            .is_err()
+        {
+            return Err(AudioError::Thread("an MP3 decoder thread died".into()));
+        }
+        self.decoders[decoder].1 = true;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        self.playing.push(Playing {
+            control: control.clone(),
+            events,
+            decoder,
+            close_after,
+            started: false,
+            decoded: false,
+            drained_at: None,
+        });
+        Ok(Player {
+            input: None,
+            events: events_rx,
+            control,
+            format,
+            _own: None,
+        })
+    }
+
+    /// A decoder thread with nothing to do, started if none is free.
+    fn idle_decoder(&mut self) -> Result<usize, AudioError> {
+        if let Some(i) = self.decoders.iter().position(|(_, busy)| !busy) {
+            return Ok(i);
+        }
+        if self.decoders.len() >= MAX_SOURCES {
+            return Err(AudioError::Thread(format!(
+                "all {MAX_SOURCES} MP3 decoder threads are busy"
+            )));
+        }
+        let index = self.decoders.len();
+        let (jobs, rx) = std::sync::mpsc::channel::<(Mp3Input, SourceFeed, u32)>();
+        let done = self.own.clone();
+        thread::Builder::new()
+            .name("avsd-mp3".into())
+            .spawn(move || {
+                for (input, feed, rate) in rx {
+                    let result = decode(input, feed, rate);
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "MP3 answer failed");
+                    }
+                    let decoded = Command::Decoded {
+                        decoder: index,
+                        result,
+                    };
+                    if done.send(decoded).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| AudioError::Thread(format!("cannot start an MP3 decoder thread: {e}")))?;
+        self.decoders.push((jobs, false));
+        Ok(index)
+    }
+
+    fn decoded(&mut self, decoder: usize, result: Result<(), AudioError>) {
+        if let Some(d) = self.decoders.get_mut(decoder) {
+            d.1 = false;
+        }
+        let Some(at) = self
+            .playing
+            .iter()
+            .position(|p| p.decoder == decoder && !p.decoded)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => self.playing[at].decoded = true,
+            Err(e) => {
+                let p = self.playing.remove(at);
+                p.control.stop();
+                self.finish(p, PlayerEvent::Failed(e));
+            }
+        }
+    }
+
+    /// Turns the counters into events.
+    fn monitor(&mut self) {
+        if let Some(output) = &mut self.output {
+            output.mixer.collect();
+        }
+        let failure = self
+            .output
+            .as_mut()
+            .and_then(|o| o.failure(&self.config.device, !self.playing.is_empty()));
+        let callbacks = self
+            .output
+            .as_ref()
+            .map_or(0, |o| o.callbacks.load(Ordering::Relaxed));
+        let mut i = 0;
+        while i < self.playing.len() {
+            let p = &mut self.playing[i];
+            if !p.started && p.control.played_frames() > 0 {
+                p.started = true;
+                let _ = p.events.send(PlayerEvent::Started);
+            }
+            let end = if p.control.is_stopped() {
+                Some(PlayerEvent::Stopped)
+            } else if let Some(e) = &failure {
+                Some(PlayerEvent::Failed(e.clone()))
+            } else if p.decoded && p.control.ended() {
+                // The callback handed over the last sample; ALSA still holds
+                // up to one buffer (two periods). Finished after those.
+                let at = *p.drained_at.get_or_insert(callbacks);
+                (callbacks >= at + 2).then_some(PlayerEvent::Finished)
+            } else {
+                None
+            };
+            match end {
+                Some(event) => {
+                    let p = self.playing.remove(i);
+                    if event == PlayerEvent::Finished && !p.started {
+                        let _ = p.events.send(PlayerEvent::Started);
+                    }
+                    self.finish(p, event);
+                }
+                None => i += 1,
+            }
+        }
+        if failure.is_some() {
+            self.close();
+        }
+    }
+
+    /// Sends a source's last event. A speaker opened for that source alone
+    /// closes first, so the event channel closing means the file or card
+    /// has everything; but a failure is told before closing, which can
+    /// block until a stuck driver lets go.
+    fn finish(&mut self, p: Playing, event: PlayerEvent) {
+        if p.close_after && !matches!(event, PlayerEvent::Failed(_)) {
+            self.close();
+        }
+        let close = p.close_after;
+        let _ = p.events.send(event);
+        drop(p);
+        if close {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(output) = self.output.take() {
+            drop(output.stream);
+            tracing::debug!(device = self.config.device, "playback closed");
+        }
+    }
+}
+
+impl Output {
+    /// The device's failure, if it failed or stalled while sources play.
+    fn failure(&mut self, name: &str, busy: bool) -> Option<AudioError> {
+        if self.failed.load(Ordering::Acquire) {
+            let detail = self
+                .device_error
+                .lock()
+                .ok()
+                .and_then(|mut e| e.take())
+                .map_or_else(|| "the stream ended".into(), |e| e.to_string());
+            return Some(AudioError::Device {
+                name: name.to_string(),
+                direction: Direction::Playback,
+                detail,
+            });
+        }
+        let callbacks = self.callbacks.load(Ordering::Relaxed);
+        if callbacks != self.seen_callbacks || !busy {
+            self.seen_callbacks = callbacks;
+            self.progress_at = Instant::now();
+        } else if self.progress_at.elapsed() >= STALL_AFTER {
+            return Some(AudioError::Device {
+                name: name.to_string(),
+                direction: Direction::Playback,
+                detail: format!("the device asked for no audio for {STALL_AFTER:?}"),
+            });
+        }
+        None
+    }
+}
+
+fn open(config: &PlaybackConfig) -> Result<Output, AudioError> {
+    let name = config.device.as_str();
+    let host = device::alsa_host(name, Direction::Playback)?;
+    let dev = device::find_device(&host, name, Direction::Playback)?;
+    let ranges: Vec<_> = dev
+        .supported_output_configs()
+        .map_err(|e| open_error(name, e))?
+        .collect();
+    let format = match config.format {
+        Some(f) => f,
+        None => device::choose_playback_format(dev.default_output_config().ok(), &ranges)
+            .ok_or_else(|| AudioError::UnsupportedFormat {
+                name: name.to_string(),
+                direction: Direction::Playback,
+                detail: "no i16, i32 or f32 format".into(),
+            })?,
+    };
+    let stream_config = device::stream_config(
+        format,
+        device::buffer_range(&ranges, format).as_ref(),
+        PERIOD_MS,
+    );
+    let period_frames = format!("{:?}", stream_config.buffer_size);
+    let output = match format.sample {
+        SampleKind::I16 => build::<i16>(name, &dev, format, stream_config),
+        SampleKind::I32 => build::<i32>(name, &dev, format, stream_config),
+        SampleKind::F32 => build::<f32>(name, &dev, format, stream_config),
+    }?;
+    tracing::info!(device = name, format = %format, period_frames, "playback started");
+    Ok(output)
+}
+
+fn build<T: SizedSample + AudioSample>(
+    name: &str,
+    dev: &cpal::Device,
+    format: StreamFormat,
+    config: cpal::StreamConfig,
+) -> Result<Output, AudioError> {
+    let channels = usize::from(format.channels);
+    let (mut mixer, handle) = Mixer::new(format.rate);
+    let callbacks = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let device_error = Arc::new(Mutex::new(None));
+    let xruns = Arc::new(AtomicU64::new(0));
+    let cb_count = callbacks.clone();
+    // The real-time callback: the mixer only copies, sums and counts.
+    let data_cb = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
+        cb_count.fetch_add(1, Ordering::Relaxed);
+        mixer.mix(out, channels);
+    };
+    let (err_failed, err_slot) = (failed.clone(), device_error.clone());
+    let owner = thread::current();
+    let err_cb = move |e: cpal::Error| {
+        device::on_stream_error(e, &xruns, &err_slot, &err_failed, &owner);
+    };
+    let stream = dev
+        .build_output_stream::<T, _, _>(config, data_cb, err_cb, None)
+        .map_err(|e| open_error(name, e))?;
+    stream.play().map_err(|e| open_error(name, e))?;
+    Ok(Output {
+        stream,
+        mixer: handle,
+        format,
+        callbacks,
+        failed,
+        device_error,
+        seen_callbacks: 0,
+        progress_at: Instant::now(),
+    })
 }
 
 fn open_error(name: &str, e: cpal::Error) -> AudioError {
@@ -276,158 +605,5 @@ fn open_error(name: &str, e: cpal::Error) -> AudioError {
         name: name.to_string(),
         direction: Direction::Playback,
         detail: e.to_string(),
-    }
-}
-
-type PlayArgs<'a> = (
-    &'a str,
-    cpal::Device,
-    StreamFormat,
-    cpal::StreamConfig,
-    Arc<Shared>,
-    std::sync::mpsc::Receiver<Bytes>,
-    Events,
-    Ready,
-);
-
-fn play<T: SizedSample + AudioSample>(args: PlayArgs<'_>) {
-    let (name, dev, format, config, shared, input, events, ready) = args;
-    let channels = usize::from(format.channels);
-    let capacity = (format.rate * RING_MS / 1000) as usize * channels;
-    let (producer, mut consumer) = rtrb::RingBuffer::<T>::new(capacity);
-    let owner = thread::current();
-
-    let cb_shared = shared.clone();
-    // The real-time callback: copy whole frames out of the ring, pad with
-    // silence, count. No locks, no allocation, no logging.
-    let data_cb = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
-        cb_shared.callbacks.fetch_add(1, Ordering::Relaxed);
-        let mut n = 0;
-        if !cb_shared.stop.load(Ordering::Relaxed) {
-            n = (consumer.slots() / channels * channels).min(out.len());
-            let _ = consumer.pop_partial_slice(&mut out[..n]);
-            let before = cb_shared
-                .played_frames
-                .fetch_add((n / channels) as u64, Ordering::Relaxed);
-            if n < out.len() && before > 0 && !cb_shared.decoded_all.load(Ordering::Relaxed) {
-                cb_shared.underruns.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for s in &mut out[n..] {
-            *s = T::default();
-        }
-    };
-    let err_shared = shared.clone();
-    let err_owner = owner.clone();
-    let err_cb = move |e: cpal::Error| {
-        let s = &err_shared;
-        device::on_stream_error(e, &s.underruns, &s.device_error, &s.failed, &err_owner);
-    };
-    let stream = match dev.build_output_stream::<T, _, _>(config, data_cb, err_cb, None) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(open_error(name, e)));
-            return;
-        }
-    };
-    // Started now, playing silence until the first frame is decoded (tens of
-    // ms). Starting only once audio is ready was tried: a device with a deep
-    // buffer (the file plugin behind a FIFO, some USB DACs) then pulls its
-    // whole buffer at once and underruns while the decoder warms up.
-    if let Err(e) = stream.play() {
-        let _ = ready.send(Err(open_error(name, e)));
-        return;
-    }
-    tracing::info!(device = name, format = %format, period_frames = ?config.buffer_size, "playback started");
-    let dec_shared = shared.clone();
-    let dec_owner = owner.clone();
-    let decoder = thread::Builder::new()
-        .name("avsd-mp3".into())
-        .spawn(move || decode(input, producer, format, dec_shared, dec_owner));
-    if let Err(e) = decoder {
-        let _ = ready.send(Err(AudioError::Thread(format!(
-            "cannot start the MP3 decoder thread: {e}"
-        ))));
-        return;
-    }
-    if ready.send(Ok(format)).is_err() {
-        shared.stop.store(true, Ordering::Release);
-        return;
-    }
-    let end = monitor(name, &shared, &events);
-    // A failure is told at once: closing a stuck device can block until its
-    // driver lets go. The event channel still closes only after the device
-    // is released, so `None` from next_event means the file or card has
-    // everything.
-    if matches!(end, PlayerEvent::Failed(_)) {
-        let _ = events.send(end);
-        drop(stream);
-    } else {
-        drop(stream);
-        let _ = events.send(end);
-    }
-    tracing::debug!(device = name, "playback closed");
-}
-
-/// Turns the counters into events until playback ends; returns the last event.
-fn monitor(name: &str, shared: &Shared, events: &Events) -> PlayerEvent {
-    let mut started = false;
-    let mut drained_at: Option<u64> = None;
-    let mut seen_callbacks = shared.callbacks.load(Ordering::Relaxed);
-    let mut progress_at = Instant::now();
-    loop {
-        if !started && shared.played_frames.load(Ordering::Relaxed) > 0 {
-            started = true;
-            let _ = events.send(PlayerEvent::Started);
-        }
-        if shared.stop.load(Ordering::Acquire) {
-            return PlayerEvent::Stopped;
-        }
-        if shared.failed.load(Ordering::Acquire) {
-            let detail = shared
-                .device_error
-                .lock()
-                .ok()
-                .and_then(|mut e| e.take())
-                .map_or_else(|| "the stream ended".into(), |e| e.to_string());
-            return PlayerEvent::Failed(AudioError::Device {
-                name: name.to_string(),
-                direction: Direction::Playback,
-                detail,
-            });
-        }
-        if let Some(e) = shared.decode_error.lock().ok().and_then(|mut e| e.take()) {
-            return PlayerEvent::Failed(e);
-        }
-        let callbacks = shared.callbacks.load(Ordering::Relaxed);
-        if callbacks != seen_callbacks {
-            seen_callbacks = callbacks;
-            progress_at = Instant::now();
-        } else if progress_at.elapsed() >= STALL_AFTER {
-            return PlayerEvent::Failed(AudioError::Device {
-                name: name.to_string(),
-                direction: Direction::Playback,
-                detail: format!("the device asked for no audio for {STALL_AFTER:?}"),
-            });
-        }
-        if shared.decoded_all.load(Ordering::Acquire)
-            && shared.played_frames.load(Ordering::Relaxed)
-                >= shared.decoded_frames.load(Ordering::Relaxed)
-        {
-            // The callback handed over the last sample; ALSA still holds up
-            // to one buffer (two periods). Finished after those have gone.
-            let now = shared.callbacks.load(Ordering::Relaxed);
-            match drained_at {
-                None => drained_at = Some(now),
-                Some(at) if now >= at + 2 => {
-                    if !started {
-                        let _ = events.send(PlayerEvent::Started);
-                    }
-                    return PlayerEvent::Finished;
-                }
-                Some(_) => {}
-            }
-        }
-        thread::park_timeout(MONITOR_TICK);
     }
 }

@@ -19,6 +19,7 @@ use super::{
     ConnectionState, DialogCommand, DialogError, DialogState, DialogStatus, Links, Settings,
     Trigger, context,
 };
+use crate::audio::{AudioError, Speaker};
 use crate::auth::{AuthState, AuthStatus};
 use crate::avs::connection::{AudioPart, ConnectionHandle};
 use crate::avs::inbound::Inbound;
@@ -95,6 +96,8 @@ struct Dialog {
     /// A Speak from the downchannel waits for its attachment until then.
     attachment_due: Option<tokio::time::Instant>,
     speaking: Option<Speaking>,
+    /// The one output, kept for the daemon's life.
+    speaker: Result<Speaker, AudioError>,
 }
 
 pub(super) async fn run(
@@ -115,6 +118,7 @@ pub(super) async fn run(
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
+    let speaker = Speaker::new(settings.playback.clone());
     let mut d = Dialog {
         settings,
         auth,
@@ -137,6 +141,7 @@ pub(super) async fn run(
         attachments: Attachments::default(),
         attachment_due: None,
         speaking: None,
+        speaker,
     };
     loop {
         let speaking = async {

@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::decode::{Mp3Input, decode};
 use super::device::{self, SampleKind, StreamFormat};
-use super::mixer::{MAX_SOURCES, Mixer, MixerHandle, SourceControl, SourceFeed};
+use super::focus::{ActivityId, Backgrounded, Channel, FocusChange, FocusManager, FocusState};
+use super::mixer::{DUCKED_GAIN, MAX_SOURCES, Mixer, MixerHandle, SourceControl, SourceFeed};
 use super::resample::AudioSample;
 use super::{AudioError, DEFAULT_DEVICE, Direction};
 
@@ -100,10 +101,34 @@ pub struct Speaker {
     _alive: Arc<()>,
 }
 
+/// What plays, on which focus channel, and what it wants done with it
+/// when a higher channel takes the foreground.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activity {
+    /// The focus channel it plays on.
+    pub channel: Channel,
+    /// The AVS interface that plays it, for the log and the context.
+    pub interface: &'static str,
+    /// Duck, pause or stop in the background.
+    pub backgrounded: Backgrounded,
+    /// Its gain in the foreground (1.0: as decoded).
+    pub gain: f32,
+}
+
+impl Activity {
+    /// Alexa's voice: the Dialog channel, stopped if it ever lost focus.
+    pub const SPEECH: Activity = Activity {
+        channel: Channel::Dialog,
+        interface: "SpeechSynthesizer",
+        backgrounded: Backgrounded::Stop,
+        gain: 1.0,
+    };
+}
+
 enum Command {
     Play {
         input: Mp3Input,
-        gain: f32,
+        activity: Activity,
         /// Close the output once this source is over (a [`Player::start`]
         /// of its own).
         close_after: bool,
@@ -128,6 +153,7 @@ impl Speaker {
             alive: Arc::downgrade(&alive),
             output: None,
             playing: Vec::new(),
+            focus: FocusManager::new(),
             decoders: Vec::new(),
         };
         thread::Builder::new()
@@ -140,17 +166,27 @@ impl Speaker {
         })
     }
 
-    /// Plays the MP3 that arrives on `attachment`, straight from it to a
-    /// decoder thread, at full volume.
+    /// Plays Alexa's answer, whose MP3 arrives on `attachment`, straight
+    /// from it to a decoder thread, on the Dialog channel.
     pub async fn speak(&self, attachment: mpsc::Receiver<Bytes>) -> Result<Player, AudioError> {
-        self.play(Mp3Input::Attachment(attachment), 1.0, false)
+        self.play(attachment, Activity::SPEECH).await
+    }
+
+    /// Plays the MP3 that arrives on `data` as `activity`: it takes that
+    /// focus channel, and the others duck, pause or stop as focus says.
+    pub async fn play(
+        &self,
+        data: mpsc::Receiver<Bytes>,
+        activity: Activity,
+    ) -> Result<Player, AudioError> {
+        self.start(Mp3Input::Attachment(data), activity, false)
             .await
     }
 
-    async fn play(
+    async fn start(
         &self,
         input: Mp3Input,
-        gain: f32,
+        activity: Activity,
         close_after: bool,
     ) -> Result<Player, AudioError> {
         let (reply, answer) = oneshot::channel();
@@ -158,7 +194,7 @@ impl Speaker {
         self.commands
             .send(Command::Play {
                 input,
-                gain,
+                activity,
                 close_after,
                 reply,
             })
@@ -203,7 +239,9 @@ impl Player {
     pub async fn start(config: PlaybackConfig) -> Result<Player, AudioError> {
         let speaker = Speaker::new(config)?;
         let (input, rx) = std::sync::mpsc::channel();
-        let mut player = speaker.play(Mp3Input::Pushed(rx), 1.0, true).await?;
+        let mut player = speaker
+            .start(Mp3Input::Pushed(rx), Activity::SPEECH, true)
+            .await?;
         player.input = Some(input);
         player._own = Some(speaker);
         Ok(player)
@@ -277,6 +315,8 @@ struct Output {
 /// A source playing, as the speaker thread follows it.
 struct Playing {
     control: Arc<SourceControl>,
+    activity: ActivityId,
+    gain: f32,
     events: mpsc::UnboundedSender<PlayerEvent>,
     decoder: usize,
     close_after: bool,
@@ -293,6 +333,7 @@ struct SpeakerThread {
     alive: std::sync::Weak<()>,
     output: Option<Output>,
     playing: Vec<Playing>,
+    focus: FocusManager,
     /// Each decoder thread's job queue, and whether it is busy.
     decoders: Vec<(Sender<(Mp3Input, SourceFeed, u32)>, bool)>,
 }
@@ -303,11 +344,11 @@ impl SpeakerThread {
             match rx.recv_timeout(MONITOR_TICK) {
                 Ok(Command::Play {
                     input,
-                    gain,
+                    activity,
                     close_after,
                     reply,
                 }) => {
-                    let result = self.play(input, gain, close_after);
+                    let result = self.play(input, activity, close_after);
                     if let Err(e) = &result {
                         tracing::warn!(error = %e, "cannot play");
                     }
@@ -329,7 +370,7 @@ impl SpeakerThread {
     fn play(
         &mut self,
         input: Mp3Input,
-        gain: f32,
+        activity: Activity,
         close_after: bool,
     ) -> Result<Player, AudioError> {
         let decoder = self.idle_decoder()?;
@@ -339,20 +380,52 @@ impl SpeakerThread {
         };
         let format = output.format;
         let capacity = (format.rate * RING_MS / 1000) as usize;
-        let feed = output.mixer.add(capacity, gain).map_err(|_| {
-            AudioError::Thread(format!("{MAX_SOURCES} sounds already play at once"))
-        })?;
+        if output.mixer.collect() >= MAX_SOURCES {
+            return Err(AudioError::Thread(format!(
+                "{MAX_SOURCES} sounds already play at once"
+            )));
+        }
+        let (id, changes) =
+            self.focus
+                .acquire(activity.channel, activity.interface, activity.backgrounded);
+        // Its own state is the last change; start it at that gain, so a
+        // sound that starts in the background is never heard loud.
+        let state = changes.last().map_or(FocusState::None, |c| c.state);
+        let (gain, paused) = focus_gain(activity.gain, activity.backgrounded, state);
+        let output = self
+            .output
+            .as_mut()
+            .ok_or_else(|| AudioError::Thread("the output closed while a sound started".into()))?;
+        let feed = match output.mixer.add(capacity, gain) {
+            Ok(feed) => feed,
+            Err(_) => {
+                let undo = self.focus.release(id);
+                self.apply(&undo);
+                return Err(AudioError::Thread(format!(
+                    "{MAX_SOURCES} sounds already play at once"
+                )));
+            }
+        };
         let control = feed.control().clone();
+        control.set_paused(paused);
+        if state == FocusState::None {
+            control.stop();
+        }
         if self.decoders[decoder]
             .0
             .send((input, feed, format.rate))
             .is_err()
         {
+            let undo = self.focus.release(id);
+            self.apply(&undo);
             return Err(AudioError::Thread("an MP3 decoder thread died".into()));
         }
         self.decoders[decoder].1 = true;
+        self.apply(&changes);
         let (events, events_rx) = mpsc::unbounded_channel();
         self.playing.push(Playing {
+            activity: id,
+            gain: activity.gain,
             control: control.clone(),
             events,
             decoder,
@@ -474,11 +547,28 @@ impl SpeakerThread {
         }
     }
 
+    /// Gives the sources the gain and pause their focus calls for.
+    fn apply(&self, changes: &[FocusChange]) {
+        for change in changes {
+            let Some(p) = self.playing.iter().find(|p| p.activity == change.activity) else {
+                continue;
+            };
+            let (gain, paused) = focus_gain(p.gain, change.backgrounded, change.state);
+            p.control.set_gain(gain);
+            p.control.set_paused(paused);
+            if change.state == FocusState::None {
+                p.control.stop();
+            }
+        }
+    }
+
     /// Sends a source's last event. A speaker opened for that source alone
     /// closes first, so the event channel closing means the file or card
     /// has everything; but a failure is told before closing, which can
     /// block until a stuck driver lets go.
     fn finish(&mut self, p: Playing, event: PlayerEvent) {
+        let changes = self.focus.release(p.activity);
+        self.apply(&changes);
         if p.close_after && !matches!(event, PlayerEvent::Failed(_)) {
             self.close();
         }
@@ -526,6 +616,15 @@ impl Output {
             });
         }
         None
+    }
+}
+
+/// The gain and pause of a source with foreground gain `gain` in `state`.
+fn focus_gain(gain: f32, backgrounded: Backgrounded, state: FocusState) -> (f32, bool) {
+    match (state, backgrounded) {
+        (FocusState::Foreground, _) => (gain, false),
+        (FocusState::Background, Backgrounded::Duck) => (gain * DUCKED_GAIN, false),
+        (FocusState::Background, _) | (FocusState::None, _) => (gain, true),
     }
 }
 

@@ -326,6 +326,10 @@ struct Playing {
     drained_at: Option<u64>,
 }
 
+/// One MP3 for a decoder thread: where its bytes come from, where its
+/// samples go, and the output's rate.
+type Job = (Mp3Input, SourceFeed, u32);
+
 struct SpeakerThread {
     config: PlaybackConfig,
     /// For the decoder threads to report back.
@@ -335,7 +339,7 @@ struct SpeakerThread {
     playing: Vec<Playing>,
     focus: FocusManager,
     /// Each decoder thread's job queue, and whether it is busy.
-    decoders: Vec<(Sender<(Mp3Input, SourceFeed, u32)>, bool)>,
+    decoders: Vec<(Sender<Job>, bool)>,
 }
 
 impl SpeakerThread {
@@ -350,7 +354,7 @@ impl SpeakerThread {
                 }) => {
                     let result = self.play(input, activity, close_after);
                     if let Err(e) = &result {
-                        tracing::warn!(error = %e, "cannot play");
+                        tracing::debug!(error = %e, "cannot play");
                     }
                     let _ = reply.send(result);
                 }
@@ -454,7 +458,7 @@ impl SpeakerThread {
             )));
         }
         let index = self.decoders.len();
-        let (jobs, rx) = std::sync::mpsc::channel::<(Mp3Input, SourceFeed, u32)>();
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let done = self.own.clone();
         thread::Builder::new()
             .name("avsd-mp3".into())

@@ -568,8 +568,10 @@ alsa_test!(
             assert_eq!(next(&mut music).await, Some(PlayerEvent::Started));
             timeout(STEP, one_second).await.expect("a second of music").expect("reader alive");
             assert_eq!(format.rate, 48_000, "the file plugin's default rate");
+            let asked = Instant::now();
             let mut answer = speaker.speak(arrived(&mp3)).await.expect("the answer plays");
             assert_eq!(next(&mut answer).await, Some(PlayerEvent::Started));
+            println!("the answer started {:?} after it was handed over", asked.elapsed());
             assert_eq!(next(&mut answer).await, Some(PlayerEvent::Finished));
             assert_eq!(next(&mut answer).await, None);
             assert_eq!(next(&mut music).await, Some(PlayerEvent::Finished), "the music played on");

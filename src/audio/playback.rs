@@ -392,9 +392,12 @@ impl SpeakerThread {
         let (id, changes) =
             self.focus
                 .acquire(activity.channel, activity.interface, activity.backgrounded);
-        // Its own state is the last change; start it at that gain, so a
-        // sound that starts in the background is never heard loud.
-        let state = changes.last().map_or(FocusState::None, |c| c.state);
+        // Start it at the gain of its first state, so a sound that starts
+        // in the background is never heard loud.
+        let state = changes
+            .iter()
+            .find(|c| c.activity == id)
+            .map_or(FocusState::None, |c| c.state);
         let (gain, paused) = focus_gain(activity.gain, activity.backgrounded, state);
         let output = self
             .output

@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use avsd::audio::focus::{Backgrounded, Channel};
 use avsd::audio::{
-    AVS_CHUNK_BYTES, AudioError, Capture, CaptureConfig, Direction, PlaybackConfig, Player,
-    PlayerEvent, SampleKind, StreamFormat,
+    AVS_CHUNK_BYTES, Activity, AudioError, Capture, CaptureConfig, Direction, PlaybackConfig,
+    Player, PlayerEvent, SampleKind, Speaker, StreamFormat,
 };
 use bytes::Bytes;
 use tokio::time::timeout;
@@ -299,7 +300,7 @@ fn mono_of(written: &[u8], channels: usize) -> Vec<f32> {
 }
 
 async fn next(player: &mut Player) -> Option<PlayerEvent> {
-    timeout(STEP, player.next_piece())
+    timeout(STEP, player.next_event())
         .await
         .expect("an event, not a hang")
 }
@@ -488,3 +489,148 @@ alsa_test!(garbage_instead_of_mp3_fails_cleanly, |dir: &Path| {
         reader.join();
     });
 });
+
+/// Amplitude of the `freq` Hz component of `x` (sampled at `rate` Hz).
+fn tone_amplitude(x: &[f32], freq: f32, rate: f32) -> f32 {
+    let w = 2.0 * std::f32::consts::PI * freq / rate;
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for (i, s) in x.iter().enumerate() {
+        let phase = f64::from(w) * i as f64;
+        re += f64::from(*s) * phase.cos();
+        im -= f64::from(*s) * phase.sin();
+    }
+    (2.0 * (re * re + im * im).sqrt() / x.len().max(1) as f64) as f32
+}
+
+/// A 12 s, 3 kHz sine at half scale as a 24 kHz MP3: "music" whose level
+/// can be told apart from speech in the mix.
+fn music_mp3(dir: &Path) -> Vec<u8> {
+    let wav = dir.join("music.wav");
+    tool(
+        "sox",
+        &[
+            "-n",
+            "-r",
+            "24000",
+            "-c",
+            "1",
+            path_str(&wav),
+            "synth",
+            "12",
+            "sine",
+            "3000",
+            "vol",
+            "0.5",
+        ],
+    );
+    let mp3 = dir.join("music.mp3");
+    tool(
+        "lame",
+        &["--quiet", "-b", "64", path_str(&wav), path_str(&mp3)],
+    );
+    std::fs::read(&mp3).expect("read music.mp3")
+}
+
+/// A channel that already holds all of `data` and is closed, as a fully
+/// arrived attachment.
+fn arrived(data: &[u8]) -> tokio::sync::mpsc::Receiver<Bytes> {
+    let pieces: Vec<Bytes> = data.chunks(1_000).map(Bytes::copy_from_slice).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+    for piece in pieces {
+        tx.try_send(piece).expect("room for every piece");
+    }
+    rx
+}
+
+alsa_test!(
+    an_answer_over_music_ducks_it_through_the_one_output,
+    |dir: &Path| {
+        let reader = FifoReader::new(&dir.join("spk.fifo"));
+        runtime().block_on(async {
+            // Made first: under load, sox and lame take a while.
+            let (mp3, reference) = answer_mp3(dir, 48_000);
+            let speaker = Speaker::new(PlaybackConfig::device("spk")).expect("speaker thread");
+            let music_activity = Activity {
+                channel: Channel::Content,
+                interface: "AudioPlayer",
+                backgrounded: Backgrounded::Duck,
+                gain: 1.0,
+            };
+            let mut music = speaker
+                .play(arrived(&music_mp3(dir)), music_activity)
+                .await
+                .expect("open spk for the music");
+            let format = music.output_format();
+            let per_10ms = format.frame_bytes() * format.frames_per_10ms() as usize;
+            // Alexa answers once a second of music has played.
+            let one_second = reader.pace(per_10ms, per_10ms * 100, false);
+            assert_eq!(next(&mut music).await, Some(PlayerEvent::Started));
+            timeout(STEP, one_second).await.expect("a second of music").expect("reader alive");
+            assert_eq!(format.rate, 48_000, "the file plugin's default rate");
+            let asked = Instant::now();
+            let mut answer = speaker.speak(arrived(&mp3)).await.expect("the answer plays");
+            assert_eq!(next(&mut answer).await, Some(PlayerEvent::Started));
+            println!("the answer started {:?} after it was handed over", asked.elapsed());
+            assert_eq!(next(&mut answer).await, Some(PlayerEvent::Finished));
+            assert_eq!(next(&mut answer).await, None);
+            assert_eq!(next(&mut music).await, Some(PlayerEvent::Finished), "the music played on");
+            drop((music, answer, speaker));
+            let ours = mono_of(&reader.join(), usize::from(format.channels));
+
+            // The music's level, 50 ms at a time: full, ducked while Alexa
+            // speaks, full again.
+            let rate = format.rate as f32;
+            let window = (format.rate / 20) as usize;
+            let levels: Vec<f32> = ours
+                .chunks_exact(window)
+                .map(|w| tone_amplitude(w, 3_000.0, rate))
+                .collect();
+            let full = levels.iter().cloned().fold(0.0f32, f32::max);
+            assert!(full > 0.3, "the music was heard: {full}");
+            // The longest run of ducked windows (a window holding the end
+            // of the music is low too, but alone).
+            let is_ducked = |l: f32| l < 0.3 * full && l > 0.02 * full;
+            let (mut first, mut last, mut run_from) = (0, 0, None);
+            for (i, l) in levels.iter().enumerate() {
+                match (is_ducked(*l), run_from) {
+                    (true, None) => run_from = Some(i),
+                    (false, Some(from)) => {
+                        if i - from > last + 1 - first {
+                            (first, last) = (from, i - 1);
+                        }
+                        run_from = None;
+                    }
+                    _ => {}
+                }
+            }
+            assert!(last > first, "the music was ducked: {levels:?}");
+            let mut inside: Vec<f32> = levels[first..=last].to_vec();
+            inside.sort_by(f32::total_cmp);
+            let median = inside[inside.len() / 2] / full;
+            let (_, rl) = active_span(&reference, 0.0).expect("the answer");
+            let answer_s = rl as f32 / rate;
+            let ducked_s = (last + 1 - first) as f32 * window as f32 / rate;
+            println!(
+                "music at {full:.3}; ducked to {median:.3} of it for {ducked_s:.2} s (the answer: {answer_s:.2} s)"
+            );
+            assert!((0.05..0.2).contains(&median), "ducked to about -20 dB: {median}");
+            assert!((ducked_s - answer_s).abs() < 0.3, "ducked while the answer played");
+            // The windows either side of the ducked ones hold part of a
+            // ramp; the ones beyond are at full level.
+            let before = &levels[..first.saturating_sub(1)];
+            let after = &levels[(last + 2).min(levels.len())..];
+            assert!(before.iter().rev().take(10).all(|l| *l > 0.8 * full), "full before: {before:?}");
+            assert!(after.iter().take(10).all(|l| *l > 0.8 * full), "full after: {after:?}");
+            assert!(before.len() >= 10 && after.len() >= 10, "music before and after");
+
+            // And the answer itself is in the mix over the ducked music.
+            let factor = (format.rate / 8_000).max(1) as usize;
+            let a = decimate(&ours[first * window..(last + 1) * window], factor);
+            let b = decimate(&reference, factor);
+            let n = a.len().min(b.len());
+            let (corr, lag) = best_correlation(&a[..n], &b[..n], 800);
+            println!("the answer in the mix: correlation {corr:.3} at lag {lag} (8 kHz)");
+            assert!(corr > 0.8, "the answer was heard over the music: {corr}");
+        });
+    }
+);

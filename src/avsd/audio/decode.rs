@@ -1,11 +1,11 @@
 //! Streaming MP3 decoding with symphonia, from bytes that arrive piece by
-//! piece, and the playback decoder thread that feeds the output ring.
+//! piece, into a mixer source. Run by the speaker's decoder threads; it
+//! knows nothing of the speaker.
 
 use std::io::{self, Read};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -16,24 +16,72 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadOnlyS
 use symphonia::default::codecs::MpaDecoder;
 use symphonia::default::formats::MpaReader;
 
-use super::AudioError;
-use super::device::StreamFormat;
-use super::playback::Shared;
-use super::resample::{AudioSample, MonoResampler};
+use tokio::sync::mpsc::error::TryRecvError;
 
-/// A blocking [`Read`] over the MP3 bytes pushed so far: it waits for the
-/// next piece and reports end of file once the sender is gone. Runs on the
-/// decoder thread, where blocking is the point.
+use super::AudioError;
+use super::mixer::{SourceControl, SourceFeed};
+use super::resample::MonoResampler;
+
+/// Where an answer's MP3 bytes come from.
+pub(crate) enum Mp3Input {
+    /// Straight from the `Speak` attachment as it streams in.
+    Attachment(tokio::sync::mpsc::Receiver<Bytes>),
+    /// Pushed piece by piece through [`super::Player::push`].
+    Pushed(Receiver<Bytes>),
+}
+
+/// How long the decoder waits for the next piece before it looks again
+/// whether its source was stopped. Bounds how late a stopped answer lets
+/// go of the decoder thread; the wait ends at once when bytes arrive.
+const INPUT_POLL: Duration = Duration::from_millis(20);
+
+impl Mp3Input {
+    /// The next piece; `None` at the end of the MP3 or once `control` says
+    /// nobody will play it any more.
+    fn next(&mut self, control: &SourceControl) -> Option<Bytes> {
+        loop {
+            if control.is_stopped() {
+                return None;
+            }
+            match self {
+                Mp3Input::Pushed(rx) => match rx.recv_timeout(INPUT_POLL) {
+                    Ok(b) => return Some(b),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
+                Mp3Input::Attachment(rx) => match rx.try_recv() {
+                    Ok(b) => return Some(b),
+                    Err(TryRecvError::Disconnected) => {
+                        // scripts/bench times "answer to sound" from here
+                        // to the dialog's "speaking" line.
+                        tracing::debug!("the answer's audio has arrived in full");
+                        return None;
+                    }
+                    // tokio's receiver has no blocking wait with a time
+                    // bound; a short sleep keeps the first bytes' delay to
+                    // about a millisecond.
+                    Err(TryRecvError::Empty) => thread::sleep(Duration::from_millis(1)),
+                },
+            }
+        }
+    }
+}
+
+/// A blocking [`Read`] over the MP3 bytes: it waits for the next piece and
+/// reports end of file at the end of the input. Runs on a decoder thread,
+/// where blocking is the point.
 pub(crate) struct ChannelReader {
     // symphonia wants a `Sync` source; only the decoder thread ever locks it.
-    rx: Mutex<Receiver<Bytes>>,
+    input: Mutex<Mp3Input>,
+    control: Arc<SourceControl>,
     current: Bytes,
 }
 
 impl ChannelReader {
-    pub(crate) fn new(rx: Receiver<Bytes>) -> Self {
+    pub(crate) fn new(input: Mp3Input, control: Arc<SourceControl>) -> Self {
         Self {
-            rx: Mutex::new(rx),
+            input: Mutex::new(input),
+            control,
             current: Bytes::new(),
         }
     }
@@ -42,13 +90,13 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            let rx = self
-                .rx
+            let input = self
+                .input
                 .get_mut()
                 .map_err(|_| io::Error::other("poisoned"))?;
-            match rx.recv() {
-                Ok(b) => self.current = b,
-                Err(_) => return Ok(0),
+            match input.next(&self.control) {
+                Some(b) => self.current = b,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -129,90 +177,49 @@ fn decode_error(e: SymError) -> AudioError {
     AudioError::Decode(e.to_string())
 }
 
-/// The decoder thread: MP3 bytes in, device samples into the ring.
-pub(super) fn decode<T: AudioSample>(
-    input: std::sync::mpsc::Receiver<Bytes>,
-    mut producer: rtrb::Producer<T>,
-    format: StreamFormat,
-    shared: Arc<Shared>,
-    owner: Thread,
-) {
-    let fail = |e: AudioError| {
-        tracing::warn!(error = %e, "MP3 answer failed");
-        if let Ok(mut slot) = shared.decode_error.lock() {
-            *slot = Some(e);
-        }
-        owner.unpark();
-    };
-    let mut mp3 = match Mp3Stream::open(ChannelReader::new(input)) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    let mut resampler = match MonoResampler::new(mp3.rate, format.rate) {
-        Ok(r) => r,
-        Err(e) => return fail(AudioError::Decode(e)),
-    };
-    let channels = usize::from(format.channels);
+/// Decodes one answer from `input` into `feed` (mono at `rate` Hz, the
+/// output's rate), waiting for room in its ring. Returns when the MP3 has
+/// been decoded in full, or early once the source was stopped; the feed is
+/// finished either way when it is dropped.
+pub(super) fn decode(input: Mp3Input, mut feed: SourceFeed, rate: u32) -> Result<(), AudioError> {
+    let source = ChannelReader::new(input, feed.control().clone());
+    let mut mp3 = Mp3Stream::open(source)?;
+    let mut resampler = MonoResampler::new(mp3.rate, rate).map_err(AudioError::Decode)?;
     let mut block = Vec::new();
     let mut out = Vec::new();
     loop {
         block.clear();
         out.clear();
-        let more = match mp3.next_block(&mut block) {
-            Ok(more) => more,
-            Err(e) => return fail(e),
-        };
-        let step = if more {
+        let more = mp3.next_block(&mut block)?;
+        if more {
             resampler.process(&block, &mut out)
         } else {
             resampler.flush(&mut out)
-        };
-        if let Err(e) = step {
-            return fail(AudioError::Decode(e));
         }
-        if !write(&mut producer, &out, channels, &shared) {
-            return; // stopped
-        }
-        if !more {
-            shared.decoded_all.store(true, Ordering::Release);
-            owner.unpark();
-            return;
+        .map_err(AudioError::Decode)?;
+        if !write(&mut feed, &out) || !more {
+            return Ok(());
         }
     }
 }
 
-/// Writes mono samples to every channel of the ring, waiting for room.
-/// Returns false when playback was stopped meanwhile.
-fn write<T: AudioSample>(
-    producer: &mut rtrb::Producer<T>,
-    mono: &[f32],
-    channels: usize,
-    shared: &Shared,
-) -> bool {
+/// Writes mono samples into the source's ring, waiting for room. Returns
+/// false when the source was stopped meanwhile.
+fn write(feed: &mut SourceFeed, mono: &[f32]) -> bool {
     let mut rest = mono;
     while !rest.is_empty() {
-        // Stopped, or the playback thread is gone (device failure): give up
-        // instead of waiting for room that will never come.
-        if shared.stop.load(Ordering::Acquire) || producer.is_abandoned() {
+        // Stopped, or the output is gone (device failure): give up instead
+        // of waiting for room that will never come.
+        if feed.is_closed() {
             return false;
         }
-        let frames = (producer.slots() / channels).min(rest.len());
-        if frames == 0 {
+        let n = feed.push(rest);
+        if n == 0 {
             // The ring is full: the device plays at real time and the decoder
             // is ahead. Wait about a period; this thread may block.
             thread::sleep(Duration::from_millis(5));
-            continue;
         }
-        if let Ok(chunk) = producer.write_chunk_uninit(frames * channels) {
-            let samples = rest[..frames]
-                .iter()
-                .flat_map(|s| std::iter::repeat_n(T::from_f32(*s), channels));
-            chunk.fill_from_iter(samples);
-        }
-        shared
-            .decoded_frames
-            .fetch_add(frames as u64, Ordering::Release);
-        rest = &rest[frames..];
+        rest = &rest[n..];
     }
     true
 }

@@ -5,11 +5,15 @@
 //!   format it offers and yields 10 ms chunks of 16 kHz, 16-bit little-endian
 //!   mono PCM ([`AVS_CHUNK_BYTES`] = 320 bytes), ready for the audio part of a
 //!   `SpeechRecognizer.Recognize` event.
-//! - [`Player`] plays an MP3 that arrives piece by piece (the `Speak`
-//!   attachment), resampled to the output device, and reports
-//!   [`PlayerEvent::Started`] / [`PlayerEvent::Finished`] for the
-//!   `SpeechStarted` / `SpeechFinished` events and [`Player::offset_ms`] for the
-//!   SpeechSynthesizer context.
+//! - [`Speaker`] is the one output: opened once and kept for the daemon's
+//!   life, it decodes each MP3 as it arrives (the `Speak` attachment goes
+//!   straight to its decoder thread), resamples it to the device and mixes
+//!   every sound playing ([`mixer`]) under audio focus ([`focus`]: Alexa's
+//!   voice ducks music, an alarm pauses it). Each sound is a [`Player`],
+//!   which reports [`PlayerEvent::Started`] / [`PlayerEvent::Finished`] for
+//!   the `SpeechStarted` / `SpeechFinished` events and [`Player::offset_ms`]
+//!   for the SpeechSynthesizer context. [`Player::start`] opens an output
+//!   for one MP3 alone.
 //!
 //! Threading, the same for both directions: cpal calls back on its own
 //! real-time thread. The callbacks only copy samples between the device
@@ -18,7 +22,8 @@
 //! and MP3 decoding run on dedicated `std` threads (never on tokio's async
 //! workers), which talk to async code through tokio channels: a bounded one
 //! for capture chunks (a slow consumer shows up as counted overruns, not as
-//! memory growth), an unbounded one for the few playback events.
+//! memory growth), an unbounded one for the few playback events. The
+//! playback threads are started once and kept.
 //!
 //! Devices are ALSA PCM names. Named PCMs from an asound.conf are found only
 //! when they carry `hint { show on }`, because cpal looks names up among
@@ -27,13 +32,17 @@
 mod capture;
 mod decode;
 mod device;
+pub mod focus;
+pub mod mixer;
 mod playback;
 pub mod resample;
 mod settings;
+mod speaker;
 
 pub use capture::{Capture, CaptureConfig};
 pub use device::{SampleKind, StreamFormat, choose_capture_format};
-pub use playback::{PlaybackConfig, Player, PlayerEvent};
+pub use playback::{Activity, PlaybackConfig, Player, PlayerEvent};
+pub use speaker::Speaker;
 
 /// Sample rate AVS takes for `AUDIO_L16_RATE_16000_CHANNELS_1`, in Hz.
 pub const AVS_SAMPLE_RATE: u32 = 16_000;

@@ -1,13 +1,14 @@
 //! Alexa's spoken answers: the attachments waiting for their `Speak`, and
-//! the one answer playing now, fed to the player as its bytes arrive so the
-//! first sample does not wait for the whole MP3.
+//! the one answer playing now. Its bytes go from the attachment straight to
+//! the speaker's decoder as they arrive, so the first sample does not wait
+//! for the whole MP3.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::audio::{AudioError, PlaybackConfig, Player, PlayerEvent};
+use crate::audio::{AudioError, Player, PlayerEvent, Speaker};
 use avs_proto::message::{SpeechActivity, SpeechState};
 
 /// Attachments kept for a Speak that has not run yet. An answer holds one;
@@ -47,15 +48,12 @@ pub(super) struct Speaking {
     /// The Speak's token, echoed in events and the context.
     pub token: String,
     player: Player,
-    feed: Option<mpsc::Receiver<Bytes>>,
     /// The first sample reached the device.
     pub started: bool,
 }
 
 /// What happened to the answer playing now.
 pub(super) enum Progress {
-    /// More of the MP3 went to the player; nothing to report.
-    Fed,
     /// The player reported this.
     Player(PlayerEvent),
     /// The player is gone without a final event (it always sends one; this
@@ -64,48 +62,26 @@ pub(super) enum Progress {
 }
 
 impl Speaking {
-    /// Open the speaker for the Speak with `token`, whose MP3 arrives on `feed`.
+    /// Play the Speak with `token` on the speaker; its MP3 goes from `feed`
+    /// straight to the speaker's decoder, not through the dialog.
     pub(super) async fn start(
-        playback: PlaybackConfig,
+        speaker: &Result<Speaker, AudioError>,
         token: String,
         feed: mpsc::Receiver<Bytes>,
     ) -> Result<Speaking, AudioError> {
-        let player = Player::start(playback).await?;
+        let player = speaker.as_ref().map_err(Clone::clone)?.speak(feed).await?;
         Ok(Speaking {
             token,
             player,
-            feed: Some(feed),
             started: false,
         })
     }
 
-    /// Wait for the next step: a piece of the MP3 or a player event.
-    /// Cancel-safe, for the dialog's `select!`.
+    /// Wait for the player's next event. Cancel-safe, for the dialog's `select!`.
     pub(super) async fn next(&mut self) -> Progress {
-        let piece = async {
-            match &mut self.feed {
-                Some(feed) => feed.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            piece = piece => {
-                match piece {
-                    Some(bytes) => self.player.push(bytes),
-                    None => {
-                        self.feed = None;
-                        self.player.finish();
-                        // scripts/bench times "answer to sound" from here
-                        // to the "speaking" line.
-                        tracing::debug!("the answer's audio has arrived in full");
-                    }
-                }
-                Progress::Fed
-            }
-            event = self.player.next_piece() => match event {
-                Some(event) => Progress::Player(event),
-                None => Progress::Gone,
-            },
+        match self.player.next_event().await {
+            Some(event) => Progress::Player(event),
+            None => Progress::Gone,
         }
     }
 
@@ -118,7 +94,7 @@ impl Speaking {
         }
     }
 
-    /// Silence it at once; the device closes shortly after.
+    /// Silence it at once.
     pub(super) fn stop(&mut self) {
         self.player.stop();
     }

@@ -124,7 +124,7 @@ impl Dialog {
                     let Some(next) = self.queue.pop_front() else {
                         return;
                     };
-                    match Speaking::start(self.settings.playback.clone(), token, feed).await {
+                    match Speaking::start(&self.speaker, token, feed).await {
                         Ok(s) => self.speaking = Some(s),
                         Err(e) => {
                             let msg = e.to_string();
@@ -161,7 +161,6 @@ impl Dialog {
             return;
         };
         match progress {
-            Progress::Fed => return,
             Progress::Player(PlayerEvent::Started) => {
                 speaking.started = true;
                 let token = speaking.token.clone();

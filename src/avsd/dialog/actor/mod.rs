@@ -18,6 +18,7 @@ use super::speech::{Attachments, Speaking};
 use super::{
     DialogCommand, DialogError, DialogState, DialogStatus, Input, Links, Settings, Speech, Trigger,
 };
+use crate::audio::{AudioError, Speaker};
 use crate::auth::{AuthState, AuthStatus};
 use crate::avs::connection::{AudioPart, ConnectionHandle, ConnectionState, ContextSource};
 use crate::avs::inbound::Inbound;
@@ -96,6 +97,8 @@ struct Dialog {
     /// A Speak from the downchannel waits for its attachment until then.
     attachment_due: Option<tokio::time::Instant>,
     speaking: Option<Speaking>,
+    /// The one output, kept for the daemon's life.
+    speaker: Result<Speaker, AudioError>,
 }
 
 pub(super) async fn run(
@@ -117,6 +120,7 @@ pub(super) async fn run(
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
+    let speaker = Speaker::new(settings.playback.clone());
     let mut d = Dialog {
         settings,
         auth,
@@ -140,6 +144,7 @@ pub(super) async fn run(
         attachments: Attachments::default(),
         attachment_due: None,
         speaking: None,
+        speaker,
     };
     loop {
         let speaking = async {

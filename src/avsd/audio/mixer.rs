@@ -1,0 +1,516 @@
+//! The software mixer behind the one output stream: several mono sources at
+//! the device rate, each with its own gain, summed into the device buffer.
+//!
+//! ```text
+//! decoder thread ─SourceFeed (rtrb ring of f32)─▶ Mixer::mix (cpal callback) ─▶ ALSA
+//! speaker thread ─MixerHandle::add (rtrb ring of sources)─▶ Mixer
+//!                ◀─retired sources (rtrb ring)─ Mixer
+//! control: SourceControl atomics (gain, pause, stop) ─▶ Mixer ─▶ counters, ended
+//! ```
+//!
+//! [`Mixer::mix`] runs on the real-time audio thread, so it never allocates,
+//! frees, blocks or logs: the sources and their rings are made on the
+//! control side and moved in through a ring; a finished source is moved back
+//! out through another ring to be freed there; scratch space is allocated
+//! once. A gain change is ramped linearly over [`RAMP_MS`] so that ducking
+//! does not click. The sum is clamped to full scale, so two loud sources
+//! clip instead of wrapping around in integer formats.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use super::resample::AudioSample;
+
+/// Sources playing at once (Alexa's voice, an alarm, music, one spare).
+pub const MAX_SOURCES: usize = 4;
+/// The gain of a ducked source: about -20 dB.
+pub const DUCKED_GAIN: f32 = 0.1;
+/// How long a gain change takes.
+pub const RAMP_MS: u32 = 15;
+/// Frames mixed per pass; longer device buffers take several passes.
+const BLOCK_FRAMES: usize = 2048;
+
+/// The control side's handle on one source: gain, pause and stop in, how
+/// much was played and whether it ended out. All atomics, shared with the
+/// mixer on the audio thread.
+#[derive(Debug)]
+pub struct SourceControl {
+    gain: AtomicU32,
+    paused: AtomicBool,
+    stop: AtomicBool,
+    /// The feed will push nothing more.
+    finished: AtomicBool,
+    /// The mixer let go of the source: everything played, or stopped.
+    ended: AtomicBool,
+    played: AtomicU64,
+    underruns: AtomicU64,
+}
+
+impl SourceControl {
+    fn new(gain: f32) -> Self {
+        Self {
+            gain: AtomicU32::new(gain.to_bits()),
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            played: AtomicU64::new(0),
+            underruns: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the gain (1.0 is unchanged, [`DUCKED_GAIN`] ducked); the mixer
+    /// ramps to it over [`RAMP_MS`].
+    pub fn set_gain(&self, gain: f32) {
+        self.gain.store(gain.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The gain last set.
+    pub fn gain(&self) -> f32 {
+        f32::from_bits(self.gain.load(Ordering::Relaxed))
+    }
+
+    /// Paused: ramped down, then its samples stay in its ring until resumed.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Drops the source from the mix at the next buffer, without a ramp
+    /// (stop means now; the ramp would add sound after it).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether [`SourceControl::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// The mixer has let go: every sample was mixed (or it was stopped).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Whether the feed said it has pushed everything.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Frames of this source mixed into the output so far.
+    pub fn played_frames(&self) -> u64 {
+        self.played.load(Ordering::Relaxed)
+    }
+
+    /// Buffers in which the source had started but had too little audio.
+    pub fn underruns(&self) -> u64 {
+        self.underruns.load(Ordering::Relaxed)
+    }
+}
+
+/// The writing end of a source: mono `f32` samples at the device rate.
+pub struct SourceFeed {
+    producer: rtrb::Producer<f32>,
+    control: Arc<SourceControl>,
+}
+
+impl SourceFeed {
+    /// Copies as many of `samples` as there is room for; returns how many.
+    /// Never blocks.
+    pub fn push(&mut self, samples: &[f32]) -> usize {
+        let n = self.producer.slots().min(samples.len());
+        if n > 0
+            && let Ok(chunk) = self.producer.write_chunk_uninit(n)
+        {
+            chunk.fill_from_iter(samples[..n].iter().copied());
+        }
+        n
+    }
+
+    /// No more samples will come: once the ring is played, the source ends.
+    pub fn finish(&self) {
+        self.control.finished.store(true, Ordering::Release);
+    }
+
+    /// The source's control, shared with the mixer.
+    pub fn control(&self) -> &Arc<SourceControl> {
+        &self.control
+    }
+
+    /// The mixer will never take more: the source was stopped, or the
+    /// output (and with it the mixer) is gone.
+    pub fn is_closed(&self) -> bool {
+        self.control.is_stopped() || self.control.ended() || self.producer.is_abandoned()
+    }
+}
+
+impl Drop for SourceFeed {
+    fn drop(&mut self) {
+        // A feed dropped early (a decode error) still lets the source end.
+        self.finish();
+    }
+}
+
+/// A source as the mixer holds it.
+struct Source {
+    consumer: rtrb::Consumer<f32>,
+    control: Arc<SourceControl>,
+    /// The gain applied to the last sample.
+    current: f32,
+    /// Where the running ramp goes, its step per frame and frames left.
+    target: f32,
+    step: f32,
+    ramp_left: u32,
+}
+
+/// The mixer's control side: adds sources, frees the finished ones.
+pub struct MixerHandle {
+    incoming: rtrb::Producer<Source>,
+    retired: rtrb::Consumer<Source>,
+    live: usize,
+}
+
+/// The mixer is full: [`MAX_SOURCES`] sources are playing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixerFull;
+
+impl MixerHandle {
+    /// Adds a source with `gain`, whose ring holds `capacity` samples.
+    /// It is heard from the next buffer on.
+    pub fn add(&mut self, capacity: usize, gain: f32) -> Result<SourceFeed, MixerFull> {
+        self.collect();
+        if self.live >= MAX_SOURCES {
+            return Err(MixerFull);
+        }
+        let (producer, consumer) = rtrb::RingBuffer::new(capacity.max(1));
+        let control = Arc::new(SourceControl::new(gain));
+        let source = Source {
+            consumer,
+            control: control.clone(),
+            current: gain,
+            target: gain,
+            step: 0.0,
+            ramp_left: 0,
+        };
+        // Every ring holds MAX_SOURCES and at most that many are alive.
+        self.incoming.push(source).map_err(|_| MixerFull)?;
+        self.live += 1;
+        Ok(SourceFeed { producer, control })
+    }
+
+    /// Frees the sources the mixer has let go of (their rings), here rather
+    /// than on the audio thread. Returns how many are still alive.
+    pub fn collect(&mut self) -> usize {
+        while let Ok(source) = self.retired.pop() {
+            drop(source);
+            self.live -= 1;
+        }
+        self.live
+    }
+}
+
+/// The real-time half; lives in the output callback.
+pub struct Mixer {
+    slots: [Option<Source>; MAX_SOURCES],
+    incoming: rtrb::Consumer<Source>,
+    retired: rtrb::Producer<Source>,
+    scratch: Box<[f32]>,
+    ramp_frames: u32,
+}
+
+impl Mixer {
+    /// A mixer for an output at `rate` Hz, and its control handle.
+    pub fn new(rate: u32) -> (Mixer, MixerHandle) {
+        let (in_tx, in_rx) = rtrb::RingBuffer::new(MAX_SOURCES);
+        let (out_tx, out_rx) = rtrb::RingBuffer::new(MAX_SOURCES);
+        let mixer = Mixer {
+            slots: Default::default(),
+            incoming: in_rx,
+            retired: out_tx,
+            scratch: vec![0.0; BLOCK_FRAMES].into_boxed_slice(),
+            ramp_frames: (rate * RAMP_MS / 1000).max(1),
+        };
+        let handle = MixerHandle {
+            incoming: in_tx,
+            retired: out_rx,
+            live: 0,
+        };
+        (mixer, handle)
+    }
+
+    /// Fills `out` (interleaved, `channels` per frame) with the mix, the
+    /// mono mix copied to every channel. Real-time safe.
+    pub fn mix<T: AudioSample>(&mut self, out: &mut [T], channels: usize) {
+        let channels = channels.max(1);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for block in out.chunks_mut(scratch.len() * channels) {
+            let frames = block.len() / channels;
+            self.mix_mono(&mut scratch[..frames]);
+            for (frame, s) in block.chunks_exact_mut(channels).zip(scratch.iter()) {
+                frame.fill(T::from_f32(*s));
+            }
+            // A partial frame at the end (never from cpal) stays silent.
+            for s in &mut block[frames * channels..] {
+                *s = T::default();
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Whether any source is in the mix (the output plays silence otherwise).
+    pub fn is_idle(&self) -> bool {
+        self.slots.iter().all(Option::is_none) && self.incoming.is_empty()
+    }
+
+    /// Mixes into `out`, one mono frame per sample.
+    pub fn mix_mono(&mut self, out: &mut [f32]) {
+        for slot in self.slots.iter_mut().filter(|s| s.is_none()) {
+            match self.incoming.pop() {
+                Ok(source) => *slot = Some(source),
+                Err(_) => break,
+            }
+        }
+        out.fill(0.0);
+        let ramp_frames = self.ramp_frames;
+        for slot in &mut self.slots {
+            let Some(source) = slot else { continue };
+            let done = source.mix_into(out, ramp_frames);
+            if done && let Some(source) = slot.take() {
+                source.control.ended.store(true, Ordering::Release);
+                if let Err(rtrb::PushError::Full(source)) = self.retired.push(source) {
+                    // Never happens (see MixerHandle::add); keep it rather
+                    // than free it here.
+                    *slot = Some(source);
+                }
+            }
+        }
+        for s in out.iter_mut() {
+            *s = s.clamp(-1.0, 1.0);
+        }
+    }
+}
+
+impl Source {
+    /// Adds this source's next samples to `out`; true once it has ended.
+    fn mix_into(&mut self, out: &mut [f32], ramp_frames: u32) -> bool {
+        let control = &*self.control;
+        if control.stop.load(Ordering::Acquire) {
+            return true;
+        }
+        let paused = control.paused.load(Ordering::Relaxed);
+        let wanted = if paused { 0.0 } else { control.gain() };
+        if wanted != self.target {
+            self.target = wanted;
+            self.ramp_left = ramp_frames;
+            self.step = (wanted - self.current) / ramp_frames as f32;
+        }
+        if paused && self.ramp_left == 0 {
+            // Faded out: leave the rest in the ring for the resume.
+            return false;
+        }
+        // Checked before the ring, so samples pushed just before `finish`
+        // are seen.
+        let finished = control.finished.load(Ordering::Acquire);
+        let want = if paused {
+            // Only the fade-out; the rest waits.
+            out.len().min(self.ramp_left as usize)
+        } else {
+            out.len()
+        };
+        let n = self.consumer.slots().min(want);
+        if let Ok(chunk) = self.consumer.read_chunk(n) {
+            let (a, b) = chunk.as_slices();
+            for (o, s) in out.iter_mut().zip(a.iter().chain(b.iter())) {
+                if self.ramp_left > 0 {
+                    self.ramp_left -= 1;
+                    self.current = if self.ramp_left == 0 {
+                        self.target
+                    } else {
+                        self.current + self.step
+                    };
+                }
+                *o += s * self.current;
+            }
+            chunk.commit_all();
+        }
+        let before = control.played.fetch_add(n as u64, Ordering::Relaxed);
+        if n < want {
+            if finished {
+                return true;
+            }
+            if before + n as u64 > 0 {
+                control.underruns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1 kHz, so the ramp is 15 frames.
+    const RATE: u32 = 1_000;
+
+    fn constant(feed: &mut SourceFeed, value: f32, frames: usize) {
+        assert_eq!(feed.push(&vec![value; frames]), frames, "room in the ring");
+    }
+
+    fn mixed(mixer: &mut Mixer, frames: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; frames];
+        mixer.mix_mono(&mut out);
+        out
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-5
+    }
+
+    #[test]
+    fn two_sources_are_summed_and_the_sum_is_clamped() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut a = handle.add(100, 1.0).expect("room");
+        let mut b = handle.add(100, 1.0).expect("room");
+        constant(&mut a, 0.25, 10);
+        constant(&mut b, 0.5, 10);
+        assert!(mixed(&mut mixer, 10).iter().all(|s| close(*s, 0.75)));
+        constant(&mut a, 0.8, 10);
+        constant(&mut b, 0.7, 10);
+        assert!(mixed(&mut mixer, 10).iter().all(|s| *s == 1.0), "clamped");
+        constant(&mut a, -0.8, 10);
+        constant(&mut b, -0.7, 10);
+        assert!(mixed(&mut mixer, 10).iter().all(|s| *s == -1.0), "clamped");
+        assert_eq!(a.control().played_frames(), 30);
+    }
+
+    #[test]
+    fn each_source_has_its_own_gain() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut a = handle.add(100, 0.5).expect("room");
+        let mut b = handle.add(100, DUCKED_GAIN).expect("room");
+        constant(&mut a, 0.4, 20);
+        constant(&mut b, 1.0, 20);
+        let out = mixed(&mut mixer, 20);
+        assert!(out.iter().all(|s| close(*s, 0.2 + 0.1)), "{out:?}");
+    }
+
+    #[test]
+    fn ducking_ramps_down_over_fifteen_ms_and_back_up() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut music = handle.add(200, 1.0).expect("room");
+        constant(&mut music, 1.0, 200);
+        assert!(mixed(&mut mixer, 5).iter().all(|s| *s == 1.0));
+
+        music.control().set_gain(DUCKED_GAIN);
+        let out = mixed(&mut mixer, 20);
+        let ramp = RAMP_MS as usize; // frames at 1 kHz
+        for (i, s) in out.iter().enumerate().take(ramp) {
+            let expected = 1.0 - 0.9 * (i + 1) as f32 / ramp as f32;
+            assert!(close(*s, expected), "frame {i}: {s} != {expected}");
+        }
+        assert!(
+            out[..ramp].windows(2).all(|w| w[1] < w[0]),
+            "falls steadily"
+        );
+        assert!(
+            out[ramp - 1..].iter().all(|s| close(*s, DUCKED_GAIN)),
+            "{out:?}"
+        );
+
+        // A ramp spans buffers.
+        music.control().set_gain(1.0);
+        let first = mixed(&mut mixer, 4);
+        let rest = mixed(&mut mixer, 16);
+        let out: Vec<f32> = first.into_iter().chain(rest).collect();
+        for (i, s) in out.iter().enumerate().take(ramp) {
+            let expected = DUCKED_GAIN + 0.9 * (i + 1) as f32 / ramp as f32;
+            assert!(close(*s, expected), "frame {i}: {s} != {expected}");
+        }
+        assert!(out[ramp - 1..].iter().all(|s| *s == 1.0));
+    }
+
+    #[test]
+    fn a_source_ending_mid_buffer_leaves_the_others_and_silence() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut answer = handle.add(100, 1.0).expect("room");
+        let mut music = handle.add(100, 1.0).expect("room");
+        constant(&mut answer, 0.5, 10);
+        answer.finish();
+        constant(&mut music, 0.25, 20);
+        let out = mixed(&mut mixer, 32);
+        assert!(out[..10].iter().all(|s| close(*s, 0.75)), "{out:?}");
+        assert!(out[10..20].iter().all(|s| close(*s, 0.25)), "{out:?}");
+        assert!(out[20..].iter().all(|s| *s == 0.0), "{out:?}");
+        assert!(answer.control().ended(), "the end is reported");
+        assert_eq!(answer.control().played_frames(), 10);
+        assert_eq!(answer.control().underruns(), 0, "an end is no underrun");
+        assert!(
+            !music.control().ended(),
+            "still playing, only short of audio"
+        );
+        assert_eq!(music.control().underruns(), 1);
+        assert!(answer.is_closed());
+        assert_eq!(handle.collect(), 1, "the ended source was handed back");
+    }
+
+    #[test]
+    fn a_paused_source_fades_out_keeps_its_place_and_resumes() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut music = handle.add(200, 1.0).expect("room");
+        let ramp: Vec<f32> = (0..100).map(|i| i as f32 / 1000.0).collect();
+        assert_eq!(music.push(&ramp), 100);
+        mixed(&mut mixer, 10);
+        music.control().set_paused(true);
+        let out = mixed(&mut mixer, 30);
+        let fade = RAMP_MS as usize;
+        assert!(out[fade..].iter().all(|s| *s == 0.0), "silent once faded");
+        assert_eq!(music.control().played_frames(), 10 + fade as u64);
+        assert_eq!(music.control().underruns(), 0, "a pause is no underrun");
+        assert!(mixed(&mut mixer, 30).iter().all(|s| *s == 0.0));
+
+        music.control().set_paused(false);
+        let out = mixed(&mut mixer, 30);
+        // It carries on with the sample after the fade, fading back in.
+        let next = (10 + fade) as f32 / 1000.0;
+        assert!(close(out[0], next / fade as f32), "{} vs {next}", out[0]);
+        assert!(close(out[fade], (10 + 2 * fade) as f32 / 1000.0));
+    }
+
+    #[test]
+    fn stop_takes_the_source_out_at_once() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut a = handle.add(100, 1.0).expect("room");
+        constant(&mut a, 0.5, 100);
+        mixed(&mut mixer, 10);
+        a.control().stop();
+        assert!(mixed(&mut mixer, 10).iter().all(|s| *s == 0.0));
+        assert!(a.control().ended());
+        assert!(mixer.is_idle());
+    }
+
+    #[test]
+    fn at_most_max_sources_and_freed_ones_make_room() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let feeds: Vec<_> = (0..MAX_SOURCES)
+            .map(|_| handle.add(10, 1.0).expect("room"))
+            .collect();
+        assert!(handle.add(10, 1.0).is_err(), "full");
+        feeds[0].control().stop();
+        mixed(&mut mixer, 1);
+        assert!(handle.add(10, 1.0).is_ok(), "the stopped one made room");
+    }
+
+    #[test]
+    fn interleaved_integer_output_carries_the_mix_on_every_channel() {
+        let (mut mixer, mut handle) = Mixer::new(RATE);
+        let mut a = handle.add(10_000, 1.0).expect("room");
+        constant(&mut a, 0.5, 5_000);
+        a.finish();
+        // Longer than one internal block.
+        let mut out = vec![7i16; 2 * 5_002];
+        mixer.mix(&mut out, 2);
+        assert!(out[..10_000].iter().all(|s| *s == 16_384));
+        assert_eq!(&out[10_000..], &[0; 4]);
+        assert!(a.control().ended());
+    }
+}

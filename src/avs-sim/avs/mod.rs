@@ -86,6 +86,7 @@
 //! `stats` (knobs and statistics), `control` (the control API).
 
 mod audio;
+mod capabilities;
 mod control;
 mod dialog;
 mod downchannel;

@@ -185,7 +185,7 @@ fn check_endpoint(e: &Value, at: &str) -> Result<Declaration, Refusal> {
     bounded(e, "manufacturerName", at, 128)?;
     bounded(e, "description", at, 128)?;
     if let Some(name) = e.get("friendlyName")
-        && !name.as_str().is_some_and(|n| n.chars().count() <= 256)
+        && name.as_str().is_none_or(|n| n.chars().count() > 256)
     {
         return Err(invalid(format!(
             "{at}.friendlyName is not a string of at most 256 characters"
@@ -414,10 +414,10 @@ fn check_entry(
                 )));
             }
         }
-        ("SpeechRecognizer", "RecognizerState") => {
-            if !p.get("wakeword").is_some_and(Value::is_string) {
-                return Err(bad("payload.wakeword is missing or not a string".into()));
-            }
+        ("SpeechRecognizer", "RecognizerState")
+            if !p.get("wakeword").is_some_and(Value::is_string) =>
+        {
+            return Err(bad("payload.wakeword is missing or not a string".into()));
         }
         _ => {}
     }

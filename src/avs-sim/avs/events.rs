@@ -1,6 +1,8 @@
 //! `POST /v20160207/events`: the content type, the downchannel-first and
-//! SynchronizeState-first rules, the `metadata` part, at most one `audio`
-//! part; `Recognize` goes on to the dialog, everything else gets 204.
+//! SynchronizeState-first rules, the `metadata` part, the Discovery report
+//! and the context against what the device declared, at most one `audio`
+//! part; `Recognize` goes on to the dialog, a Discovery report gets 202,
+//! everything else 204.
 
 use std::sync::Arc;
 

@@ -249,4 +249,19 @@ fn without_a_discovery_context_names_interfaces_avs_sim_implements() {
     let rs = json!({"header": {"namespace": "SpeechRecognizer", "name": "RecognizerState"},
                     "payload": {"wakeword": "ALEXA"}});
     assert!(check_context(&[rs], None).is_ok());
+    let rs = json!({"header": {"namespace": "SpeechRecognizer", "name": "RecognizerState"},
+                    "payload": {}});
+    assert!(
+        check_context(&[rs], None)
+            .unwrap_err()
+            .description
+            .contains("wakeword")
+    );
+    let odd = json!({"header": {"namespace": "SpeechSynthesizer", "name": "VoiceState"},
+                     "payload": {}});
+    let e = check_context(&[odd], None).unwrap_err().description;
+    assert!(
+        e.contains("no context entry named VoiceState (only SpeechState)"),
+        "{e}"
+    );
 }

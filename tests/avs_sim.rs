@@ -60,7 +60,7 @@ async fn downchannel_then_synchronize_state_then_anything() {
         },
         &token,
     );
-    assert_eq!(event(&link, &token, &report).await.0, 204);
+    assert_eq!(event(&link, &token, &report).await.0, 202);
     let sync = metadata("System", "SynchronizeState", json!({}));
     assert_eq!(event(&link, &token, &sync).await.0, 204);
     assert_eq!(event(&link, &token, &started).await.0, 204);
@@ -75,7 +75,7 @@ async fn downchannel_then_synchronize_state_then_anything() {
         names(&stats),
         [
             ("SpeechSynthesizer.SpeechStarted".to_string(), 400),
-            ("Alexa.Discovery.AddOrUpdateReport".to_string(), 204),
+            ("Alexa.Discovery.AddOrUpdateReport".to_string(), 202),
             ("System.SynchronizeState".to_string(), 204),
             ("SpeechSynthesizer.SpeechStarted".to_string(), 204),
         ]

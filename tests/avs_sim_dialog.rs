@@ -4,54 +4,10 @@
 
 use std::time::Duration;
 
-use avs_proto::encode::FormData;
-use avsd::avs::link::Link;
 use bytes::Bytes;
-use h2::SendStream;
-use h2::client::ResponseFuture;
-use http::Method;
-use kit::secret::Secret;
 use serde_json::{Value, json};
 use support::sim::*;
 use tokio::sync::oneshot;
-
-/// Open a Recognize and write its metadata and the audio part's header.
-async fn start_recognize(
-    link: &Link,
-    token: &Secret,
-    metadata: &str,
-) -> (ResponseFuture, SendStream<Bytes>, FormData) {
-    let form = FormData::new();
-    let (resp, body) = link
-        .open(
-            Method::POST,
-            "/v20160207/events",
-            token,
-            Some(&form.content_type()),
-            true,
-        )
-        .await
-        .expect("open the Recognize stream");
-    let mut body = body.unwrap();
-    body.send_data(form.head(metadata).unwrap(), false).unwrap();
-    body.send_data(form.audio_part_header(), false).unwrap();
-    (resp, body, form)
-}
-
-/// A whole Recognize (all audio at once): its status and response.
-async fn recognize_at_once(
-    link: &Link,
-    token: &Secret,
-    metadata: &str,
-    audio: Vec<u8>,
-) -> http::Response<h2::RecvStream> {
-    let (resp, mut body, form) = start_recognize(link, token, metadata).await;
-    body.send_data(Bytes::from(audio), false).unwrap();
-    body.send_data(form.tail(), true).unwrap();
-    within("the Recognize answer", resp)
-        .await
-        .expect("response")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_field_tone_gets_stop_capture_then_speak_with_its_mp3() {

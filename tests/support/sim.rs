@@ -12,7 +12,8 @@ use avs_proto::multipart::{Limits, Parser, PartHeaders, Piece, boundary_from_con
 use avs_sim::avs::{AvsConfig, DialogSettings};
 use avsd::avs::link::{self, Endpoint, Link};
 use bytes::{Bytes, BytesMut};
-use h2::RecvStream;
+use h2::client::ResponseFuture;
+use h2::{RecvStream, SendStream};
 use http::{Method, Response};
 use kit::secret::Secret;
 use serde_json::{Value, json};
@@ -229,6 +230,44 @@ pub fn recognize_metadata(profile: &str, dialog: &str, initiator: Value) -> Stri
         }
     })
     .to_string()
+}
+
+/// Open a Recognize and write its metadata and the audio part's header.
+pub async fn start_recognize(
+    link: &Link,
+    token: &Secret,
+    metadata: &str,
+) -> (ResponseFuture, SendStream<Bytes>, FormData) {
+    let form = FormData::new();
+    let (resp, body) = link
+        .open(
+            Method::POST,
+            "/v20160207/events",
+            token,
+            Some(&form.content_type()),
+            true,
+        )
+        .await
+        .expect("open the Recognize stream");
+    let mut body = body.unwrap();
+    body.send_data(form.head(metadata).unwrap(), false).unwrap();
+    body.send_data(form.audio_part_header(), false).unwrap();
+    (resp, body, form)
+}
+
+/// A whole Recognize (all audio at once): its status and response.
+pub async fn recognize_at_once(
+    link: &Link,
+    token: &Secret,
+    metadata: &str,
+    audio: Vec<u8>,
+) -> http::Response<h2::RecvStream> {
+    let (resp, mut body, form) = start_recognize(link, token, metadata).await;
+    body.send_data(Bytes::from(audio), false).unwrap();
+    body.send_data(form.tail(), true).unwrap();
+    within("the Recognize answer", resp)
+        .await
+        .expect("response")
 }
 
 /// Read a whole response body.

@@ -253,7 +253,9 @@ impl Turn {
     /// Open the answer with a StopCapture.
     fn stop_capture(&mut self) {
         self.answer = Answer::open(&mut self.respond);
-        if let Some(a) = &mut self.answer {
+        if let Some(a) = &mut self.answer
+            && may_direct(&self.ctx, "SpeechRecognizer", "StopCapture")
+        {
             a.stop_capture(&self.dialog);
         }
         self.rec.stop_capture_ms = self.audio.first_at.map(|f| ms(Instant::now() - f));
@@ -303,6 +305,11 @@ impl Turn {
                     Ok(false) => "silence".into(),
                     Err(why) => format!("bad audio: {why}"),
                 };
+                if self.rec.outcome == "speak"
+                    && !may_direct(&self.ctx, "SpeechSynthesizer", "Speak")
+                {
+                    self.rec.outcome = "no speak: SpeechSynthesizer was not declared".into();
+                }
                 if let Some(mut a) = self.answer.take() {
                     if self.rec.outcome == "speak" {
                         self.rec.expect_speech = speak(&mut a, &self.ctx, &self.dialog);
@@ -313,6 +320,19 @@ impl Turn {
             }
         }
     }
+}
+
+/// Whether the answer may carry a directive of `namespace`: AVS sends a
+/// device only directives of interfaces it declared.
+fn may_direct(ctx: &Ctx, namespace: &str, name: &str) -> bool {
+    let ok = ctx.may_direct(namespace);
+    if !ok {
+        tracing::info!(
+            conn = ctx.id,
+            "no {namespace}.{name}: the device did not declare {namespace} in its Discovery"
+        );
+    }
+    ok
 }
 
 /// Speak with the MP3 attachment, then an ExpectSpeech if the control API
@@ -327,7 +347,11 @@ fn speak(a: &mut Answer, ctx: &Ctx, dialog: &str) -> bool {
     a.directive("SpeechSynthesizer", "Speak", dialog, payload);
     let mp3 = a.related.binary(&cid, &ctx.shared.answer_mp3);
     a.send(mp3);
-    match ctx.shared.take_expect_speech() {
+    match ctx
+        .shared
+        .take_expect_speech()
+        .filter(|_| may_direct(ctx, "SpeechRecognizer", "ExpectSpeech"))
+    {
         Some(timeout) => {
             // The initiator is opaque to the device, which must send it
             // back unchanged in the next Recognize (§D.3).

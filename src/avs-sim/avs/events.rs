@@ -1,6 +1,8 @@
 //! `POST /v20160207/events`: the content type, the downchannel-first and
-//! SynchronizeState-first rules, the `metadata` part, at most one `audio`
-//! part; `Recognize` goes on to the dialog, everything else gets 204.
+//! SynchronizeState-first rules, the `metadata` part, the Discovery report
+//! and the context against what the device declared, at most one `audio`
+//! part; `Recognize` goes on to the dialog, a Discovery report gets 202,
+//! everything else 204.
 
 use std::sync::Arc;
 
@@ -11,10 +13,11 @@ use http::{Request, Response};
 use tokio::time::Instant;
 
 use super::EVENTS_PATH;
+use super::capabilities::{Declaration, check_context, check_report};
 use super::related::Related;
 use super::rules::{Metadata, Refusal, check_metadata, check_order, form_boundary, no_downchannel};
 use super::server::{Ctx, drain};
-use super::state::{EventRecord, Target};
+use super::state::{DiscoveryRecord, EventRecord, Target};
 use avs_proto::multipart::{Limits, MultipartError, Parser, PartHeaders, Piece};
 
 /// Why reading a request body stopped.
@@ -113,6 +116,15 @@ pub(super) async fn event(
     ctx: Arc<Ctx>,
 ) {
     let started = Instant::now();
+    // Route checked it; Alexa.Discovery's scope must carry the same one.
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let boundary = match form_boundary(req.headers()) {
         Ok(b) => b,
         Err(r) => {
@@ -144,11 +156,23 @@ pub(super) async fn event(
     };
     tracing::info!(conn = ctx.id, event = meta.name, "event");
     let synced = ctx.state().synced;
-    let verdict = check_order(synced, &meta.name).err().or_else(|| {
-        ctx.shared
-            .take_status(Target::Events)
-            .map(Refusal::for_status)
-    });
+    let mut declaration = None;
+    let verdict = check_order(synced, &meta.name)
+        .and_then(|()| {
+            if meta.is_discovery() {
+                declaration = Some(check_report(&meta.value, &bearer)?);
+                Ok(())
+            } else {
+                let context = meta.context.as_deref().unwrap_or_default();
+                check_context(context, ctx.declared().as_ref())
+            }
+        })
+        .err()
+        .or_else(|| {
+            ctx.shared
+                .take_status(Target::Events)
+                .map(Refusal::for_status)
+        });
     if let Some(r) = verdict {
         let _ = record(&ctx, &meta, r.status);
         ctx.refuse(&mut respond, EVENTS_PATH, &r);
@@ -168,6 +192,14 @@ pub(super) async fn event(
     }
     let mut status = 204;
     let mut resp = Response::builder();
+    if let Some(declared) = declaration {
+        // AVS takes a Discovery report for processing: 202 Accepted (the
+        // AVS Device SDK waits for exactly that). Its Alexa.EventProcessed
+        // directive goes only to devices that declare the Alexa
+        // interface, which avs-sim does not implement.
+        status = 202;
+        remember(&ctx, declared);
+    }
     if meta.name == "System.SynchronizeState" {
         ctx.state().synced = true;
         // AVS answers events 200 or 204; a 200 may come with a multipart
@@ -182,6 +214,34 @@ pub(super) async fn event(
         tracing::debug!(conn = ctx.id, "cannot answer {}: {e}", meta.name);
     }
     let _ = record(&ctx, &meta, status);
+}
+
+/// Keep what a device declared, for this connection and for the device,
+/// and show it in the statistics.
+fn remember(ctx: &Ctx, declared: Declaration) {
+    tracing::info!(
+        conn = ctx.id,
+        endpoint = declared.endpoint_id,
+        "Discovery accepted: {}",
+        declared
+            .capabilities
+            .iter()
+            .map(|c| format!("{} {}", c.interface, c.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let device = {
+        let mut st = ctx.state();
+        st.declared = Some(declared.clone());
+        st.device.clone()
+    };
+    ctx.shared.remember_declaration(&device, declared.clone());
+    ctx.shared.update(|s| {
+        s.discoveries.push(DiscoveryRecord {
+            connection: ctx.id,
+            declaration: declared,
+        })
+    });
 }
 
 /// The first part: `metadata`, JSON, checked.

@@ -24,6 +24,36 @@
 //!   missing field, more than one `audio` part → 400
 //!   `INVALID_REQUEST_EXCEPTION` with a `description` naming the problem;
 //!   otherwise 204. Other methods → 405, other paths → 404.
+//! - `Alexa.Discovery.AddOrUpdateReport` (Alexa.Discovery 3.0): header
+//!   `payloadVersion` "3" and an `eventCorrelationToken`; `payload.scope`
+//!   `{type: "BearerToken", token}` with the request's own access token;
+//!   exactly one endpoint (the device's own: connected endpoints are not
+//!   simulated) with an `endpointId` (1–256 letters, digits, spaces,
+//!   `_-=#;:?@&`), `registration {productId, deviceSerialNumber}`,
+//!   `manufacturerName` and `description` (1–128 characters),
+//!   `displayCategories` (not empty), and 1–100 `capabilities`, each
+//!   `{type: "AlexaInterface", interface, version, configurations?}` of an
+//!   interface and version avs-sim implements (System 1.0,
+//!   SpeechRecognizer 2.0–2.3, SpeechSynthesizer 1.0–1.3), each interface
+//!   once, `Alexa.Discovery` itself never, `configurations` only where the
+//!   version has them (SpeechRecognizer 2.3's wakeWords) → else 400 naming
+//!   the entry. Accepted → 202 (AVS takes the report for processing; its
+//!   Alexa.EventProcessed goes only to devices declaring `Alexa`, which
+//!   avs-sim does not implement), remembered for the connection and for
+//!   the device (its token's grant) across connections and `/reset`, as
+//!   AVS remembers a device's report.
+//! - Every other event's `context`: each entry once, of an interface the
+//!   device declared (in a report on this connection, else its last one on
+//!   any connection; a device that never sent one, like one declared on
+//!   the console, may name any interface avs-sim implements), a state name
+//!   that interface has, and the documented payload
+//!   (`SpeechSynthesizer.SpeechState {token, offsetInMilliseconds >= 0,
+//!   playerActivity PLAYING|FINISHED, INTERRUPTED from 1.3}`,
+//!   `SpeechRecognizer.RecognizerState {wakeword}`) → else 400.
+//! - Recognize answers carry only directives of declared interfaces: no
+//!   StopCapture or ExpectSpeech without SpeechRecognizer, no Speak without
+//!   SpeechSynthesizer (outcome `no speak: …`). `/push` sends what the test
+//!   gives, as it is.
 //! - `Recognize` (needs `dialogRequestId`, `context`, a profile, format
 //!   `AUDIO_L16_RATE_16000_CHANNELS_1` and an `audio` part): the answer's
 //!   headers go out with its first directive. NEAR_FIELD/FAR_FIELD:
@@ -47,7 +77,10 @@
 //!   `events [{connection, name, status, dialog_request_id?,
 //!   inactive_seconds? (of a UserInactivityReport)}]` in arrival
 //!   order (a Recognize shows status 0 until answered, and keeps it if the
-//!   client reset its stream first), `rejections
+//!   client reset its stream first), `discoveries [{connection,
+//!   endpoint_id, product_id, device_serial_number, capabilities
+//!   [{interface, version, configurations?}]}]` (accepted reports),
+//!   `rejections
 //!   [{connection, path, status, code, description}]`, `recognizes
 //!   [{connection, dialog_request_id, profile, initiator, audio_bytes,
 //!   first_audio_ms, stream_ms, audio_ms, peak_rms, stop_capture_ms,
@@ -80,12 +113,14 @@
 //!   (statistics and fault knobs).
 //!
 //! Layout: `server` (TLS, HTTP/2 connections, routing), `downchannel`,
-//! `rules` (auth, exception bodies, metadata checks), `events` (reading
+//! `rules` (auth, exception bodies, metadata checks), `capabilities`
+//! (Discovery reports and contexts), `events` (reading
 //! event bodies), `dialog` and `audio` (Recognize answers), `related` (the
 //! multipart/related writer), `linger` (orderly closes), `state` and
 //! `stats` (knobs and statistics), `control` (the control API).
 
 mod audio;
+mod capabilities;
 mod control;
 mod dialog;
 mod downchannel;

@@ -142,12 +142,22 @@ pub(super) struct Metadata {
     pub dialog_request_id: Option<String>,
     /// `event.payload`.
     pub payload: Value,
+    /// The `context` entries (shape of each header checked), if any.
+    pub context: Option<Vec<Value>>,
+    /// The whole metadata object, for checks that read more of it
+    /// (Alexa.Discovery).
+    pub value: Value,
 }
 
 impl Metadata {
     /// Whether this is `SpeechRecognizer.Recognize`.
     pub(super) fn is_recognize(&self) -> bool {
         self.name == "SpeechRecognizer.Recognize"
+    }
+
+    /// Whether this is `Alexa.Discovery.AddOrUpdateReport`.
+    pub(super) fn is_discovery(&self) -> bool {
+        self.name == "Alexa.Discovery.AddOrUpdateReport"
     }
 
     /// A UserInactivityReport's `inactiveTimeInSeconds`: AVS takes a
@@ -232,6 +242,8 @@ pub(super) fn check_metadata(json: &[u8]) -> Result<Metadata, Refusal> {
         name: format!("{namespace}.{name}"),
         dialog_request_id,
         payload: payload.clone(),
+        context: context.cloned(),
+        value: value.clone(),
     };
     let needs_context = matches!(
         meta.name.as_str(),

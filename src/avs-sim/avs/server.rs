@@ -94,6 +94,24 @@ impl Ctx {
         }
     }
 
+    /// What the device on this connection declared: in a Discovery here,
+    /// else in its last one on another connection (AVS remembers), else
+    /// nothing (a device that never sent one).
+    pub(super) fn declared(&self) -> Option<super::capabilities::Declaration> {
+        let (here, device) = {
+            let st = self.state();
+            (st.declared.clone(), st.device.clone())
+        };
+        here.or_else(|| self.shared.declaration(&device))
+    }
+
+    /// Whether the stand-in may send this device a directive of
+    /// `namespace`: one it declared (anything, if it never declared).
+    pub(super) fn may_direct(&self, namespace: &str) -> bool {
+        self.declared()
+            .is_none_or(|d| d.version(namespace).is_some())
+    }
+
     /// Wait for the `/delay` knob, if it covers `kind`.
     pub(super) async fn delay(&self, kind: Target) {
         if let Some(d) = self.shared.delay_for(kind) {
@@ -298,12 +316,22 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::info!(conn = ctx.id, %method, path, "request");
-    if let Err(r) = check_auth(req.headers(), &ctx.shared.token_key)
-        .and_then(|claims| ctx.shared.token_allowed(&claims, &path))
-    {
-        ctx.refuse(&mut respond, &path, &r);
-        drain(req.into_body());
-        return;
+    match check_auth(req.headers(), &ctx.shared.token_key).and_then(|claims| {
+        ctx.shared.token_allowed(&claims, &path)?;
+        Ok(claims)
+    }) {
+        Ok(claims) => {
+            ctx.state().device = if claims.grant.is_empty() {
+                claims.client_id
+            } else {
+                claims.grant
+            };
+        }
+        Err(r) => {
+            ctx.refuse(&mut respond, &path, &r);
+            drain(req.into_body());
+            return;
+        }
     }
     match (method, path.as_str()) {
         (Method::GET, DIRECTIVES_PATH) => super::downchannel::serve(respond, ctx).await,

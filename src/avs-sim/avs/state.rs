@@ -12,10 +12,16 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use super::stats::{ConnectionStats, EventRecord, RecognizeRecord, Rejection, Stats};
+pub use super::capabilities::{Declaration, Declared};
+pub use super::stats::{
+    ConnectionStats, DiscoveryRecord, EventRecord, RecognizeRecord, Rejection, Stats,
+};
 
 /// Recognize audio kept for `GET /audio`: the last few, up to 5 min each.
 const KEPT_AUDIO: usize = 8;
+/// Devices whose last Discovery is remembered (a bound: tests only ever
+/// have a few).
+const REMEMBERED_DEVICES: usize = 1024;
 /// 5 minutes of 16 kHz 16-bit mono.
 pub(super) const MAX_KEPT_AUDIO_BYTES: usize = 5 * 60 * 32_000;
 
@@ -145,6 +151,11 @@ pub(super) struct ConnState {
     pub had_downchannel: bool,
     /// Requests being handled now.
     pub in_progress: u64,
+    /// What the device declared in a Discovery on this connection.
+    pub declared: Option<Declaration>,
+    /// The device of the last authorized request (its token's grant, or
+    /// its client without one).
+    pub device: String,
 }
 
 struct ConnEntry {
@@ -167,6 +178,9 @@ pub struct Shared {
     knobs: Mutex<Knobs>,
     stats: Mutex<Stats>,
     audio: Mutex<BTreeMap<usize, Bytes>>,
+    /// Each device's last Discovery, by device (its token's grant): AVS
+    /// remembers what a device declared across connections.
+    declarations: Mutex<BTreeMap<String, Declaration>>,
     conns: Mutex<BTreeMap<u64, ConnEntry>>,
     next_conn: AtomicU64,
     changed: watch::Sender<u64>,
@@ -198,6 +212,7 @@ impl Shared {
             knobs: Mutex::default(),
             stats: Mutex::default(),
             audio: Mutex::default(),
+            declarations: Mutex::default(),
             conns: Mutex::default(),
             next_conn: AtomicU64::new(1),
             changed: watch::channel(0).0,
@@ -388,6 +403,8 @@ impl Shared {
             going_away: false,
             had_downchannel: false,
             in_progress: 0,
+            declared: None,
+            device: String::new(),
         }));
         lock(&self.conns).insert(
             id,
@@ -469,6 +486,22 @@ impl Shared {
         tx.send(msg).ok()?;
         self.update(|s| s.pushes += 1);
         Some(id)
+    }
+
+    // --- what devices declared ---
+
+    /// Remember what `device` declared (its latest Discovery wins).
+    pub(super) fn remember_declaration(&self, device: &str, declaration: Declaration) {
+        let mut d = lock(&self.declarations);
+        if d.len() >= REMEMBERED_DEVICES && !d.contains_key(device) {
+            d.pop_first();
+        }
+        d.insert(device.to_string(), declaration);
+    }
+
+    /// What `device` last declared, on any connection.
+    pub(super) fn declaration(&self, device: &str) -> Option<Declaration> {
+        lock(&self.declarations).get(device).cloned()
     }
 
     // --- recognize audio ---

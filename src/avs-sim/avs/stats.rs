@@ -43,6 +43,17 @@ pub struct EventRecord {
     pub inactive_seconds: Option<u64>,
 }
 
+/// An accepted `Alexa.Discovery.AddOrUpdateReport`: what the device
+/// declared.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryRecord {
+    /// The connection it came on.
+    pub connection: u64,
+    /// The device's endpoint and capabilities.
+    #[serde(flatten)]
+    pub declaration: super::capabilities::Declaration,
+}
+
 /// A request the stand-in refused.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejection {
@@ -84,7 +95,8 @@ pub struct RecognizeRecord {
     /// Milliseconds from the first audio byte to the end of the upload, if
     /// the client ended it (after StopCapture: how fast it reacted).
     pub upload_end_ms: Option<f64>,
-    /// `speak`, `silence`, `bad audio: …` or `failed: …`.
+    /// `speak`, `silence`, `no speak: …` (SpeechSynthesizer undeclared),
+    /// `bad audio: …` or `failed: …`.
     pub outcome: String,
     /// Whether an ExpectSpeech followed the Speak.
     pub expect_speech: bool,
@@ -103,6 +115,8 @@ pub struct Stats {
     pub events: Vec<EventRecord>,
     /// Requests refused with an error status.
     pub rejections: Vec<Rejection>,
+    /// Accepted Discovery reports, in order.
+    pub discoveries: Vec<DiscoveryRecord>,
     /// Recognize events, in order.
     pub recognizes: Vec<RecognizeRecord>,
     /// Directives pushed on a downchannel.

@@ -451,3 +451,6 @@ impl Write for Kept {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

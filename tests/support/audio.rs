@@ -15,15 +15,16 @@
 //!   closing that FIFO's only reader makes ALSA's read fail mid-stream.
 //! - `spk`: playback into `DIR/spk.fifo`, read on a clock by [`FifoReader`].
 
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+
+pub use crate::fifo::mkfifo;
+use crate::fifo::{Clocked, Drain, Kept, Pieces, TICK, Tick, open_rw};
 
 const CHILD_ENV: &str = "AVSD_AUDIO_SANDBOX";
 const DIR_ENV: &str = "AVSD_AUDIO_DIR";
@@ -110,20 +111,6 @@ pcm.!default {{ type asym capture.pcm "mic16" playback.pcm "spk" }}
     )
 }
 
-/// Makes a FIFO at `path`.
-pub fn mkfifo(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-    // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(
-        rc,
-        0,
-        "mkfifo {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
 /// Runs a command of the Debian test tools, failing with the fix when it is missing.
 pub fn tool(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
@@ -165,44 +152,27 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// Writes `data` into a FIFO in `chunk`-byte pieces, one per `interval`, from
-/// its own thread. It opens the FIFO read-write so that neither ALSA's probe
-/// opens nor its own open ever block, and it starts writing on [`go`](Self::go).
+/// Writes `data` into a FIFO in `chunk`-byte pieces, one per 10 ms, from
+/// its own clock ([`Pieces`]). It holds the FIFO open read-write so that
+/// neither ALSA's probe opens nor its own open ever block, and it starts
+/// writing on [`go`](Self::go).
 pub struct FifoWriter {
     go: mpsc::Sender<()>,
-    thread: JoinHandle<Option<Instant>>,
+    clock: Clocked<Pieces>,
 }
 
 impl FifoWriter {
-    /// Prepares the writer; nothing is written before `go`.
+    /// Prepares the writer; nothing is written before `go`. The clock is
+    /// the shared 10 ms one, so `interval` must be [`TICK`].
     pub fn new(path: &Path, data: Vec<u8>, chunk: usize, interval: Duration) -> Self {
+        assert_eq!(interval, TICK, "the FIFO clock ticks every {TICK:?}");
         mkfifo(path);
-        let mut fifo = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .expect("open FIFO");
-        let (go, started) = mpsc::channel::<()>();
-        let thread = thread::spawn(move || {
-            started.recv().ok()?;
-            let t0 = Instant::now();
-            let mut next = t0;
-            for piece in data.chunks(chunk) {
-                // Whole pieces of at most PIPE_BUF bytes are written atomically,
-                // so ALSA's period-sized reads never see half a period.
-                if fifo.write_all(piece).is_err() {
-                    break;
-                }
-                next += interval;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                }
-            }
-            // Closing the only writer gives ALSA end of file (then silence).
-            drop(fifo);
-            Some(t0)
-        });
-        Self { go, thread }
+        let fifo = open_rw(path, None).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let (pieces, go) = Pieces::new(data, chunk);
+        Self {
+            go,
+            clock: Clocked::start(fifo, pieces),
+        }
     }
 
     /// Starts writing.
@@ -212,17 +182,20 @@ impl FifoWriter {
 
     /// Waits for the writer; returns when it wrote its first piece.
     pub fn join(self) -> Option<Instant> {
-        drop(self.go);
-        self.thread.join().expect("writer thread")
+        let Self { go, clock } = self;
+        drop(go);
+        clock.join().started()
     }
 }
 
 /// Reads a playback FIFO on a clock of `bytes_per_10ms` each 10 ms, which
 /// paces ALSA's otherwise unpaced `null` device to real time. Collects all
-/// bytes until ALSA closes the PCM.
+/// bytes until ALSA closes the PCM: unlike the dialog rig's ends, it opens
+/// the FIFO read-only, so ALSA's close reads as end of file.
 pub struct FifoReader {
     pace: mpsc::Sender<Pace>,
-    thread: JoinHandle<Vec<u8>>,
+    clock: Clocked<Paced>,
+    bytes: Kept,
 }
 
 struct Pace {
@@ -231,71 +204,73 @@ struct Pace {
     hang_up: bool,
     /// At the mark, stop reading but keep the FIFO open (until `join`).
     stall: bool,
-    reached: tokio::sync::oneshot::Sender<()>,
+    /// Fires at the mark (taken then).
+    reached: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// [`FifoReader`]'s policy: nothing until paced, then a [`Drain`] with a
+/// mark in the sound.
+struct Paced {
+    pace: mpsc::Receiver<Pace>,
+    sink: Kept,
+    running: Option<(Drain, Pace)>,
+    stalled: bool,
+}
+
+impl Tick for Paced {
+    fn tick(&mut self, fifo: &mut File) -> ControlFlow<()> {
+        if self.running.is_none() || self.stalled {
+            // Paced once; after that only `join`, dropping the sender, counts.
+            match self.pace.try_recv() {
+                Ok(pace) if self.running.is_none() => {
+                    let (drain, _) = Drain::new(pace.per_tick, Box::new(self.sink.clone()));
+                    self.running = Some((drain, pace));
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return ControlFlow::Break(()),
+                _ => return ControlFlow::Continue(()),
+            }
+        }
+        let Some((drain, pace)) = self.running.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        drain.tick(fifo)?;
+        if drain.sound() >= pace.mark
+            && let Some(reached) = pace.reached.take()
+        {
+            let _ = reached.send(());
+            if pace.hang_up {
+                // Closing the only reader: ALSA's next write fails.
+                return ControlFlow::Break(());
+            }
+            // ALSA's writes block once the pipe is full; the FIFO closes
+            // when `join` drops the sender.
+            self.stalled = pace.stall;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 impl FifoReader {
-    /// Makes the FIFO and opens it (in the thread: the open waits for ALSA).
+    /// Makes the FIFO and opens it (in the clock's thread: the open waits
+    /// for ALSA).
     pub fn new(path: &Path) -> Self {
         mkfifo(path);
         let path = path.to_path_buf();
         let (pace, pace_rx) = mpsc::channel::<Pace>();
-        let thread = thread::spawn(move || {
-            let mut fifo = File::open(&path).expect("open speaker FIFO");
-            let Ok(pace) = pace_rx.recv() else {
-                return Vec::new();
-            };
-            let mut reached = Some(pace.reached);
-            let mut all = Vec::new();
-            // Where sound starts: ALSA gets silence until the first frame is decoded.
-            let mut sound_from: Option<usize> = None;
-            let mut buf = vec![0u8; pace.per_tick];
-            let mut next = Instant::now();
-            loop {
-                let mut got = 0;
-                while got < pace.per_tick {
-                    match fifo.read(&mut buf[got..]) {
-                        Ok(0) => {
-                            all.extend_from_slice(&buf[..got]);
-                            return all;
-                        }
-                        Ok(n) => got += n,
-                        Err(_) => return all,
-                    }
-                }
-                if sound_from.is_none()
-                    && let Some(i) = buf.iter().position(|b| *b != 0)
-                {
-                    sound_from = Some(all.len() + i);
-                }
-                all.extend_from_slice(&buf);
-                if sound_from.is_some_and(|from| all.len() - from >= pace.mark)
-                    && let Some(tx) = reached.take()
-                {
-                    let _ = tx.send(());
-                    if pace.hang_up {
-                        // Closing the only reader: ALSA's next write fails.
-                        return all;
-                    }
-                    if pace.stall {
-                        // ALSA's writes block once the pipe is full; the
-                        // FIFO closes when `join` drops the sender.
-                        let _ = pace_rx.recv();
-                        return all;
-                    }
-                }
-                // Real time from here on: after a wait for ALSA (the player
-                // starts the device only once audio is decoded) the clock
-                // restarts instead of catching up in a burst.
-                next = (next + Duration::from_millis(10)).max(Instant::now());
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                }
-            }
-        });
-        Self { pace, thread }
+        let bytes = Kept::default();
+        let policy = Paced {
+            pace: pace_rx,
+            sink: bytes.clone(),
+            running: None,
+            stalled: false,
+        };
+        let open = move || File::open(&path).expect("open speaker FIFO");
+        Self {
+            pace,
+            clock: Clocked::open_then_start(open, policy),
+            bytes,
+        }
     }
-
     /// Starts reading at this many bytes per 10 ms (the device format's).
     /// The receiver fires once `mark` bytes were read from the first non-zero
     /// byte on (from where sound starts); with `hang_up` the
@@ -312,7 +287,7 @@ impl FifoReader {
             mark,
             hang_up,
             stall: false,
-            reached,
+            reached: Some(reached),
         });
         rx
     }
@@ -326,15 +301,16 @@ impl FifoReader {
             mark,
             hang_up: false,
             stall: true,
-            reached,
+            reached: Some(reached),
         });
     }
 
     /// All bytes ALSA wrote, once it closed the device.
     pub fn join(self) -> Vec<u8> {
-        let Self { pace, thread } = self;
+        let Self { pace, clock, bytes } = self;
         drop(pace);
-        thread.join().expect("reader thread")
+        clock.join();
+        std::mem::take(&mut *bytes.0.lock().expect("the reader's bytes"))
     }
 }
 

@@ -9,25 +9,22 @@
 //! - The speaker FIFO is drained by [`Speaker`] on a 10 ms clock, which
 //!   paces ALSA's otherwise unpaced `null` device to real time.
 //!
-//! Both hold their FIFO open read-write, so ALSA's opens never block and a
-//! closed device never reads as end of file.
+//! Both are the shared FIFO ends of [`crate::fifo`] ([`Feed`], [`Drain`])
+//! on a one-page pipe held open read-write, so ALSA's opens never block and
+//! a closed device never reads as end of file.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use avsctl::proxy::{AuthorizationProxy, DialogProxy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::audio::mkfifo;
 use crate::companion::WAIT;
+use crate::fifo::{Clocked, Drain, Feed, FeedQueue, Kept, ONE_PAGE, mkfifo, open_rw};
 use crate::system::{AvsSim, World, wait_connection};
 use crate::{Daemon, Notify};
 
@@ -223,119 +220,34 @@ async fn record_states(dialog: DialogProxy<'static>) -> watch::Receiver<Vec<Stri
     rx
 }
 
-/// A FIFO made at `path` and held open read-write and non-blocking, with a
-/// thread that calls `tick` on it every 10 ms until dropped.
-struct Clocked {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// Makes the FIFO at `path` and opens it read-write, non-blocking, one
+/// page of pipe (see [`ONE_PAGE`]).
+fn make_and_open(path: &Path) -> File {
+    mkfifo(path);
+    open_rw(path, Some(ONE_PAGE)).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
-
-impl Clocked {
-    fn start(path: &Path, mut tick: impl FnMut(&mut File) + Send + 'static) -> Clocked {
-        mkfifo(path);
-        let mut fifo = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        // One page of pipe: what ALSA writes is heard within a few ms, as on
-        // a sound card, not up to 64 KiB later (the player's Finished would
-        // then come long before the last sample is "heard"); and what is
-        // fed waits for ALSA to read it instead of piling up.
-        // SAFETY: F_SETPIPE_SZ on a FIFO we own; no pointers involved.
-        unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut next = Instant::now();
-            while !stopped.load(Ordering::Relaxed) {
-                tick(&mut fifo);
-                next += Duration::from_millis(10);
-                match next.checked_duration_since(Instant::now()) {
-                    Some(wait) => thread::sleep(wait),
-                    None => next = Instant::now(),
-                }
-            }
-        });
-        Clocked {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Clocked {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-type Said = tokio::sync::oneshot::Sender<()>;
 
 /// Feeds a capture FIFO on a 10 ms clock (see the module doc).
 pub struct Mic {
-    queue: mpsc::Sender<(Vec<u8>, Said)>,
-    _clock: Clocked,
+    queue: FeedQueue,
+    _clock: Clocked<Feed>,
 }
 
 impl Mic {
     /// Feed `path` (made here) with `chunk` bytes per 10 ms.
     pub fn new(path: &Path, chunk: usize) -> Mic {
-        let (queue, rx) = mpsc::channel::<(Vec<u8>, Said)>();
-        let silence = vec![0u8; chunk];
-        let mut speech: Vec<u8> = Vec::new();
-        let mut at = 0;
-        let mut done: Option<Said> = None;
-        let clock = Clocked::start(path, move |fifo| {
-            if at >= speech.len() {
-                if let Some(tx) = done.take() {
-                    let _ = tx.send(());
-                }
-                if let Ok((pcm, tx)) = rx.try_recv() {
-                    (speech, at, done) = (pcm, 0, Some(tx));
-                }
-            }
-            // Only top up a nearly empty pipe: nobody reading means nothing
-            // written, so no stale audio waits for the next open.
-            if queued(fifo) >= 2 * chunk {
-                return;
-            }
-            let piece = if at < speech.len() {
-                let end = (at + chunk).min(speech.len());
-                let mut p = speech[at..end].to_vec();
-                p.resize(chunk, 0);
-                at = end;
-                p
-            } else {
-                silence.clone()
-            };
-            let _ = fifo.write_all(&piece);
-        });
+        let (feed, queue) = Feed::new(chunk);
         Mic {
             queue,
-            _clock: clock,
+            _clock: Clocked::start(make_and_open(path), feed),
         }
     }
 
     /// Speak `pcm` (in the FIFO's format) as soon as the previous speech is
     /// out; the receiver fires once it has all been written.
     pub fn say(&self, pcm: Vec<u8>) -> tokio::sync::oneshot::Receiver<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue.send((pcm, tx)).expect("mic thread runs");
-        rx
+        self.queue.say(pcm)
     }
-}
-
-/// Bytes waiting in a pipe (FIONREAD).
-fn queued(fifo: &File) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
-    let rc = unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc == 0 { n.max(0) as usize } else { 0 }
 }
 
 /// Drains a playback FIFO on a 10 ms clock and keeps every byte.
@@ -344,36 +256,19 @@ pub struct Speaker {
     pub bytes: Arc<Mutex<Vec<u8>>>,
     /// Bytes read since the first non-zero one (how much sound was played).
     sound: watch::Receiver<usize>,
-    _clock: Clocked,
+    _clock: Clocked<Drain>,
 }
 
 impl Speaker {
     /// Drain `path` (made here) at `per_10ms` bytes per 10 ms.
     pub fn new(path: &Path, per_10ms: usize) -> Speaker {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let sink = bytes.clone();
-        let (sound_tx, sound) = watch::channel(0);
-        let mut buf = vec![0u8; per_10ms];
-        let mut sound_from = None;
-        let clock = Clocked::start(path, move |fifo| {
-            let Ok(n) = fifo.read(&mut buf) else {
-                return;
-            };
-            let mut all = sink.lock().unwrap();
-            if sound_from.is_none()
-                && let Some(i) = buf[..n].iter().position(|b| *b != 0)
-            {
-                sound_from = Some(all.len() + i);
-            }
-            all.extend_from_slice(&buf[..n]);
-            if let Some(from) = sound_from {
-                sound_tx.send_replace(all.len() - from);
-            }
-        });
+        let kept = Kept::default();
+        let bytes = kept.0.clone();
+        let (drain, sound) = Drain::new(per_10ms, Box::new(kept));
         Speaker {
             bytes,
             sound,
-            _clock: clock,
+            _clock: Clocked::start(make_and_open(path), drain),
         }
     }
 

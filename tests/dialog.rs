@@ -510,7 +510,11 @@ async fn dialogs_reuse_the_audio_threads() {
     let mut first_total = 0;
     const DIALOGS: usize = 4;
     for n in 0..DIALOGS {
-        let question = speech16(rig.dir.path(), &format!("q{n}"), "turn on the kitchen light");
+        let question = speech16(
+            rig.dir.path(),
+            &format!("q{n}"),
+            "turn on the kitchen light",
+        );
         rig.dialog.hold().await.expect("Hold");
         at = rig.wait_state("listening", at).await;
         mic.say(question).await.expect("the question was spoken");
@@ -540,7 +544,10 @@ async fn dialogs_reuse_the_audio_threads() {
     );
     // The very threads of the first dialog serve the others: none started
     // per dialog (each would get a malloc arena of its own from glibc).
-    assert_eq!(after, after_first, "the same threads after {DIALOGS} dialogs");
+    assert_eq!(
+        after, after_first,
+        "the same threads after {DIALOGS} dialogs"
+    );
     assert!(
         after.iter().any(|(_, name)| name == "avsd-capture"),
         "the capture thread outlives its dialog: {after:?}"

@@ -102,7 +102,9 @@ static WORKER: Mutex<Option<(std::sync::mpsc::Sender<Job>, Thread)>> = Mutex::ne
 /// Hands `job` to the worker thread, starting it if there is none; returns
 /// the thread, to wake it.
 fn submit(job: Job) -> Result<Thread, AudioError> {
-    let mut worker = WORKER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut worker = WORKER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let job = match worker.as_ref() {
         Some((jobs, thread)) => match jobs.send(job) {
             Ok(()) => return Ok(thread.clone()),

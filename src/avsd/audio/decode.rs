@@ -246,3 +246,76 @@ fn write(feed: &mut SourceFeed, mono: &[f32]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+    use crate::audio::mixer::Mixer;
+
+    /// A stopped answer's decoder lets go even if its attachment stays
+    /// open and silent (a stalled connection).
+    #[test]
+    fn a_stop_wakes_a_decoder_waiting_for_bytes() {
+        let (_mixer, mut handle) = Mixer::new(16_000);
+        let feed = handle.add(1600, 1.0).expect("room for a source");
+        let control = feed.control().clone();
+        let waiter_control = control.clone();
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let (got, pieces) = std_mpsc::channel();
+        let waiter = thread::spawn(move || {
+            let mut input = Mp3Input::Attachment(rx);
+            let first = input.next(&waiter_control);
+            let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+            got.send((first, me)).expect("the test waits");
+            // Waits here, parked: the sender stays open and sends nothing.
+            input.next(&waiter_control)
+        });
+        tx.try_send(Bytes::from_static(b"ID3")).expect("room");
+        let (first, waiter_task) = pieces
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first piece");
+        assert_eq!(first.as_deref(), Some(&b"ID3"[..]));
+        // Stop only once the waiter sleeps in its wait for the next piece,
+        // so that the stop has to wake it.
+        let stat = std::path::Path::new("/proc").join(waiter_task).join("stat");
+        let asleep = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&stat).expect("the waiter's stat");
+            // The state follows the ")" that ends the thread's name.
+            let state = text
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim().chars().next());
+            if state == Some('S') {
+                break;
+            }
+            assert!(
+                asleep.elapsed() < Duration::from_secs(10),
+                "the waiter never slept: {text}"
+            );
+            thread::yield_now();
+        }
+        control.stop();
+        let (done, finished) = std_mpsc::channel();
+        thread::spawn(move || done.send(waiter.join().expect("no panic")));
+        let after_stop = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the decoder stopped waiting once stopped");
+        assert_eq!(after_stop, None);
+        drop(tx);
+    }
+
+    #[test]
+    fn a_closed_input_ends_after_its_last_piece() {
+        let (_mixer, mut handle) = Mixer::new(16_000);
+        let feed = handle.add(1600, 1.0).expect("room for a source");
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let mut input = Mp3Input::Pushed(rx);
+        tx.send(Bytes::from_static(b"abc")).expect("open");
+        drop(tx);
+        assert_eq!(input.next(feed.control()).as_deref(), Some(&b"abc"[..]));
+        assert_eq!(input.next(feed.control()), None);
+    }
+}

@@ -28,6 +28,11 @@ const RING_MS: u32 = 500;
 /// How often the speaker thread turns counters into events. Bounds how late
 /// `Started` / `Finished` / `Stopped` are reported, not the audio itself.
 const MONITOR_TICK: Duration = Duration::from_millis(5);
+/// The same with nothing playing, where there are no events to report: a
+/// command still wakes the thread at once; this only bounds how late it
+/// notices that the last handle is gone (and a device failure while idle).
+/// Keeps the idle daemon from waking 200 times a second.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// The speaker: a handle on the output thread. Cheap to clone; the threads
 /// end when the last handle is dropped and nothing plays.
@@ -172,7 +177,12 @@ impl SpeakerThread {
     /// Serves commands until the last handle is gone and nothing plays.
     pub(super) fn run(mut self, rx: Receiver<Command>) {
         loop {
-            match rx.recv_timeout(MONITOR_TICK) {
+            let tick = if self.playing.is_empty() {
+                IDLE_TICK
+            } else {
+                MONITOR_TICK
+            };
+            match rx.recv_timeout(tick) {
                 Ok(Command::Play {
                     input,
                     activity,

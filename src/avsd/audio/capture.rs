@@ -42,6 +42,10 @@ const RING_SECONDS: u32 = 1;
 const CHANNEL_CHUNKS: usize = 100;
 /// ALSA period: one AVS chunk, so a chunk can leave as soon as it is captured.
 const PERIOD_MS: u32 = 10;
+/// How long opening may take, including the wait for the previous capture
+/// to close on the shared thread. Opening takes milliseconds; this only
+/// keeps a hung driver from hanging the dialog with it.
+const OPEN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where and how to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +176,7 @@ impl Capture {
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (closed_tx, closed) = oneshot::channel();
+        let name = config.device.clone();
         let thread = submit(Job {
             config,
             shared: shared.clone(),
@@ -179,7 +184,20 @@ impl Capture {
             ready: ready_tx,
             closed: closed_tx,
         })?;
-        match ready_rx.await {
+        let Ok(ready) = tokio::time::timeout(OPEN_LIMIT, ready_rx).await else {
+            // The job may still run once the thread is free: it then finds
+            // nobody waiting and closes the device at once.
+            shared.stop.store(true, Ordering::Release);
+            return Err(AudioError::Open {
+                name,
+                direction: Direction::Capture,
+                detail: format!(
+                    "not open after {OPEN_LIMIT:?}: the device, or closing the previous \
+                     capture, hangs in its driver"
+                ),
+            });
+        };
+        match ready {
             Ok(Ok(format)) => Ok(Capture {
                 chunks,
                 shared,

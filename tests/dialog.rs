@@ -475,3 +475,85 @@ async fn a_speak_pushed_on_the_downchannel_is_played() {
         0.02,
     );
 }
+
+/// The threads of process `pid`: id and name, from /proc.
+fn threads(pid: i32) -> Vec<(u32, String)> {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("avsd's /proc/<pid>/task")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            // A thread that ended since the listing has no comm: skipped.
+            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((tid, name.trim().to_string()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Threads not owned by tokio's pools (whose blocking pool sizes itself).
+fn own_threads(pid: i32) -> Vec<(u32, String)> {
+    threads(pid)
+        .into_iter()
+        .filter(|(_, name)| !name.starts_with("tokio-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_reuse_the_audio_threads() {
+    let (rig, mic, _speaker) = talking("", "").await;
+    let pid = rig.avsd.pid();
+    let idle = threads(pid).len();
+    let mut at = 0;
+    let mut after_first = Vec::new();
+    let mut first_total = 0;
+    const DIALOGS: usize = 4;
+    for n in 0..DIALOGS {
+        let question = speech16(
+            rig.dir.path(),
+            &format!("q{n}"),
+            "turn on the kitchen light",
+        );
+        rig.dialog.hold().await.expect("Hold");
+        at = rig.wait_state("listening", at).await;
+        mic.say(question).await.expect("the question was spoken");
+        rig.dialog.release().await.expect("Release");
+        at = rig.wait_state("speaking", at).await;
+        at = rig.wait_state("idle", at).await;
+        if n == 0 {
+            after_first = own_threads(pid);
+            first_total = threads(pid).len();
+        }
+    }
+    let stats = rig
+        .avs_wait(&format!(
+            "recognizes={DIALOGS}&event=SpeechSynthesizer.SpeechFinished&count={DIALOGS}"
+        ))
+        .await;
+    let after = own_threads(pid);
+    let total = threads(pid).len();
+    println!(
+        "threads: {idle} idle before any dialog, {first_total} after the first dialog, \
+         {total} after {DIALOGS}\nafter the first: {after_first:?}\nafter the last: {after:?}"
+    );
+    assert_eq!(
+        stats["recognizes"].as_array().map(Vec::len),
+        Some(DIALOGS),
+        "{stats:#}"
+    );
+    // The very threads of the first dialog serve the others: none started
+    // per dialog (each would get a malloc arena of its own from glibc).
+    assert_eq!(
+        after, after_first,
+        "the same threads after {DIALOGS} dialogs"
+    );
+    assert!(
+        after.iter().any(|(_, name)| name == "avsd-capture"),
+        "the capture thread outlives its dialog: {after:?}"
+    );
+    assert!(
+        after.iter().any(|(_, name)| name == "avsd-mp3"),
+        "the decoder thread outlives its answer: {after:?}"
+    );
+}

@@ -5,6 +5,15 @@
 //!     downmix ▶ resample to 16 kHz ▶ i16 LE ▶ 320-byte chunks ─tokio mpsc─▶ next_chunk()
 //! ```
 //!
+//! The `avsd-capture` thread is started with the first capture and kept for
+//! the process's life: each [`Capture`] is one job for it (open the device,
+//! convert until stopped, close the device), so dialogs do not start
+//! threads, and glibc does not hand each new thread a malloc arena of its
+//! own. The device itself is open only while a capture runs: no stale audio
+//! waits in it between dialogs, and the microphone is really off then.
+//! (cpal runs each open stream on a thread of its own, ended when the
+//! stream closes; that one cannot outlive the device.)
+//!
 //! Latency: ALSA hands over a 10 ms period (the fixed buffer avsd asks for)
 //! once it is full. A 16 kHz device's period then leaves as a chunk at once;
 //! with resampling the FFT resampler adds its 5 ms filter delay, so the first
@@ -33,6 +42,10 @@ const RING_SECONDS: u32 = 1;
 const CHANNEL_CHUNKS: usize = 100;
 /// ALSA period: one AVS chunk, so a chunk can leave as soon as it is captured.
 const PERIOD_MS: u32 = 10;
+/// How long opening may take, including the wait for the previous capture
+/// to close on the shared thread. Opening takes milliseconds; this only
+/// keeps a hung driver from hanging the dialog with it.
+const OPEN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where and how to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +88,55 @@ struct Shared {
     error: Mutex<Option<cpal::Error>>,
 }
 
+/// One capture for the worker thread: open, convert until stopped, close.
+struct Job {
+    config: CaptureConfig,
+    shared: Arc<Shared>,
+    tx: Chunks,
+    ready: Ready,
+    /// Sent once the device is closed again.
+    closed: oneshot::Sender<()>,
+}
+
+/// The capture worker: its job queue and its thread (which the cpal
+/// callback and a stop wake). `None` until the first capture, and again
+/// if the thread ever died (a panic), so the next capture starts a new one.
+static WORKER: Mutex<Option<(std::sync::mpsc::Sender<Job>, Thread)>> = Mutex::new(None);
+
+/// Hands `job` to the worker thread, starting it if there is none; returns
+/// the thread, to wake it.
+fn submit(job: Job) -> Result<Thread, AudioError> {
+    let mut worker = WORKER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let job = match worker.as_ref() {
+        Some((jobs, thread)) => match jobs.send(job) {
+            Ok(()) => return Ok(thread.clone()),
+            // The thread is gone (it panicked); start another below.
+            Err(std::sync::mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    // Unbounded, yet never long: a dialog runs one capture at a time and
+    // waits for it to be ready before it can start another.
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let handle = thread::Builder::new()
+        .name("avsd-capture".into())
+        .spawn(move || {
+            for job in queue {
+                run(job.config, job.shared, job.tx, job.ready);
+                // Sent after the cpal stream is gone: the device is free again.
+                let _ = job.closed.send(());
+            }
+        })
+        .map_err(|e| AudioError::Thread(format!("cannot start the capture thread: {e}")))?;
+    let thread = handle.thread().clone();
+    jobs.send(job)
+        .map_err(|_| AudioError::Thread("the capture thread died at its start".into()))?;
+    *worker = Some((jobs, thread.clone()));
+    Ok(thread)
+}
+
 /// A running capture. Dropping it (or [`stop`](Self::stop)) closes the device.
 ///
 /// ```no_run
@@ -100,7 +162,8 @@ impl Capture {
     /// Opens the ALSA capture device and starts streaming.
     ///
     /// The device work (enumeration, opening, ALSA's blocking calls) happens
-    /// on the dedicated `avsd-capture` thread; this only awaits its answer.
+    /// on the `avsd-capture` thread, kept from one capture to the next; this
+    /// only awaits its answer.
     /// A device that does not exist gives [`AudioError::NoDevice`] listing
     /// the devices that do.
     pub async fn start(config: CaptureConfig) -> Result<Capture, AudioError> {
@@ -113,25 +176,36 @@ impl Capture {
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (closed_tx, closed) = oneshot::channel();
-        let thread_shared = shared.clone();
-        let handle = thread::Builder::new()
-            .name("avsd-capture".into())
-            .spawn(move || {
-                run(config, thread_shared, tx, ready_tx);
-                // Sent after the cpal stream is gone: the device is free again.
-                let _ = closed_tx.send(());
-            })
-            .map_err(|e| AudioError::Thread(format!("cannot start the capture thread: {e}")))?;
-        match ready_rx.await {
+        let name = config.device.clone();
+        let thread = submit(Job {
+            config,
+            shared: shared.clone(),
+            tx,
+            ready: ready_tx,
+            closed: closed_tx,
+        })?;
+        let Ok(ready) = tokio::time::timeout(OPEN_LIMIT, ready_rx).await else {
+            // The job may still run once the thread is free: it then finds
+            // nobody waiting and closes the device at once.
+            shared.stop.store(true, Ordering::Release);
+            return Err(AudioError::Open {
+                name,
+                direction: Direction::Capture,
+                detail: format!(
+                    "not open after {OPEN_LIMIT:?}: the device, or closing the previous \
+                     capture, hangs in its driver"
+                ),
+            });
+        };
+        match ready {
             Ok(Ok(format)) => Ok(Capture {
                 chunks,
                 shared,
                 format,
-                thread: handle.thread().clone(),
+                thread,
                 closed: Some(closed),
             }),
-            // The thread is on its way out and holds no device; not joined,
-            // because joining would block this async worker.
+            // The worker holds no device and waits for the next job.
             Ok(Err(e)) => Err(e),
             Err(_) => Err(AudioError::Thread("the capture thread died".into())),
         }
@@ -183,8 +257,9 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        // Not joined: closing an ALSA device can take a period or more and
-        // this may run on an async worker. The thread exits on its own.
+        // Not waited for: closing an ALSA device can take a period or more
+        // and this may run on an async worker. The worker closes it and
+        // moves on to the next job on its own.
         self.signal_stop();
     }
 }
@@ -192,7 +267,8 @@ impl Drop for Capture {
 type Ready = oneshot::Sender<Result<StreamFormat, AudioError>>;
 type Chunks = mpsc::Sender<Result<Bytes, AudioError>>;
 
-/// The capture thread: open the device, then convert until told to stop.
+/// One capture on the worker thread: open the device, then convert until
+/// told to stop.
 fn run(config: CaptureConfig, shared: Arc<Shared>, tx: Chunks, ready: Ready) {
     let name = config.device.clone();
     let opened = (|| {

@@ -2,10 +2,12 @@
 //! piece, into a mixer source. Run by the speaker's decoder threads; it
 //! knows nothing of the speaker.
 
+use std::future::Future;
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -15,8 +17,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource};
 use symphonia::default::codecs::MpaDecoder;
 use symphonia::default::formats::MpaReader;
-
-use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc;
 
 use super::AudioError;
 use super::mixer::{SourceControl, SourceFeed};
@@ -25,45 +26,67 @@ use super::resample::MonoResampler;
 /// Where an answer's MP3 bytes come from.
 pub(crate) enum Mp3Input {
     /// Straight from the `Speak` attachment as it streams in.
-    Attachment(tokio::sync::mpsc::Receiver<Bytes>),
+    Attachment(mpsc::Receiver<Bytes>),
     /// Pushed piece by piece through [`super::Player::push`].
-    Pushed(Receiver<Bytes>),
+    Pushed(mpsc::UnboundedReceiver<Bytes>),
 }
-
-/// How long the decoder waits for the next piece before it looks again
-/// whether its source was stopped. Bounds how late a stopped answer lets
-/// go of the decoder thread; the wait ends at once when bytes arrive.
-const INPUT_POLL: Duration = Duration::from_millis(20);
 
 impl Mp3Input {
     /// The next piece; `None` at the end of the MP3 or once `control` says
-    /// nobody will play it any more.
+    /// nobody will play it any more. Blocks the decoder thread (parked, no
+    /// CPU) until one of the two happens.
     fn next(&mut self, control: &SourceControl) -> Option<Bytes> {
-        loop {
-            if control.is_stopped() {
-                return None;
+        let attachment = matches!(self, Mp3Input::Attachment(_));
+        let piece = block_on(async {
+            tokio::select! {
+                biased;
+                () = control.stopped() => None,
+                piece = self.recv() => Some(piece),
             }
-            match self {
-                Mp3Input::Pushed(rx) => match rx.recv_timeout(INPUT_POLL) {
-                    Ok(b) => return Some(b),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return None,
-                },
-                Mp3Input::Attachment(rx) => match rx.try_recv() {
-                    Ok(b) => return Some(b),
-                    Err(TryRecvError::Disconnected) => {
-                        // scripts/bench times "answer to sound" from here
-                        // to the dialog's "speaking" line.
-                        tracing::debug!("the answer's audio has arrived in full");
-                        return None;
-                    }
-                    // tokio's receiver has no blocking wait with a time
-                    // bound; a short sleep keeps the first bytes' delay to
-                    // about a millisecond.
-                    Err(TryRecvError::Empty) => thread::sleep(Duration::from_millis(1)),
-                },
-            }
+        })?;
+        if piece.is_none() && attachment {
+            // scripts/bench times "answer to sound" from here to the
+            // dialog's "speaking" line.
+            tracing::debug!("the answer's audio has arrived in full");
         }
+        piece
+    }
+
+    async fn recv(&mut self) -> Option<Bytes> {
+        match self {
+            Mp3Input::Attachment(rx) => rx.recv().await,
+            Mp3Input::Pushed(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Wakes a parked thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` on this (decoder) thread, parked between wake-ups. tokio's
+/// own blocking receive cannot also wait for a stop; this waits for both.
+/// The futures it runs need no runtime (channel and `Notify` only).
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // A wake-up between the poll and here leaves the token set, so
+        // this returns at once; a spurious return only polls again.
+        thread::park();
     }
 }
 
@@ -222,4 +245,77 @@ fn write(feed: &mut SourceFeed, mono: &[f32]) -> bool {
         rest = &rest[n..];
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+    use crate::audio::mixer::Mixer;
+
+    /// A stopped answer's decoder lets go even if its attachment stays
+    /// open and silent (a stalled connection).
+    #[test]
+    fn a_stop_wakes_a_decoder_waiting_for_bytes() {
+        let (_mixer, mut handle) = Mixer::new(16_000);
+        let feed = handle.add(1600, 1.0).expect("room for a source");
+        let control = feed.control().clone();
+        let waiter_control = control.clone();
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let (got, pieces) = std_mpsc::channel();
+        let waiter = thread::spawn(move || {
+            let mut input = Mp3Input::Attachment(rx);
+            let first = input.next(&waiter_control);
+            let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+            got.send((first, me)).expect("the test waits");
+            // Waits here, parked: the sender stays open and sends nothing.
+            input.next(&waiter_control)
+        });
+        tx.try_send(Bytes::from_static(b"ID3")).expect("room");
+        let (first, waiter_task) = pieces
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first piece");
+        assert_eq!(first.as_deref(), Some(&b"ID3"[..]));
+        // Stop only once the waiter sleeps in its wait for the next piece,
+        // so that the stop has to wake it.
+        let stat = std::path::Path::new("/proc").join(waiter_task).join("stat");
+        let asleep = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&stat).expect("the waiter's stat");
+            // The state follows the ")" that ends the thread's name.
+            let state = text
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim().chars().next());
+            if state == Some('S') {
+                break;
+            }
+            assert!(
+                asleep.elapsed() < Duration::from_secs(10),
+                "the waiter never slept: {text}"
+            );
+            thread::yield_now();
+        }
+        control.stop();
+        let (done, finished) = std_mpsc::channel();
+        thread::spawn(move || done.send(waiter.join().expect("no panic")));
+        let after_stop = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the decoder stopped waiting once stopped");
+        assert_eq!(after_stop, None);
+        drop(tx);
+    }
+
+    #[test]
+    fn a_closed_input_ends_after_its_last_piece() {
+        let (_mixer, mut handle) = Mixer::new(16_000);
+        let feed = handle.add(1600, 1.0).expect("room for a source");
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let mut input = Mp3Input::Pushed(rx);
+        tx.send(Bytes::from_static(b"abc")).expect("open");
+        drop(tx);
+        assert_eq!(input.next(feed.control()).as_deref(), Some(&b"abc"[..]));
+        assert_eq!(input.next(feed.control()), None);
+    }
 }

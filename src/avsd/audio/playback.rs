@@ -117,7 +117,7 @@ impl Activity {
 /// # Ok(()) }
 /// ```
 pub struct Player {
-    pub(super) input: Option<std::sync::mpsc::Sender<Bytes>>,
+    pub(super) input: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     events: mpsc::UnboundedReceiver<PlayerEvent>,
     control: Arc<SourceControl>,
     format: StreamFormat,

@@ -3,36 +3,36 @@
 //! focus, hands its MP3 to a decoder thread, and turns the sources' counters
 //! into [`PlayerEvent`]s. See `playback.rs` for the picture.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cpal::SizedSample;
-use cpal::traits::{DeviceTrait, StreamTrait};
 use tokio::sync::{mpsc, oneshot};
 
+use super::AudioError;
 use super::decode::{Mp3Input, decode};
-use super::device::{self, SampleKind, StreamFormat};
 use super::focus::{ActivityId, Backgrounded, FocusChange, FocusManager, FocusState};
-use super::mixer::{DUCKED_GAIN, MAX_SOURCES, Mixer, MixerHandle, SourceControl, SourceFeed};
+use super::mixer::{DUCKED_GAIN, MAX_SOURCES, SourceControl, SourceFeed};
 use super::playback::{Activity, PlaybackConfig, Player, PlayerEvent};
-use super::resample::AudioSample;
-use super::{AudioError, Direction};
+
+mod output;
+
+use output::{Output, open};
 
 /// Audio a source's ring holds between decoder and callback. The decoder
 /// runs far ahead of real time, so this only has to cover its scheduling gaps.
 const RING_MS: u32 = 500;
-/// ALSA period; see `device::stream_config` for why playback uses 20 ms.
-const PERIOD_MS: u32 = 20;
 /// How often the speaker thread turns counters into events. Bounds how late
 /// `Started` / `Finished` / `Stopped` are reported, not the audio itself.
 const MONITOR_TICK: Duration = Duration::from_millis(5);
-/// A device that asks for no audio this long while something plays is gone,
-/// even if ALSA never says so (a write stuck in a driver or a FIFO).
-const STALL_AFTER: Duration = Duration::from_secs(5);
+/// The same with nothing playing, where there are no events to report: a
+/// command still wakes the thread at once; this only bounds how late it
+/// notices that the last handle is gone (and a device failure while idle).
+/// Keeps the idle daemon from waking 200 times a second.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// The speaker: a handle on the output thread. Cheap to clone; the threads
 /// end when the last handle is dropped and nothing plays.
@@ -118,7 +118,7 @@ impl Player {
     /// later, as [`PlayerEvent::Failed`].
     pub async fn start(config: PlaybackConfig) -> Result<Player, AudioError> {
         let speaker = Speaker::new(config)?;
-        let (input, rx) = std::sync::mpsc::channel();
+        let (input, rx) = mpsc::unbounded_channel();
         let mut player = speaker
             .start(Mp3Input::Pushed(rx), Activity::SPEECH, true)
             .await?;
@@ -126,18 +126,6 @@ impl Player {
         player.own = Some(speaker.alive.clone());
         Ok(player)
     }
-}
-
-/// The open output.
-struct Output {
-    stream: cpal::Stream,
-    mixer: MixerHandle,
-    format: StreamFormat,
-    callbacks: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
-    device_error: Arc<Mutex<Option<cpal::Error>>>,
-    seen_callbacks: u64,
-    progress_at: Instant,
 }
 
 /// A source playing, as the speaker thread follows it.
@@ -189,7 +177,12 @@ impl SpeakerThread {
     /// Serves commands until the last handle is gone and nothing plays.
     pub(super) fn run(mut self, rx: Receiver<Command>) {
         loop {
-            match rx.recv_timeout(MONITOR_TICK) {
+            let tick = if self.playing.is_empty() {
+                IDLE_TICK
+            } else {
+                MONITOR_TICK
+            };
+            match rx.recv_timeout(tick) {
                 Ok(Command::Play {
                     input,
                     activity,
@@ -433,121 +426,11 @@ impl SpeakerThread {
     }
 }
 
-impl Output {
-    /// The device's failure, if it failed or stalled while sources play.
-    fn failure(&mut self, name: &str, busy: bool) -> Option<AudioError> {
-        if self.failed.load(Ordering::Acquire) {
-            let detail = self
-                .device_error
-                .lock()
-                .ok()
-                .and_then(|mut e| e.take())
-                .map_or_else(|| "the stream ended".into(), |e| e.to_string());
-            return Some(AudioError::Device {
-                name: name.to_string(),
-                direction: Direction::Playback,
-                detail,
-            });
-        }
-        let callbacks = self.callbacks.load(Ordering::Relaxed);
-        if callbacks != self.seen_callbacks || !busy {
-            self.seen_callbacks = callbacks;
-            self.progress_at = Instant::now();
-        } else if self.progress_at.elapsed() >= STALL_AFTER {
-            return Some(AudioError::Device {
-                name: name.to_string(),
-                direction: Direction::Playback,
-                detail: format!("the device asked for no audio for {STALL_AFTER:?}"),
-            });
-        }
-        None
-    }
-}
-
 /// The gain and pause of a source with foreground gain `gain` in `state`.
 fn focus_gain(gain: f32, backgrounded: Backgrounded, state: FocusState) -> (f32, bool) {
     match (state, backgrounded) {
         (FocusState::Foreground, _) => (gain, false),
         (FocusState::Background, Backgrounded::Duck) => (gain * DUCKED_GAIN, false),
         (FocusState::Background, _) | (FocusState::None, _) => (gain, true),
-    }
-}
-
-fn open(config: &PlaybackConfig) -> Result<Output, AudioError> {
-    let name = config.device.as_str();
-    let host = device::alsa_host(name, Direction::Playback)?;
-    let dev = device::find_device(&host, name, Direction::Playback)?;
-    let ranges: Vec<_> = dev
-        .supported_output_configs()
-        .map_err(|e| open_error(name, e))?
-        .collect();
-    let format = match config.format {
-        Some(f) => f,
-        None => device::choose_playback_format(dev.default_output_config().ok(), &ranges)
-            .ok_or_else(|| AudioError::UnsupportedFormat {
-                name: name.to_string(),
-                direction: Direction::Playback,
-                detail: "no i16, i32 or f32 format".into(),
-            })?,
-    };
-    let stream_config = device::stream_config(
-        format,
-        device::buffer_range(&ranges, format).as_ref(),
-        PERIOD_MS,
-    );
-    let period_frames = format!("{:?}", stream_config.buffer_size);
-    let output = match format.sample {
-        SampleKind::I16 => build::<i16>(name, &dev, format, stream_config),
-        SampleKind::I32 => build::<i32>(name, &dev, format, stream_config),
-        SampleKind::F32 => build::<f32>(name, &dev, format, stream_config),
-    }?;
-    tracing::info!(device = name, format = %format, period_frames, "playback started");
-    Ok(output)
-}
-
-fn build<T: SizedSample + AudioSample>(
-    name: &str,
-    dev: &cpal::Device,
-    format: StreamFormat,
-    config: cpal::StreamConfig,
-) -> Result<Output, AudioError> {
-    let channels = usize::from(format.channels);
-    let (mut mixer, handle) = Mixer::new(format.rate);
-    let callbacks = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
-    let device_error = Arc::new(Mutex::new(None));
-    let xruns = Arc::new(AtomicU64::new(0));
-    let cb_count = callbacks.clone();
-    // The real-time callback: the mixer only copies, sums and counts.
-    let data_cb = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
-        cb_count.fetch_add(1, Ordering::Relaxed);
-        mixer.mix(out, channels);
-    };
-    let (err_failed, err_slot) = (failed.clone(), device_error.clone());
-    let owner = thread::current();
-    let err_cb = move |e: cpal::Error| {
-        device::on_stream_error(e, &xruns, &err_slot, &err_failed, &owner);
-    };
-    let stream = dev
-        .build_output_stream::<T, _, _>(config, data_cb, err_cb, None)
-        .map_err(|e| open_error(name, e))?;
-    stream.play().map_err(|e| open_error(name, e))?;
-    Ok(Output {
-        stream,
-        mixer: handle,
-        format,
-        callbacks,
-        failed,
-        device_error,
-        seen_callbacks: 0,
-        progress_at: Instant::now(),
-    })
-}
-
-fn open_error(name: &str, e: cpal::Error) -> AudioError {
-    AudioError::Open {
-        name: name.to_string(),
-        direction: Direction::Playback,
-        detail: e.to_string(),
     }
 }

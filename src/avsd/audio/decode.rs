@@ -25,8 +25,10 @@ use super::resample::MonoResampler;
 
 /// Where an answer's MP3 bytes come from.
 pub(crate) enum Mp3Input {
-    /// Straight from the `Speak` attachment as it streams in.
-    Attachment(mpsc::Receiver<Bytes>),
+    /// Straight from the `Speak` attachment as it streams in; the flag
+    /// says whether its first bytes have been seen (for the log line
+    /// scripts/bench times "answer to sound" from).
+    Attachment(mpsc::Receiver<Bytes>, bool),
     /// Pushed piece by piece through [`super::Player::push`].
     Pushed(mpsc::UnboundedReceiver<Bytes>),
 }
@@ -36,7 +38,7 @@ impl Mp3Input {
     /// nobody will play it any more. Blocks the decoder thread (parked, no
     /// CPU) until one of the two happens.
     fn next(&mut self, control: &SourceControl) -> Option<Bytes> {
-        let attachment = matches!(self, Mp3Input::Attachment(_));
+        let attachment = matches!(self, Mp3Input::Attachment(..));
         let piece = block_on(async {
             tokio::select! {
                 biased;
@@ -44,9 +46,15 @@ impl Mp3Input {
                 piece = self.recv() => Some(piece),
             }
         })?;
-        if piece.is_none() && attachment {
+        if let Mp3Input::Attachment(_, seen @ false) = self
+            && piece.is_some()
+        {
+            *seen = true;
             // scripts/bench times "answer to sound" from here to the
-            // dialog's "speaking" line.
+            // dialog's "speaking" line (the first sample handed to ALSA).
+            tracing::debug!("the answer's first audio bytes have arrived");
+        }
+        if piece.is_none() && attachment {
             tracing::debug!("the answer's audio has arrived in full");
         }
         piece
@@ -54,7 +62,7 @@ impl Mp3Input {
 
     async fn recv(&mut self) -> Option<Bytes> {
         match self {
-            Mp3Input::Attachment(rx) => rx.recv().await,
+            Mp3Input::Attachment(rx, _) => rx.recv().await,
             Mp3Input::Pushed(rx) => rx.recv().await,
         }
     }
@@ -265,7 +273,7 @@ mod tests {
         let (tx, rx) = mpsc::channel::<Bytes>(4);
         let (got, pieces) = std_mpsc::channel();
         let waiter = thread::spawn(move || {
-            let mut input = Mp3Input::Attachment(rx);
+            let mut input = Mp3Input::Attachment(rx, false);
             let first = input.next(&waiter_control);
             let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
             got.send((first, me)).expect("the test waits");

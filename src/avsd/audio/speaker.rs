@@ -87,7 +87,7 @@ impl Speaker {
         data: mpsc::Receiver<Bytes>,
         activity: Activity,
     ) -> Result<Player, AudioError> {
-        self.start(Mp3Input::Attachment(data), activity, false)
+        self.start(Mp3Input::Attachment(data, false), activity, false)
             .await
     }
 

@@ -221,7 +221,9 @@ impl Soak {
         let loud = s16le(&self.speaker.played()[heard_before..])
             .iter()
             .any(|s| s.abs() > LOUD);
-        let last_error = rig.dialog.last_error().await.unwrap();
+        // Read past zbus's property cache: a change announced while the
+        // proxy was being built can be missing from it.
+        let last_error = support::system::fresh(rig.dialog.inner(), "LastError").await;
         println!("{fault:?}: states {states:?} in {took:.1?}; LastError {last_error:?}");
         if states.iter().any(|s| s == "speaking") && loud {
             Outcome::Answered

@@ -55,7 +55,7 @@ use crate::auth::AuthHandle;
 use crate::avs::connection::{ConnectionHandle, ContextSource};
 use crate::avs::discovery::Capability;
 use crate::avs::inbound::Inbound;
-use crate::dialog::Input;
+use crate::dialog::{Input, Speech, SpeechDirective};
 use avs_proto::message::{ContextEntry, Directive, DirectiveError, SpeechState};
 
 /// Reads one agent's context entry as it is now; called from other tasks
@@ -256,6 +256,19 @@ pub fn for_daemon(deps: Deps) -> Result<Registry, DuplicateNamespace> {
         deps.speech,
     ))?;
     Ok(registry)
+}
+
+/// Hand a directive its agent has parsed to the dialog, which owns the
+/// attention state; the queue keeps AVS's order.
+async fn to_dialog(dialog: &mpsc::Sender<Input>, directive: &Directive, raw: &str, speech: Speech) {
+    tracing::debug!("directive {}", directive.qualified_name());
+    let input = Input::Directive(SpeechDirective {
+        header: directive.header.clone(),
+        raw: raw.to_owned(),
+        directive: speech,
+    });
+    // The dialog is gone only while the daemon stops.
+    let _ = dialog.send(input).await;
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::{CapabilityAgent, Env};
+use super::{CapabilityAgent, Env, to_dialog};
 use crate::avs::discovery::Capability;
 use crate::avs::inbound::Inbound;
-use crate::dialog::{Input, Speech, SpeechDirective};
+use crate::dialog::{Input, Speech};
 use avs_proto::message::{Directive, DirectiveError};
 
 /// The SpeechRecognizer agent.
@@ -56,14 +56,7 @@ impl CapabilityAgent for SpeechRecognizer {
                 "ExpectSpeech" => Speech::ExpectSpeech(directive.payload()?),
                 _ => return Err(directive.unsupported()),
             };
-            tracing::debug!("directive {}", directive.qualified_name());
-            let input = Input::Directive(SpeechDirective {
-                header: directive.header.clone(),
-                raw: raw.to_owned(),
-                directive: speech,
-            });
-            // The dialog is gone only while the daemon stops.
-            let _ = self.dialog.send(input).await;
+            to_dialog(&self.dialog, directive, raw, speech).await;
             Ok(())
         })
     }

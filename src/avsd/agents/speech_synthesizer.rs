@@ -10,10 +10,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use super::{CapabilityAgent, ContextReader, Env};
+use super::{CapabilityAgent, ContextReader, Env, to_dialog};
 use crate::avs::discovery::Capability;
 use crate::avs::inbound::Inbound;
-use crate::dialog::{Input, Speech, SpeechDirective};
+use crate::dialog::{Input, Speech};
 use avs_proto::message::{ContextEntry, Directive, DirectiveError, Speak, SpeechState};
 
 /// The SpeechSynthesizer agent.
@@ -66,14 +66,7 @@ impl CapabilityAgent for SpeechSynthesizer {
                 "Speak" => Speech::Speak(Speak::from_directive(directive)?),
                 _ => return Err(directive.unsupported()),
             };
-            tracing::debug!("directive {}", directive.qualified_name());
-            let input = Input::Directive(SpeechDirective {
-                header: directive.header.clone(),
-                raw: raw.to_owned(),
-                directive: speech,
-            });
-            // The dialog is gone only while the daemon stops.
-            let _ = self.dialog.send(input).await;
+            to_dialog(&self.dialog, directive, raw, speech).await;
             Ok(())
         })
     }

@@ -230,3 +230,51 @@ async fn a_recognize_the_client_resets_is_recorded_and_harmless() {
     assert_eq!(last["status"], 0);
     assert_eq!(link.get("/ping", &token).await.unwrap().status(), 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_answer_follows_the_speak_without_undeclared_interfaces() {
+    let sim = Sim::start().await;
+    let (link, _down) = synced(&sim).await;
+    let token = sim.token();
+    // A device that sent no Discovery may be told of any implemented
+    // interface; `Bogus` is none, so AVS would not send it.
+    sim.answer(json!([
+        {"namespace": "System", "name": "ResetUserInactivity"},
+        {"namespace": "Bogus", "name": "Thing", "payload": {"x": 1}},
+    ]))
+    .await;
+    let (status, refused) = sim
+        .call(
+            http::Method::POST,
+            "/answer",
+            Some("{\"directives\": []}".into()),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(sim.stats().await["scripted"], 1);
+
+    let meta = recognize_metadata("CLOSE_TALK", "dlg-s", json!({"type": "PRESS_AND_HOLD"}));
+    let resp = recognize_at_once(&link, &token, &meta, tone(8000)).await;
+    assert_eq!(resp.status(), 200);
+    let mut parts = Parts::new(resp);
+    assert_eq!(parts.directive().await["header"]["name"], "Speak");
+    let _mp3 = parts.next().await.expect("the MP3 part");
+    let reset = parts.directive().await;
+    assert_eq!(reset["header"]["namespace"], "System");
+    assert_eq!(reset["header"]["name"], "ResetUserInactivity");
+    assert_eq!(reset["header"]["dialogRequestId"], "dlg-s");
+    assert!(
+        reset["header"]["messageId"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(parts.next().await.is_none(), "Bogus.Thing must be left out");
+    assert_eq!(sim.stats().await["scripted"], 0);
+
+    // The next answer is the plain one again.
+    let meta = recognize_metadata("CLOSE_TALK", "dlg-t", json!({"type": "PRESS_AND_HOLD"}));
+    let mut parts = Parts::new(recognize_at_once(&link, &token, &meta, tone(8000)).await);
+    assert_eq!(parts.directive().await["header"]["name"], "Speak");
+    let _mp3 = parts.next().await.expect("the MP3 part");
+    assert!(parts.next().await.is_none());
+}

@@ -176,6 +176,14 @@ impl Sim {
         v
     }
 
+    /// Script the next Speak answer: `directives` (a JSON array of
+    /// `{namespace, name, payload}`) follow its Speak.
+    pub async fn answer(&self, directives: Value) {
+        let body = serde_json::json!({ "directives": directives }).to_string();
+        let (status, v) = self.call(Method::POST, "/answer", Some(body)).await;
+        assert_eq!(status, 200, "POST /answer: {v}");
+    }
+
     /// The stand-in's `/stats`.
     pub async fn stats(&self) -> Value {
         self.call(Method::GET, "/stats", None).await.1

@@ -58,6 +58,11 @@ fn implemented(interface: &str) -> Option<&'static Implemented> {
     IMPLEMENTED.iter().find(|i| i.interface == interface)
 }
 
+/// Whether the stand-in implements `interface` at any version.
+pub(super) fn is_implemented(interface: &str) -> bool {
+    implemented(interface).is_some()
+}
+
 /// The most capabilities one endpoint may list (Alexa.Discovery limits).
 const MAX_CAPABILITIES: usize = 100;
 /// Characters an endpointId may hold besides letters and digits.

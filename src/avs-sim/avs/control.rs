@@ -129,6 +129,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         (Method::POST, "/delay") => delay(&q, &shared),
         (Method::POST, "/push") => push(req, q, &shared).await,
         (Method::POST, "/dialog") => dialog(&q, &shared),
+        (Method::POST, "/answer") => answer(req, &shared).await,
         (Method::POST, "/sync") => sync(&q, &shared),
         (Method::POST, "/reset") => {
             shared.reset();
@@ -151,6 +152,7 @@ fn stats_json(shared: &Shared) -> Value {
             json!({"id": id, "peer": peer.to_string(), "downchannel": downchannel, "synced": synced})
         })
         .collect();
+    v["scripted"] = json!(shared.interfaces.scripted());
     v
 }
 
@@ -233,6 +235,9 @@ async fn push(
     }
     // Anything is pushed as given, even malformed JSON, so the client's
     // handling of bad directives can be tested too.
+    if let Ok(directive) = serde_json::from_slice::<serde_json::Value>(&json) {
+        super::interfaces::sent(shared, &directive);
+    }
     let attachment = attach.map(|cid| (cid, shared.answer_mp3.clone()));
     let mut pushed = None;
     for _ in 0..count {
@@ -253,6 +258,21 @@ async fn push(
             &json!({"error": "no downchannel is open"}),
         )),
     }
+}
+
+/// `POST /answer` with `{"directives": [{"namespace", "name", "payload"}]}`:
+/// the next Recognize answered with a Speak carries these directives after
+/// it (each with a new messageId and the Recognize's dialogRequestId);
+/// directives of interfaces the device did not declare are left out, as
+/// AVS leaves them out.
+async fn answer(req: Request<Incoming>, shared: &Shared) -> Result<Resp, Fail> {
+    let body = http_body_util::Limited::new(req.into_body(), PUSH_LIMIT);
+    let json = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|_| bad(format!("the body is cut off or over {PUSH_LIMIT} bytes")))?
+        .to_bytes();
+    let waiting = shared.interfaces.script(&json).map_err(bad)?;
+    Ok(ok(json!({"scripted": waiting})))
 }
 
 /// `POST /sync?empty_200=true|false`: how SynchronizeState is answered

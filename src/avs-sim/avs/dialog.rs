@@ -57,7 +57,8 @@ impl Answer {
         let _ = self.out.send_data(part, false);
     }
 
-    fn directive(&mut self, namespace: &str, name: &str, dialog: &str, payload: Value) {
+    /// Send one directive; the whole object as sent.
+    fn directive(&mut self, namespace: &str, name: &str, dialog: &str, payload: Value) -> Value {
         let d = json!({"directive": {
             "header": {
                 "namespace": namespace,
@@ -69,10 +70,11 @@ impl Answer {
         }});
         let part = self.related.json(d.to_string().as_bytes());
         self.send(part);
+        d
     }
 
     fn stop_capture(&mut self, dialog: &str) {
-        self.directive("SpeechRecognizer", "StopCapture", dialog, json!({}));
+        let _ = self.directive("SpeechRecognizer", "StopCapture", dialog, json!({}));
     }
 
     fn close(mut self) {
@@ -344,9 +346,17 @@ fn speak(a: &mut Answer, ctx: &Ctx, dialog: &str) -> bool {
         "format": "AUDIO_MPEG",
         "token": format!("avs-sim-speak-{}", uuid::Uuid::new_v4().simple()),
     });
-    a.directive("SpeechSynthesizer", "Speak", dialog, payload);
+    let _ = a.directive("SpeechSynthesizer", "Speak", dialog, payload);
     let mp3 = a.related.binary(&cid, &ctx.shared.answer_mp3);
     a.send(mp3);
+    // What a test scripted for this answer follows the Speak, as AVS
+    // answers "set a timer" with speech and then the SetAlert.
+    for d in ctx.shared.interfaces.take_script() {
+        if may_direct(ctx, &d.namespace, &d.name) {
+            let sent = a.directive(&d.namespace, &d.name, dialog, d.payload);
+            super::interfaces::sent(&ctx.shared, &sent);
+        }
+    }
     match ctx
         .shared
         .take_expect_speech()
@@ -359,7 +369,7 @@ fn speak(a: &mut Answer, ctx: &Ctx, dialog: &str) -> bool {
                 "timeoutInMilliseconds": timeout,
                 "initiator": {"type": "EXPECT_SPEECH", "payload": {"token": format!("avs-sim-expect-{}", uuid::Uuid::new_v4().simple())}},
             });
-            a.directive("SpeechRecognizer", "ExpectSpeech", dialog, payload);
+            let _ = a.directive("SpeechRecognizer", "ExpectSpeech", dialog, payload);
             true
         }
         None => false,

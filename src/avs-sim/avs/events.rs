@@ -92,6 +92,7 @@ pub(super) fn record(ctx: &Ctx, meta: &Metadata, status: u16) -> usize {
             status,
             dialog_request_id: meta.dialog_request_id.clone(),
             inactive_seconds: meta.inactive_seconds().ok(),
+            payload: meta.payload.clone(),
         })
     });
     index
@@ -172,7 +173,9 @@ pub(super) async fn event(
             ctx.shared
                 .take_status(Target::Events)
                 .map(Refusal::for_status)
-        });
+        })
+        // Last, so an interface remembers only events nothing else refused.
+        .or_else(|| super::interfaces::event(&ctx, &meta).err());
     if let Some(r) = verdict {
         let _ = record(&ctx, &meta, r.status);
         ctx.refuse(&mut respond, EVENTS_PATH, &r);

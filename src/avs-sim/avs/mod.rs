@@ -109,15 +109,21 @@
 //!   end_of_speech_ms=&silence_rms=&close_grace_ms=&think_ms=&expect_speech_ms=&
 //!   expect_speech_count=` (answers the settings), `POST /sync?empty_200=
 //!   true|false` (SynchronizeState answered 200 with an empty multipart
-//!   body instead of 204, as AVS sometimes does), `POST /reset`
-//!   (statistics and fault knobs).
+//!   body instead of 204, as AVS sometimes does), `POST /answer` with
+//!   `{"directives": [{namespace, name, payload}]}` (the next Recognize
+//!   answered with a Speak carries them after it, at most 16 answers
+//!   queued, directives of undeclared interfaces left out), `POST /reset`
+//!   (statistics, fault knobs and scripted answers). `/stats` lists every
+//!   event with its payload.
 //!
 //! Layout: `server` (TLS, HTTP/2 connections, routing), `downchannel`,
 //! `rules` (auth, exception bodies, metadata checks), `capabilities`
 //! (Discovery reports and contexts), `events` (reading
 //! event bodies), `dialog` and `audio` (Recognize answers), `related` (the
 //! multipart/related writer), `linger` (orderly closes), `state` and
-//! `stats` (knobs and statistics), `control` (the control API).
+//! `stats` (knobs and statistics), `control` (the control API),
+//! `interfaces` (scripted answers; one module per interface beyond the
+//! dialog, with its own event checks).
 
 mod audio;
 mod capabilities;
@@ -125,6 +131,7 @@ mod control;
 mod dialog;
 mod downchannel;
 mod events;
+mod interfaces;
 mod linger;
 mod related;
 mod rules;

@@ -106,10 +106,14 @@ impl Ctx {
     }
 
     /// Whether the stand-in may send this device a directive of
-    /// `namespace`: one it declared (anything, if it never declared).
+    /// `namespace`: one it declared (any it implements, if it never declared).
     pub(super) fn may_direct(&self, namespace: &str) -> bool {
-        self.declared()
-            .is_none_or(|d| d.version(namespace).is_some())
+        // A device that never declared (one set up on the console) gets
+        // what the stand-in implements.
+        match self.declared() {
+            Some(d) => d.version(namespace).is_some(),
+            None => super::capabilities::is_implemented(namespace),
+        }
     }
 
     /// Wait for the `/delay` knob, if it covers `kind`.

@@ -172,6 +172,8 @@ pub struct Shared {
     /// Token ids refused through the `refuse_token` knob, for good.
     refused_tokens: Mutex<std::collections::HashSet<String>>,
     pub(super) answer_mp3: Bytes,
+    /// Scripted answers and the state of the interfaces beyond the dialog.
+    pub(super) interfaces: super::interfaces::Interfaces,
     pub(super) idle_timeout: Option<Duration>,
     pub(super) connection_lifetime: Option<Duration>,
     dialog: Mutex<DialogSettings>,
@@ -206,6 +208,7 @@ impl Shared {
             revocations,
             refused_tokens: Mutex::default(),
             answer_mp3,
+            interfaces: Default::default(),
             idle_timeout,
             connection_lifetime,
             dialog: Mutex::new(dialog),
@@ -238,6 +241,7 @@ impl Shared {
     /// Clear statistics and knobs (not the open connections).
     pub(super) fn reset(&self) {
         *lock(&self.knobs) = Knobs::default();
+        self.interfaces.reset();
         lock(&self.audio).clear();
         self.update(|s| {
             let (current, active) = (s.connections.current, s.connections.active);

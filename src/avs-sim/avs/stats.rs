@@ -41,6 +41,8 @@ pub struct EventRecord {
     /// A UserInactivityReport's `inactiveTimeInSeconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inactive_seconds: Option<u64>,
+    /// `event.payload`, for tests that check what the device said.
+    pub payload: serde_json::Value,
 }
 
 /// An accepted `Alexa.Discovery.AddOrUpdateReport`: what the device

@@ -136,6 +136,7 @@ mod linger;
 mod related;
 mod rules;
 mod server;
+mod speaker;
 pub mod state;
 mod stats;
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::{AuthorizationProxy, DialogProxy};
-use avsctl::report::{self as ctl, Snapshot};
+use avsctl::proxy::{AuthorizationProxy, DialogProxy, SpeakerProxy};
+use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
 ///
@@ -36,6 +36,16 @@ enum Command {
     Release,
     /// Stop listening or speaking now.
     Stop,
+    /// Show the volume, or set it: N (0 to 100), +N or -N.
+    Volume {
+        /// N, +N or -N; none shows the volume.
+        #[arg(allow_hyphen_values = true)]
+        level: Option<String>,
+    },
+    /// Mute the speaker.
+    Mute,
+    /// Unmute the speaker.
+    Unmute,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,13 +64,37 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
     let conn = zbus::Connection::system().await?;
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
+    let speaker = SpeakerProxy::new(&conn).await?;
     match command {
         Command::Status => {
-            print!(
-                "{}",
-                ctl::report(&snapshot(&auth, &dialog).await?, kit::clock::unix_now())
-            );
+            let mut s = snapshot(&auth, &dialog).await?;
+            // An older avsd has no Speaker interface: no volume line.
+            s.volume = match (speaker.volume().await, speaker.muted().await) {
+                (Ok(v), Ok(m)) => Some((v, m)),
+                _ => None,
+            };
+            print!("{}", ctl::report(&s, kit::clock::unix_now()));
         }
+        Command::Volume { level } => {
+            match level.as_deref().map(ctl::parse_volume) {
+                None => {}
+                Some(Err(why)) => {
+                    eprintln!("avsctl: {why}");
+                    return Ok(ExitCode::from(2));
+                }
+                Some(Ok(VolumeRequest::Set(v))) => speaker.set_volume(v).await?,
+                Some(Ok(VolumeRequest::Adjust(d))) => speaker.adjust_volume(d).await?,
+            }
+            // Past zbus's property cache: the value avsd holds now.
+            let now = SpeakerProxy::builder(&conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await?;
+            let (v, m) = (now.volume().await?, now.muted().await?);
+            println!("Volume: {v}{}", if m { " (muted)" } else { "" });
+        }
+        Command::Mute => speaker.set_muted(true).await?,
+        Command::Unmute => speaker.set_muted(false).await?,
         Command::Login => return login(&auth).await,
         Command::Reset => {
             auth.reset().await?;
@@ -172,6 +206,7 @@ async fn snapshot(
         connection: dialog.connection().await?,
         reconnect_attempt: dialog.reconnect_attempt().await?,
         next_reconnect_at: dialog.next_reconnect_at().await?,
+        volume: None,
     })
 }
 

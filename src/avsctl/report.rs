@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub reconnect_attempt: u32,
     /// Dialog.NextReconnectAt
     pub next_reconnect_at: u64,
+    /// Speaker.Volume and Speaker.Muted (`None` from an avsd without
+    /// the Speaker interface).
+    pub volume: Option<(u8, bool)>,
 }
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
@@ -33,6 +36,12 @@ pub fn report(s: &Snapshot, now: u64) -> String {
         "Authorization: {}\nDialog:        {} (AVS connection: {})\n",
         s.auth_state, s.dialog_state, s.connection
     );
+    if let Some((volume, muted)) = s.volume {
+        out.push_str(&format!(
+            "Volume:        {volume}{}\n",
+            if muted { " (muted)" } else { "" }
+        ));
+    }
     if s.next_reconnect_at > 0 {
         out.push_str(&format!(
             "Reconnecting:  attempt {}, next try in {} s\n",
@@ -66,6 +75,42 @@ pub fn report(s: &Snapshot, now: u64) -> String {
         out.push_str("Run `avsctl login` to link this device with your Amazon account.\n");
     }
     out
+}
+
+/// What `avsctl volume LEVEL` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeRequest {
+    /// `N`: set the volume to N (0 to 100).
+    Set(u8),
+    /// `+N` / `-N`: move it by N (clamped by avsd).
+    Adjust(i32),
+}
+
+/// Parse `N`, `+N` or `-N`; `Err` says what is expected.
+pub fn parse_volume(text: &str) -> Result<VolumeRequest, String> {
+    let expected = || format!("`{text}` is not a volume: give N (0 to 100), +N or -N");
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix('+') {
+        return rest
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(|n| VolumeRequest::Adjust(i32::from(n)))
+            .ok_or_else(expected);
+    }
+    if let Some(rest) = t.strip_prefix('-') {
+        return rest
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(|n| VolumeRequest::Adjust(-i32::from(n)))
+            .ok_or_else(expected);
+    }
+    t.parse::<u8>()
+        .ok()
+        .filter(|n| *n <= 100)
+        .map(VolumeRequest::Set)
+        .ok_or_else(expected)
 }
 
 /// Said instead of the login URL and code to a caller avsd does not show
@@ -104,6 +149,22 @@ pub fn qr(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_levels_are_absolute_or_relative_and_checked() {
+        assert_eq!(parse_volume("30"), Ok(VolumeRequest::Set(30)));
+        assert_eq!(parse_volume("+10"), Ok(VolumeRequest::Adjust(10)));
+        assert_eq!(parse_volume("-5"), Ok(VolumeRequest::Adjust(-5)));
+        for bad in ["150", "+101", "loud", "", "-", "3.5"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+        let s = Snapshot {
+            volume: Some((30, true)),
+            ..Snapshot::default()
+        };
+        assert!(report(&s, 0).contains("Volume:        30 (muted)\n"));
+        assert!(!report(&Snapshot::default(), 0).contains("Volume"));
+    }
 
     #[test]
     fn report_shows_the_reconnect_back_off() {

@@ -190,6 +190,10 @@ impl StrictConfig for AvsdConfig {
             "SAMPLE:RATE:CHANNELS in quotes, e.g. \"i16:48000:2\"",
         ),
         (
+            "audio.mixer_control",
+            "an ALSA simple control name in quotes, e.g. \"PCM\" (`amixer scontrols` lists them)",
+        ),
+        (
             "audio.max_listen_secs",
             "a whole number of seconds from 1 to 60",
         ),

@@ -79,7 +79,12 @@ fn speaker_events(stats: &Value) -> Vec<(String, i64, bool, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["name"].as_str().unwrap_or_default().starts_with("Speaker."))
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Speaker.")
+        })
         .map(|e| {
             (
                 e["name"].as_str().unwrap().to_string(),
@@ -170,10 +175,18 @@ async fn set_volume_from_avs_quietens_the_output_and_dbus_sets_it_back() {
     let bus = &rig.world.bus;
     let announced = record_volumes(bus).await;
     let now = speaker_now(bus).await;
-    assert_eq!(now.volume().await.unwrap(), 100, "a new device plays at full volume");
+    assert_eq!(
+        now.volume().await.unwrap(),
+        100,
+        "a new device plays at full volume"
+    );
 
     // Alexa answers "set the volume to three" with speech and SetVolume 30.
-    script_answer(&rig.avs, json!([{"namespace": "Speaker", "name": "SetVolume", "payload": {"volume": 30}}])).await;
+    script_answer(
+        &rig.avs,
+        json!([{"namespace": "Speaker", "name": "SetVolume", "payload": {"volume": 30}}]),
+    )
+    .await;
     ask(&rig, &mic, &speaker, &question).await;
     let stats = rig.avs_wait("event=Speaker.VolumeChanged").await;
     assert_eq!(
@@ -189,12 +202,27 @@ async fn set_volume_from_avs_quietens_the_output_and_dbus_sets_it_back() {
     // root sets it back over D-Bus (busctl, through the shipped policy).
     let out = std::process::Command::new("busctl")
         .arg(format!("--address={}", bus.address))
-        .args(["set-property", "org.avsd.Avs1", "/org/avsd/Avs1", "org.avsd.Avs1.Speaker", "Volume", "y", "100"])
+        .args([
+            "set-property",
+            "org.avsd.Avs1",
+            "/org/avsd/Avs1",
+            "org.avsd.Avs1.Speaker",
+            "Volume",
+            "y",
+            "100",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = rig.avs_wait("event=Speaker.VolumeChanged&count=2").await;
-    assert_eq!(speaker_events(&stats)[1], ("Speaker.VolumeChanged".into(), 100, false, 204));
+    assert_eq!(
+        speaker_events(&stats)[1],
+        ("Speaker.VolumeChanged".into(), 100, false, 204)
+    );
     wait_announced(&announced, 100).await;
     let at100 = ask(&rig, &mic, &speaker, &question).await;
 
@@ -216,9 +244,16 @@ async fn set_volume_from_avs_quietens_the_output_and_dbus_sets_it_back() {
     assert_eq!(now.volume().await.unwrap(), 100);
     if let Some(gid) = support::ensure_avsd_group() {
         let out = busctl_set_volume_as_nobody(bus, &gid.to_string(), 80);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stats = rig.avs_wait("event=Speaker.VolumeChanged&count=3").await;
-        assert_eq!(speaker_events(&stats)[2], ("Speaker.VolumeChanged".into(), 80, false, 204));
+        assert_eq!(
+            speaker_events(&stats)[2],
+            ("Speaker.VolumeChanged".into(), 80, false, 204)
+        );
         wait_announced(&announced, 80).await;
     }
 }
@@ -227,15 +262,21 @@ async fn set_volume_from_avs_quietens_the_output_and_dbus_sets_it_back() {
 async fn bad_volume_directives_are_refused_and_change_nothing() {
     let world = World::new(3600).await;
     let avs = AvsSim::start(&world.env, &[]).await;
-    let (avsd, _auth) = world.logged_in(&world.avsd_config_with_avs(&avs, 600)).await;
+    let (avsd, _auth) = world
+        .logged_in(&world.avsd_config_with_avs(&avs, 600))
+        .await;
     let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
     wait_connection(&dialog, "connected", &avsd).await;
     let now = speaker_now(&world.bus).await;
 
-    avs.push("", directive("SetVolume", json!({"volume": 150}))).await;
-    avs.push("", directive("SetVolume", json!({"volume": "30"}))).await;
-    avs.push("", directive("AdjustVolume", json!({"volume": -101}))).await;
-    avs.push("", directive("SetMute", json!({"mute": "yes"}))).await;
+    avs.push("", directive("SetVolume", json!({"volume": 150})))
+        .await;
+    avs.push("", directive("SetVolume", json!({"volume": "30"})))
+        .await;
+    avs.push("", directive("AdjustVolume", json!({"volume": -101})))
+        .await;
+    avs.push("", directive("SetMute", json!({"mute": "yes"})))
+        .await;
     let stats = avs.wait("event=System.ExceptionEncountered&count=4").await;
     let refusals: Vec<&Value> = stats["events"]
         .as_array()
@@ -244,15 +285,20 @@ async fn bad_volume_directives_are_refused_and_change_nothing() {
         .filter(|e| e["name"] == "System.ExceptionEncountered")
         .collect();
     for e in &refusals {
-        assert_eq!(e["payload"]["error"]["type"], "UNEXPECTED_INFORMATION_RECEIVED", "{e:#}");
+        assert_eq!(
+            e["payload"]["error"]["type"], "UNEXPECTED_INFORMATION_RECEIVED",
+            "{e:#}"
+        );
         assert_eq!(e["status"], 204, "{e:#}");
     }
     assert_eq!(now.volume().await.unwrap(), 100);
     assert!(!now.muted().await.unwrap());
 
     // Good ones: each answered as the stand-in expects.
-    avs.push("", directive("AdjustVolume", json!({"volume": -30}))).await;
-    avs.push("", directive("SetMute", json!({"mute": true}))).await;
+    avs.push("", directive("AdjustVolume", json!({"volume": -30})))
+        .await;
+    avs.push("", directive("SetMute", json!({"mute": true})))
+        .await;
     let stats = avs.wait("event=Speaker.MuteChanged").await;
     assert_eq!(
         speaker_events(&stats),
@@ -293,7 +339,11 @@ async fn an_offline_change_survives_kill_9_and_reaches_avs_once() {
     let again = Daemon::start_in(&world.bus, Some(&notify), &config, Some(&state), &[]);
     notify.wait_for("READY=1", Duration::from_secs(20));
     let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
-    assert_eq!(speaker_now(&world.bus).await.volume().await.unwrap(), 55, "restored");
+    assert_eq!(
+        speaker_now(&world.bus).await.volume().await.unwrap(),
+        55,
+        "restored"
+    );
     wait_connection_within(&dialog, "connected", &again, Duration::from_secs(60)).await;
     avs.wait("event=Speaker.VolumeChanged&count=2").await;
     // A later change marks the end: anything sent twice would come before it.

@@ -134,13 +134,18 @@ fn integer(v: &Value, key: &str) -> Option<i64> {
 pub(super) fn check_payload(what: &str, p: &Value) -> Result<(i64, bool), Refusal> {
     let volume = match p.get("volume") {
         None => {
-            return Err(Refusal::invalid(format!("{what}: payload.volume is missing")));
+            return Err(Refusal::invalid(format!(
+                "{what}: payload.volume is missing"
+            )));
         }
-        Some(v) => v.as_i64().filter(|v| (0..=100).contains(v)).ok_or_else(|| {
-            Refusal::invalid(format!(
-                "{what}: payload.volume {v} is not a whole number from 0 to 100"
-            ))
-        })?,
+        Some(v) => v
+            .as_i64()
+            .filter(|v| (0..=100).contains(v))
+            .ok_or_else(|| {
+                Refusal::invalid(format!(
+                    "{what}: payload.volume {v} is not a whole number from 0 to 100"
+                ))
+            })?,
     };
     let muted = p.get("muted").and_then(Value::as_bool).ok_or_else(|| {
         Refusal::invalid(format!("{what}: payload.muted is missing or not a boolean"))
@@ -168,17 +173,29 @@ mod tests {
         let mut s = Speaker::default();
         s.sent("SetVolume", &json!({"volume": 30}));
         let err = s
-            .event(&meta("VolumeChanged", json!({"volume": 80, "muted": false})))
+            .event(&meta(
+                "VolumeChanged",
+                json!({"volume": 80, "muted": false}),
+            ))
             .unwrap_err();
         assert!(err.description.contains("set 30"), "{err:?}");
-        s.event(&meta("VolumeChanged", json!({"volume": 30, "muted": false})))
-            .expect("30 after SetVolume 30");
+        s.event(&meta(
+            "VolumeChanged",
+            json!({"volume": 30, "muted": false}),
+        ))
+        .expect("30 after SetVolume 30");
         // Nothing owed now: a local change of any volume is taken.
-        s.event(&meta("VolumeChanged", json!({"volume": 80, "muted": false})))
-            .expect("a local change");
+        s.event(&meta(
+            "VolumeChanged",
+            json!({"volume": 80, "muted": false}),
+        ))
+        .expect("a local change");
         s.sent("AdjustVolume", &json!({"volume": 30}));
-        s.event(&meta("VolumeChanged", json!({"volume": 100, "muted": false})))
-            .expect("80 + 30, clamped");
+        s.event(&meta(
+            "VolumeChanged",
+            json!({"volume": 100, "muted": false}),
+        ))
+        .expect("80 + 30, clamped");
         s.sent("SetMute", &json!({"mute": true}));
         assert!(
             s.event(&meta("MuteChanged", json!({"volume": 100, "muted": false})))
@@ -202,7 +219,10 @@ mod tests {
             json!({"volume": 5}),
             json!({"volume": 5, "muted": "no"}),
         ] {
-            assert!(s.event(&meta("VolumeChanged", bad.clone())).is_err(), "{bad}");
+            assert!(
+                s.event(&meta("VolumeChanged", bad.clone())).is_err(),
+                "{bad}"
+            );
         }
         assert!(
             s.event(&meta("VolumeUp", json!({"volume": 5, "muted": false})))

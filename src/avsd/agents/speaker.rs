@@ -78,20 +78,17 @@ impl CapabilityAgent for Speaker {
                 "SetVolume" => {
                     let p: VolumePayload = directive.payload()?;
                     if !(0..=100).contains(&p.volume) {
-                        return Err(directive.invalid(format!(
-                            "volume {} is not from 0 to 100",
-                            p.volume
-                        )));
+                        return Err(
+                            directive.invalid(format!("volume {} is not from 0 to 100", p.volume))
+                        );
                     }
                     self.volume.set(p.volume, Source::Avs).await
                 }
                 "AdjustVolume" => {
                     let p: VolumePayload = directive.payload()?;
                     if !(-100..=100).contains(&p.volume) {
-                        return Err(directive.invalid(format!(
-                            "volume {} is not from -100 to 100",
-                            p.volume
-                        )));
+                        return Err(directive
+                            .invalid(format!("volume {} is not from -100 to 100", p.volume)));
                     }
                     self.volume.adjust(p.volume, Source::Avs).await
                 }

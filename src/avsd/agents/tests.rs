@@ -336,7 +336,10 @@ async fn speaker_directives_change_the_volume_or_are_refused_changing_nothing() 
     let now = || *volume.state().borrow();
     let mut set = directive("Speaker", "SetVolume");
     set.payload = json!({"volume": 30});
-    speaker.handle(&set, "{}", &env).await.expect("SetVolume 30");
+    speaker
+        .handle(&set, "{}", &env)
+        .await
+        .expect("SetVolume 30");
     assert_eq!(now().volume, 30);
     let read = speaker.context().expect("a context entry");
     assert_eq!(
@@ -372,7 +375,10 @@ async fn speaker_directives_change_the_volume_or_are_refused_changing_nothing() 
     }
     let mut adjust = directive("Speaker", "AdjustVolume");
     adjust.payload = json!({"volume": 100});
-    speaker.handle(&adjust, "{}", &env).await.expect("AdjustVolume");
+    speaker
+        .handle(&adjust, "{}", &env)
+        .await
+        .expect("AdjustVolume");
     assert_eq!(now().volume, 100, "clamped");
     let mut mute = directive("Speaker", "SetMute");
     mute.payload = json!({"mute": true});

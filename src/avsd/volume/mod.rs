@@ -141,12 +141,14 @@ impl VolumeHandle {
             .ok()
             .filter(|v| *v <= MAX_VOLUME)
             .ok_or(VolumeError::OutOfRange(volume))?;
-        Ok(call("volume", &self.cmd, REPLY_TIMEOUT, |reply| Command::Set {
-            volume,
-            source,
-            reply,
-        })
-        .await?)
+        Ok(
+            call("volume", &self.cmd, REPLY_TIMEOUT, |reply| Command::Set {
+                volume,
+                source,
+                reply,
+            })
+            .await?,
+        )
     }
 
     /// Move the volume by `delta` (any size; the result is clamped to 0..=100).
@@ -163,12 +165,14 @@ impl VolumeHandle {
 
     /// Mute or unmute.
     pub async fn set_muted(&self, muted: bool, source: Source) -> Result<Volume, VolumeError> {
-        Ok(call("volume", &self.cmd, REPLY_TIMEOUT, |reply| Command::Mute {
-            muted,
-            source,
-            reply,
-        })
-        .await?)
+        Ok(
+            call("volume", &self.cmd, REPLY_TIMEOUT, |reply| Command::Mute {
+                muted,
+                source,
+                reply,
+            })
+            .await?,
+        )
     }
 
     /// The published volume: the current value, and every transition.
@@ -184,10 +188,12 @@ impl VolumeHandle {
     /// Waits until the owner has published the cleared marks, so the
     /// reporter never sends the same change twice.
     async fn reported(&self, volume: u64, mute: u64) -> Result<(), ActorError> {
-        call("volume", &self.cmd, REPLY_TIMEOUT, |reply| Command::Reported {
-            volume,
-            mute,
-            reply,
+        call("volume", &self.cmd, REPLY_TIMEOUT, |reply| {
+            Command::Reported {
+                volume,
+                mute,
+                reply,
+            }
         })
         .await
     }
@@ -202,7 +208,11 @@ pub struct Settings {
 }
 
 /// Restore the saved volume, apply it, and start the owner.
-pub fn spawn(settings: Settings, tracker: &TaskTracker, shutdown: CancellationToken) -> VolumeHandle {
+pub fn spawn(
+    settings: Settings,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> VolumeHandle {
     let path = settings.state_dir.join(VOLUME_FILE);
     let saved = load(&path);
     if let Err(e) = settings.output.apply(saved.volume, saved.muted) {
@@ -228,7 +238,10 @@ fn load(path: &std::path::Path) -> Volume {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Volume::default(),
         Err(e) => {
-            tracing::warn!("cannot read the saved volume {}: {e}; using {DEFAULT_VOLUME}", path.display());
+            tracing::warn!(
+                "cannot read the saved volume {}: {e}; using {DEFAULT_VOLUME}",
+                path.display()
+            );
             return Volume::default();
         }
     };

@@ -114,7 +114,10 @@ fn set(selem: &Selem<'_>, volume: u8, muted: bool) -> alsa::Result<()> {
         } else {
             min_db.to_db()
         };
-        selem.set_playback_db_all(alsa::mixer::MilliBel::from_db(db.min(max_db.to_db())), Round::Floor)?;
+        selem.set_playback_db_all(
+            alsa::mixer::MilliBel::from_db(db.min(max_db.to_db())),
+            Round::Floor,
+        )?;
     } else {
         let (lo, hi) = selem.get_playback_volume_range();
         let raw = lo + ((hi - lo) as f32 * gain).round() as i64;

@@ -106,7 +106,11 @@ async fn send(connection: &ConnectionHandle, name: &str, v: &Volume) -> Sent {
             tracing::error!(
                 "AVS refused Speaker.{name} (HTTP {status}{}); not sending it again",
                 exception
-                    .map(|e| format!(": {} {}", e.payload.code, e.payload.description.unwrap_or_default()))
+                    .map(|e| format!(
+                        ": {} {}",
+                        e.payload.code,
+                        e.payload.description.unwrap_or_default()
+                    ))
                     .unwrap_or_default()
             );
             Sent::Refused

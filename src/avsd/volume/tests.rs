@@ -115,7 +115,11 @@ async fn the_volume_and_what_avs_has_not_heard_survive_a_restart() {
 #[tokio::test]
 async fn a_damaged_file_gives_the_default() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(VOLUME_FILE), b"{\"volume\": 300, \"muted\": false}").unwrap();
+    std::fs::write(
+        dir.path().join(VOLUME_FILE),
+        b"{\"volume\": 300, \"muted\": false}",
+    )
+    .unwrap();
     let (v, _gain, _t) = start(dir.path());
     assert_eq!(*v.state().borrow(), Volume::default());
 }

@@ -268,9 +268,7 @@ fn without_a_discovery_context_names_interfaces_avs_sim_implements() {
 
 #[test]
 fn volume_state_is_a_whole_volume_from_0_to_100_and_a_muted_flag() {
-    let entry = |payload: Value| {
-        json!({"header": {"namespace": "Speaker", "name": "VolumeState"}, "payload": payload})
-    };
+    let entry = |payload: Value| json!({"header": {"namespace": "Speaker", "name": "VolumeState"}, "payload": payload});
     assert!(check_context(&[entry(json!({"volume": 30, "muted": false}))], None).is_ok());
     for bad in [
         json!({"volume": 150, "muted": false}),
@@ -282,6 +280,9 @@ fn volume_state_is_a_whole_volume_from_0_to_100_and_a_muted_flag() {
         json!({"volume": 30}),
     ] {
         let e = check_context(&[entry(bad.clone())], None).unwrap_err();
-        assert!(e.description.contains("Speaker.VolumeState"), "{bad}: {e:?}");
+        assert!(
+            e.description.contains("Speaker.VolumeState"),
+            "{bad}: {e:?}"
+        );
     }
 }

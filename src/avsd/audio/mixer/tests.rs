@@ -182,7 +182,10 @@ fn the_master_gain_scales_the_whole_mix_with_a_ramp() {
     // Down in at most RAMP_MS, never below the target, then steady.
     assert!(out[0] < 0.5 && out[0] > 0.1, "{out:?}");
     assert!(out.windows(2).all(|w| w[1] <= w[0] + 1e-6), "{out:?}");
-    assert!(out[RAMP_MS as usize..].iter().all(|s| close(*s, 0.1)), "{out:?}");
+    assert!(
+        out[RAMP_MS as usize..].iter().all(|s| close(*s, 0.1)),
+        "{out:?}"
+    );
     master.set(0.0);
     let out = mixed(&mut mixer, 30);
     assert!(out[RAMP_MS as usize..].iter().all(|s| *s == 0.0), "{out:?}");

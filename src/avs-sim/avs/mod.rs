@@ -50,6 +50,13 @@
 //!   (`SpeechSynthesizer.SpeechState {token, offsetInMilliseconds >= 0,
 //!   playerActivity PLAYING|FINISHED, INTERRUPTED from 1.3}`,
 //!   `SpeechRecognizer.RecognizerState {wakeword}`) → else 400.
+//! - Speaker 1.0 (a capability of its own, see `speaker`): the
+//!   `VolumeState {volume: whole number 0–100, muted: boolean}` context
+//!   entry; `VolumeChanged` / `MuteChanged` carry the same payload, and the
+//!   next one after a SetVolume, AdjustVolume (from the volume last
+//!   reported, clamped) or SetMute the stand-in sent reports what it asked
+//!   for → else 400. A directive that broke the documented ranges is owed
+//!   no event (the device answers it with ExceptionEncountered).
 //! - Recognize answers carry only directives of declared interfaces: no
 //!   StopCapture or ExpectSpeech without SpeechRecognizer, no Speak without
 //!   SpeechSynthesizer (outcome `no speak: …`). `/push` sends what the test

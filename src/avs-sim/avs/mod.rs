@@ -34,7 +34,7 @@
 //!   `displayCategories` (not empty), and 1–100 `capabilities`, each
 //!   `{type: "AlexaInterface", interface, version, configurations?}` of an
 //!   interface and version avs-sim implements (System 1.0,
-//!   SpeechRecognizer 2.0–2.3, SpeechSynthesizer 1.0–1.3), each interface
+//!   SpeechRecognizer 2.0–2.3, SpeechSynthesizer 1.0–1.3, Speaker 1.0), each interface
 //!   once, `Alexa.Discovery` itself never, `configurations` only where the
 //!   version has them (SpeechRecognizer 2.3's wakeWords) → else 400 naming
 //!   the entry. Accepted → 202 (AVS takes the report for processing; its

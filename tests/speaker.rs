@@ -310,6 +310,37 @@ async fn bad_volume_directives_are_refused_and_change_nothing() {
     );
     assert_eq!(now.volume().await.unwrap(), 70);
     assert!(now.muted().await.unwrap());
+
+    // avsctl, the local buttons of a shell.
+    let avsctl = |args: &[&str]| {
+        let out = std::process::Command::new(support::bin("avsctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(avsctl(&["unmute"]).0, Some(0));
+    assert_eq!(
+        avsctl(&["volume", "-20"]),
+        (Some(0), "Volume: 50\n".to_string())
+    );
+    assert_eq!(avsctl(&["volume", "loud"]).0, Some(2));
+    let (code, status) = avsctl(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(status.contains("Volume:        50\n"), "{status}");
+    let stats = avs.wait("event=Speaker.VolumeChanged&count=2").await;
+    assert_eq!(
+        speaker_events(&stats)[2..],
+        [
+            ("Speaker.MuteChanged".into(), 70, false, 204),
+            ("Speaker.VolumeChanged".into(), 50, false, 204),
+        ],
+        "{stats:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

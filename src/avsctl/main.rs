@@ -61,6 +61,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> zbus::Result<ExitCode> {
+    // A level that is not one is a usage error, told before any bus call.
+    let volume = match &command {
+        Command::Volume { level: Some(text) } => match ctl::parse_volume(text) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                eprintln!("avsctl: {why}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
     let conn = zbus::Connection::system().await?;
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
@@ -75,15 +86,11 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
             };
             print!("{}", ctl::report(&s, kit::clock::unix_now()));
         }
-        Command::Volume { level } => {
-            match level.as_deref().map(ctl::parse_volume) {
+        Command::Volume { .. } => {
+            match volume {
                 None => {}
-                Some(Err(why)) => {
-                    eprintln!("avsctl: {why}");
-                    return Ok(ExitCode::from(2));
-                }
-                Some(Ok(VolumeRequest::Set(v))) => speaker.set_volume(v).await?,
-                Some(Ok(VolumeRequest::Adjust(d))) => speaker.adjust_volume(d).await?,
+                Some(VolumeRequest::Set(v)) => speaker.set_volume(v).await?,
+                Some(VolumeRequest::Adjust(d)) => speaker.adjust_volume(d).await?,
             }
             // Past zbus's property cache: the value avsd holds now.
             let now = SpeakerProxy::builder(&conn)

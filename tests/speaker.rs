@@ -293,6 +293,10 @@ async fn bad_volume_directives_are_refused_and_change_nothing() {
     }
     assert_eq!(now.volume().await.unwrap(), 100);
     assert!(!now.muted().await.unwrap());
+    // D-Bus refuses an out-of-range volume the same way.
+    let err = now.set_volume(150).await.expect_err("150 is not a volume");
+    assert!(err.to_string().contains("out of range"), "{err}");
+    assert_eq!(now.volume().await.unwrap(), 100);
 
     // Good ones: each answered as the stand-in expects.
     avs.push("", directive("AdjustVolume", json!({"volume": -30})))

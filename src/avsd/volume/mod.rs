@@ -36,6 +36,8 @@ pub const VOLUME_FILE: &str = "volume";
 pub const DEFAULT_VOLUME: u8 = 100;
 /// The loudest volume AVS knows.
 pub const MAX_VOLUME: u8 = 100;
+/// What unmuting at volume 0 raises the volume to.
+pub const UNMUTE_VOLUME: u8 = 10;
 
 /// The volume as its owner publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,9 +331,16 @@ impl Owner {
             new.muted = m;
         }
         let volume_asked = volume.is_some();
+        // Unmuting at volume 0 would still be silent, and the user asked to
+        // hear something: up to UNMUTE_VOLUME, as Amazon's SDK does.
+        let raised = !volume_asked && old.muted && !new.muted && new.volume == 0;
+        if raised {
+            new.volume = UNMUTE_VOLUME;
+        }
         // A volume request reports VolumeChanged (its muted field carries an
-        // unmute); a mute request reports MuteChanged.
-        let tell_volume = volume_asked && (source == Source::Avs || new != old);
+        // unmute); a mute request reports MuteChanged, and VolumeChanged too
+        // when it raised the volume.
+        let tell_volume = raised || (volume_asked && (source == Source::Avs || new != old));
         let tell_mute = !volume_asked && (source == Source::Avs || new.muted != old.muted);
         if tell_volume {
             self.changes += 1;

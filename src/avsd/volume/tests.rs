@@ -123,3 +123,27 @@ async fn a_damaged_file_gives_the_default() {
     let (v, _gain, _t) = start(dir.path());
     assert_eq!(*v.state().borrow(), Volume::default());
 }
+
+#[tokio::test]
+async fn unmuting_at_volume_zero_raises_it_so_something_is_heard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, gain, _t) = start(dir.path());
+    v.set(0, Source::Local).await.unwrap();
+    v.set_muted(true, Source::Local).await.unwrap();
+    let before = *v.state().borrow();
+    let after = v.set_muted(false, Source::Avs).await.unwrap();
+    assert_eq!((after.volume, after.muted), (UNMUTE_VOLUME, false));
+    assert!(
+        after.unreported_volume > before.unreported_volume,
+        "VolumeChanged too"
+    );
+    assert!(
+        after.unreported_mute > before.unreported_mute,
+        "and MuteChanged"
+    );
+    assert!(gain.get() > 0.0);
+    // Unmuting at a volume above 0 leaves the volume alone.
+    v.set(40, Source::Local).await.unwrap();
+    v.set_muted(true, Source::Local).await.unwrap();
+    assert_eq!(v.set_muted(false, Source::Local).await.unwrap().volume, 40);
+}

@@ -290,79 +290,98 @@ impl SimState {
     }
 
     /// The token endpoint after client authentication: `form` holds the
-    /// request fields (client credentials already checked and removed).
-    pub fn token(&mut self, form: &HashMap<String, String>) -> Result<Value, LwaError> {
+    /// request fields (client credentials already checked and removed);
+    /// `cbl_client` says the caller is the code-based-linking client (its
+    /// grants refresh only for it, the web client's only for the web client).
+    pub fn token(
+        &mut self,
+        form: &HashMap<String, String>,
+        cbl_client: bool,
+    ) -> Result<Value, LwaError> {
         let field = |k: &str| {
             form.get(k)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| LwaError::new("invalid_request", format!("missing {k}")))
         };
-        let (family, grant) = match field("grant_type")?.as_str() {
-            "authorization_code" => {
-                let code = field("code")?;
-                let redirect = field("redirect_uri")?;
-                let now = self.now();
-                let c = self
-                    .codes
-                    .get_mut(code.as_str())
-                    .ok_or_else(|| LwaError::new("invalid_grant", "unknown authorization code"))?;
-                if c.used {
-                    // RFC 6749 §4.1.2: a replayed code revokes what it gave.
-                    let family = code.clone();
-                    self.refresh.retain(|_, r| r.family != family);
-                    return Err(LwaError::new(
-                        "invalid_grant",
-                        "authorization code already used",
-                    ));
-                }
-                if now >= c.expires_at {
-                    return Err(LwaError::new("invalid_grant", "authorization code expired"));
-                }
-                if *redirect != c.redirect_uri {
-                    return Err(LwaError::new(
-                        "invalid_grant",
-                        "redirect_uri differs from the one the code was issued for",
-                    ));
-                }
-                if let Some((challenge, method)) = &c.challenge {
-                    let verifier = form.get("code_verifier").ok_or_else(|| {
-                        LwaError::new("invalid_grant", "code_verifier required (PKCE)")
+        let (family, grant) =
+            match field("grant_type")?.as_str() {
+                "authorization_code" => {
+                    let code = field("code")?;
+                    let redirect = field("redirect_uri")?;
+                    let now = self.now();
+                    let c = self.codes.get_mut(code.as_str()).ok_or_else(|| {
+                        LwaError::new("invalid_grant", "unknown authorization code")
                     })?;
-                    if !pkce_matches(verifier, challenge, method) {
+                    if c.used {
+                        // RFC 6749 §4.1.2: a replayed code revokes what it gave.
+                        let family = code.clone();
+                        self.refresh.retain(|_, r| r.family != family);
                         return Err(LwaError::new(
                             "invalid_grant",
-                            "code_verifier does not match",
+                            "authorization code already used",
                         ));
                     }
+                    if now >= c.expires_at {
+                        return Err(LwaError::new("invalid_grant", "authorization code expired"));
+                    }
+                    if *redirect != c.redirect_uri {
+                        return Err(LwaError::new(
+                            "invalid_grant",
+                            "redirect_uri differs from the one the code was issued for",
+                        ));
+                    }
+                    if let Some((challenge, method)) = &c.challenge {
+                        let verifier = form.get("code_verifier").ok_or_else(|| {
+                            LwaError::new("invalid_grant", "code_verifier required (PKCE)")
+                        })?;
+                        if !pkce_matches(verifier, challenge, method) {
+                            return Err(LwaError::new(
+                                "invalid_grant",
+                                "code_verifier does not match",
+                            ));
+                        }
+                    }
+                    c.used = true;
+                    self.counters.code_grants += 1;
+                    (code.clone(), random(12))
                 }
-                c.used = true;
-                self.counters.code_grants += 1;
-                (code.clone(), random(12))
-            }
-            "refresh_token" => {
-                let old = field("refresh_token")?;
-                let r = self.refresh.remove(old.as_str()).ok_or_else(|| {
-                    LwaError::new(
-                        "invalid_grant",
-                        "refresh token is invalid, rotated or revoked",
-                    )
-                })?;
-                self.counters.refresh_grants += 1;
-                (r.family, r.grant)
-            }
-            "device_code" => {
-                return Err(LwaError::new(
-                    "unauthorized_client",
-                    "this client is not enabled for code-based linking",
-                ));
-            }
-            other => {
-                return Err(LwaError::new(
-                    "unsupported_grant_type",
-                    format!("grant_type {other} is not supported"),
-                ));
-            }
-        };
+                "refresh_token" => {
+                    let old = field("refresh_token")?;
+                    let theirs = self.refresh.get(old.as_str()).is_some_and(|r| {
+                        r.family.starts_with(super::cbl::FAMILY_PREFIX) == cbl_client
+                    });
+                    // Another client's token is refused and left as it is.
+                    let r = theirs
+                        .then(|| self.refresh.remove(old.as_str()))
+                        .flatten()
+                        .ok_or_else(|| {
+                            LwaError::new(
+                                "invalid_grant",
+                                "refresh token is invalid, rotated, revoked or another client's",
+                            )
+                        })?;
+                    self.counters.refresh_grants += 1;
+                    (r.family, r.grant)
+                }
+                "device_code" => {
+                    return Err(LwaError::new(
+                        "unauthorized_client",
+                        "this client is not enabled for code-based linking",
+                    ));
+                }
+                other => {
+                    return Err(LwaError::new(
+                        "unsupported_grant_type",
+                        format!("grant_type {other} is not supported"),
+                    ));
+                }
+            };
+        Ok(self.issue(family, grant))
+    }
+
+    /// Issue an access token and a refresh token for `grant` (of refresh
+    /// family `family`): the answer of every successful grant.
+    pub fn issue(&mut self, family: String, grant: String) -> Value {
         let refresh = format!("Atzr|{}", random(96));
         self.refresh.insert(
             refresh.clone(),
@@ -384,12 +403,12 @@ impl SimState {
             self.issued_access.pop_front();
         }
         self.issued_access.push_back((jti, grant));
-        Ok(json!({
+        json!({
             "access_token": access,
             "refresh_token": refresh,
             "token_type": "bearer",
             "expires_in": lifetime.as_secs(),
-        }))
+        })
     }
 
     /// Revoke one refresh token's grant, or every grant when `token` is

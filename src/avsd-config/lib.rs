@@ -160,10 +160,7 @@ impl StrictConfig for AvsdConfig {
             "companion.renew_before_secs",
             "a whole number of seconds, e.g. 600",
         ),
-        (
-            "auth.method",
-            "\"companion\" or \"code\" in quotes",
-        ),
+        ("auth.method", "\"companion\" or \"code\" in quotes"),
         (
             "auth.client_id",
             "the client id of your \"Other devices and platforms\" security profile in quotes",

@@ -350,3 +350,38 @@ async fn kill_9_during_the_code_login_and_refreshes_needs_no_second_login() {
     assert!(world.sim.counter("refresh_grants").await >= 4);
     world.assert_no_secrets_in(&log).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_after_a_code_login() {
+    use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let code = world.code_auth_section();
+    // The rig logs avsd in through LoginUrl and UserCode: with this config,
+    // at the stand-in's code page.
+    let rig = Rig::start_on(
+        world,
+        avs,
+        |c| format!("{c}{code}"),
+        "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
+         playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n",
+    )
+    .await;
+    assert_eq!(rig.auth.method().await.unwrap(), "code");
+    assert_eq!(cbl(&rig.world).await["counters"]["grants"], 1);
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    rig.avs
+        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
+        .await;
+    let question = speech16(rig.dir.path(), "q", "what time is it");
+    rig.dialog.tap().await.expect("Tap");
+    let _said = mic.say(question);
+    rig.wait_state("speaking", 1).await;
+    rig.wait_state("idle", 1).await;
+    let stats = rig.avs_wait("event=SpeechSynthesizer.SpeechFinished").await;
+    assert_eq!(stats["recognizes"][0]["outcome"], "speak", "{stats:#}");
+    // Half a second of the answer reached the speaker.
+    speaker.wait_sound(SPEAKER_10MS * 50).await;
+    rig.world.assert_no_secrets_in(&rig.avsd.log_text()).await;
+}

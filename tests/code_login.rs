@@ -385,3 +385,22 @@ async fn a_dialog_after_a_code_login() {
     speaker.wait_sound(SPEAKER_10MS * 50).await;
     rig.world.assert_no_secrets_in(&rig.avsd.log_text()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_revoked_at_amazon_ends_in_error_and_forgets_the_token() {
+    // Access tokens of 4 s, refreshed 2 s ahead.
+    let world = World::new(4).await;
+    let state = world.env.dir.path().join("avsd-state");
+    let avsd = start(&world, &code_config(&world, None, 2, true), &state);
+    let auth = world.log_in_daemon(&avsd).await;
+    let saved = assert_token_file_whole(&state);
+    assert!(saved["refresh_token"].is_string());
+    // The user removes the device in their Amazon account.
+    let revoked = world.sim.control("revoke", serde_json::json!({})).await;
+    assert_eq!(revoked["revoked"], 1, "{revoked:#}");
+    wait_state(&auth, "error", &avsd).await;
+    let e = wait_last_error(&world, "invalid_grant", &avsd).await;
+    assert!(e.contains("avsctl login"), "{e}");
+    assert!(!state.join("lwa-token.json").exists());
+    world.assert_no_secrets_in(&avsd.log_text()).await;
+}

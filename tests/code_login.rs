@@ -397,7 +397,7 @@ async fn a_link_revoked_at_amazon_ends_in_error_and_forgets_the_token() {
     assert!(saved["refresh_token"].is_string());
     // The user removes the device in their Amazon account.
     let revoked = world.sim.control("revoke", serde_json::json!({})).await;
-    assert_eq!(revoked["revoked"], 1, "{revoked:#}");
+    assert!(revoked["revoked"].as_u64() >= Some(1), "{revoked:#}");
     wait_state(&auth, "error", &avsd).await;
     let e = wait_last_error(&world, "invalid_grant", &avsd).await;
     assert!(e.contains("avsctl login"), "{e}");

@@ -303,79 +303,96 @@ impl SimState {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| LwaError::new("invalid_request", format!("missing {k}")))
         };
-        let (family, grant) =
-            match field("grant_type")?.as_str() {
-                "authorization_code" => {
-                    let code = field("code")?;
-                    let redirect = field("redirect_uri")?;
-                    let now = self.now();
-                    let c = self.codes.get_mut(code.as_str()).ok_or_else(|| {
-                        LwaError::new("invalid_grant", "unknown authorization code")
+        let (family, grant) = match field("grant_type")?.as_str() {
+            "authorization_code" => {
+                let code = field("code")?;
+                let redirect = field("redirect_uri")?;
+                let now = self.now();
+                let c = self
+                    .codes
+                    .get_mut(code.as_str())
+                    .ok_or_else(|| LwaError::new("invalid_grant", "unknown authorization code"))?;
+                if c.used {
+                    // RFC 6749 §4.1.2: a replayed code revokes what it gave.
+                    let family = code.clone();
+                    self.refresh.retain(|_, r| r.family != family);
+                    return Err(LwaError::new(
+                        "invalid_grant",
+                        "authorization code already used",
+                    ));
+                }
+                if now >= c.expires_at {
+                    return Err(LwaError::new("invalid_grant", "authorization code expired"));
+                }
+                if *redirect != c.redirect_uri {
+                    return Err(LwaError::new(
+                        "invalid_grant",
+                        "redirect_uri differs from the one the code was issued for",
+                    ));
+                }
+                if let Some((challenge, method)) = &c.challenge {
+                    let verifier = form.get("code_verifier").ok_or_else(|| {
+                        LwaError::new("invalid_grant", "code_verifier required (PKCE)")
                     })?;
-                    if c.used {
-                        // RFC 6749 §4.1.2: a replayed code revokes what it gave.
-                        let family = code.clone();
-                        self.refresh.retain(|_, r| r.family != family);
+                    if !pkce_matches(verifier, challenge, method) {
                         return Err(LwaError::new(
                             "invalid_grant",
-                            "authorization code already used",
+                            "code_verifier does not match",
                         ));
                     }
-                    if now >= c.expires_at {
-                        return Err(LwaError::new("invalid_grant", "authorization code expired"));
-                    }
-                    if *redirect != c.redirect_uri {
-                        return Err(LwaError::new(
-                            "invalid_grant",
-                            "redirect_uri differs from the one the code was issued for",
-                        ));
-                    }
-                    if let Some((challenge, method)) = &c.challenge {
-                        let verifier = form.get("code_verifier").ok_or_else(|| {
-                            LwaError::new("invalid_grant", "code_verifier required (PKCE)")
-                        })?;
-                        if !pkce_matches(verifier, challenge, method) {
-                            return Err(LwaError::new(
-                                "invalid_grant",
-                                "code_verifier does not match",
-                            ));
-                        }
-                    }
-                    c.used = true;
-                    self.counters.code_grants += 1;
-                    (code.clone(), random(12))
                 }
-                "refresh_token" => {
-                    let old = field("refresh_token")?;
-                    let theirs = self.refresh.get(old.as_str()).is_some_and(|r| {
-                        r.family.starts_with(super::cbl::FAMILY_PREFIX) == cbl_client
+                c.used = true;
+                self.counters.code_grants += 1;
+                (code.clone(), random(12))
+            }
+            "refresh_token" => {
+                let old = field("refresh_token")?;
+                let theirs = self
+                    .refresh
+                    .get(old.as_str())
+                    .is_some_and(|r| r.family.starts_with(super::cbl::FAMILY_PREFIX) == cbl_client);
+                // Another client's token is refused and left as it is.
+                if !theirs {
+                    return Err(LwaError::new(
+                        "invalid_grant",
+                        "refresh token is invalid, rotated, revoked or another client's",
+                    ));
+                }
+                let r = if cbl_client {
+                    // LWA's refresh-token page: refresh tokens stay valid
+                    // until the user removes the device. A code-pair grant
+                    // keeps the token just used (and no older one) beside the
+                    // new one, so a device that died before saving the new
+                    // token is not unlinked.
+                    let r = self.refresh.get(old.as_str()).map(|r| Refresh {
+                        family: r.family.clone(),
+                        grant: r.grant.clone(),
                     });
-                    // Another client's token is refused and left as it is.
-                    let r = theirs
-                        .then(|| self.refresh.remove(old.as_str()))
-                        .flatten()
-                        .ok_or_else(|| {
-                            LwaError::new(
-                                "invalid_grant",
-                                "refresh token is invalid, rotated, revoked or another client's",
-                            )
-                        })?;
-                    self.counters.refresh_grants += 1;
-                    (r.family, r.grant)
-                }
-                "device_code" => {
-                    return Err(LwaError::new(
-                        "unauthorized_client",
-                        "this client is not enabled for code-based linking",
-                    ));
-                }
-                other => {
-                    return Err(LwaError::new(
-                        "unsupported_grant_type",
-                        format!("grant_type {other} is not supported"),
-                    ));
-                }
-            };
+                    if let Some(r) = &r {
+                        self.refresh
+                            .retain(|k, x| x.grant != r.grant || k == old.as_str());
+                    }
+                    r
+                } else {
+                    self.refresh.remove(old.as_str())
+                };
+                let r = r.ok_or_else(|| LwaError::new("invalid_grant", "refresh token unknown"))?;
+                self.counters.refresh_grants += 1;
+                (r.family, r.grant)
+            }
+            "device_code" => {
+                return Err(LwaError::new(
+                    "unauthorized_client",
+                    "this client is not enabled for code-based linking",
+                ));
+            }
+            other => {
+                return Err(LwaError::new(
+                    "unsupported_grant_type",
+                    format!("grant_type {other} is not supported"),
+                ));
+            }
+        };
         Ok(self.issue(family, grant))
     }
 
@@ -418,13 +435,27 @@ impl SimState {
     /// Returns how many refresh tokens were revoked.
     pub fn revoke(&mut self, token: Option<&str>) -> Result<usize, String> {
         let gone: Vec<Refresh> = match token {
-            Some(t) => self.refresh.remove(t).into_iter().collect(),
+            Some(t) => {
+                // Every refresh token of that grant (a code-pair grant may
+                // hold two).
+                let grant = self.refresh.get(t).map(|r| r.grant.clone());
+                let keys: Vec<String> = self
+                    .refresh
+                    .iter()
+                    .filter(|(_, r)| Some(&r.grant) == grant.as_ref())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                keys.iter().filter_map(|k| self.refresh.remove(k)).collect()
+            }
             None => self.refresh.drain().map(|(_, r)| r).collect(),
         };
-        let grants: Vec<token::Revoked> = gone
-            .iter()
-            .map(|r| token::Revoked::Grant(r.grant.clone()))
-            .collect();
+        let mut grants: Vec<token::Revoked> = Vec::new();
+        for r in &gone {
+            let g = token::Revoked::Grant(r.grant.clone());
+            if !grants.contains(&g) {
+                grants.push(g);
+            }
+        }
         self.counters.grants_revoked += grants.len() as u64;
         self.publish(&grants)?;
         Ok(gone.len())

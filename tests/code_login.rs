@@ -404,3 +404,31 @@ async fn a_link_revoked_at_amazon_ends_in_error_and_forgets_the_token() {
     assert!(!state.join("lwa-token.json").exists());
     world.assert_no_secrets_in(&avsd.log_text()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_avs_refuses_is_refreshed_at_lwa_once() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let config = code_config(&world, Some(&avs), 600, true).replace(
+        &format!("endpoint = \"{}\"\n", avs.base),
+        &format!("endpoint = \"{}\"\nping_interval_secs = 1\n", avs.base),
+    );
+    assert!(config.contains("ping_interval_secs = 1"), "{config}");
+    let state = world.env.dir.path().join("avsd-state");
+    let avsd = start(&world, &config, &state);
+    let auth = world.log_in_daemon(&avsd).await;
+    let dialog = DialogProxy::new(&world.bus.connect().await).await.unwrap();
+    wait_connection(&dialog, "connected", &avsd).await;
+    avs.wait("current=1&event=System.SynchronizeState").await;
+    assert_eq!(world.sim.counter("refresh_grants").await, 0);
+
+    // LWA expires the access token early: AVS answers the next ping 403,
+    // avsd refreshes with its saved refresh token and connects again.
+    world.sim.control("expire", serde_json::json!({})).await;
+    avs.wait("downchannels=2&current=1").await;
+    wait_connection(&dialog, "connected", &avsd).await;
+    assert_eq!(world.sim.counter("refresh_grants").await, 1);
+    assert_eq!(fresh(auth.inner(), "State").await, "authorized");
+    assert_eq!(cbl(&world).await["counters"]["codepairs"], 1);
+    world.assert_no_secrets_in(&avsd.log_text()).await;
+}

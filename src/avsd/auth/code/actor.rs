@@ -283,10 +283,18 @@ impl CodeActor {
     }
 
     fn got_tokens(&mut self, job: Job, t: Tokens) {
+        let refresh = t.refresh_token.filter(|r| !r.is_empty());
+        // The device-code grant must give a refresh token; a refresh that
+        // gives none leaves the saved one in use.
+        let refresh = match (job, refresh) {
+            (_, Some(r)) => Some(r),
+            (Job::Refresh, None) => self.refresh_token(),
+            (_, None) => None,
+        };
         if !t.token_type.eq_ignore_ascii_case("bearer")
             || t.expires_in == 0
             || t.access_token.is_empty()
-            || t.refresh_token.is_empty()
+            || refresh.is_none()
         {
             let e = LwaCallError::Unexpected {
                 url: self
@@ -297,15 +305,21 @@ impl CodeActor {
                     .unwrap_or_default(),
                 status: 200,
                 body: format!(
-                    "an incomplete token answer (token_type `{}`, expires_in {})",
-                    t.token_type, t.expires_in
+                    "an incomplete token answer (token_type `{}`, expires_in {}, refresh token {})",
+                    t.token_type,
+                    t.expires_in,
+                    if refresh.is_some() {
+                        "given"
+                    } else {
+                        "missing"
+                    }
                 ),
             };
             return self.retry(job, &e);
         }
         let mut error = None;
         if let Some(mut saved) = self.saved.clone() {
-            saved.refresh_token = Some(t.refresh_token);
+            saved.refresh_token = refresh;
             saved.pending = None;
             error = self.save(&saved);
             self.saved = Some(saved);
@@ -349,7 +363,8 @@ impl CodeActor {
                 tracing::info!("LWA asked to poll more slowly; polling every {next} s");
                 self.schedule(Job::Poll, Duration::from_secs(next));
             }
-            (Job::Poll, "expired_token") => self.code_expired(),
+            // `invalid_code_pair` is the AVS Device SDK's name for it.
+            (Job::Poll, "expired_token" | "invalid_code_pair") => self.code_expired(),
             (Job::Poll, "access_denied") => {
                 self.forget();
                 self.fail(

@@ -62,8 +62,11 @@ pub struct CodePair {
 pub struct Tokens {
     /// The access token.
     pub access_token: Secret,
-    /// The refresh token to keep.
-    pub refresh_token: Secret,
+    /// The refresh token to keep. LWA's pages do not say whether a refresh
+    /// without a client secret always carries one; without it the saved
+    /// one is kept (refresh tokens stay valid until the user unlinks).
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
     /// Always `bearer`.
     pub token_type: String,
     /// Seconds the access token stays valid.

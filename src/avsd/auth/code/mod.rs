@@ -6,6 +6,7 @@
 //! rest of avsd cannot tell which path gave the token.
 
 mod actor;
+mod flow;
 pub mod lwa;
 pub mod store;
 

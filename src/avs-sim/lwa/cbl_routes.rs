@@ -18,7 +18,7 @@ use super::state::LwaError;
 use https::http::{self as h, Resp};
 use https::page::{escape, layout};
 
-/// Route a code-based-linking request; `None` if the path is not one.
+/// Route a code-based-linking request; the request back if it is not one.
 pub async fn handle(req: Request<Incoming>, shared: &Shared) -> Result<Resp, Request<Incoming>> {
     let path = req.uri().path().to_string();
     Ok(match (req.method().clone(), path.as_str()) {

@@ -28,7 +28,13 @@ fn sample_enabled(files_dir: &Path) -> String {
         out.push('\n');
     }
     // The sample's file paths name files a fresh machine does not have.
-    for name in ["companion-ca.pem", "device.pem", "device.key", "avs-ca.pem"] {
+    for name in [
+        "companion-ca.pem",
+        "device.pem",
+        "device.key",
+        "avs-ca.pem",
+        "lwa-ca.pem",
+    ] {
         let p = files_dir.join(name);
         std::fs::write(&p, "x").unwrap();
         out = out.replace(&format!("/etc/avsd/{name}"), &p.display().to_string());

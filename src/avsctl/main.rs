@@ -207,6 +207,8 @@ async fn snapshot(
         auth_state: auth.state().await?,
         login_url: auth.login_url().await?,
         user_code: auth.user_code().await?,
+        // An avsd from before Method existed reads as "".
+        method: auth.method().await.unwrap_or_default(),
         token_expires_at: auth.token_expires_at().await?,
         last_error: auth.last_error().await?,
         dialog_state: dialog.state().await?,

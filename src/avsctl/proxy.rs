@@ -24,6 +24,9 @@ pub trait Authorization {
     /// Registration code.
     #[zbus(property)]
     fn user_code(&self) -> zbus::Result<String>;
+    /// Login path: `companion` or `code`.
+    #[zbus(property)]
+    fn method(&self) -> zbus::Result<String>;
     /// Token expiry, Unix seconds.
     #[zbus(property)]
     fn token_expires_at(&self) -> zbus::Result<u64>;

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub login_url: String,
     /// Authorization.UserCode
     pub user_code: String,
+    /// Authorization.Method
+    pub method: String,
     /// Authorization.TokenExpiresAt
     pub token_expires_at: u64,
     /// Authorization.LastError
@@ -32,8 +34,14 @@ pub struct Snapshot {
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
 pub fn report(s: &Snapshot, now: u64) -> String {
+    let method = match s.method.as_str() {
+        "code" => "code-based linking (the refresh token is kept on this device)",
+        "companion" => "companion web service",
+        "" => "unknown",
+        other => other,
+    };
     let mut out = format!(
-        "Authorization: {}\nDialog:        {} (AVS connection: {})\n",
+        "Authorization: {}\nLogin method:  {method}\nDialog:        {} (AVS connection: {})\n",
         s.auth_state, s.dialog_state, s.connection
     );
     if let Some((volume, muted)) = s.volume {
@@ -119,12 +127,14 @@ pub const HIDDEN_LOGIN: &str = "A login is waiting, but its URL and code are sho
 members of group avsd: run `sudo avsctl status`, or join the group (sudo adduser $USER avsd, \
 then log in again).\n";
 
-/// What to do to log in, with a QR code of the URL for a phone.
+/// What to do to log in, with a QR code of the URL for a phone; the URL
+/// and the code stay the last lines, readable under the QR code.
 pub fn login_instructions(url: &str, code: &str) -> String {
-    let mut out = format!(
-        "\nTo log in, open {url}\nand enter the code {code} (or scan this with your phone):\n\n"
-    );
+    let mut out = String::from("\nScan this with your phone, or open the page below:\n\n");
     out.push_str(&qr(url));
+    out.push_str(&format!(
+        "\nTo log in, open {url}\nand enter the code {code}\n"
+    ));
     out
 }
 
@@ -210,6 +220,28 @@ mod tests {
         assert!(text.contains("https://pi.local:8443/provision/ABCD2345"));
         assert!(text.contains("ABCD2345"));
         assert!(text.contains('\u{2588}'), "no QR blocks:\n{text}");
+        // The URL and the code come after the QR code, readable at the end.
+        let qr_end = text.rfind('\u{2588}').unwrap();
+        assert!(
+            text.rfind("enter the code ABCD2345").unwrap() > qr_end,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn report_says_which_login_method_is_used() {
+        let s = Snapshot {
+            auth_state: "authorized".into(),
+            method: "code".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(text.contains("Login method:  code-based linking"), "{text}");
+        let s = Snapshot {
+            method: "companion".into(),
+            ..s
+        };
+        assert!(report(&s, 0).contains("Login method:  companion web service"));
     }
 
     /// Read the half-block picture back into pixels and decode it with an

@@ -4,12 +4,14 @@
 //! --check-config`'s tests need no audio, D-Bus or TLS code.
 
 pub mod audio;
+pub mod auth;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub use audio::AudioConfig;
+pub use auth::AuthConfig;
 pub use kit::strict::{
     ConfigError, Invalid, LOG_LEVELS, LogConfig, Problem, StrictConfig, load, parse,
 };
@@ -37,6 +39,8 @@ pub struct AvsdConfig {
     pub avs: AvsConfig,
     /// Microphone and speaker.
     pub audio: AudioConfig,
+    /// Which login path gives avsd its token.
+    pub auth: AuthConfig,
 }
 
 /// `[avs]`
@@ -156,6 +160,13 @@ impl StrictConfig for AvsdConfig {
             "companion.renew_before_secs",
             "a whole number of seconds, e.g. 600",
         ),
+        ("auth.method", "\"companion\" or \"code\" in quotes"),
+        (
+            "auth.client_id",
+            "the client id of your \"Other devices and platforms\" security profile in quotes",
+        ),
+        ("auth.lwa_url", "an https:// URL in quotes"),
+        ("auth.ca_file", "the path of a PEM CA certificate in quotes"),
         (
             "avs.endpoint",
             "\"na\", \"eu\", \"fe\" or an https:// URL in quotes",
@@ -206,6 +217,7 @@ impl StrictConfig for AvsdConfig {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
         self.audio.validate(&mut out);
+        self.auth.validate(&mut out);
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             out.push(Invalid::new(
                 "log.level",
@@ -334,7 +346,9 @@ impl AvsdConfig {
 
     /// A short human summary for `--check-config`.
     pub fn summary(&self, path: &Path) -> String {
-        let companion = if self.companion.url.is_empty() {
+        let companion = if self.auth.is_code() {
+            format!("not used: code-based linking with {}", self.auth.lwa_url)
+        } else if self.companion.url.is_empty() {
             "not set (registration cannot start until companion.url is set)".to_string()
         } else {
             self.companion.url.clone()

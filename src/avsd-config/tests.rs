@@ -165,3 +165,29 @@ fn the_mixer_card_comes_from_the_playback_device() {
     assert_eq!(mixer_card("default"), "default");
     assert_eq!(mixer_card("spk"), "default");
 }
+
+#[test]
+fn auth_method_and_client_id_are_checked() {
+    let c = parse_avsd("").unwrap();
+    assert_eq!(c.auth.method, "companion");
+    assert!(!c.auth.is_code());
+    let err = parse_avsd("[auth]\nmethod = \"qr\"\n").unwrap_err();
+    assert_eq!(located(&err), vec![(Some(2), "auth.method")], "{err}");
+    assert!(err.problems[0].fix.contains("\"code\""), "{err}");
+    let err = parse_avsd("[log]\nlevel = \"info\"\n[auth]\nmethod = \"code\"\n").unwrap_err();
+    assert_eq!(err.problems[0].key, "auth.client_id", "{err}");
+    assert!(
+        err.problems[0].fix.contains("Other devices and platforms"),
+        "{err}"
+    );
+    let err = parse_avsd("[auth]\nmethod = \"code\"\nclient_id = \"x\"\nlwa_url = \"http://a\"\n")
+        .unwrap_err();
+    assert_eq!(located(&err), vec![(Some(4), "auth.lwa_url")], "{err}");
+    let err = parse_avsd("[auth]\nclientid = \"x\"\n").unwrap_err();
+    assert!(err.problems[0].fix.contains("client_id"), "{err}");
+    let c =
+        parse_avsd("[auth]\nmethod = \"code\"\nclient_id = \"amzn1.application-oa2-client.x\"\n")
+            .unwrap();
+    assert!(c.auth.is_code());
+    assert_eq!(c.auth.lwa_url, "https://api.amazon.com");
+}

@@ -44,11 +44,7 @@ pub enum DaemonError {
 /// Run avsd until `shutdown` is cancelled.
 pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
-    let auth = auth::spawn(
-        auth::Settings::from_config(&config),
-        &tracker,
-        shutdown.child_token(),
-    );
+    let auth = auth::spawn_configured(&config, &tracker, shutdown.child_token());
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
     let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);

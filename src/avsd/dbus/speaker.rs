@@ -64,26 +64,26 @@ impl Speaker {
         Ok(())
     }
 
-    /// The volume, 0 to 100 (Alexa's scale); setting it unmutes.
+    /// The volume, 0 to 100 (Alexa's scale). Root and group avsd may set
+    /// it (above 100 is refused with InvalidArgs); setting it unmutes.
     #[zbus(property)]
     fn volume(&self) -> u8 {
         self.volume.state().borrow().volume
     }
 
-    /// Set the volume; above 100 is refused with InvalidArgs.
+    // The setter's doc would be a second comment in the introspection XML.
     #[zbus(property)]
     async fn set_volume(&self, volume: u8) -> Result<(), zbus::fdo::Error> {
         self.volume.set(i64::from(volume), Source::Local).await?;
         Ok(())
     }
 
-    /// Whether the speaker is muted.
+    /// Whether the speaker is muted; root and group avsd may set it.
     #[zbus(property)]
     fn muted(&self) -> bool {
         self.volume.state().borrow().muted
     }
 
-    /// Mute or unmute.
     #[zbus(property)]
     async fn set_muted(&self, muted: bool) -> Result<(), zbus::fdo::Error> {
         self.volume.set_muted(muted, Source::Local).await?;

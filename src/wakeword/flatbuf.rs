@@ -20,6 +20,12 @@ fn u32_at(buf: &[u8], at: usize) -> Result<u32> {
     get::<4>(buf, at).map(u32::from_le_bytes)
 }
 
+/// The position `off` bytes after `at` (offsets only point forward).
+fn forward(at: usize, off: u32) -> Result<usize> {
+    at.checked_add(off as usize)
+        .ok_or_else(|| format!("offset at {at} overflows"))
+}
+
 /// A table: its position and its vtable's.
 #[derive(Clone, Copy)]
 pub(crate) struct Table<'a> {
@@ -89,7 +95,7 @@ impl<'a> Table<'a> {
     fn target(&self, index: usize) -> Result<Option<usize>> {
         match self.field(index)? {
             None => Ok(None),
-            Some(at) => Ok(Some(at + u32_at(self.buf, at)? as usize)),
+            Some(at) => Ok(Some(forward(at, u32_at(self.buf, at)?)?)),
         }
     }
 
@@ -159,7 +165,7 @@ impl<'a> Vector<'a> {
     /// Table element `i` of a vector of tables.
     pub(crate) fn table(&self, i: usize) -> Result<Table<'a>> {
         let at = self.elem(i);
-        Table::at(self.buf, at + u32_at(self.buf, at)? as usize)
+        Table::at(self.buf, forward(at, u32_at(self.buf, at)?)?)
     }
 
     /// All elements as `i32`.

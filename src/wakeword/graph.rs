@@ -11,6 +11,10 @@ use std::collections::HashMap;
 use crate::ops::{self, Conv, FullyConnected, Multiplier, Requant, Requantize};
 use crate::tflite::{self, Options, Tensor, code, ty};
 
+/// The most values all tensors together may hold: the microWakeWord models
+/// have a few tens of thousands; a damaged shape must not allocate gigabytes.
+const MAX_ELEMENTS: usize = 1 << 22;
+
 /// The most dimensions a sliced tensor may have.
 const MAX_RANK: usize = 6;
 
@@ -104,11 +108,30 @@ impl Graph {
             start: Vec::new(),
         };
         let mut data = Vec::new();
+        let mut total = 0usize;
         for t in &main.tensors {
             let c = model.buffers.get(t.buffer).filter(|d| !d.is_empty());
+            let n = t.len();
+            total = total.saturating_add(n);
+            if total > MAX_ELEMENTS {
+                return Err(format!(
+                    "tensor {} makes the model larger than {MAX_ELEMENTS} values",
+                    t.name
+                ));
+            }
+            if let Some(d) = c {
+                let width = if t.ty == ty::INT32 { 4 } else { 1 };
+                if d.len() != n.saturating_mul(width) {
+                    return Err(format!(
+                        "tensor {} has {} bytes of data for {n} values",
+                        t.name,
+                        d.len()
+                    ));
+                }
+            }
             data.push(match (c, t.ty) {
                 (Some(d), ty::INT8 | ty::UINT8) => d.iter().map(|&x| x as i8).collect(),
-                (None, ty::INT8 | ty::UINT8) => vec![0; t.len()],
+                (None, ty::INT8 | ty::UINT8) => vec![0; n],
                 _ => Vec::new(),
             });
         }
@@ -128,7 +151,7 @@ impl Graph {
         let output = output as usize;
         let it = b.tensor(input as i32)?;
         let ot = b.tensor(output as i32)?;
-        if it.ty != ty::INT8 || !matches!(ot.ty, ty::INT8 | ty::UINT8) {
+        if it.ty != ty::INT8 || !matches!(ot.ty, ty::INT8 | ty::UINT8) || ot.len() == 0 {
             return Err("the model's input must be int8 and its output int8 or uint8".into());
         }
         let vars = b.start.clone();
@@ -344,6 +367,9 @@ impl<'m> Builder<'m> {
         let input = |i| arg(&op.inputs, i);
         let output = |i| arg(&op.outputs, i);
         let idx = |t: i32| t as usize;
+        if op.outputs.iter().any(|o| op.inputs.contains(o)) {
+            return Err("an operator that writes one of its own inputs".into());
+        }
         Ok(Some(match (op.code, &op.options) {
             (code::CALL_ONCE, Options::CallOnce { init }) => {
                 self.init(*init)?;
@@ -374,6 +400,9 @@ impl<'m> Builder<'m> {
             (code::RESHAPE, _) => {
                 let (from, to) = (input(0)?, output(0)?);
                 self.same_quant(from, to)?;
+                if self.tensor(from)?.len() != self.tensor(to)?.len() {
+                    return Err("a reshape that changes the number of values".into());
+                }
                 Step::Copy {
                     from: idx(from),
                     to: idx(to),

@@ -39,9 +39,11 @@ pub(crate) struct Tensor {
 }
 
 impl Tensor {
-    /// Number of elements.
+    /// Number of elements (saturating: absurd shapes are refused later).
     pub(crate) fn len(&self) -> usize {
-        self.shape.iter().map(|&d| d.max(0) as usize).product()
+        self.shape
+            .iter()
+            .fold(1usize, |n, &d| n.saturating_mul(d.max(0) as usize))
     }
 
     /// The per-tensor scale and zero point (the first, if per channel).

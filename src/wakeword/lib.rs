@@ -17,6 +17,7 @@ pub mod frontend;
 pub mod graph;
 mod manifest;
 mod ops;
+mod plan;
 mod tflite;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! --check-config`'s tests need no audio, D-Bus or TLS code.
 
 pub mod audio;
+mod files;
 
 use std::path::{Path, PathBuf};
 
@@ -294,6 +295,7 @@ impl StrictConfig for AvsdConfig {
                 ));
             }
         }
+        out.extend(files::check_contents(self));
         if self.companion.renew_before_secs == 0 || self.companion.renew_before_secs > 3000 {
             out.push(Invalid::new(
                 "companion.renew_before_secs",

@@ -117,17 +117,35 @@ pub fn main() -> ExitCode {
         print!("{}", config.summary(&cli.config));
         return ExitCode::SUCCESS;
     }
+    let owner = super::owner::check(&config.database_path());
     if let Some(Command::Sessions { action }) = &cli.command {
+        match owner {
+            super::owner::Verdict::Refuse(why) => {
+                eprintln!("avs-companion sessions: {why}");
+                return ExitCode::from(1);
+            }
+            super::owner::Verdict::Warn(why) => eprintln!("avs-companion sessions: warning: {why}"),
+            super::owner::Verdict::Fine => {}
+        }
         return super::sessions::main(&config, action);
     }
     kit::logging::init(&config.log.level);
+    // After logging starts, so the journal gets these at their priority.
+    match owner {
+        super::owner::Verdict::Refuse(why) => {
+            tracing::error!("{why}");
+            return ExitCode::from(1);
+        }
+        super::owner::Verdict::Warn(why) => tracing::warn!("{why}"),
+        super::owner::Verdict::Fine => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("avs-companion: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -139,8 +157,8 @@ async fn serve(config: CompanionConfig) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "avs-companion: cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
+            tracing::error!(
+                "cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
             );
             return ExitCode::from(2);
         }
@@ -151,7 +169,7 @@ async fn serve(config: CompanionConfig) -> ExitCode {
     }
     let shutdown = CancellationToken::new();
     if let Err(e) = kit::signals::watch("avs-companion", shutdown.clone()) {
-        eprintln!("avs-companion: cannot install signal handlers: {e}");
+        tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::from(2);
     }
     match super::run(listener, config, shutdown).await {
@@ -160,7 +178,9 @@ async fn serve(config: CompanionConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("avs-companion: {e}");
+            // Through the log, so the journal has it at error priority
+            // (`journalctl -p err`), not as a plain line of output.
+            tracing::error!("{e}");
             ExitCode::from(2)
         }
     }

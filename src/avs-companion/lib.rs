@@ -37,6 +37,7 @@ pub mod device;
 pub mod flow;
 pub mod limits;
 pub mod lwa_client;
+pub mod owner;
 pub mod pages;
 pub mod register;
 pub mod revoke;

@@ -209,3 +209,37 @@ fn help_and_version() {
         "{text}"
     );
 }
+
+/// Settings in `avsd.toml.d/*.toml` apply over avsd.toml, so they survive
+/// upgrades of the shipped file; a bad key there is named with its file
+/// and line, by `--check-config` and at start.
+#[test]
+fn drop_ins_are_read_after_the_main_file_and_checked_as_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("avsd.toml");
+    std::fs::write(&path, "[log]\nlevel = \"info\"\n").unwrap();
+    let dropins = dir.path().join("avsd.toml.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("50-local.toml"),
+        "# mine\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    let out = check(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("log level:  debug"), "{text}");
+    assert!(text.contains("50-local.toml"), "{text}");
+
+    std::fs::write(dropins.join("60-typo.toml"), "\n[log]\nlevle = \"debug\"\n").unwrap();
+    let out = check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let place = format!("{}:3:", dropins.join("60-typo.toml").display());
+    assert!(err.contains(&place) && err.contains("`log.levle`"), "{err}");
+    assert!(err.contains("did you mean `level`"), "{err}");
+}

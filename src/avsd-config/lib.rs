@@ -349,7 +349,7 @@ impl AvsdConfig {
             self.state_dir().display(),
             product,
             companion
-        )
+        ) + &kit::strict::dropins_line(path)
     }
 }
 

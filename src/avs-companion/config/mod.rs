@@ -237,6 +237,6 @@ impl CompanionConfig {
             self.lwa.token_url,
             self.products.keys().cloned().collect::<Vec<_>>().join(", "),
             self.database_path().display()
-        )
+        ) + &kit::strict::dropins_line(path)
     }
 }

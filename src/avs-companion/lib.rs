@@ -39,6 +39,7 @@ pub mod limits;
 pub mod lwa_client;
 pub mod owner;
 pub mod pages;
+pub mod recent;
 pub mod register;
 pub mod revoke;
 pub mod server;

@@ -167,7 +167,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match (&method, path.as_str()) {
-        (&Method::GET, "/") => browser::home(flow, &h::query(&req), peer),
+        (&Method::GET, "/") => browser::home(flow, &h::query(&req), peer).await,
         (&Method::GET, "/authresponse") => {
             browser::auth_response(flow, &h::query(&req), req.headers()).await
         }

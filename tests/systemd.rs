@@ -207,21 +207,10 @@ fn verify_unit(unit: &str) {
         );
     let path = dir.path().join(unit);
     std::fs::write(&path, text).unwrap();
-    // verify runs `man` on each Documentation= page: give it the package's.
-    for entry in std::fs::read_dir(support::repo().join("debian")).unwrap() {
-        let page = entry.unwrap().path();
-        if let Some(section) = page.extension().and_then(|e| e.to_str())
-            && matches!(section, "1" | "8")
-        {
-            let to = dir.path().join(format!("man/man{section}"));
-            std::fs::create_dir_all(&to).unwrap();
-            std::fs::copy(&page, to.join(page.file_name().unwrap())).unwrap();
-        }
-    }
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
-        .env("MANPATH", dir.path().join("man"))
+        .env("MANPATH", support::man_pages(dir.path()))
         .output()
         .unwrap();
     let all = format!(

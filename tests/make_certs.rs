@@ -336,4 +336,13 @@ fn make_certs_says_when_the_certificate_expires() {
         "{stdout}"
     );
     assert!(stdout.contains("the CA expires on 20"), "{stdout}");
+    // A key made by root is one the service user cannot read: it says so.
+    assert_eq!(
+        stdout.contains(&format!(
+            "chown avs-companion: {}/server.key",
+            out.display()
+        )),
+        support::is_root(),
+        "{stdout}"
+    );
 }

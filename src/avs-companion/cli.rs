@@ -157,9 +157,14 @@ async fn serve(config: CompanionConfig) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(
-                "cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
-            );
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "a port below 1024 needs CAP_NET_BIND_SERVICE: set AmbientCapabilities= and \
+                 CapabilityBoundingSet= to it (`systemctl edit avs-companion`), or use a port \
+                 from 1024 up in server.listen"
+            } else {
+                "choose a free port in server.listen, or stop what uses it"
+            };
+            tracing::error!("cannot listen on {addr}: {e}; fix: {fix}");
             return ExitCode::from(2);
         }
     };
@@ -253,6 +258,14 @@ fn make_certs(
             }
             for (i, d) in devices.iter().enumerate() {
                 println!("  device-{}.crt/.key names {d}", i + 1);
+            }
+            // SAFETY: geteuid cannot fail and touches no memory.
+            if unsafe { libc::geteuid() } == 0 {
+                println!(
+                    "  made as root: the service reads server.key as its own user; run\n    \
+                     chown avs-companion: {0}/server.key {0}/server.crt",
+                    out.display()
+                );
             }
             let host_args: Vec<String> = hosts.iter().map(|h| format!("--host {h}")).collect();
             println!(

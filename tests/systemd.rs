@@ -280,6 +280,9 @@ fn companion_unit_verifies_clean_is_hardened_and_apart_from_avsd() {
         ("WatchdogSec", "30s"),
         ("User", "avs-companion"),
         ("Group", "avs-companion"),
+        // A config problem (exit 1, see companion_config.rs) is not
+        // restarted every 5 s.
+        ("RestartPreventExitStatus", "1"),
         ("StateDirectory", "avs-companion"),
         ("StateDirectoryMode", "0700"),
         ("LimitCORE", "0"),

@@ -215,3 +215,52 @@ fn lines_reach_the_journal_with_their_priority() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains(want), "{err}");
 }
+
+/// A database an earlier `sudo avs-companion` left owned by root: the
+/// service user's `--check-config` (the unit's ExecStartPre) names it and
+/// says how to hand it over, rather than the service failing at its first
+/// write.
+#[test]
+fn check_config_names_a_database_the_service_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let state = env.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let config = companion_config(&env, &state);
+    let db = state.join("companion.sqlite3");
+    std::fs::write(&db, "").unwrap();
+    // Readable, not writable, by the user the check runs as.
+    for dir in [env.dir.path(), &state] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = as_root();
+    cmd.extend(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+        .map(String::from),
+    );
+    cmd.push(support::bin("avs-companion").to_string());
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .arg("--config")
+        .arg(&config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("key `storage.database`"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "`{}` cannot be written by this user",
+            db.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("chown avs-companion:"), "{err}");
+}

@@ -327,6 +327,25 @@ impl CompanionConfig {
                 out.push(Invalid::new(key, p.message, p.fix));
             }
         }
+        // A database (or its -wal, -shm) root made by running the service
+        // by hand: the service user then fails at its first write.
+        let db = self.database_path();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = db.clone().into_os_string();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            if file.exists() && !writable(&file) {
+                out.push(Invalid::new(
+                    "storage.database",
+                    format!("`{}` cannot be written by this user", file.display()),
+                    format!(
+                        "hand it to the service user: chown avs-companion: {} (made by running \
+                         avs-companion as root?)",
+                        file.display()
+                    ),
+                ));
+            }
+        }
         for (key, path) in [
             ("server.device_ca_file", self.server.device_ca_file.as_ref()),
             ("lwa.ca_file", self.lwa.ca_file.as_ref()),
@@ -338,6 +357,17 @@ impl CompanionConfig {
             }
         }
     }
+}
+
+/// Whether this process may write `path` (access(2), which answers for the
+/// real user: the one `--check-config` runs as).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 fn check_file(out: &mut Vec<Invalid>, key: &str, path: &Path, hint: &str) {

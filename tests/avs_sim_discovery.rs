@@ -69,6 +69,14 @@ async fn avsd_declares_exactly_its_registered_agents_and_its_contexts_pass() {
         inactivity_report_every: Duration::from_secs(3600),
         dialog: tokio::sync::mpsc::channel(1).0,
         speech: tokio::sync::watch::channel(Default::default()).1,
+        volume: avsd::volume::spawn(
+            avsd::volume::Settings {
+                state_dir: state.path().to_path_buf(),
+                output: avsd::volume::Output::Software(Default::default()),
+            },
+            &tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        ),
     })
     .unwrap();
     let want: Vec<Value> = registry

@@ -36,6 +36,7 @@ fn sample_enabled(files_dir: &Path) -> String {
         ("device.pem", &device.cert),
         ("device.key", &device.key),
         ("avs-ca.pem", &ca.pem.cert),
+        ("lwa-ca.pem", &ca.pem.cert),
     ] {
         let p = files_dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -57,8 +58,9 @@ fn certificate_files_are_read_and_named_by_their_key() {
         .unwrap()
         .client("my_avs_device:0001")
         .unwrap();
-    let cases: [(&str, &[u8], &str, &str); 4] = [
+    let cases: [(&str, &[u8], &str, &str); 5] = [
         ("avs-ca.pem", b"hello\n", "avs.ca_file", "no PEM block"),
+        ("lwa-ca.pem", &good_ca[..20], "auth.ca_file", "damaged PEM"),
         (
             "companion-ca.pem",
             &good_ca[..20],

@@ -20,6 +20,9 @@ Each subcommand measures one thing and prints one JSON object on stdout;
         N refused tokens: the stand-in refuses the token of the next
         Recognize (POST /refuse_token), a Tap sends one; from avsd's log,
         the 403 to "connected to AVS" on a new token
+  bench.py volume    CONTROL N
+        N Speaker.AdjustVolume calls over D-Bus (-1 and +1 in turn), each
+        timed to its return and to the VolumeChanged event at the stand-in
   bench.py logins    COMPANION CA SECS WORKERS PRODUCT [PID...]
         complete logins (device registers, browser follows the login
         link through the LWA stand-in, device polls a token) for SECS s
@@ -117,14 +120,18 @@ class Bus:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def send(self, dest, path, iface, member, args=()):
+    def send(self, dest, path, iface, member, args=(), raw=None):
+        """`args` are strings; or `raw` is (signature, body bytes)."""
         self.serial += 1
         body = bytearray()
         for a in args:
             _put_str(body, a)
+        signature = "s" * len(args)
+        if raw:
+            signature, body = raw[0], bytearray(raw[1])
         fields = bytearray()
         for code, sig, val in ((1, "o", path), (2, "s", iface), (3, "s", member),
-                               (6, "s", dest)) + (((8, "g", "s" * len(args)),) if args else ()):
+                               (6, "s", dest)) + (((8, "g", signature),) if signature else ()):
             _pad(fields, 8)
             fields.append(code)
             _put_str(fields, sig, sig=True)
@@ -578,6 +585,24 @@ def cmd_refusals(argv):
     print(json.dumps({"n": done, "wanted": n, "heal_ms": stats(heal), "token_ms": stats(token)}))
 
 
+def cmd_volume(argv):
+    control, n = argv[0].rstrip("/"), int(argv[1])
+    bus = Bus()
+    base = len([e for e in http(control + "/stats")["events"] if e["name"] == "Speaker.VolumeChanged"])
+    rtt, to_avs = [], []
+    for i in range(n):
+        delta = -1 if i % 2 == 0 else 1
+        t0 = time.perf_counter()
+        bus.reply(bus.send(DEST, PATH, "org.avsd.Avs1.Speaker", "AdjustVolume",
+                           raw=("i", struct.pack("<i", delta))))
+        t1 = time.perf_counter()
+        http("%s/wait?event=Speaker.VolumeChanged&count=%d&timeout_ms=10000" % (control, base + i + 1))
+        t2 = time.perf_counter()
+        rtt.append((t1 - t0) * 1000)
+        to_avs.append((t2 - t0) * 1000)
+    print(json.dumps({"n": n, "rtt_ms": stats(rtt), "to_avs_ms": stats(to_avs)}))
+
+
 LOGIN_LINK = re.compile(r'id="login" href="([^"]+)"')
 
 
@@ -812,6 +837,12 @@ def cmd_report(argv):
             "%d of %d" % (rf.get("n", 0), rf.get("wanted", 0)),
             _tri(rf.get("heal_ms"), digits=0) + "; of which waiting for the new token "
             "(avsd → companion → LWA refresh): %s" % _tri(rf.get("token_ms"), digits=0))
+    vol = _load(d, "volume")
+    if vol:
+        add("Volume: Speaker.AdjustVolume(±1) D-Bus call, round trip (%d calls; saved with fsync "
+            "before it returns)" % vol["n"], _tri(vol.get("rtt_ms"), digits=2))
+        add("Volume: AdjustVolume call → Speaker.VolumeChanged at the stand-in (its /wait answer, "
+            "an upper bound)", _tri(vol.get("to_avs_ms"), digits=2))
     size = _load(d, "size")
     if size:
         add("avsd binary, release (stripped, fat LTO)", "%.2f MiB (%d bytes)" % (size["bytes"] / 1048576.0, size["bytes"]))

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::{AuthorizationProxy, DialogProxy};
-use avsctl::report::{self as ctl, Snapshot};
+use avsctl::proxy::{AuthorizationProxy, DialogProxy, SpeakerProxy};
+use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
 ///
@@ -36,6 +36,16 @@ enum Command {
     Release,
     /// Stop listening or speaking now.
     Stop,
+    /// Show the volume, or set it: N (0 to 100), +N or -N.
+    Volume {
+        /// N, +N or -N; none shows the volume.
+        #[arg(allow_hyphen_values = true)]
+        level: Option<String>,
+    },
+    /// Mute the speaker.
+    Mute,
+    /// Unmute the speaker.
+    Unmute,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -51,16 +61,47 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> zbus::Result<ExitCode> {
+    // A level that is not one is a usage error, told before any bus call.
+    let volume = match &command {
+        Command::Volume { level: Some(text) } => match ctl::parse_volume(text) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                eprintln!("avsctl: {why}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
     let conn = zbus::Connection::system().await?;
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
+    let speaker = SpeakerProxy::new(&conn).await?;
     match command {
         Command::Status => {
-            print!(
-                "{}",
-                ctl::report(&snapshot(&auth, &dialog).await?, kit::clock::unix_now())
-            );
+            let mut s = snapshot(&auth, &dialog).await?;
+            // An older avsd has no Speaker interface: no volume line.
+            s.volume = match (speaker.volume().await, speaker.muted().await) {
+                (Ok(v), Ok(m)) => Some((v, m)),
+                _ => None,
+            };
+            print!("{}", ctl::report(&s, kit::clock::unix_now()));
         }
+        Command::Volume { .. } => {
+            match volume {
+                None => {}
+                Some(VolumeRequest::Set(v)) => speaker.set_volume(v).await?,
+                Some(VolumeRequest::Adjust(d)) => speaker.adjust_volume(d).await?,
+            }
+            // Past zbus's property cache: the value avsd holds now.
+            let now = SpeakerProxy::builder(&conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await?;
+            let (v, m) = (now.volume().await?, now.muted().await?);
+            println!("Volume: {v}{}", if m { " (muted)" } else { "" });
+        }
+        Command::Mute => speaker.set_muted(true).await?,
+        Command::Unmute => speaker.set_muted(false).await?,
         Command::Login => return login(&auth).await,
         Command::Reset => {
             auth.reset().await?;
@@ -166,12 +207,15 @@ async fn snapshot(
         auth_state: auth.state().await?,
         login_url: auth.login_url().await?,
         user_code: auth.user_code().await?,
+        // An avsd from before Method existed reads as "".
+        method: auth.method().await.unwrap_or_default(),
         token_expires_at: auth.token_expires_at().await?,
         last_error: auth.last_error().await?,
         dialog_state: dialog.state().await?,
         connection: dialog.connection().await?,
         reconnect_attempt: dialog.reconnect_attempt().await?,
         next_reconnect_at: dialog.next_reconnect_at().await?,
+        volume: None,
     })
 }
 

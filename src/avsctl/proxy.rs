@@ -1,5 +1,5 @@
 //! Client-side proxies of avsd's interfaces, for `avsctl` and the tests.
-//! They mirror `authorization.rs` and `dialog.rs`; the introspection test
+//! They mirror `authorization.rs`, `dialog.rs` and `speaker.rs`; the introspection test
 //! keeps both in line with `dbus/org.avsd.Avs1.xml`.
 
 use zbus::proxy;
@@ -24,6 +24,9 @@ pub trait Authorization {
     /// Registration code.
     #[zbus(property)]
     fn user_code(&self) -> zbus::Result<String>;
+    /// Login path: `companion` or `code`.
+    #[zbus(property)]
+    fn method(&self) -> zbus::Result<String>;
     /// Token expiry, Unix seconds.
     #[zbus(property)]
     fn token_expires_at(&self) -> zbus::Result<u64>;
@@ -62,4 +65,27 @@ pub trait Dialog {
     /// Last dialog problem.
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
+}
+
+/// Client of `org.avsd.Avs1.Speaker`.
+#[proxy(
+    interface = "org.avsd.Avs1.Speaker",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Speaker {
+    /// Move the volume by `delta`.
+    fn adjust_volume(&self, delta: i32) -> zbus::Result<()>;
+    /// Volume, 0 to 100.
+    #[zbus(property)]
+    fn volume(&self) -> zbus::Result<u8>;
+    /// Set the volume.
+    #[zbus(property)]
+    fn set_volume(&self, volume: u8) -> zbus::Result<()>;
+    /// Muted.
+    #[zbus(property)]
+    fn muted(&self) -> zbus::Result<bool>;
+    /// Mute or unmute.
+    #[zbus(property)]
+    fn set_muted(&self, muted: bool) -> zbus::Result<()>;
 }

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub login_url: String,
     /// Authorization.UserCode
     pub user_code: String,
+    /// Authorization.Method
+    pub method: String,
     /// Authorization.TokenExpiresAt
     pub token_expires_at: u64,
     /// Authorization.LastError
@@ -25,14 +27,29 @@ pub struct Snapshot {
     pub reconnect_attempt: u32,
     /// Dialog.NextReconnectAt
     pub next_reconnect_at: u64,
+    /// Speaker.Volume and Speaker.Muted (`None` from an avsd without
+    /// the Speaker interface).
+    pub volume: Option<(u8, bool)>,
 }
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
 pub fn report(s: &Snapshot, now: u64) -> String {
+    let method = match s.method.as_str() {
+        "code" => "code-based linking (the refresh token is kept on this device)",
+        "companion" => "companion web service",
+        "" => "unknown",
+        other => other,
+    };
     let mut out = format!(
-        "Authorization: {}\nDialog:        {} (AVS connection: {})\n",
+        "Authorization: {}\nLogin method:  {method}\nDialog:        {} (AVS connection: {})\n",
         s.auth_state, s.dialog_state, s.connection
     );
+    if let Some((volume, muted)) = s.volume {
+        out.push_str(&format!(
+            "Volume:        {volume}{}\n",
+            if muted { " (muted)" } else { "" }
+        ));
+    }
     if s.next_reconnect_at > 0 {
         out.push_str(&format!(
             "Reconnecting:  attempt {}, next try in {} s\n",
@@ -68,18 +85,56 @@ pub fn report(s: &Snapshot, now: u64) -> String {
     out
 }
 
+/// What `avsctl volume LEVEL` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeRequest {
+    /// `N`: set the volume to N (0 to 100).
+    Set(u8),
+    /// `+N` / `-N`: move it by N (clamped by avsd).
+    Adjust(i32),
+}
+
+/// Parse `N`, `+N` or `-N`; `Err` says what is expected.
+pub fn parse_volume(text: &str) -> Result<VolumeRequest, String> {
+    let expected = || format!("`{text}` is not a volume: give N (0 to 100), +N or -N");
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix('+') {
+        return rest
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(|n| VolumeRequest::Adjust(i32::from(n)))
+            .ok_or_else(expected);
+    }
+    if let Some(rest) = t.strip_prefix('-') {
+        return rest
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(|n| VolumeRequest::Adjust(-i32::from(n)))
+            .ok_or_else(expected);
+    }
+    t.parse::<u8>()
+        .ok()
+        .filter(|n| *n <= 100)
+        .map(VolumeRequest::Set)
+        .ok_or_else(expected)
+}
+
 /// Said instead of the login URL and code to a caller avsd does not show
 /// them to: whoever uses them first links the device to their account.
 pub const HIDDEN_LOGIN: &str = "A login is waiting, but its URL and code are shown only to root and \
 members of group avsd: run `sudo avsctl status`, or join the group (sudo adduser $USER avsd, \
 then log in again).\n";
 
-/// What to do to log in, with a QR code of the URL for a phone.
+/// What to do to log in, with a QR code of the URL for a phone; the URL
+/// and the code stay the last lines, readable under the QR code.
 pub fn login_instructions(url: &str, code: &str) -> String {
-    let mut out = format!(
-        "\nTo log in, open {url}\nand enter the code {code} (or scan this with your phone):\n\n"
-    );
+    let mut out = String::from("\nScan this with your phone, or open the page below:\n\n");
     out.push_str(&qr(url));
+    out.push_str(&format!(
+        "\nTo log in, open {url}\nand enter the code {code}\n"
+    ));
     out
 }
 
@@ -104,6 +159,22 @@ pub fn qr(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_levels_are_absolute_or_relative_and_checked() {
+        assert_eq!(parse_volume("30"), Ok(VolumeRequest::Set(30)));
+        assert_eq!(parse_volume("+10"), Ok(VolumeRequest::Adjust(10)));
+        assert_eq!(parse_volume("-5"), Ok(VolumeRequest::Adjust(-5)));
+        for bad in ["150", "+101", "loud", "", "-", "3.5"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+        let s = Snapshot {
+            volume: Some((30, true)),
+            ..Snapshot::default()
+        };
+        assert!(report(&s, 0).contains("Volume:        30 (muted)\n"));
+        assert!(!report(&Snapshot::default(), 0).contains("Volume"));
+    }
 
     #[test]
     fn report_shows_the_reconnect_back_off() {
@@ -149,6 +220,28 @@ mod tests {
         assert!(text.contains("https://pi.local:8443/provision/ABCD2345"));
         assert!(text.contains("ABCD2345"));
         assert!(text.contains('\u{2588}'), "no QR blocks:\n{text}");
+        // The URL and the code come after the QR code, readable at the end.
+        let qr_end = text.rfind('\u{2588}').unwrap();
+        assert!(
+            text.rfind("enter the code ABCD2345").unwrap() > qr_end,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn report_says_which_login_method_is_used() {
+        let s = Snapshot {
+            auth_state: "authorized".into(),
+            method: "code".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(text.contains("Login method:  code-based linking"), "{text}");
+        let s = Snapshot {
+            method: "companion".into(),
+            ..s
+        };
+        assert!(report(&s, 0).contains("Login method:  companion web service"));
     }
 
     /// Read the half-block picture back into pixels and decode it with an

@@ -78,6 +78,9 @@ pub struct AudioConfig {
     pub playback_device: String,
     /// Open the speaker with exactly this format; unset uses its default.
     pub playback_format: Option<String>,
+    /// The ALSA mixer control (e.g. `PCM`) of the playback device's card
+    /// that the Speaker volume sets; unset: a software gain on the mix.
+    pub mixer_control: Option<String>,
     /// The longest a Tap or Hold may listen before avsd ends the request.
     pub max_listen_secs: u64,
     /// RMS (16-bit scale) of 10 ms of audio above which ExpectSpeech counts
@@ -92,10 +95,47 @@ impl Default for AudioConfig {
             capture_format: None,
             playback_device: DEFAULT_DEVICE.to_string(),
             playback_format: None,
+            mixer_control: None,
             max_listen_secs: 15,
             speech_threshold: 300.0,
         }
     }
+}
+
+/// ALSA's longest control name (`SNDRV_CTL_ELEM_ID_NAME_MAXLEN` less the NUL).
+const MAX_CONTROL_NAME: usize = 43;
+
+fn check_control_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > MAX_CONTROL_NAME {
+        return Err(format!("ALSA names are at most {MAX_CONTROL_NAME} bytes"));
+    }
+    if !name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err("ALSA names are printable ASCII".into());
+    }
+    Ok(())
+}
+
+/// The ALSA control device (`hw:…`) of the card that plays `device`: the
+/// card named by `CARD=` or by number in the PCM name (`plughw:CARD=Headphones`,
+/// `hw:1,0`), else `default`. The Speaker volume's mixer control is looked up
+/// there.
+pub fn mixer_card(device: &str) -> String {
+    if let Some(rest) = device.split_once("CARD=").map(|(_, r)| r) {
+        let card: String = rest.chars().take_while(|c| *c != ',').collect();
+        if !card.is_empty() {
+            return format!("hw:CARD={card}");
+        }
+    }
+    if let Some((_, rest)) = device.split_once(':') {
+        let card: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !card.is_empty() && device.contains("hw:") {
+            return format!("hw:{card}");
+        }
+    }
+    "default".to_string()
 }
 
 impl AudioConfig {
@@ -126,6 +166,16 @@ impl AudioConfig {
                     "write SAMPLE:RATE:CHANNELS with SAMPLE one of i16, i32, f32, e.g. \"i16:16000:1\"; or remove the line",
                 ));
             }
+        }
+        if let Some(name) = &self.mixer_control
+            && let Err(why) = check_control_name(name)
+        {
+            out.push(Invalid::new(
+                "audio.mixer_control",
+                format!("`{name}` is not a mixer control name: {why}"),
+                "name a simple control of the playback card as `amixer scontrols` lists it \
+                 (e.g. \"PCM\" on the Pi's headphone jack); or remove the line for a software volume",
+            ));
         }
         if !(1..=60).contains(&self.max_listen_secs) {
             out.push(Invalid::new(

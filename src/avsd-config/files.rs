@@ -10,6 +10,7 @@ pub(crate) fn check_contents(config: &AvsdConfig) -> Vec<Invalid> {
     for (key, path) in [
         ("avs.ca_file", &config.avs.ca_file),
         ("companion.ca_file", &config.companion.ca_file),
+        ("auth.ca_file", &config.auth.ca_file),
     ] {
         if let Some(p) = path.as_ref().filter(|p| p.is_file())
             && let Err(p) = https::check::ca_file(p)

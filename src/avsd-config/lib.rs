@@ -4,6 +4,7 @@
 //! --check-config`'s tests need no audio, D-Bus or TLS code.
 
 pub mod audio;
+pub mod auth;
 mod files;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use audio::AudioConfig;
+pub use auth::AuthConfig;
 pub use kit::strict::{
     ConfigError, Invalid, LOG_LEVELS, LogConfig, Problem, StrictConfig, load, parse,
 };
@@ -38,6 +40,8 @@ pub struct AvsdConfig {
     pub avs: AvsConfig,
     /// Microphone and speaker.
     pub audio: AudioConfig,
+    /// Which login path gives avsd its token.
+    pub auth: AuthConfig,
 }
 
 /// `[avs]`
@@ -157,6 +161,13 @@ impl StrictConfig for AvsdConfig {
             "companion.renew_before_secs",
             "a whole number of seconds, e.g. 600",
         ),
+        ("auth.method", "\"companion\" or \"code\" in quotes"),
+        (
+            "auth.client_id",
+            "the client id of your \"Other devices and platforms\" security profile in quotes",
+        ),
+        ("auth.lwa_url", "an https:// URL in quotes"),
+        ("auth.ca_file", "the path of a PEM CA certificate in quotes"),
         (
             "avs.endpoint",
             "\"na\", \"eu\", \"fe\" or an https:// URL in quotes",
@@ -191,6 +202,10 @@ impl StrictConfig for AvsdConfig {
             "SAMPLE:RATE:CHANNELS in quotes, e.g. \"i16:48000:2\"",
         ),
         (
+            "audio.mixer_control",
+            "an ALSA simple control name in quotes, e.g. \"PCM\" (`amixer scontrols` lists them)",
+        ),
+        (
             "audio.max_listen_secs",
             "a whole number of seconds from 1 to 60",
         ),
@@ -203,6 +218,7 @@ impl StrictConfig for AvsdConfig {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
         self.audio.validate(&mut out);
+        self.auth.validate(&mut out);
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             out.push(Invalid::new(
                 "log.level",
@@ -332,7 +348,9 @@ impl AvsdConfig {
 
     /// A short human summary for `--check-config`.
     pub fn summary(&self, path: &Path) -> String {
-        let companion = if self.companion.url.is_empty() {
+        let companion = if self.auth.is_code() {
+            format!("not used: code-based linking with {}", self.auth.lwa_url)
+        } else if self.companion.url.is_empty() {
             "not set (registration cannot start until companion.url is set)".to_string()
         } else {
             self.companion.url.clone()

@@ -138,3 +138,56 @@ fn the_back_off_reset_is_a_setting_with_a_range() {
     assert_eq!(located(&err), vec![(Some(2), "avs.stable_after_secs")]);
     assert!(err.problems[0].fix.contains("back-off"), "{err}");
 }
+
+#[test]
+fn the_mixer_control_is_an_alsa_name_or_unset() {
+    assert_eq!(parse_avsd("").unwrap().audio.mixer_control, None);
+    let ok = parse_avsd("[audio]\nmixer_control = \"PCM\"\n").unwrap();
+    assert_eq!(ok.audio.mixer_control.as_deref(), Some("PCM"));
+    for bad in ["\"\"", "\"PCM\\u0007\"", "7"] {
+        let err = parse_avsd(&format!("[audio]\nmixer_control = {bad}\n")).unwrap_err();
+        assert_eq!(
+            located(&err),
+            vec![(Some(2), "audio.mixer_control")],
+            "{bad}: {err}"
+        );
+    }
+    let long = format!("[audio]\nmixer_control = \"{}\"\n", "x".repeat(44));
+    assert!(parse_avsd(&long).is_err());
+}
+
+#[test]
+fn the_mixer_card_comes_from_the_playback_device() {
+    use crate::audio::mixer_card;
+    assert_eq!(mixer_card("plughw:CARD=Headphones"), "hw:CARD=Headphones");
+    assert_eq!(mixer_card("hw:CARD=Device,DEV=0"), "hw:CARD=Device");
+    assert_eq!(mixer_card("plughw:1,0"), "hw:1");
+    assert_eq!(mixer_card("default"), "default");
+    assert_eq!(mixer_card("spk"), "default");
+}
+
+#[test]
+fn auth_method_and_client_id_are_checked() {
+    let c = parse_avsd("").unwrap();
+    assert_eq!(c.auth.method, "companion");
+    assert!(!c.auth.is_code());
+    let err = parse_avsd("[auth]\nmethod = \"qr\"\n").unwrap_err();
+    assert_eq!(located(&err), vec![(Some(2), "auth.method")], "{err}");
+    assert!(err.problems[0].fix.contains("\"code\""), "{err}");
+    let err = parse_avsd("[log]\nlevel = \"info\"\n[auth]\nmethod = \"code\"\n").unwrap_err();
+    assert_eq!(err.problems[0].key, "auth.client_id", "{err}");
+    assert!(
+        err.problems[0].fix.contains("Other devices and platforms"),
+        "{err}"
+    );
+    let err = parse_avsd("[auth]\nmethod = \"code\"\nclient_id = \"x\"\nlwa_url = \"http://a\"\n")
+        .unwrap_err();
+    assert_eq!(located(&err), vec![(Some(4), "auth.lwa_url")], "{err}");
+    let err = parse_avsd("[auth]\nclientid = \"x\"\n").unwrap_err();
+    assert!(err.problems[0].fix.contains("client_id"), "{err}");
+    let c =
+        parse_avsd("[auth]\nmethod = \"code\"\nclient_id = \"amzn1.application-oa2-client.x\"\n")
+            .unwrap();
+    assert!(c.auth.is_code());
+    assert_eq!(c.auth.lwa_url, "https://api.amazon.com");
+}

@@ -14,6 +14,7 @@ use crate::avs::discovery::Capability;
 use crate::avs::router::Router;
 use crate::dbus::{self, BusError};
 use crate::dialog::{self, DialogHandle};
+use crate::volume::{self, VolumeHandle};
 use avs_proto::message::SpeechState;
 use avsd_config::AvsdConfig;
 use kit::notify;
@@ -43,19 +44,25 @@ pub enum DaemonError {
 /// Run avsd until `shutdown` is cancelled.
 pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
-    let auth = auth::spawn(
-        auth::Settings::from_config(&config),
-        &tracker,
-        shutdown.child_token(),
-    );
+    let auth = auth::spawn_configured(&config, &tracker, shutdown.child_token());
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
     let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
+    let mut dialog_settings = dialog::Settings::from_config(&config.audio);
+    let volume = volume::spawn(
+        volume::Settings {
+            state_dir: config.state_dir(),
+            output: volume_output(&config, &mut dialog_settings),
+        },
+        &tracker,
+        shutdown.child_token(),
+    );
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
         dialog: to_dialog,
         speech,
+        volume: volume.clone(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -72,6 +79,12 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
+    volume::report::spawn(
+        volume.clone(),
+        connection.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let env = agents::Env {
         connection: connection.clone(),
         auth: auth.clone(),
@@ -79,7 +92,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
-        dialog::Settings::from_config(&config.audio),
+        dialog_settings,
         dialog::Links {
             auth: auth.status(),
             connection: connection.clone(),
@@ -94,6 +107,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let conn = match dbus::serve(
         auth.clone(),
         dialog.clone(),
+        volume.clone(),
         &tracker,
         shutdown.child_token(),
     )
@@ -118,7 +132,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
                 // Ping from here, not from a side task: if this loop or an
                 // actor is wedged, systemd stops hearing from us.
                 let within = watchdog.unwrap_or(Duration::MAX) / 4;
-                match alive(&auth, &dialog, &connection, within).await {
+                match alive(&auth, &dialog, &connection, &volume, within).await {
                     Ok(()) => notify::watchdog(),
                     Err(e) => tracing::error!("withholding the watchdog ping: {e}"),
                 }
@@ -162,11 +176,33 @@ async fn alive(
     auth: &AuthHandle,
     dialog: &DialogHandle,
     connection: &ConnectionHandle,
+    volume: &VolumeHandle,
     within: Duration,
 ) -> Result<(), String> {
     auth.ping(within).await.map_err(|e| e.to_string())?;
+    volume.ping(within).await.map_err(|e| e.to_string())?;
     dialog.ping(within).await.map_err(|e| e.to_string())?;
     connection.ping(within).await.map_err(|e| e.to_string())
+}
+
+/// Where the Speaker volume goes: the ALSA control `audio.mixer_control`
+/// names, or else (and when that control cannot be used: reported, not
+/// fatal, like any audio device problem) a gain on the mix, shared here
+/// with the speaker.
+fn volume_output(config: &AvsdConfig, dialog: &mut dialog::Settings) -> volume::Output {
+    if let Some(control) = &config.audio.mixer_control {
+        let card = avsd_config::audio::mixer_card(&config.audio.playback_device);
+        match volume::Output::alsa(&card, control) {
+            Ok(output) => {
+                tracing::info!("the volume sets the ALSA control {control:?} of {card}");
+                return output;
+            }
+            Err(e) => tracing::error!("{e}; using a software volume instead"),
+        }
+    }
+    let gain = crate::audio::mixer::MasterGain::default();
+    dialog.playback.master = gain.clone();
+    volume::Output::Software(gain)
 }
 
 fn avs_settings(config: &AvsdConfig, capabilities: Vec<Capability>) -> connection::Settings {

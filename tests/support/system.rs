@@ -121,9 +121,63 @@ impl World {
     pub async fn log_in_daemon(&self, avsd: &Daemon) -> AuthorizationProxy<'static> {
         let auth = auth_proxy(&self.bus).await;
         wait_state(&auth, "waiting-for-user", avsd).await;
-        self.log_in(&fresh(auth.inner(), "LoginUrl").await).await;
+        let url = fresh(auth.inner(), "LoginUrl").await;
+        if url.ends_with("/code") {
+            let code = fresh(auth.inner(), "UserCode").await;
+            let page = self.answer_code(&url, &code, true).await;
+            assert!(page.contains("Device linked"), "{page}");
+        } else {
+            self.log_in(&url).await;
+        }
         wait_state(&auth, "authorized", avsd).await;
         auth
+    }
+
+    /// `[auth]` for code-based linking at this world's stand-in, to append
+    /// to an avsd config.
+    pub fn code_auth_section(&self) -> String {
+        format!(
+            "[auth]\nmethod = \"code\"\nclient_id = \"{}\"\nlwa_url = \"{}\"\nca_file = \"{}\"\n",
+            crate::companion::CBL_CLIENT_ID,
+            self.sim.base,
+            self.env.ca_file.display()
+        )
+    }
+
+    /// Answer a code login as a person would at the stand-in's page
+    /// (`url`, from LoginUrl): type `code` as shown, press Allow or Deny;
+    /// the page it lands on.
+    pub async fn answer_code(&self, url: &str, code: &str, allow: bool) -> String {
+        let client = self.env.client();
+        let post = |to: String, form: Vec<(&'static str, String)>| {
+            let client = client.clone();
+            async move {
+                let body = form
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", url_escape(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let r = client
+                    .post(to)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.text().await.unwrap()
+            }
+        };
+        let page = post(url.to_string(), vec![("user_code", code.to_lowercase())]).await;
+        assert!(page.contains("id=\"allow\""), "no consent page:\n{page}");
+        let decision = if allow { "allow" } else { "deny" };
+        post(
+            format!("{url}/consent"),
+            vec![
+                ("user_code", code.to_string()),
+                ("decision", decision.into()),
+            ],
+        )
+        .await
     }
 
     /// Log in as a person would: open the login URL, click through the
@@ -202,6 +256,15 @@ impl World {
             );
         }
     }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Unix seconds now.

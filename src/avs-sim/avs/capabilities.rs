@@ -42,6 +42,12 @@ const IMPLEMENTED: &[Implemented] = &[
         context: &["SpeechState"],
         configurations: None,
     },
+    Implemented {
+        interface: "Speaker",
+        versions: &["1.0"],
+        context: &["VolumeState"],
+        configurations: None,
+    },
 ];
 
 /// One row of [`IMPLEMENTED`].
@@ -418,6 +424,10 @@ fn check_entry(
                     version.unwrap_or("(undeclared)")
                 )));
             }
+        }
+        ("Speaker", "VolumeState") => {
+            super::speaker::check_payload(at, p)
+                .map_err(|r| bad(r.description.replacen(&format!("{at}: "), "", 1)))?;
         }
         ("SpeechRecognizer", "RecognizerState")
             if !p.get("wakeword").is_some_and(Value::is_string) =>

@@ -43,6 +43,8 @@ struct Inner {
     /// Answers to come, each for one Recognize that is answered with a
     /// Speak: its directives follow the Speak.
     script: VecDeque<Vec<Scripted>>,
+    /// Speaker: the volume the device reported and the events it owes.
+    speaker: super::speaker::Speaker,
 }
 
 impl Interfaces {
@@ -120,8 +122,12 @@ fn parse_script(body: &[u8]) -> Result<Vec<Scripted>, String> {
 /// An event passed the common checks (order, metadata, context): the
 /// checks of its own interface. A refusal is answered as AVS answers it.
 pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
-    let _ = (ctx, namespace(&meta.name));
-    Ok(())
+    let mut inner = ctx.shared.interfaces.lock();
+    inner.speaker.context(meta);
+    match namespace(&meta.name) {
+        "Speaker" => inner.speaker.event(meta),
+        _ => Ok(()),
+    }
 }
 
 /// The stand-in sent `directive` (a whole `{"directive": …}` object) in an
@@ -133,7 +139,12 @@ pub(super) fn sent(shared: &Shared, directive: &Value) {
         return;
     };
     tracing::debug!("sent {ns}.{name}");
-    let _ = shared;
+    let payload = &directive["directive"]["payload"];
+    let mut inner = shared.interfaces.lock();
+    match ns {
+        "Speaker" => inner.speaker.sent(name, payload),
+        _ => tracing::trace!("{ns} keeps no record of what it was sent"),
+    }
 }
 
 /// `Namespace` of `Namespace.Name`.

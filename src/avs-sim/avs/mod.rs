@@ -34,7 +34,7 @@
 //!   `displayCategories` (not empty), and 1–100 `capabilities`, each
 //!   `{type: "AlexaInterface", interface, version, configurations?}` of an
 //!   interface and version avs-sim implements (System 1.0,
-//!   SpeechRecognizer 2.0–2.3, SpeechSynthesizer 1.0–1.3), each interface
+//!   SpeechRecognizer 2.0–2.3, SpeechSynthesizer 1.0–1.3, Speaker 1.0), each interface
 //!   once, `Alexa.Discovery` itself never, `configurations` only where the
 //!   version has them (SpeechRecognizer 2.3's wakeWords) → else 400 naming
 //!   the entry. Accepted → 202 (AVS takes the report for processing; its
@@ -50,6 +50,13 @@
 //!   (`SpeechSynthesizer.SpeechState {token, offsetInMilliseconds >= 0,
 //!   playerActivity PLAYING|FINISHED, INTERRUPTED from 1.3}`,
 //!   `SpeechRecognizer.RecognizerState {wakeword}`) → else 400.
+//! - Speaker 1.0 (a capability of its own, see `speaker`): the
+//!   `VolumeState {volume: whole number 0–100, muted: boolean}` context
+//!   entry; `VolumeChanged` / `MuteChanged` carry the same payload, and the
+//!   next one after a SetVolume, AdjustVolume (from the volume last
+//!   reported, clamped) or SetMute the stand-in sent reports what it asked
+//!   for → else 400. A directive that broke the documented ranges is owed
+//!   no event (the device answers it with ExceptionEncountered).
 //! - Recognize answers carry only directives of declared interfaces: no
 //!   StopCapture or ExpectSpeech without SpeechRecognizer, no Speak without
 //!   SpeechSynthesizer (outcome `no speak: …`). `/push` sends what the test
@@ -136,6 +143,7 @@ mod linger;
 mod related;
 mod rules;
 mod server;
+mod speaker;
 pub mod state;
 mod stats;
 

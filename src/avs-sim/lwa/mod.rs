@@ -5,8 +5,12 @@
 //! control API under `/_sim/` for tests: `fail`, `delay`, `advance`,
 //! `revoke` (a grant: its refresh token gets `invalid_grant` and AVS
 //! refuses its access tokens) and `expire` (every access token issued so
-//! far, before its time; AVS refuses them).
+//! far, before its time; AVS refuses them). Code-based linking (the code
+//! pair, the page where the user enters the code, the device-code grant)
+//! lives in `cbl.rs` and `cbl_routes.rs`.
 
+pub mod cbl;
+mod cbl_routes;
 mod routes;
 pub mod state;
 
@@ -56,6 +60,17 @@ pub struct LwaArgs {
     /// Approve every consent request without showing the page.
     #[arg(long)]
     pub auto_approve: bool,
+    /// The client id of an "Other devices and platforms" security profile,
+    /// allowed code-based linking; without it every code pair is refused.
+    #[arg(long)]
+    pub cbl_client_id: Option<String>,
+    /// Lifetime of a code pair in seconds (LWA's example: 600).
+    #[arg(long, default_value_t = 600)]
+    pub codepair_lifetime: u64,
+    /// Seconds between device-code polls the device is told (LWA's
+    /// example: 30).
+    #[arg(long, default_value_t = 30)]
+    pub codepair_interval: u64,
 }
 
 /// Everything `run` needs.
@@ -66,6 +81,8 @@ pub struct SimConfig {
     pub tls: Arc<ServerConfig>,
     /// Skip the consent page.
     pub auto_approve: bool,
+    /// Code-based linking.
+    pub cbl: cbl::CblRules,
 }
 
 impl SimConfig {
@@ -111,6 +128,11 @@ impl SimConfig {
             },
             tls,
             auto_approve: a.auto_approve,
+            cbl: cbl::CblRules {
+                client_id: a.cbl_client_id.clone(),
+                lifetime: Duration::from_secs(a.codepair_lifetime),
+                interval: a.codepair_interval,
+            },
         })
     }
 }
@@ -120,6 +142,7 @@ pub async fn run(listener: TcpListener, config: SimConfig, shutdown: Cancellatio
     let shared = Arc::new(routes::Shared {
         state: Mutex::new(SimState::new(config.rules)),
         auto_approve: config.auto_approve,
+        cbl: Mutex::new(cbl::Cbl::new(config.cbl)),
     });
     https::serve(listener, config.tls, shutdown, move |req, _peer| {
         let shared = shared.clone();

@@ -22,10 +22,12 @@ pub struct Shared {
     pub state: Mutex<SimState>,
     /// Approve without showing the consent page.
     pub auto_approve: bool,
+    /// Code-based linking's code pairs (see `cbl_routes.rs`).
+    pub cbl: Mutex<super::cbl::Cbl>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, SimState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding the lock leaves plain data; keep serving.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -33,6 +35,10 @@ impl Shared {
 
 /// Route one request.
 pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
+    let req = match super::cbl_routes::handle(req, &shared).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/ap/oa") => authorize(&req, &shared),
@@ -203,9 +209,15 @@ async fn token(req: Request<Incoming>, shared: &Shared) -> Resp {
                 description: format!("parameter {k} given more than once"),
             });
         }
+        if form.get("grant_type").map(String::as_str) == Some("device_code") {
+            return super::cbl_routes::device_grant(shared, &form);
+        }
         let mut st = shared.lock();
-        authenticate(&st, &mut form, basic.as_deref())?;
-        st.token(&form)
+        let public = super::cbl_routes::is_public_refresh(shared, &form, basic.is_some());
+        if !public {
+            authenticate(&st, &mut form, basic.as_deref())?;
+        }
+        st.token(&form, public)
     })();
     let mut st = shared.lock();
     match result {

@@ -290,8 +290,14 @@ impl SimState {
     }
 
     /// The token endpoint after client authentication: `form` holds the
-    /// request fields (client credentials already checked and removed).
-    pub fn token(&mut self, form: &HashMap<String, String>) -> Result<Value, LwaError> {
+    /// request fields (client credentials already checked and removed);
+    /// `cbl_client` says the caller is the code-based-linking client (its
+    /// grants refresh only for it, the web client's only for the web client).
+    pub fn token(
+        &mut self,
+        form: &HashMap<String, String>,
+        cbl_client: bool,
+    ) -> Result<Value, LwaError> {
         let field = |k: &str| {
             form.get(k)
                 .filter(|v| !v.is_empty())
@@ -341,12 +347,36 @@ impl SimState {
             }
             "refresh_token" => {
                 let old = field("refresh_token")?;
-                let r = self.refresh.remove(old.as_str()).ok_or_else(|| {
-                    LwaError::new(
+                let theirs = self
+                    .refresh
+                    .get(old.as_str())
+                    .is_some_and(|r| r.family.starts_with(super::cbl::FAMILY_PREFIX) == cbl_client);
+                // Another client's token is refused and left as it is.
+                if !theirs {
+                    return Err(LwaError::new(
                         "invalid_grant",
-                        "refresh token is invalid, rotated or revoked",
-                    )
-                })?;
+                        "refresh token is invalid, rotated, revoked or another client's",
+                    ));
+                }
+                let r = if cbl_client {
+                    // LWA's refresh-token page: refresh tokens stay valid
+                    // until the user removes the device. A code-pair grant
+                    // keeps the token just used (and no older one) beside the
+                    // new one, so a device that died before saving the new
+                    // token is not unlinked.
+                    let r = self.refresh.get(old.as_str()).map(|r| Refresh {
+                        family: r.family.clone(),
+                        grant: r.grant.clone(),
+                    });
+                    if let Some(r) = &r {
+                        self.refresh
+                            .retain(|k, x| x.grant != r.grant || k == old.as_str());
+                    }
+                    r
+                } else {
+                    self.refresh.remove(old.as_str())
+                };
+                let r = r.ok_or_else(|| LwaError::new("invalid_grant", "refresh token unknown"))?;
                 self.counters.refresh_grants += 1;
                 (r.family, r.grant)
             }
@@ -363,6 +393,12 @@ impl SimState {
                 ));
             }
         };
+        Ok(self.issue(family, grant))
+    }
+
+    /// Issue an access token and a refresh token for `grant` (of refresh
+    /// family `family`): the answer of every successful grant.
+    pub fn issue(&mut self, family: String, grant: String) -> Value {
         let refresh = format!("Atzr|{}", random(96));
         self.refresh.insert(
             refresh.clone(),
@@ -384,12 +420,12 @@ impl SimState {
             self.issued_access.pop_front();
         }
         self.issued_access.push_back((jti, grant));
-        Ok(json!({
+        json!({
             "access_token": access,
             "refresh_token": refresh,
             "token_type": "bearer",
             "expires_in": lifetime.as_secs(),
-        }))
+        })
     }
 
     /// Revoke one refresh token's grant, or every grant when `token` is
@@ -399,13 +435,27 @@ impl SimState {
     /// Returns how many refresh tokens were revoked.
     pub fn revoke(&mut self, token: Option<&str>) -> Result<usize, String> {
         let gone: Vec<Refresh> = match token {
-            Some(t) => self.refresh.remove(t).into_iter().collect(),
+            Some(t) => {
+                // Every refresh token of that grant (a code-pair grant may
+                // hold two).
+                let grant = self.refresh.get(t).map(|r| r.grant.clone());
+                let keys: Vec<String> = self
+                    .refresh
+                    .iter()
+                    .filter(|(_, r)| Some(&r.grant) == grant.as_ref())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                keys.iter().filter_map(|k| self.refresh.remove(k)).collect()
+            }
             None => self.refresh.drain().map(|(_, r)| r).collect(),
         };
-        let grants: Vec<token::Revoked> = gone
-            .iter()
-            .map(|r| token::Revoked::Grant(r.grant.clone()))
-            .collect();
+        let mut grants: Vec<token::Revoked> = Vec::new();
+        for r in &gone {
+            let g = token::Revoked::Grant(r.grant.clone());
+            if !grants.contains(&g) {
+                grants.push(g);
+            }
+        }
         self.counters.grants_revoked += grants.len() as u64;
         self.publish(&grants)?;
         Ok(gone.len())

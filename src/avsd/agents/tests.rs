@@ -21,6 +21,14 @@ fn daemon_registry() -> (Registry, mpsc::Receiver<Input>, watch::Sender<SpeechSt
         inactivity_report_every: Duration::from_secs(3600),
         dialog,
         speech,
+        volume: crate::volume::spawn(
+            crate::volume::Settings {
+                state_dir: std::env::temp_dir().join(format!("avsd-agents-{}", std::process::id())),
+                output: crate::volume::Output::Software(Default::default()),
+            },
+            &tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        ),
     })
     .expect("each namespace once");
     (registry, dialog_rx, speech_tx)
@@ -44,7 +52,7 @@ async fn the_discovery_capability_list_is_the_registered_agents() {
     let namespaces = registry.namespaces();
     assert_eq!(
         namespaces,
-        ["System", "SpeechRecognizer", "SpeechSynthesizer"],
+        ["System", "SpeechRecognizer", "SpeechSynthesizer", "Speaker"],
         "the daemon's interfaces"
     );
     let identity = Identity {
@@ -160,7 +168,7 @@ async fn a_namespace_registers_once() {
     let (mut registry, _dialog, _speech) = daemon_registry();
     let again = system::System::new(std::env::temp_dir(), Duration::from_secs(1));
     assert!(registry.register(again).is_err());
-    assert_eq!(registry.namespaces().len(), 3);
+    assert_eq!(registry.namespaces().len(), 4);
 }
 
 /// A real connection and login that never connect (no session, an
@@ -309,5 +317,72 @@ async fn the_inactivity_clock_restarts_on_activity_and_on_the_directive() {
     assert_eq!(system.wake_at(), Some(due));
     system.wake(&env).await;
     assert_eq!(system.wake_at(), Some(due + every), "then every period");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn speaker_directives_change_the_volume_or_are_refused_changing_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (env, tracker, shutdown) = offline_env(dir.path());
+    let volume = crate::volume::spawn(
+        crate::volume::Settings {
+            state_dir: dir.path().join("volume"),
+            output: crate::volume::Output::Software(Default::default()),
+        },
+        &tracker,
+        shutdown.child_token(),
+    );
+    let mut speaker = speaker::Speaker::new(volume.clone());
+    let now = || *volume.state().borrow();
+    let mut set = directive("Speaker", "SetVolume");
+    set.payload = json!({"volume": 30});
+    speaker
+        .handle(&set, "{}", &env)
+        .await
+        .expect("SetVolume 30");
+    assert_eq!(now().volume, 30);
+    let read = speaker.context().expect("a context entry");
+    assert_eq!(
+        read(),
+        ContextEntry::VolumeState(avs_proto::message::VolumeState {
+            volume: 30,
+            muted: false
+        })
+    );
+    for (name, payload) in [
+        ("SetVolume", json!({"volume": 150})),
+        ("SetVolume", json!({"volume": -1})),
+        ("SetVolume", json!({"volume": "30"})),
+        ("SetVolume", json!({"volume": 30.5})),
+        ("SetVolume", json!({})),
+        ("AdjustVolume", json!({"volume": 101})),
+        ("AdjustVolume", json!({"volume": "up"})),
+        ("SetMute", json!({"mute": "true"})),
+        ("SetMute", json!({})),
+    ] {
+        let mut d = directive("Speaker", name);
+        d.payload = payload.clone();
+        let err = speaker
+            .handle(&d, "{}", &env)
+            .await
+            .expect_err(&format!("{name} {payload}"));
+        assert_eq!(
+            err.exception_type(),
+            ExceptionErrorType::UnexpectedInformationReceived,
+            "{name} {payload}"
+        );
+        assert_eq!((now().volume, now().muted), (30, false), "{name} {payload}");
+    }
+    let mut adjust = directive("Speaker", "AdjustVolume");
+    adjust.payload = json!({"volume": 100});
+    speaker
+        .handle(&adjust, "{}", &env)
+        .await
+        .expect("AdjustVolume");
+    assert_eq!(now().volume, 100, "clamped");
+    let mut mute = directive("Speaker", "SetMute");
+    mute.payload = json!({"mute": true});
+    speaker.handle(&mute, "{}", &env).await.expect("SetMute");
+    assert!(now().muted);
     shutdown.cancel();
 }

@@ -33,6 +33,41 @@ pub const RAMP_MS: u32 = 15;
 /// Frames mixed per pass; longer device buffers take several passes.
 const BLOCK_FRAMES: usize = 2048;
 
+/// The master gain of the whole mix (the Speaker volume), set by the
+/// volume's owner and read by [`Mixer::mix_mono`] on the audio thread: one
+/// atomic, so the callback never waits for it. Cheap to clone; every clone
+/// is the same gain. The mixer ramps to a new value over [`RAMP_MS`], so a
+/// volume step does not click.
+#[derive(Debug, Clone)]
+pub struct MasterGain(Arc<AtomicU32>);
+
+impl Default for MasterGain {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU32::new(1.0f32.to_bits())))
+    }
+}
+
+/// Two handles are equal when they are the same gain.
+impl PartialEq for MasterGain {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MasterGain {}
+
+impl MasterGain {
+    /// Sets the gain (1.0 unchanged, 0.0 silent); negative reads as 0.
+    pub fn set(&self, gain: f32) {
+        self.0.store(gain.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The gain last set.
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// The control side's handle on one source: gain, pause and stop in, how
 /// much was played and whether it ended out. All atomics, shared with the
 /// mixer on the audio thread.
@@ -238,6 +273,9 @@ pub struct Mixer {
     retired: rtrb::Producer<Source>,
     scratch: Box<[f32]>,
     ramp_frames: u32,
+    master: MasterGain,
+    /// The master gain applied to the last frame.
+    master_now: f32,
 }
 
 impl Mixer {
@@ -251,6 +289,8 @@ impl Mixer {
             retired: out_tx,
             scratch: vec![0.0; BLOCK_FRAMES].into_boxed_slice(),
             ramp_frames: (rate * RAMP_MS / 1000).max(1),
+            master: MasterGain::default(),
+            master_now: 1.0,
         };
         let handle = MixerHandle {
             incoming: in_tx,
@@ -258,6 +298,12 @@ impl Mixer {
             live: 0,
         };
         (mixer, handle)
+    }
+
+    /// The mix is scaled by `master` (the volume), from the next buffer on.
+    pub fn set_master(&mut self, master: MasterGain) {
+        self.master_now = master.get();
+        self.master = master;
     }
 
     /// Fills `out` (interleaved, `channels` per frame) with the mix, the
@@ -306,8 +352,20 @@ impl Mixer {
                 }
             }
         }
+        // The volume: ramped per frame like a source's gain, at most
+        // RAMP_MS from one value to the next.
+        let master = self.master.get();
+        let step = 1.0 / ramp_frames as f32;
         for s in out.iter_mut() {
-            *s = s.clamp(-1.0, 1.0);
+            if self.master_now != master {
+                let d = master - self.master_now;
+                self.master_now = if d.abs() <= step {
+                    master
+                } else {
+                    self.master_now + step.copysign(d)
+                };
+            }
+            *s = (*s * self.master_now).clamp(-1.0, 1.0);
         }
     }
 }

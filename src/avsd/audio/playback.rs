@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::device::StreamFormat;
 use super::focus::{Backgrounded, Channel};
-use super::mixer::SourceControl;
+use super::mixer::{MasterGain, SourceControl};
 use super::{AudioError, DEFAULT_DEVICE};
 
 /// Where to play.
@@ -37,6 +37,9 @@ pub struct PlaybackConfig {
     pub device: String,
     /// Open the device with exactly this format instead of its default one.
     pub format: Option<StreamFormat>,
+    /// The volume, applied to the whole mix (unity unless the volume's
+    /// owner shares its gain here).
+    pub master: MasterGain,
 }
 
 impl Default for PlaybackConfig {
@@ -44,6 +47,7 @@ impl Default for PlaybackConfig {
         Self {
             device: DEFAULT_DEVICE.to_string(),
             format: None,
+            master: MasterGain::default(),
         }
     }
 }
@@ -54,6 +58,7 @@ impl PlaybackConfig {
         Self {
             device: device.into(),
             format: None,
+            master: MasterGain::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ impl PlaybackConfig {
         Self {
             device: audio.playback_device.clone(),
             format: audio.playback_stream_format(),
+            master: Default::default(),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Authorization: the one owner of avsd's session with the companion and of
-//! its LWA access token. Everything else reads its status from a `watch`
+//! Authorization: the one owner of avsd's LWA access token, got through the
+//! companion (the default) or by code-based linking (`code/`). Everything else reads its status from a `watch`
 //! channel and asks it for "a valid token now" through an [`AuthHandle`].
 
 mod actor;
+pub mod code;
 pub mod companion_client;
 mod flow;
 pub mod session;
@@ -105,6 +106,7 @@ pub struct AuthHandle {
     tx: mpsc::Sender<AuthCommand>,
     status: Subscriber<AuthStatus>,
     tokens: watch::Receiver<u64>,
+    method: &'static str,
 }
 
 impl AuthHandle {
@@ -143,6 +145,11 @@ impl AuthHandle {
     /// Answer within `timeout` or count as wedged.
     pub async fn ping(&self, timeout: Duration) -> Result<(), ActorError> {
         call("authorization", &self.tx, timeout, AuthCommand::Ping).await
+    }
+
+    /// The login path in use: `companion` or `code` (`[auth] method`).
+    pub fn method(&self) -> &'static str {
+        self.method
     }
 
     /// A receiver of every status change.
@@ -210,7 +217,40 @@ pub fn spawn(settings: Settings, tracker: &TaskTracker, shutdown: CancellationTo
     let (tokens_tx, tokens) = watch::channel(0);
     let actor = actor::Actor::new(settings, status_tx, tokens_tx);
     tracker.spawn(actor.run(rx, shutdown));
-    AuthHandle { tx, status, tokens }
+    AuthHandle {
+        tx,
+        status,
+        tokens,
+        method: "companion",
+    }
+}
+
+/// Start the login path `[auth] method` names: the companion's actor, or
+/// code-based linking's. Both answer the same commands through the same
+/// [`AuthHandle`].
+pub fn spawn_configured(
+    config: &AvsdConfig,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> AuthHandle {
+    if !config.auth.is_code() {
+        return spawn(Settings::from_config(config), tracker, shutdown);
+    }
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let (status_tx, status) = published::channel(AuthStatus::default());
+    let (tokens_tx, tokens) = watch::channel(0);
+    let actor = code::CodeActor::new(
+        code::CodeSettings::from_config(config),
+        status_tx,
+        tokens_tx,
+    );
+    tracker.spawn(actor.run(rx, shutdown));
+    AuthHandle {
+        tx,
+        status,
+        tokens,
+        method: "code",
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ impl Authorization {
 
 #[interface(name = "org.avsd.Avs1.Authorization")]
 impl Authorization {
-    /// Begin (or restart) registration with the companion.
+    /// Begin (or restart) the login: registration with the companion, or
+    /// a new code pair from LWA (method `code`).
     async fn start(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
         Ok(self.auth.start().await?)
     }
@@ -36,7 +37,8 @@ impl Authorization {
     // LoginUrl and UserCode come first: GetAll reads properties in this
     // order, and only these two wait (for the bus to say who asks), so
     // every value is read after the wait, just before the answer.
-    /// The companion page where the user logs in. Readable by root and
+    /// The page where the user logs in: the companion's, or Amazon's
+    /// verification page (method `code`). Readable by root and
     /// group avsd only (anyone else reads ""); changes are announced by
     /// invalidation, without the value.
     #[zbus(property(emits_changed_signal = "invalidates"))]
@@ -51,7 +53,7 @@ impl Authorization {
         self.auth.status().borrow().login_url.clone()
     }
 
-    /// The registration code shown with the URL. Readable by root and
+    /// The code the user enters at that page. Readable by root and
     /// group avsd only (anyone else reads ""); changes are announced by
     /// invalidation, without the value.
     #[zbus(property(emits_changed_signal = "invalidates"))]
@@ -70,6 +72,12 @@ impl Authorization {
     #[zbus(property)]
     fn state(&self) -> String {
         self.auth.status().borrow().state.as_str().to_string()
+    }
+
+    /// The login path in use: `companion` or `code` (`[auth] method`).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn method(&self) -> String {
+        self.auth.method().to_string()
     }
 
     /// Unix seconds when the access token expires; 0 without one.

@@ -1,5 +1,5 @@
 //! avsd on the system bus: the `org.avsd.Avs1` name, one object with the
-//! Authorization and Dialog interfaces. The interface structs are facades:
+//! Authorization, Dialog and Speaker interfaces. The interface structs are facades:
 //! they read the actors' published state and send them commands, nothing
 //! more. The client side (typed proxies) lives in the `avsctl` crate.
 //!
@@ -12,16 +12,19 @@ mod access;
 mod authorization;
 mod dialog;
 mod signals;
+mod speaker;
 
 pub use access::LoginReaders;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
+pub use speaker::Speaker;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, AuthHandle};
 use crate::dialog::{DialogError, DialogHandle};
+use crate::volume::VolumeHandle;
 use kit::actor::ActorError;
 
 /// The well-known bus name.
@@ -102,6 +105,7 @@ pub enum BusError {
 pub async fn serve(
     auth: AuthHandle,
     dialog: DialogHandle,
+    volume: VolumeHandle,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -114,6 +118,8 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
         .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Speaker::new(volume.clone()))
+        .map_err(BusError::Serve)?
         .build()
         .await
         .map_err(BusError::Connect)?;
@@ -123,6 +129,8 @@ pub async fn serve(
     let dialog_now = dialog.status().transitions();
     let link_now = dialog.connection().transitions();
     let backoff_now = dialog.reconnect().transitions();
+    let volume_now = volume.state().transitions();
+    tracker.spawn(speaker::forward(conn.clone(), volume_now, shutdown.clone()));
     tracker.spawn(signals::forward_auth(
         conn.clone(),
         auth_rx,

@@ -24,6 +24,9 @@ pub use clients::*;
 
 /// Client id the stand-in registers.
 pub const CLIENT_ID: &str = "amzn1.application-oa2-client.test";
+/// The client id of the stand-in's "Other devices and platforms" security
+/// profile, allowed code-based linking.
+pub const CBL_CLIENT_ID: &str = "amzn1.application-oa2-client.cbl";
 /// A product every test may register.
 pub const PRODUCT: &str = "test_product";
 /// Startup can include a first build of rustls state; never wait forever.
@@ -220,6 +223,7 @@ impl Sim {
         let mut cmd = Command::new(crate::bin("avs-sim"));
         cmd.arg("lwa")
             .args(["--listen", "127.0.0.1:0", "--client-id", CLIENT_ID])
+            .args(["--cbl-client-id", CBL_CLIENT_ID, "--codepair-interval", "1"])
             .arg("--client-secret-file")
             .arg(&env.secret_file)
             .args(["--redirect-uri", redirect])

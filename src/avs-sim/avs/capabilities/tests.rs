@@ -265,3 +265,24 @@ fn without_a_discovery_context_names_interfaces_avs_sim_implements() {
         "{e}"
     );
 }
+
+#[test]
+fn volume_state_is_a_whole_volume_from_0_to_100_and_a_muted_flag() {
+    let entry = |payload: Value| json!({"header": {"namespace": "Speaker", "name": "VolumeState"}, "payload": payload});
+    assert!(check_context(&[entry(json!({"volume": 30, "muted": false}))], None).is_ok());
+    for bad in [
+        json!({"volume": 150, "muted": false}),
+        json!({"volume": -1, "muted": false}),
+        json!({"volume": 30.5, "muted": false}),
+        json!({"volume": "30", "muted": false}),
+        json!({"muted": false}),
+        json!({"volume": 30, "muted": "false"}),
+        json!({"volume": 30}),
+    ] {
+        let e = check_context(&[entry(bad.clone())], None).unwrap_err();
+        assert!(
+            e.description.contains("Speaker.VolumeState"),
+            "{bad}: {e:?}"
+        );
+    }
+}

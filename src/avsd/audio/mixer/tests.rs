@@ -166,3 +166,27 @@ fn interleaved_integer_output_carries_the_mix_on_every_channel() {
     assert_eq!(&out[10_000..], &[0; 4]);
     assert!(a.control().ended());
 }
+
+#[test]
+fn the_master_gain_scales_the_whole_mix_with_a_ramp() {
+    let (mut mixer, mut handle) = Mixer::new(RATE);
+    let master = MasterGain::default();
+    mixer.set_master(master.clone());
+    let mut a = handle.add(200, 1.0).expect("room");
+    let mut b = handle.add(200, 1.0).expect("room");
+    constant(&mut a, 0.25, 200);
+    constant(&mut b, 0.25, 200);
+    assert!(mixed(&mut mixer, 5).iter().all(|s| close(*s, 0.5)));
+    master.set(0.2);
+    let out = mixed(&mut mixer, 30);
+    // Down in at most RAMP_MS, never below the target, then steady.
+    assert!(out[0] < 0.5 && out[0] > 0.1, "{out:?}");
+    assert!(out.windows(2).all(|w| w[1] <= w[0] + 1e-6), "{out:?}");
+    assert!(
+        out[RAMP_MS as usize..].iter().all(|s| close(*s, 0.1)),
+        "{out:?}"
+    );
+    master.set(0.0);
+    let out = mixed(&mut mixer, 30);
+    assert!(out[RAMP_MS as usize..].iter().all(|s| *s == 0.0), "{out:?}");
+}

@@ -89,9 +89,9 @@ pub(super) fn open(config: &PlaybackConfig) -> Result<Output, AudioError> {
     );
     let period_frames = format!("{:?}", stream_config.buffer_size);
     let output = match format.sample {
-        SampleKind::I16 => build::<i16>(name, &dev, format, stream_config),
-        SampleKind::I32 => build::<i32>(name, &dev, format, stream_config),
-        SampleKind::F32 => build::<f32>(name, &dev, format, stream_config),
+        SampleKind::I16 => build::<i16>(name, &dev, format, stream_config, config),
+        SampleKind::I32 => build::<i32>(name, &dev, format, stream_config, config),
+        SampleKind::F32 => build::<f32>(name, &dev, format, stream_config, config),
     }?;
     tracing::info!(device = name, format = %format, period_frames, "playback started");
     Ok(output)
@@ -102,9 +102,11 @@ fn build<T: SizedSample + AudioSample>(
     dev: &cpal::Device,
     format: StreamFormat,
     config: cpal::StreamConfig,
+    playback: &PlaybackConfig,
 ) -> Result<Output, AudioError> {
     let channels = usize::from(format.channels);
     let (mut mixer, handle) = Mixer::new(format.rate);
+    mixer.set_master(playback.master.clone());
     let callbacks = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let device_error = Arc::new(Mutex::new(None));

@@ -113,6 +113,13 @@ fn check_config_accepts_the_enabled_sample() {
         "{out}"
     );
     assert!(!out.contains("s3cret"));
+    // When the server certificate must be renewed, and how.
+    let pem = std::fs::read_to_string(dir.path().join("server.crt")).unwrap();
+    let date = https::check::expiry(&pem).unwrap();
+    assert!(
+        out.contains(&format!("certificate:  expires on {date}")) && out.contains("--renew-server"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -24,11 +24,22 @@ fn enabled_sample(dir: &Path) -> String {
     }
     let moved = out.replace("/etc/avsd/companion/", &format!("{}/", dir.display()));
     let moved = moved.replace("/var/lib/avs-companion/", &format!("{}/", dir.display()));
-    for f in ["server.crt", "server.key", "ca.crt", "lwa-ca.crt"] {
-        std::fs::write(dir.join(f), "x").unwrap();
-    }
+    write_certs(dir, "pi.local");
     write_secret(dir, 0o600);
     moved
+}
+
+/// A CA and a server certificate for `host`, where the sample's paths
+/// point: the check reads what the files hold.
+fn write_certs(dir: &Path, host: &str) -> https::certs::LocalCa {
+    https::install_provider();
+    let ca = https::certs::LocalCa::new("test CA").unwrap();
+    let server = ca.server(&[host.to_string()]).unwrap();
+    std::fs::write(dir.join("server.crt"), &server.cert).unwrap();
+    std::fs::write(dir.join("server.key"), &server.key).unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.pem.cert).unwrap();
+    std::fs::write(dir.join("lwa-ca.crt"), &ca.pem.cert).unwrap();
+    ca
 }
 
 fn write_secret(dir: &Path, mode: u32) {
@@ -102,6 +113,13 @@ fn check_config_accepts_the_enabled_sample() {
         "{out}"
     );
     assert!(!out.contains("s3cret"));
+    // When the server certificate must be renewed, and how.
+    let pem = std::fs::read_to_string(dir.path().join("server.crt")).unwrap();
+    let date = https::check::expiry(&pem).unwrap();
+    assert!(
+        out.contains(&format!("certificate:  expires on {date}")) && out.contains("--renew-server"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -145,4 +163,101 @@ fn semantic_problems_are_all_reported() {
     for key in ["server.listen", "lwa.redirect_uri", "products"] {
         assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
     }
+}
+
+/// Each wrong file content is refused by `--check-config`, naming the key,
+/// the file, what it holds and the fix, where it used to say OK and the
+/// service then failed at every start.
+#[test]
+fn check_config_reads_what_the_certificate_files_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path());
+    let p = |n: &str| dir.path().join(n);
+    let ca = write_certs(dir.path(), "pi.local");
+    let ca_der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(ca.pem.cert.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+    let other = ca.server(&["pi.local".into()]).unwrap();
+    let stranger = ca.server(&["elsewhere.lan".into()]).unwrap();
+    let server = std::fs::read(p("server.crt")).unwrap();
+    let cases: [(&str, &[u8], &str, &str, &str); 6] = [
+        (
+            "ca.crt",
+            &ca_der,
+            "server.device_ca_file",
+            "DER (binary) data",
+            "openssl x509 -inform der",
+        ),
+        (
+            "lwa-ca.crt",
+            b"just some text\n",
+            "lwa.ca_file",
+            "no PEM block",
+            "BEGIN",
+        ),
+        ("lwa-ca.crt", &server, "lwa.ca_file", "not a CA", "ca.crt"),
+        (
+            "server.key",
+            other.key.as_bytes(),
+            "server.key_file",
+            "is not the key of the certificate",
+            "server.key",
+        ),
+        (
+            "server.crt",
+            stranger.cert.as_bytes(),
+            "server.cert_file",
+            "not for pi.local",
+            "--renew-server --host pi.local",
+        ),
+        (
+            "server.crt",
+            ca.pem.key.as_bytes(),
+            "server.cert_file",
+            "a private key, no certificate",
+            "not its key",
+        ),
+    ];
+    for (file, data, key, found, fix) in cases {
+        write_certs(dir.path(), "pi.local");
+        std::fs::write(p(file), data).unwrap();
+        if data == stranger.cert.as_bytes() {
+            std::fs::write(p("server.key"), &stranger.key).unwrap();
+        }
+        let (code, out, err) = check(dir.path(), &text);
+        assert_eq!(code, 1, "{file} with {found}: {out}{err}");
+        assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
+        assert!(
+            err.contains(&p(file).display().to_string()),
+            "{file}: {err}"
+        );
+        assert!(
+            err.contains(found) && err.contains(fix),
+            "{found} / {fix}: {err}"
+        );
+    }
+}
+
+/// The service run with a bad file (the check skipped) names the key and
+/// exits before it says it listens: systemd's ExecStartPre would have
+/// caught it, and a hand-run service must not look started.
+#[test]
+fn the_service_names_the_key_of_a_bad_file_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = enabled_sample(dir.path()).replace("0.0.0.0:8443", "127.0.0.1:0");
+    let path = dir.path().join("companion.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), "not pem\n").unwrap();
+    let out = Command::new(support::bin("avs-companion"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("server.device_ca_file"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }

@@ -177,9 +177,20 @@ async fn bad_state_values_are_refused_and_change_nothing() {
     let (status, page, _) = browser.get(&back).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Device linked"));
-    // Replaying the same answer (state and code) is refused.
+    // Reloading the success page (the same answer, state and code, in the
+    // browser that signed in) says the device is linked, and uses nothing.
     let linked = s.db().await;
     let (status, page, _) = browser.get(&back).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Device linked") && page.contains("already used to link it"),
+        "{page}"
+    );
+    assert!(!page.contains("Login with Amazon again"), "{page}");
+    s.assert_db_unchanged(&linked, "a reloaded success page")
+        .await;
+    // Replayed from another browser, it is refused.
+    let (status, page, _) = s.browser().get(&back).await;
     assert_eq!(status, 400);
     assert!(page.contains("already used"), "{page}");
     s.assert_db_unchanged(&linked, "a replayed state and code")
@@ -311,19 +322,41 @@ async fn unknown_or_expired_codes_and_sessions() {
     assert!(!page.contains("<script>"));
     s.assert_db_unchanged(&empty, "a code that cannot be one")
         .await;
-    let (status, _, headers) = browser
+    // A wrong code on the form: the form again, with what was typed kept
+    // and the message tied to the field.
+    let (status, page, _) = browser
         .get(&format!("{}/?code=abcd-efgh", s.companion.base))
         .await;
-    assert_eq!(status, 302);
-    assert_eq!(headers["location"], "/provision/ABCDEFGH");
+    assert_eq!(status, 404);
+    assert!(
+        page.contains("No device is waiting with this code"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"abcd-efgh\""), "{page}");
+    assert!(
+        page.contains("aria-invalid=\"true\" aria-describedby=\"code-error code-hint\"")
+            && page.contains("id=\"code-error\""),
+        "{page}"
+    );
     let (status, page, _) = browser
-        .get(&format!("{}/?code=nope", s.companion.base))
+        .get(&format!("{}/?code=%22%3E%3Cb%3Enope", s.companion.base))
         .await;
     assert_eq!(status, 400);
     assert!(page.contains("not a code"), "{page}");
+    assert!(page.contains("value=\"&quot;&gt;&lt;b&gt;nope\""), "{page}");
     s.assert_db_unchanged(&empty, "the code form").await;
 
-    let (_, session, login_url) = device.register_ok("0001").await;
+    let (code, session, login_url) = device.register_ok("0001").await;
+    // A code a device waits with goes from the form to its page.
+    let (status, _, headers) = browser
+        .get(&format!(
+            "{}/?code={}",
+            s.companion.base,
+            code.to_lowercase()
+        ))
+        .await;
+    assert_eq!(status, 302);
+    assert_eq!(headers["location"], format!("/provision/{code}"));
     s.clock.advance(601);
     let registered = s.db().await;
     assert_eq!(registered.rows("sessions").len(), 1);

@@ -59,6 +59,7 @@ fn unit_file_passes_systemd_analyze_verify_and_security() {
     let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .env("MANPATH", support::man_pages(dir.path()))
         .output()
         .expect("systemd-analyze is needed for this test (apt-get install systemd)");
     let said = format!(

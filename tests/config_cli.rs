@@ -28,18 +28,79 @@ fn sample_enabled(files_dir: &Path) -> String {
         out.push('\n');
     }
     // The sample's file paths name files a fresh machine does not have.
-    for name in [
-        "companion-ca.pem",
-        "device.pem",
-        "device.key",
-        "avs-ca.pem",
-        "lwa-ca.pem",
+    https::install_provider();
+    let ca = https::certs::LocalCa::new("test CA").unwrap();
+    let device = ca.client("my_avs_device:0001").unwrap();
+    for (name, text) in [
+        ("companion-ca.pem", &ca.pem.cert),
+        ("device.pem", &device.cert),
+        ("device.key", &device.key),
+        ("avs-ca.pem", &ca.pem.cert),
+        ("lwa-ca.pem", &ca.pem.cert),
     ] {
         let p = files_dir.join(name);
-        std::fs::write(&p, "x").unwrap();
+        std::fs::write(&p, text).unwrap();
         out = out.replace(&format!("/etc/avsd/{name}"), &p.display().to_string());
     }
     out
+}
+
+/// A CA file avsd cannot use is refused by `--check-config` and at start,
+/// naming the key, where avsd used to retry forever with `UnknownIssuer`.
+#[test]
+fn certificate_files_are_read_and_named_by_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("avsd.toml");
+    let text = sample_enabled(dir.path());
+    std::fs::write(&path, &text).unwrap();
+    let good_ca = std::fs::read(dir.path().join("avs-ca.pem")).unwrap();
+    let other = https::certs::LocalCa::new("other")
+        .unwrap()
+        .client("my_avs_device:0001")
+        .unwrap();
+    let cases: [(&str, &[u8], &str, &str); 5] = [
+        ("avs-ca.pem", b"hello\n", "avs.ca_file", "no PEM block"),
+        ("lwa-ca.pem", &good_ca[..20], "auth.ca_file", "damaged PEM"),
+        (
+            "companion-ca.pem",
+            &good_ca[..20],
+            "companion.ca_file",
+            "damaged PEM",
+        ),
+        (
+            "device.key",
+            other.key.as_bytes(),
+            "companion.client_key",
+            "is not the key of",
+        ),
+        (
+            "device.pem",
+            other.key.as_bytes(),
+            "companion.client_cert",
+            "no certificate",
+        ),
+    ];
+    for (file, data, key, found) in cases {
+        sample_enabled(dir.path());
+        std::fs::write(dir.path().join(file), data).unwrap();
+        for args in [&["--check-config"][..], &[]] {
+            let out = Command::new(support::bin("avsd"))
+                .args(args)
+                .arg("--config")
+                .arg(&path)
+                .env_remove("STATE_DIRECTORY")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{file} {args:?}: {err}");
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+            assert!(err.contains(found), "{found}: {err}");
+            assert!(
+                err.contains(&dir.path().join(file).display().to_string()),
+                "{err}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -149,4 +210,38 @@ fn help_and_version() {
         text.contains("--check-config") && text.contains("org.avsd.Avs1"),
         "{text}"
     );
+}
+
+/// Settings in `avsd.toml.d/*.toml` apply over avsd.toml, so they survive
+/// upgrades of the shipped file; a bad key there is named with its file
+/// and line, by `--check-config` and at start.
+#[test]
+fn drop_ins_are_read_after_the_main_file_and_checked_as_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("avsd.toml");
+    std::fs::write(&path, "[log]\nlevel = \"info\"\n").unwrap();
+    let dropins = dir.path().join("avsd.toml.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("50-local.toml"),
+        "# mine\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    let out = check(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("log level:  debug"), "{text}");
+    assert!(text.contains("50-local.toml"), "{text}");
+
+    std::fs::write(dropins.join("60-typo.toml"), "\n[log]\nlevle = \"debug\"\n").unwrap();
+    let out = check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let place = format!("{}:3:", dropins.join("60-typo.toml").display());
+    assert!(err.contains(&place) && err.contains("`log.levle`"), "{err}");
+    assert!(err.contains("did you mean `level`"), "{err}");
 }

@@ -180,3 +180,169 @@ fn a_kind_of_name_not_among_the_hosts_is_excluded_as_a_whole() {
         );
     }
 }
+
+fn run(out: &Path, args: &[&str]) -> (bool, String, String) {
+    let done = Command::new(support::bin("avs-companion"))
+        .arg("make-certs")
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("avs-companion runs");
+    (
+        done.status.success(),
+        String::from_utf8_lossy(&done.stdout).into_owned(),
+        String::from_utf8_lossy(&done.stderr).into_owned(),
+    )
+}
+
+/// Issue 22: a second run replaced ca.crt and ca.key without a word,
+/// breaking every phone and device that trusted the old CA.
+#[test]
+fn an_existing_ca_is_kept_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    make_certs(&out, &["pi.local"]);
+    let ca = read(&out.join("ca.crt"));
+    let ca_key = read(&out.join("ca/ca.key"));
+    let (ok, _, err) = run(&out, &["--host", "pi.local"]);
+    assert!(!ok, "a second run without --force succeeded");
+    assert!(
+        err.contains("already there") && err.contains("--renew-server"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(read(&out.join("ca.crt")), ca, "ca.crt was replaced");
+    assert_eq!(read(&out.join("ca/ca.key")), ca_key, "ca.key was replaced");
+    let (ok, _, err) = run(&out, &["--host", "pi.local", "--force"]);
+    assert!(ok, "{err}");
+    assert_ne!(read(&out.join("ca.crt")), ca, "--force made a new CA");
+}
+
+/// `--renew-server` signs a new server certificate with the CA that is
+/// there, so what trusts the CA keeps working; it refuses a name the CA
+/// may not sign.
+#[test]
+fn renew_server_keeps_the_ca_and_its_name_constraints() {
+    https::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    make_certs(&out, &["pi.local", "192.168.1.20"]);
+    let ca = read(&out.join("ca.crt"));
+    let ca_key = read(&out.join("ca/ca.key"));
+    let old_server = read(&out.join("server.crt"));
+    let (ok, stdout, err) = run(&out, &["--renew-server", "--host", "pi.local"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("existing CA"), "{stdout}");
+    assert_eq!(read(&out.join("ca.crt")), ca);
+    assert_eq!(read(&out.join("ca/ca.key")), ca_key);
+    let server = read(&out.join("server.crt"));
+    assert_ne!(server, old_server, "no new server certificate");
+    verify(&verifier(&ca), &server, "pi.local").expect("the renewed certificate verifies");
+
+    // The CA moved offline is given back with --ca-dir.
+    let offline = dir.path().join("offline");
+    std::fs::rename(out.join("ca"), &offline).unwrap();
+    let (ok, _, err) = run(&out, &["--renew-server", "--host", "192.168.1.20"]);
+    assert!(!ok && err.contains("--ca-dir"), "{err}");
+    let (ok, _, err) = run(
+        &out,
+        &[
+            "--renew-server",
+            "--ca-dir",
+            offline.to_str().unwrap(),
+            "--host",
+            "192.168.1.20",
+        ],
+    );
+    assert!(ok, "{err}");
+    verify(
+        &verifier(&ca),
+        &read(&out.join("server.crt")),
+        "192.168.1.20",
+    )
+    .expect("renewed");
+
+    let (ok, _, err) = run(
+        &out,
+        &[
+            "--renew-server",
+            "--ca-dir",
+            offline.to_str().unwrap(),
+            "--host",
+            "other.lan",
+        ],
+    );
+    assert!(!ok, "a name outside the CA's constraints was signed");
+    assert!(
+        err.contains("other.lan") && err.contains("--force"),
+        "{err}"
+    );
+}
+
+/// A URL, a port or a space in --host made a certificate nothing matches.
+#[test]
+fn hosts_that_are_no_host_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    for (host, hint) in [
+        ("https://pi.local", "without https://"),
+        ("pi.local:8443", "without :PORT"),
+        ("pi local", "letters, digits and hyphens"),
+        ("pi-.local", "letters, digits and hyphens"),
+        ("pi..local", "letters, digits and hyphens"),
+    ] {
+        let (ok, _, err) = run(&out, &["--host", "localhost", "--host", host]);
+        assert!(!ok, "{host} was accepted");
+        assert!(
+            err.contains(&format!("`{host}`")) && err.contains(hint),
+            "{host}: {err}"
+        );
+    }
+    assert!(
+        !out.join("ca.crt").exists(),
+        "files were written for a refused host"
+    );
+    for host in ["pi.local", "fe80::1", "10.0.0.7", "my-pi"] {
+        let (ok, _, err) = run(&out, &["--host", host, "--force"]);
+        assert!(ok, "{host}: {err}");
+    }
+}
+
+/// make-certs says when the server certificate expires, and the date is
+/// the certificate's own.
+#[test]
+fn make_certs_says_when_the_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let (ok, stdout, err) = run(&out, &["--host", "pi.local"]);
+    assert!(ok, "{err}");
+    let server = read(&out.join("server.crt"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(server.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let until = cert.validity().not_after.to_datetime();
+    let date = format!(
+        "{:04}-{:02}-{:02}",
+        until.year(),
+        u8::from(until.month()),
+        until.day()
+    );
+    assert!(
+        stdout.contains(&format!("server certificate expires on {date}")),
+        "{date}: {stdout}"
+    );
+    assert!(
+        stdout.contains("--renew-server --host pi.local"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the CA expires on 20"), "{stdout}");
+    // A key made by root is one the service user cannot read: it says so.
+    assert_eq!(
+        stdout.contains(&format!(
+            "chown avs-companion: {}/server.key",
+            out.display()
+        )),
+        support::is_root(),
+        "{stdout}"
+    );
+}

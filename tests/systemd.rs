@@ -210,6 +210,7 @@ fn verify_unit(unit: &str) {
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .env("MANPATH", support::man_pages(dir.path()))
         .output()
         .unwrap();
     let all = format!(
@@ -279,6 +280,9 @@ fn companion_unit_verifies_clean_is_hardened_and_apart_from_avsd() {
         ("WatchdogSec", "30s"),
         ("User", "avs-companion"),
         ("Group", "avs-companion"),
+        // A config problem (exit 1, see companion_config.rs) is not
+        // restarted every 5 s.
+        ("RestartPreventExitStatus", "1"),
         ("StateDirectory", "avs-companion"),
         ("StateDirectoryMode", "0700"),
         ("LimitCORE", "0"),
@@ -316,5 +320,49 @@ fn companion_unit_verifies_clean_is_hardened_and_apart_from_avsd() {
             .split_whitespace()
             .any(|p| p.trim_start_matches('-') == "/var/lib/avs-companion"),
         "avsd.service InaccessiblePaths={hidden}"
+    );
+}
+
+/// Issue 22: `systemctl help` (and lintian) want Documentation=; each man
+/// page a unit names is one the package ships. The users the units run as
+/// are the ones the package's sysusers.d file declares.
+#[test]
+fn units_name_shipped_man_pages_and_sysusers_declares_their_users() {
+    let cargo = std::fs::read_to_string(support::repo().join("src/avsd/Cargo.toml")).unwrap();
+    let sysusers = std::fs::read_to_string(support::repo().join("systemd/avsd.sysusers")).unwrap();
+    assert!(
+        cargo.contains("\"../../systemd/avsd.sysusers\", \"usr/lib/sysusers.d/avsd.conf\""),
+        "the package does not ship the sysusers.d file"
+    );
+    for name in ["avsd.service", "avs-companion.service"] {
+        let unit = std::fs::read_to_string(support::repo().join("systemd").join(name)).unwrap();
+        let docs =
+            setting(&unit, "Documentation").unwrap_or_else(|| panic!("{name}: no Documentation="));
+        for uri in docs.split_whitespace() {
+            let page = uri
+                .strip_prefix("man:")
+                .unwrap_or_else(|| panic!("{name}: {uri} is not a man: page"));
+            let (page, section) = page.trim_end_matches(')').split_once('(').unwrap();
+            let file = format!("debian/{page}.{section}");
+            assert!(
+                support::repo().join(&file).is_file(),
+                "{name}: {uri} but no {file}"
+            );
+            assert!(
+                cargo.contains(&format!("\"../../{file}\"")),
+                "{name}: {file} not shipped"
+            );
+        }
+        let user = setting(&unit, "User").unwrap();
+        assert!(
+            sysusers
+                .lines()
+                .any(|l| l.starts_with(&format!("u {user} "))),
+            "{name}: User={user} is not in systemd/avsd.sysusers"
+        );
+    }
+    assert!(
+        sysusers.lines().any(|l| l == "m avsd audio"),
+        "avsd is not put in group audio"
     );
 }

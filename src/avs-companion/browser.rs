@@ -42,29 +42,42 @@ fn too_many_codes(wait: std::time::Duration) -> Resp {
     )
 }
 
-/// `GET /`, or `GET /?code=…` from its own form, from `peer`.
-pub fn home(flow: &Flow, query: &HashMap<String, String>, peer: &Peer) -> Resp {
+/// `GET /`, or `GET /?code=…` from its own form, from `peer`. A code no
+/// device waits with is answered on the form itself, with what was typed
+/// still in the field, so it can be corrected.
+pub async fn home(flow: &Flow, query: &HashMap<String, String>, peer: &Peer) -> Resp {
     let Some(raw) = query.get("code") else {
-        return h::html(StatusCode::OK, pages::home(None));
+        return h::html(StatusCode::OK, pages::home(None, ""));
     };
     let client = client_key(peer.addr.ip());
     if let Err(wait) = flow.limits.wrong_codes_per_address.check(&client) {
         return too_many_codes(wait);
     }
-    match normalize_code(raw) {
-        Some(code) => h::redirect(&format!("/provision/{code}")),
-        None => {
-            if let Err(wait) = flow.limits.wrong_codes_per_address.take(&client) {
-                return too_many_codes(wait);
+    // Shown back as typed, but never more than a code's worth of it.
+    let typed: String = raw.chars().take(16).collect();
+    let (status, problem) = match normalize_code(raw) {
+        Some(code) => {
+            let lookup = code.clone();
+            match flow.store.call(move |s| s.session_by_code(&lookup)).await {
+                // Found (the device page tells an expired code apart).
+                Ok(Some(_)) => return h::redirect(&format!("/provision/{code}")),
+                Ok(None) => (
+                    StatusCode::NOT_FOUND,
+                    "No device is waiting with this code. Check it against your device, \
+                     or start linking on the device again to get a new one.",
+                ),
+                Err(_) => return db_down(),
             }
-            h::html(
-                StatusCode::BAD_REQUEST,
-                pages::home(Some(
-                    "That is not a code from a device: codes have 8 letters and digits, like ABCD-2345.",
-                )),
-            )
         }
+        None => (
+            StatusCode::BAD_REQUEST,
+            "That is not a code from a device: codes have 8 letters and digits, like ABCD-2345.",
+        ),
+    };
+    if let Err(wait) = flow.limits.wrong_codes_per_address.take(&client) {
+        return too_many_codes(wait);
     }
+    h::html(status, pages::home(Some(problem), &typed))
 }
 
 /// The pending, unexpired session a code from a browser names, or the
@@ -203,6 +216,7 @@ pub async fn auth_response(
     };
     let cookie = h::cookie(headers, COOKIE);
     let now = flow.now();
+    let (spent, browser) = (state.clone(), cookie.clone());
     let taken = flow
         .store
         .call(move |s| s.take_state(&state, cookie.as_deref(), now))
@@ -210,6 +224,10 @@ pub async fn auth_response(
     let login = match taken {
         Ok(TakeState::Taken(l)) => l,
         Ok(TakeState::Unknown) => {
+            // A reload of the success page, in the browser that signed in.
+            if let Some((product, dsn)) = flow.recent_links.find(&spent, browser.as_deref(), now) {
+                return h::html(StatusCode::OK, pages::success(&product, &dsn, true));
+            }
             return fail(
                 StatusCode::BAD_REQUEST,
                 "Sign-in link already used",
@@ -327,9 +345,19 @@ pub async fn auth_response(
     match flow.store.call(move |s| s.link(&sid, &tokens)).await {
         Ok(true) => {
             tracing::info!(product = %h::loggable(&session.product_id), dsn = %h::loggable(&session.dsn), "device linked");
+            if let Some(cookie) = &browser {
+                let until = now + flow.config.timing.state_ttl_secs;
+                flow.recent_links.remember(
+                    &spent,
+                    cookie,
+                    &session.product_id,
+                    &session.dsn,
+                    until,
+                );
+            }
             h::html(
                 StatusCode::OK,
-                pages::success(&session.product_id, &session.dsn),
+                pages::success(&session.product_id, &session.dsn, false),
             )
         }
         Ok(false) => fail(

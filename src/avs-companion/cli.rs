@@ -42,6 +42,19 @@ pub enum Command {
         /// certificate for; repeat it.
         #[arg(long = "device")]
         devices: Vec<String>,
+        /// Keep the CA and sign a new server certificate (and any --device
+        /// certificates) with it: phones and devices that trust the CA keep
+        /// working. The hosts must be among those the CA was made for.
+        #[arg(long)]
+        renew_server: bool,
+        /// Where the CA's ca.crt and ca.key are for --renew-server (default:
+        /// OUT/ca, where make-certs put them).
+        #[arg(long, value_name = "DIR", requires = "renew_server")]
+        ca_dir: Option<PathBuf>,
+        /// Replace an existing CA. Every phone and device that trusts the
+        /// old ca.crt must be given the new one.
+        #[arg(long, conflicts_with = "renew_server")]
+        force: bool,
     },
     /// List or revoke device sessions in the service's database (run it as
     /// the service user; the service may keep running).
@@ -81,9 +94,17 @@ pub fn main() -> ExitCode {
         out,
         hosts,
         devices,
+        renew_server,
+        ca_dir,
+        force,
     }) = &cli.command
     {
-        return make_certs(out, hosts, devices);
+        let how = match (renew_server, force) {
+            (true, _) => CaChoice::Keep(ca_dir.clone().unwrap_or_else(|| out.join("ca"))),
+            (false, true) => CaChoice::Replace,
+            (false, false) => CaChoice::New,
+        };
+        return make_certs(out, hosts, devices, how);
     }
     let config: CompanionConfig = match kit::strict::load(&cli.config) {
         Ok(c) => c,
@@ -96,17 +117,35 @@ pub fn main() -> ExitCode {
         print!("{}", config.summary(&cli.config));
         return ExitCode::SUCCESS;
     }
+    let owner = super::owner::check(&config.database_path());
     if let Some(Command::Sessions { action }) = &cli.command {
+        match owner {
+            super::owner::Verdict::Refuse(why) => {
+                eprintln!("avs-companion sessions: {why}");
+                return ExitCode::from(1);
+            }
+            super::owner::Verdict::Warn(why) => eprintln!("avs-companion sessions: warning: {why}"),
+            super::owner::Verdict::Fine => {}
+        }
         return super::sessions::main(&config, action);
     }
     kit::logging::init(&config.log.level);
+    // After logging starts, so the journal gets these at their priority.
+    match owner {
+        super::owner::Verdict::Refuse(why) => {
+            tracing::error!("{why}");
+            return ExitCode::from(1);
+        }
+        super::owner::Verdict::Warn(why) => tracing::warn!("{why}"),
+        super::owner::Verdict::Fine => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("avs-companion: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -118,9 +157,14 @@ async fn serve(config: CompanionConfig) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "avs-companion: cannot listen on {addr}: {e}; fix: choose a free port in server.listen, or stop what uses it"
-            );
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "a port below 1024 needs CAP_NET_BIND_SERVICE: set AmbientCapabilities= and \
+                 CapabilityBoundingSet= to it (`systemctl edit avs-companion`), or use a port \
+                 from 1024 up in server.listen"
+            } else {
+                "choose a free port in server.listen, or stop what uses it"
+            };
+            tracing::error!("cannot listen on {addr}: {e}; fix: {fix}");
             return ExitCode::from(2);
         }
     };
@@ -130,7 +174,7 @@ async fn serve(config: CompanionConfig) -> ExitCode {
     }
     let shutdown = CancellationToken::new();
     if let Err(e) = kit::signals::watch("avs-companion", shutdown.clone()) {
-        eprintln!("avs-companion: cannot install signal handlers: {e}");
+        tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::from(2);
     }
     match super::run(listener, config, shutdown).await {
@@ -139,23 +183,73 @@ async fn serve(config: CompanionConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("avs-companion: {e}");
+            // Through the log, so the journal has it at error priority
+            // (`journalctl -p err`), not as a plain line of output.
+            tracing::error!("{e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> ExitCode {
+/// What `make-certs` does about the CA.
+enum CaChoice {
+    /// Make one; refuse if one is there.
+    New,
+    /// Make one, replacing what is there (`--force`).
+    Replace,
+    /// Sign with the one in this folder (`--renew-server`).
+    Keep(PathBuf),
+}
+
+fn make_certs(
+    out: &std::path::Path,
+    hosts: &[String],
+    devices: &[String],
+    how: CaChoice,
+) -> ExitCode {
     if let Some(bad) = devices.iter().find(|d| !d.contains(':')) {
         eprintln!("avs-companion make-certs: --device {bad}: write it as <productId>:<dsn>");
         return ExitCode::from(1);
     }
-    match https::certs::write_bundle(out, hosts, devices) {
-        Ok(()) => {
-            println!(
-                "wrote {0}/ca.crt, server.crt, server.key, and the CA's key in {0}/ca/ca.key",
-                out.display()
-            );
+    let bad_hosts: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| https::certs::check_host(h).err())
+        .collect();
+    if !bad_hosts.is_empty() {
+        for e in bad_hosts {
+            eprintln!("avs-companion make-certs: --host {e}");
+        }
+        return ExitCode::from(1);
+    }
+    let existing = https::certs::existing_ca(out);
+    if matches!(how, CaChoice::New) && !existing.is_empty() {
+        let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "avs-companion make-certs: a CA is already there ({}); a new one would break every \
+             phone and device that trusts it.\n  fix: renew only the server certificate under it \
+             with --renew-server, or replace the CA with --force and install the new ca.crt \
+             everywhere",
+            names.join(", ")
+        );
+        return ExitCode::from(1);
+    }
+    let made = match &how {
+        CaChoice::Keep(ca_dir) => https::certs::renew_server(out, ca_dir, hosts, devices),
+        CaChoice::New | CaChoice::Replace => https::certs::write_bundle(out, hosts, devices),
+    };
+    match made {
+        Ok(made) => {
+            if matches!(how, CaChoice::Keep(_)) {
+                println!(
+                    "wrote {}/server.crt and server.key, signed by the existing CA (phones and devices that trust it need nothing new)",
+                    out.display()
+                );
+            } else {
+                println!(
+                    "wrote {0}/ca.crt, server.crt, server.key, and the CA's key in {0}/ca/ca.key",
+                    out.display()
+                );
+            }
             for h in hosts {
                 println!(
                     "  server certificate names {} {h}",
@@ -165,10 +259,29 @@ fn make_certs(out: &std::path::Path, hosts: &[String], devices: &[String]) -> Ex
             for (i, d) in devices.iter().enumerate() {
                 println!("  device-{}.crt/.key names {d}", i + 1);
             }
+            // SAFETY: geteuid cannot fail and touches no memory.
+            if unsafe { libc::geteuid() } == 0 {
+                println!(
+                    "  made as root: the service reads server.key as its own user; run\n    \
+                     chown avs-companion: {0}/server.key {0}/server.crt",
+                    out.display()
+                );
+            }
+            let host_args: Vec<String> = hosts.iter().map(|h| format!("--host {h}")).collect();
             println!(
-                "Set server.cert_file and server.key_file to server.crt and server.key; \
-                 trust ca.crt on devices and phones; move the ca/ folder (the CA's key) offline."
+                "  the server certificate expires on {}: before then run\n    avs-companion make-certs --out {} --renew-server {}",
+                made.server_expires,
+                out.display(),
+                host_args.join(" ")
             );
+            println!("  the CA expires on {}", made.ca_expires);
+            if !matches!(how, CaChoice::Keep(_)) {
+                println!(
+                    "Set server.cert_file and server.key_file to server.crt and server.key; \
+                     trust ca.crt on devices and phones; move the ca/ folder (the CA's key) offline \
+                     and give it back with --ca-dir to renew."
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -346,7 +346,7 @@ async fn linked(
                 .call(move |s| s.end(&key, Status::Revoked))
                 .await
                 .map_err(|_| DeviceError::internal())?;
-            tracing::info!(product = %session.product_id, dsn = %session.dsn, "LWA refused the refresh token; session ended");
+            tracing::warn!(product = %session.product_id, dsn = %session.dsn, "LWA refused the refresh token; session ended");
             Err(DeviceError::bad(
                 "access_denied",
                 "the user revoked access at Amazon: register again",

@@ -87,6 +87,8 @@ pub struct Flow {
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Refreshes forced by devices reporting a refused token, per session.
     pub refused: super::device::RefusalLimiter,
+    /// Sign-ins that linked a device lately, for a reloaded success page.
+    pub recent_links: super::recent::RecentLinks,
 }
 
 impl Flow {
@@ -106,6 +108,7 @@ impl Flow {
             clock,
             refresh_locks: Mutex::new(HashMap::new()),
             refused,
+            recent_links: Default::default(),
         }
     }
 

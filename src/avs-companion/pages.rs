@@ -3,22 +3,30 @@
 
 pub use https::page::{csp, csp_with, escape, layout};
 
-/// `GET /`: where the user types the code the device shows.
-pub fn home(problem: Option<&str>) -> String {
-    let problem = problem
-        .map(|p| format!("<p class=\"error\">{}</p>", escape(p)))
-        .unwrap_or_default();
+/// `GET /`: where the user types the code the device shows. With a
+/// problem, what was `typed` stays in the field, and the message is tied to
+/// it for screen readers (`aria-describedby`, `aria-invalid`).
+pub fn home(problem: Option<&str>, typed: &str) -> String {
+    let (message, aria) = match problem {
+        Some(p) => (
+            format!("<p class=\"error\" id=\"code-error\">{}</p>", escape(p)),
+            " aria-invalid=\"true\" aria-describedby=\"code-error code-hint\"",
+        ),
+        None => (String::new(), " aria-describedby=\"code-hint\""),
+    };
     layout(
         "Link your Alexa device",
         &format!(
-            "<h1>Link your Alexa device</h1>{problem}\
+            "<h1>Link your Alexa device</h1>\
              <form method=\"get\" action=\"/\">\
-             <label for=\"code\">Code shown by your device</label>\
-             <input id=\"code\" name=\"code\" autocomplete=\"off\" autocapitalize=\"characters\" \
-             spellcheck=\"false\" maxlength=\"16\" required>\
+             <label for=\"code\">Code shown by your device</label>{message}\
+             <input id=\"code\" name=\"code\" value=\"{typed}\" autocomplete=\"off\" \
+             autocapitalize=\"characters\" spellcheck=\"false\" maxlength=\"16\" required{aria}>\
              <button type=\"submit\">Continue</button></form>\
-             <p class=\"hint\">The code is on the device's screen or in its log, \
-             for example ABCD-2345. It works for a few minutes.</p>"
+             <p class=\"hint\" id=\"code-hint\">The code is 8 letters and digits, like ABCD-2345. \
+             The device shows it where you started linking: on its screen, or in the \
+             terminal where you ran <code>avsctl login</code>. It works for a few minutes.</p>",
+            typed = escape(typed)
         ),
     )
 }
@@ -44,14 +52,20 @@ pub fn device(reg_code: &str, product_id: &str, dsn: &str, login_url: &str) -> S
     )
 }
 
-/// The page after a successful link.
-pub fn success(product_id: &str, dsn: &str) -> String {
+/// The page after a successful link; `again` when the page was reloaded
+/// (the sign-in was already used, by this browser, to link the device).
+pub fn success(product_id: &str, dsn: &str, again: bool) -> String {
+    let already = if again {
+        "<p id=\"again\">This sign-in was already used to link it; there is nothing more to do.</p>"
+    } else {
+        ""
+    };
     layout(
         "Device linked",
         &format!(
             "<h1 class=\"ok\" id=\"result\">Device linked</h1>\
              <p>Your {p} (serial {d}) can now use Alexa. \
-             It picks up its access within a few seconds; you can close this page.</p>",
+             It picks up its access within a few seconds; you can close this page.</p>{already}",
             p = escape(product_id),
             d = escape(dsn)
         ),

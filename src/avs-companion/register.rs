@@ -46,7 +46,7 @@ pub async fn register(flow: &Flow, body: &[u8], peer: &Peer) -> Result<Value, De
     let dsn = field("dsn", 128)?;
     check_cert(flow, cert_names, &product, &dsn)?;
     if !flow.config.allows(&product, &dsn) {
-        tracing::info!(product = %loggable(&product), dsn = %loggable(&dsn), "registration refused: product or DSN not allowed");
+        tracing::warn!(product = %loggable(&product), dsn = %loggable(&dsn), "registration refused: product or DSN not in [products] of the config");
         return Err(DeviceError::new(
             StatusCode::FORBIDDEN,
             "unauthorized_client",

@@ -28,8 +28,18 @@ const PURGE_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// TLS files.
-    #[error(transparent)]
+    #[error("server.cert_file, server.key_file or server.device_ca_file: {0}")]
     Tls(#[from] https::TlsError),
+    /// A file a config key names holds the wrong thing.
+    #[error("{key}: {message}; fix: {fix}")]
+    File {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
     /// The database.
     #[error(transparent)]
     Store(#[from] super::store::StoreError),
@@ -57,6 +67,15 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> Result<(), StartError> {
+    // Checked at load too; again here because the files may have changed
+    // since, and a TLS error should name the config key.
+    if let Some(bad) = config.file_problems().into_iter().next() {
+        return Err(StartError::File {
+            key: bad.key,
+            message: bad.message,
+            fix: bad.fix,
+        });
+    }
     let tls = https::server_config(
         &config.server.cert_file,
         &config.server.key_file,
@@ -148,7 +167,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match (&method, path.as_str()) {
-        (&Method::GET, "/") => browser::home(flow, &h::query(&req), peer),
+        (&Method::GET, "/") => browser::home(flow, &h::query(&req), peer).await,
         (&Method::GET, "/authresponse") => {
             browser::auth_response(flow, &h::query(&req), req.headers()).await
         }

@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod auth;
+mod files;
 
 use std::path::{Path, PathBuf};
 
@@ -310,6 +311,7 @@ impl StrictConfig for AvsdConfig {
                 ));
             }
         }
+        out.extend(files::check_contents(self));
         if self.companion.renew_before_secs == 0 || self.companion.renew_before_secs > 3000 {
             out.push(Invalid::new(
                 "companion.renew_before_secs",
@@ -365,7 +367,7 @@ impl AvsdConfig {
             self.state_dir().display(),
             product,
             companion
-        )
+        ) + &kit::strict::dropins_line(path)
     }
 }
 

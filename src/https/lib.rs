@@ -5,6 +5,7 @@
 //! ([`page`]), and making a local CA with server and device certificates.
 
 pub mod certs;
+pub mod check;
 pub mod http;
 pub mod page;
 pub(crate) mod plain;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use serve::{Limits, Peer, serve, serve_with};
@@ -54,6 +54,9 @@ pub enum TlsError {
         /// What is wrong.
         problem: String,
     },
+    /// A certificate or key file holds the wrong thing (see [`check`]).
+    #[error("{}; fix: {}", .0.message, .0.fix)]
+    Content(check::FileProblem),
     /// Certificate generation failed.
     #[error("making certificates failed: {0}")]
     Generate(#[from] rcgen::Error),
@@ -72,28 +75,12 @@ pub fn install_provider() {
 
 /// Read every certificate in a PEM file (a chain: leaf first).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |problem: String| TlsError::File {
-        file: path.to_path_buf(),
-        problem,
-        fix: "give a readable PEM file with BEGIN CERTIFICATE blocks (make one with `avs-companion make-certs`)",
-    };
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-    let certs: Vec<_> = iter
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("no certificate found in the file".into()));
-    }
-    Ok(certs)
+    check::certificates(path).map_err(TlsError::Content)
 }
 
 /// Read the private key from a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        file: path.to_path_buf(),
-        problem: format!("no private key: {e}"),
-        fix: "give the readable PEM private key that belongs to the certificate",
-    })
+    check::private_key(path).map_err(TlsError::Content)
 }
 
 /// A root store holding every certificate of a PEM file.

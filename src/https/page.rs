@@ -14,11 +14,11 @@ padding:1.4rem;box-shadow:0 1px 4px rgba(0,0,0,.12)}\
 h1{font-size:1.4rem;margin:0 0 .8rem}\
 dl{display:grid;grid-template-columns:auto 1fr;gap:.3rem .8rem}\
 dt{font-weight:600}dd{margin:0;word-break:break-all}\
-.button,button{display:block;width:100%;box-sizing:border-box;text-align:center;\
+.button,button{font:inherit;display:block;width:100%;box-sizing:border-box;text-align:center;\
 font-size:1.1rem;padding:.8rem;border-radius:8px;border:0;margin:.6rem 0;\
 background:#f0a020;color:#111;text-decoration:none;font-weight:600;cursor:pointer}\
 button.secondary{background:#dde1e7}\
-input{font-size:1.3rem;width:100%;box-sizing:border-box;padding:.6rem;\
+input{font-family:inherit;font-size:1.3rem;width:100%;box-sizing:border-box;padding:.6rem;\
 letter-spacing:.15em;text-transform:uppercase;border:1px solid #aab;border-radius:8px}\
 .error{color:#a01818}.ok{color:#176b2c}.hint{color:#555;font-size:.95rem}";
 

@@ -10,6 +10,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+mod dropin;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml_edit::{Document, Item, Table};
@@ -51,6 +53,8 @@ impl Invalid {
 /// One problem in a config file, located as precisely as the parser allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The drop-in file the problem is in; `None`: the main file.
+    pub file: Option<PathBuf>,
     /// 1-based line, when known.
     pub line: Option<usize>,
     /// Dotted key path; empty for whole-file problems.
@@ -81,9 +85,10 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
+            let file = p.file.as_deref().unwrap_or(&self.file);
             let place = match p.line {
-                Some(line) => format!("{}:{}", self.file.display(), line),
-                None => self.file.display().to_string(),
+                Some(line) => format!("{}:{}", file.display(), line),
+                None => file.display().to_string(),
             };
             let key = if p.key.is_empty() {
                 String::new()
@@ -97,13 +102,23 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Read and parse `path` strictly.
+/// Read and parse `path` strictly, then the drop-ins of [`dropins`] over
+/// it (each checked on its own: a bad key there is reported with its file
+/// and line).
 pub fn load<T: StrictConfig>(path: &Path) -> Result<T, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
+        Ok(text) => match dropins(path) {
+            Ok(extra) if extra.is_empty() => parse(path, &text),
+            Ok(extra) => dropin::layered(path, &text, &extra),
+            Err(problem) => Err(ConfigError {
+                file: path.to_path_buf(),
+                problems: vec![problem],
+            }),
+        },
         Err(e) => Err(ConfigError {
             file: path.to_path_buf(),
             problems: vec![Problem {
+                file: None,
                 line: None,
                 key: String::new(),
                 message: format!("cannot read the config file: {e}"),
@@ -118,8 +133,94 @@ pub fn load<T: StrictConfig>(path: &Path) -> Result<T, ConfigError> {
     }
 }
 
+/// The drop-in directory of a config file: `avsd.toml` → `avsd.toml.d/`.
+pub fn dropin_dir(path: &Path) -> PathBuf {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push(".d");
+    PathBuf::from(dir)
+}
+
+/// The `*.toml` files of [`dropin_dir`], in the order they apply (by name,
+/// as systemd orders its drop-ins); none if the directory is missing.
+pub fn dropins(path: &Path) -> Result<Vec<PathBuf>, Problem> {
+    let dir = dropin_dir(path);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Problem {
+                file: Some(dir),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the drop-in directory: {e}"),
+                fix: "make it readable by the service user, or remove it".to_string(),
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The `--check-config` summary line listing the drop-ins read, if any.
+pub fn dropins_line(path: &Path) -> String {
+    match dropins(path) {
+        Ok(files) if !files.is_empty() => {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            format!("  drop-ins:   {}\n", names.join(", "))
+        }
+        _ => String::new(),
+    }
+}
+
 /// Parse `text` (read from `path`) strictly, collecting every problem.
 pub fn parse<T: StrictConfig>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let (parsed, mut problems, original) = parse_types::<T>(path, text)?;
+    // Semantic checks run on what parsed (bad keys blanked out), so one run
+    // reports both kinds; a key already reported is not reported twice.
+    if let Some(v) = &parsed {
+        let reported: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+        let invalid: Vec<Invalid> = v
+            .validate()
+            .into_iter()
+            .filter(|i| !reported.contains(&i.key))
+            .collect();
+        if invalid.is_empty() && problems.is_empty() {
+            return Ok(parsed.expect("checked above"));
+        }
+        problems.extend(invalid.into_iter().map(|i| Problem {
+            file: None,
+            line: line_of_key(text, original.as_table(), &i.key),
+            key: i.key,
+            message: i.message,
+            fix: i.fix,
+        }));
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    Err(ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    })
+}
+
+/// What one file parses to, before `validate`: the value (bad keys left
+/// out), the syntax and type problems, and the document for locating keys.
+/// A syntax error is the whole answer.
+pub(crate) type Typed<T> = (Option<T>, Vec<Problem>, Document<String>);
+
+pub(crate) fn parse_types<T: StrictConfig>(
+    path: &Path,
+    text: &str,
+) -> Result<Typed<T>, ConfigError> {
     let fail = |problems| ConfigError {
         file: path.to_path_buf(),
         problems,
@@ -130,6 +231,7 @@ pub fn parse<T: StrictConfig>(path: &Path, text: &str) -> Result<T, ConfigError>
     // accept the same documents, so `Document::parse` sees only valid ones.
     let syntax = |span: Option<Range<usize>>, message: &str| {
         fail(vec![Problem {
+            file: None,
             line: span.map(|s| line_of(text, s.start)),
             key: String::new(),
             message: format!("not valid TOML: {}", first_line(message)),
@@ -171,27 +273,7 @@ pub fn parse<T: StrictConfig>(path: &Path, text: &str) -> Result<T, ConfigError>
             }
         }
     }
-    // Semantic checks run on what parsed (bad keys blanked out), so one run
-    // reports both kinds; a key already reported is not reported twice.
-    if let Some(v) = &parsed {
-        let reported: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
-        let invalid: Vec<Invalid> = v
-            .validate()
-            .into_iter()
-            .filter(|i| !reported.contains(&i.key))
-            .collect();
-        if invalid.is_empty() && problems.is_empty() {
-            return Ok(parsed.expect("checked above"));
-        }
-        problems.extend(invalid.into_iter().map(|i| Problem {
-            line: line_of_key(text, original.as_table(), &i.key),
-            key: i.key,
-            message: i.message,
-            fix: i.fix,
-        }));
-    }
-    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-    Err(fail(problems))
+    Ok((parsed, problems, original))
 }
 
 /// The help line for a key, if the type documents it.
@@ -231,6 +313,7 @@ fn describe<T: StrictConfig>(
         "see the commented sample config for the value it takes".to_string()
     };
     Problem {
+        file: None,
         line,
         key: key.to_string(),
         message,
@@ -309,7 +392,7 @@ fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
     a.start < b.end && b.start < a.end
 }
 
-fn line_of_key(text: &str, table: &Table, key: &str) -> Option<usize> {
+pub(crate) fn line_of_key(text: &str, table: &Table, key: &str) -> Option<usize> {
     let mut table = table;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {

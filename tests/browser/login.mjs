@@ -1,15 +1,16 @@
-// The companion login flow once in a real browser: Debian's Chromium, headless,
+// The companion login flow in a real browser: Debian's Chromium, headless,
 // driven by Playwright (playwright-core never downloads a browser). Starts the
 // real avs-sim and avs-companion binaries with certificates from
-// `avs-companion make-certs`, clicks the real buttons on a phone-sized
-// viewport, keeps screenshots under target/test-artifacts/, and checks that
-// the device then gets a token.
+// `avs-companion make-certs`, clicks the real buttons at phone and at desktop
+// size, screenshots every page at both sizes (PNGs kept as test output under
+// target/test-artifacts/, listed at the end), and checks that the device
+// then gets a token.
 //
 // Usage: node tests/browser/login.mjs  (from the repository root, after
 // `cargo build`; AVS_BIN_DIR overrides target/debug).
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, mkdirSync, readFileSync, rmSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -70,6 +71,82 @@ function postJson(url, body, ca) {
   });
 }
 
+// One device linked through every page at one window size; `shots` gets
+// each screenshot's path.
+async function flow(browser, base, ca, size, options, shots) {
+  const reg = await postJson(`${base}/provision/regCode`, { productId: PRODUCT, dsn: `kitchen-${size}` }, ca);
+  if (reg.status !== 200) fail(`register: ${JSON.stringify(reg)}`);
+  const { regCode, sessionId } = reg.body;
+  // The test CA is not in Chromium's store.
+  const context = await browser.newContext({ ...options, ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  let n = 0;
+  const shot = async (name) => {
+    n += 1;
+    const path = join(artifacts, `companion-${size}-${n}-${name}.png`);
+    await page.screenshot({ path, fullPage: true });
+    shots.push(path);
+    // No horizontal scrolling at any size.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    if (overflow) fail(`${size} ${name}: the page is wider than the window`);
+  };
+
+  await page.goto(`${base}/`);
+  await shot('home');
+  // Buttons are set in the page's font, not the browser's default.
+  const fonts = await page.evaluate(() => [
+    getComputedStyle(document.body).fontFamily,
+    getComputedStyle(document.querySelector('button')).fontFamily,
+    getComputedStyle(document.querySelector('#code')).fontFamily,
+  ]);
+  if (fonts[1] !== fonts[0] || fonts[2] !== fonts[0]) fail(`${size}: fonts differ: ${fonts}`);
+  // A mistyped code: the form again, the typing kept, the message tied to it.
+  const wrong = 'zzzz-zzz1';
+  await page.fill('#code', wrong);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#code-error');
+  if ((await page.inputValue('#code')) !== wrong) fail(`${size}: the typed code was not kept`);
+  if ((await page.getAttribute('#code', 'aria-invalid')) !== 'true') fail(`${size}: no aria-invalid`);
+  const described = await page.getAttribute('#code', 'aria-describedby');
+  if (!described.split(' ').includes('code-error')) fail(`${size}: message not tied to the field: ${described}`);
+  await shot('home-wrong-code');
+  // Typed the way a person might: lower case with a dash.
+  await page.fill('#code', `${regCode.slice(0, 4)}-${regCode.slice(4)}`.toLowerCase());
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#login');
+  if ((await page.textContent('#product')) !== PRODUCT) fail('device page does not show the product');
+  await shot('device');
+  await page.click('#login');
+  await page.waitForSelector('#allow');
+  await shot('consent');
+  await page.click('#allow');
+  await page.waitForURL(/\/authresponse/);
+  const result = await page.textContent('#result');
+  await shot('linked');
+  if (result !== 'Device linked') fail(`result page says: ${result}`);
+  // Reloading the success page still says the device is linked.
+  await page.reload();
+  const again = await page.textContent('#result');
+  if (again !== 'Device linked') fail(`${size}: the reloaded result page says: ${again}`);
+  await page.waitForSelector('#again');
+  await shot('linked-reloaded');
+  // The pages that say what went wrong.
+  await page.goto(`${base}/provision/ZZZZZZZZ`);
+  await page.waitForSelector('#result');
+  await shot('code-not-found');
+  await page.goto(`${base}/nowhere`);
+  await page.waitForSelector('#result');
+  await shot('not-found');
+  await context.close();
+
+  // The user is done, so the device's next poll gets its token.
+  const r = await postJson(`${base}/provision/accessToken`, { sessionId }, ca);
+  if (r.status !== 200 || !String(r.body.access_token).startsWith('Atza|')) {
+    fail(`${size}: the device got no token: ${JSON.stringify(r.body.error || r.status)}`);
+  }
+}
+
 async function main() {
   mkdirSync(artifacts, { recursive: true });
   const certs = join(work, 'certs');
@@ -108,52 +185,31 @@ database = "${join(work, 'companion.sqlite3')}"
   const shown = await startListening('avs-companion', ['--config', config], companionLogs);
   if (shown !== base) fail(`companion says ${shown}, expected ${base}`);
 
-  const reg = await postJson(`${base}/provision/regCode`, { productId: PRODUCT, dsn: 'kitchen-1' }, ca);
-  if (reg.status !== 200) fail(`register: ${JSON.stringify(reg)}`);
-  const { regCode, sessionId } = reg.body;
-
+  // Earlier runs' pictures would be listed as this run's.
+  for (const f of readdirSync(artifacts)) {
+    if (f.startsWith('companion-') && f.endsWith('.png')) rmSync(join(artifacts, f));
+  }
   const browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+  const shots = [];
   try {
-    // A phone: 390 x 844 CSS pixels. The test CA is not in Chromium's store.
-    const context = await browser.newContext({
-      viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
-      ignoreHTTPSErrors: true,
-    });
-    const page = await context.newPage();
-    page.setDefaultTimeout(WAIT_MS);
-    await page.goto(`${base}/`);
-    await page.screenshot({ path: join(artifacts, 'companion-1-home.png'), fullPage: true });
-    // Typed the way a person might: lower case with a dash.
-    await page.fill('#code', `${regCode.slice(0, 4)}-${regCode.slice(4)}`.toLowerCase());
-    await page.click('button[type=submit]');
-    await page.waitForSelector('#login');
-    if ((await page.textContent('#product')) !== PRODUCT) fail('device page does not show the product');
-    await page.screenshot({ path: join(artifacts, 'companion-2-device.png'), fullPage: true });
-    await page.click('#login');
-    await page.waitForSelector('#allow');
-    await page.screenshot({ path: join(artifacts, 'companion-3-consent.png'), fullPage: true });
-    await page.click('#allow');
-    await page.waitForURL(/\/authresponse/);
-    const result = await page.textContent('#result');
-    await page.screenshot({ path: join(artifacts, 'companion-4-linked.png'), fullPage: true });
-    if (result !== 'Device linked') fail(`result page says: ${result}`);
-    // No horizontal scrolling on a phone.
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-    if (overflow) fail('the result page is wider than the phone screen');
+    const sizes = [
+      // A phone: 390 x 844 CSS pixels.
+      ['phone', { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }],
+      ['desktop', { viewport: { width: 1280, height: 800 } }],
+    ];
+    for (const [size, options] of sizes) {
+      await flow(browser, base, ca, size, options, shots);
+    }
   } finally {
     await browser.close();
   }
-
-  // The user is done, so the device's next poll gets its token.
-  const r = await postJson(`${base}/provision/accessToken`, { sessionId }, ca);
-  if (r.status !== 200 || !String(r.body.access_token).startsWith('Atza|')) {
-    fail(`the device got no token: ${JSON.stringify(r.body.error || r.status)}`);
-  }
+  console.log('screenshots:');
+  for (const s of shots) console.log(`  ${s}`);
   console.log(`browser login flow OK; screenshots in ${artifacts}`);
 }
 

@@ -50,6 +50,25 @@ pub fn bin(name: &str) -> &'static str {
     path
 }
 
+/// A man page folder under `dir` holding the package's pages (debian/*.1,
+/// *.8), for `MANPATH`: `systemd-analyze verify` runs `man` on every
+/// `Documentation=` page of a unit, and the package is not installed here.
+pub fn man_pages(dir: &Path) -> PathBuf {
+    let man = dir.join("man");
+    for entry in std::fs::read_dir(repo().join("debian")).expect("debian/") {
+        let page = entry.expect("debian/ entry").path();
+        if let Some(section) = page.extension().and_then(|e| e.to_str())
+            && matches!(section, "1" | "8")
+            && let Some(name) = page.file_name()
+        {
+            let to = man.join(format!("man{section}"));
+            std::fs::create_dir_all(&to).expect("man folder");
+            std::fs::copy(&page, to.join(name)).expect("copy a man page");
+        }
+    }
+    man
+}
+
 /// Whether the tests run as root (needed to call as another user).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

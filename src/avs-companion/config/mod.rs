@@ -221,6 +221,15 @@ impl CompanionConfig {
 
     /// A short human summary for `--check-config`.
     pub fn summary(&self, path: &Path) -> String {
+        let expires = std::fs::read_to_string(&self.server.cert_file)
+            .ok()
+            .and_then(|pem| https::check::expiry(&pem))
+            .map(|d| {
+                format!(
+                    "  certificate:  expires on {d}; renew before: avs-companion make-certs --renew-server\n"
+                )
+            })
+            .unwrap_or_default();
         format!(
             "{}: OK\n  listen:       https://{}\n  connections:  {} at most, {} per client address\n  mutual TLS:   {}\n  client id:    {}\n  redirect uri: {}\n  token url:    {}\n  products:     {}\n  database:     {}\n",
             path.display(),
@@ -237,6 +246,7 @@ impl CompanionConfig {
             self.lwa.token_url,
             self.products.keys().cloned().collect::<Vec<_>>().join(", "),
             self.database_path().display()
-        )
+        ) + &expires
+            + &kit::strict::dropins_line(path)
     }
 }

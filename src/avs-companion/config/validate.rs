@@ -1,5 +1,6 @@
 //! The checks behind `--check-config`: every key's range, files that must
-//! exist, and a client secret file nobody else can read.
+//! exist and what they hold (see `https::check`), and a client secret file
+//! nobody else can read.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -161,6 +162,7 @@ impl StrictConfig for CompanionConfig {
                 check_file(&mut out, key, p, "make one with `avs-companion make-certs`");
             }
         }
+        self.check_contents(&mut out);
         if self.lwa.client_id.trim().is_empty() || self.lwa.client_id.len() > 100 {
             out.push(Invalid::new(
                 "lwa.client_id",
@@ -296,6 +298,76 @@ impl StrictConfig for CompanionConfig {
         }
         out
     }
+}
+
+impl CompanionConfig {
+    /// What is wrong inside the certificate and key files, each with its
+    /// config key.
+    pub fn file_problems(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        self.check_contents(&mut out);
+        out
+    }
+
+    /// What the certificate files hold, for those that exist: a runtime
+    /// TLS failure after `--check-config` said OK is what this prevents.
+    fn check_contents(&self, out: &mut Vec<Invalid>) {
+        let (cert, key) = (&self.server.cert_file, &self.server.key_file);
+        if cert.is_file() && key.is_file() {
+            // The name browsers reach the service at is the redirect URI's.
+            let host = url::Url::parse(&self.lwa.redirect_uri)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string));
+            if let Err((is_key, p)) = https::check::cert_and_key(cert, key, host.as_deref()) {
+                let key = if is_key {
+                    "server.key_file"
+                } else {
+                    "server.cert_file"
+                };
+                out.push(Invalid::new(key, p.message, p.fix));
+            }
+        }
+        // A database (or its -wal, -shm) root made by running the service
+        // by hand: the service user then fails at its first write.
+        let db = self.database_path();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = db.clone().into_os_string();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            if file.exists() && !writable(&file) {
+                out.push(Invalid::new(
+                    "storage.database",
+                    format!("`{}` cannot be written by this user", file.display()),
+                    format!(
+                        "hand it to the service user: chown avs-companion: {} (made by running \
+                         avs-companion as root?)",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        for (key, path) in [
+            ("server.device_ca_file", self.server.device_ca_file.as_ref()),
+            ("lwa.ca_file", self.lwa.ca_file.as_ref()),
+        ] {
+            if let Some(p) = path.filter(|p| p.is_file())
+                && let Err(p) = https::check::ca_file(p)
+            {
+                out.push(Invalid::new(key, p.message, p.fix));
+            }
+        }
+    }
+}
+
+/// Whether this process may write `path` (access(2), which answers for the
+/// real user: the one `--check-config` runs as).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 fn check_file(out: &mut Vec<Invalid>, key: &str, path: &Path, hint: &str) {

@@ -115,6 +115,9 @@ impl CompanionClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("avsd/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
+            // Text or DER reads as no certificates at all, and pinning to
+            // none failed every request with UnknownIssuer: check first.
+            https::check::ca_file(ca).map_err(|p| file_err("companion.ca_file", ca, p.message))?;
             let pem = read("companion.ca_file", ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| file_err("companion.ca_file", ca, e))?;

@@ -148,3 +148,24 @@ async fn an_answer_over_the_limit_is_refused_not_buffered() {
     assert!(err.to_string().contains("more than 65536 bytes"), "{err}");
     stop.cancel();
 }
+
+/// A CA file of text or DER read as "no certificates", and pinning the
+/// client to none failed every request with UnknownIssuer, never naming
+/// the key: it is refused at set-up, by key.
+#[test]
+fn a_ca_file_that_is_not_pem_is_refused_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = CompanionClient::new(&CompanionClientConfig {
+        url: "https://127.0.0.1:1".into(),
+        ca_file: Some(ca),
+        ..CompanionClientConfig::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("companion.ca_file") && err.contains("no PEM block"),
+        "{err}"
+    );
+}

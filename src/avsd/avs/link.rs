@@ -104,21 +104,9 @@ impl Endpoint {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, LinkError> {
-    use rustls_pki_types::pem::PemObject;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| LinkError::Setup(format!("cannot read CA file {}: {e}", path.display())))?
-        .collect();
-    match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(LinkError::Setup(format!(
-            "{} holds no PEM certificate",
-            path.display()
-        ))),
-        Err(e) => Err(LinkError::Setup(format!(
-            "{} is not PEM: {e}",
-            path.display()
-        ))),
-    }
+    // The same reading as `--check-config`: the error names the key.
+    https::check::ca_file(path)
+        .map_err(|p| LinkError::Setup(format!("avs.ca_file: {}; fix: {}", p.message, p.fix)))
 }
 
 fn client_tls(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, LinkError> {
@@ -309,5 +297,20 @@ fn going_away(e: h2::Error) -> LinkError {
         LinkError::GoingAway
     } else {
         LinkError::H2(e)
+    }
+}
+
+#[cfg(test)]
+mod ca_file_tests {
+    /// The AVS CA file is read like `--check-config` reads it, and a bad
+    /// one is named by its key, not reported as UnknownIssuer later.
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.der");
+        std::fs::write(&ca, [0x30u8, 0x82, 0x01, 0x0a]).unwrap();
+        let err = super::Endpoint::new("https://127.0.0.1:1", Some(&ca)).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("avs.ca_file") && err.contains("DER"), "{err}");
     }
 }

@@ -51,11 +51,15 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
     let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (player, player_mailbox) = agents::audio_player::PlayerLink::new();
+    let speaker =
+        crate::audio::Speaker::new(crate::audio::PlaybackConfig::from_config(&config.audio));
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
         dialog: to_dialog,
         speech,
+        player: player.clone(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -76,6 +80,14 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         connection: connection.clone(),
         auth: auth.clone(),
     };
+    player.spawn(
+        player_mailbox,
+        speaker.clone(),
+        connection.clone(),
+        context.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
@@ -87,6 +99,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             inbound: dialog_inbound,
             speech: speech_tx,
             context,
+            speaker,
         },
         &tracker,
         shutdown.child_token(),

@@ -10,9 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use super::audio_player::AudioPlayerState;
 use super::rules::{Metadata, Refusal};
 use super::server::Ctx;
-use super::state::Shared;
+use super::state::{DownMsg, Shared};
 
 /// The most answers a test may script ahead of the Recognizes that take
 /// them: the control API is fed from outside, so its queue is bounded.
@@ -43,6 +44,8 @@ struct Inner {
     /// Answers to come, each for one Recognize that is answered with a
     /// Speak: its directives follow the Speak.
     script: VecDeque<Vec<Scripted>>,
+    /// AudioPlayer and PlaybackController (`audio_player.rs`).
+    audio_player: AudioPlayerState,
 }
 
 impl Interfaces {
@@ -78,6 +81,11 @@ impl Interfaces {
     /// set, volume) is kept, as AVS keeps it.
     pub(super) fn reset(&self) {
         self.lock().script.clear();
+    }
+
+    /// What AudioPlayer saw, for `/stats`.
+    pub(super) fn audio_player_stats(&self) -> Value {
+        self.lock().audio_player.stats()
     }
 }
 
@@ -120,8 +128,40 @@ fn parse_script(body: &[u8]) -> Result<Vec<Scripted>, String> {
 /// An event passed the common checks (order, metadata, context): the
 /// checks of its own interface. A refusal is answered as AVS answers it.
 pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
-    let _ = (ctx, namespace(&meta.name));
-    Ok(())
+    match namespace(&meta.name) {
+        "AudioPlayer" | "PlaybackController" => {
+            let reaction = ctx.shared.interfaces.lock().audio_player.event(meta)?;
+            if let Some(r) = reaction {
+                let (name, payload) = r.directive();
+                push(&ctx.shared, "AudioPlayer", name, payload);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Send a directive of the stand-in's own on the downchannel, as AVS does
+/// after a button.
+fn push(shared: &Shared, namespace: &str, name: &str, payload: Value) {
+    let directive = json!({"directive": {
+        "header": {"namespace": namespace, "name": name,
+                   "messageId": uuid::Uuid::new_v4().to_string()},
+        "payload": payload,
+    }});
+    sent(shared, &directive);
+    let json = bytes::Bytes::from(directive.to_string());
+    if shared
+        .push(DownMsg::Push {
+            json,
+            attachment: None,
+            tiny: false,
+            raw: false,
+        })
+        .is_none()
+    {
+        tracing::info!("no downchannel for {namespace}.{name}");
+    }
 }
 
 /// The stand-in sent `directive` (a whole `{"directive": …}` object) in an
@@ -133,7 +173,10 @@ pub(super) fn sent(shared: &Shared, directive: &Value) {
         return;
     };
     tracing::debug!("sent {ns}.{name}");
-    let _ = shared;
+    if ns == "AudioPlayer" {
+        let payload = &directive["directive"]["payload"];
+        shared.interfaces.lock().audio_player.sent(name, payload);
+    }
 }
 
 /// `Namespace` of `Namespace.Name`.

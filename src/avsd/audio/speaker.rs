@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AudioError;
 use super::decode::{Mp3Input, decode};
-use super::focus::{ActivityId, Backgrounded, FocusChange, FocusManager, FocusState};
+use super::focus::{ActivityId, Backgrounded, Channel, FocusChange, FocusManager, FocusState};
 use super::mixer::{DUCKED_GAIN, MAX_SOURCES, SourceControl, SourceFeed};
 use super::playback::{Activity, PlaybackConfig, Player, PlayerEvent};
 
@@ -235,7 +235,8 @@ impl SpeakerThread {
             .iter()
             .find(|c| c.activity == id)
             .map_or(FocusState::None, |c| c.state);
-        let (gain, paused) = focus_gain(activity.gain, activity.backgrounded, state);
+        let backgrounded = content_under(&self.focus, activity.channel, activity.backgrounded);
+        let (gain, paused) = focus_gain(activity.gain, backgrounded, state);
         let output = self
             .output
             .as_mut()
@@ -391,7 +392,8 @@ impl SpeakerThread {
             let Some(p) = self.playing.iter().find(|p| p.activity == change.activity) else {
                 continue;
             };
-            let (gain, paused) = focus_gain(p.gain, change.backgrounded, change.state);
+            let backgrounded = content_under(&self.focus, change.channel, change.backgrounded);
+            let (gain, paused) = focus_gain(p.gain, backgrounded, change.state);
             p.control.set_gain(gain);
             p.control.set_paused(paused);
             if change.state == FocusState::None {
@@ -423,6 +425,24 @@ impl SpeakerThread {
             drop(output.stream);
             tracing::debug!(device = self.config.device, "playback closed");
         }
+    }
+}
+
+/// Content ducks only under Alexa's voice and the microphone (the Dialog
+/// channel); under an alert or a call it pauses, and carries on where it
+/// was, as AVS's focus management asks of AudioPlayer.
+fn content_under(
+    focus: &FocusManager,
+    channel: Channel,
+    backgrounded: Backgrounded,
+) -> Backgrounded {
+    match (channel, focus.foreground()) {
+        (Channel::Content, Some(Channel::Alerts | Channel::Communications))
+            if backgrounded == Backgrounded::Duck =>
+        {
+            Backgrounded::Pause
+        }
+        _ => backgrounded,
     }
 }
 

@@ -28,6 +28,8 @@ const MAX_KEPT: usize = 4;
 const OUTBOX: usize = 32;
 /// How often pause and stutter are looked at while a stream plays.
 const POLL: Duration = Duration::from_millis(50);
+/// The same once the stream is decoded to its end.
+const END_POLL: Duration = Duration::from_millis(5);
 
 /// A stream waiting in the queue.
 struct Item {
@@ -356,32 +358,7 @@ impl Actor {
                 .await;
                 self.nearly_finished().await;
             }
-            Some(PlayerEvent::Finished) => {
-                let Some(c) = self.current.take() else {
-                    return;
-                };
-                if let Some(error) = c.failure.clone() {
-                    let offset = c.offset();
-                    self.state.set(PlayerActivity::Stopped);
-                    self.failed(&c.item, offset, PlayerActivity::Playing, &error)
-                        .await;
-                } else {
-                    self.current = Some(c);
-                    self.nearly_finished().await;
-                    let Some(c) = self.current.take() else {
-                        return;
-                    };
-                    let offset = c.offset();
-                    self.state.set(PlayerActivity::Finished);
-                    self.send(
-                        "PlaybackFinished",
-                        json!({"token": c.item.token, "offsetInMilliseconds": offset}),
-                        false,
-                    )
-                    .await;
-                }
-                self.next().await;
-            }
+            Some(PlayerEvent::Finished) => self.finished().await,
             Some(PlayerEvent::Failed(e)) => {
                 let Some(c) = self.current.take() else {
                     return;
@@ -410,6 +387,35 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// The stream played to its end: PlaybackFinished (or PlaybackFailed
+    /// if its fetch broke off), and the next one starts.
+    async fn finished(&mut self) {
+        let Some(c) = self.current.take() else {
+            return;
+        };
+        if let Some(error) = c.failure.clone() {
+            let offset = c.offset();
+            self.state.set(PlayerActivity::Stopped);
+            self.failed(&c.item, offset, PlayerActivity::Playing, &error)
+                .await;
+        } else {
+            self.current = Some(c);
+            self.nearly_finished().await;
+            let Some(c) = self.current.take() else {
+                return;
+            };
+            let offset = c.offset();
+            self.state.set(PlayerActivity::Finished);
+            self.send(
+                "PlaybackFinished",
+                json!({"token": c.item.token, "offsetInMilliseconds": offset}),
+                false,
+            )
+            .await;
+        }
+        self.next().await;
     }
 
     /// The fetch ended: the whole body arrived, or it failed.
@@ -472,7 +478,14 @@ impl Actor {
             .flatten()
             .min()
             .map(|at| Duration::from_millis(at.saturating_sub(offset)));
-        now + due.map_or(POLL, |d| d.min(POLL))
+        // Near the end (all decoded, the rest in the ring), look often, to
+        // start the next stream as this one's last sample goes out.
+        let poll = if c.player.control().finished() {
+            END_POLL
+        } else {
+            POLL
+        };
+        now + due.map_or(poll, |d| d.min(poll))
     }
 
     async fn tick(&mut self) {
@@ -480,6 +493,14 @@ impl Actor {
             return;
         };
         if !c.started {
+            return;
+        }
+        // The mixer handed over its last sample: the next stream starts now,
+        // not after the speaker's Finished (two device periods later), so
+        // enqueued tracks follow back to back.
+        let control = c.player.control();
+        if control.ended() && !control.is_stopped() {
+            self.finished().await;
             return;
         }
         let mut out: Vec<(&'static str, Value)> = Vec::new();

@@ -1,0 +1,262 @@
+//! AudioPlayer end to end: `avs-sim avs` pushes Play directives on the
+//! downchannel with an MP3 attachment (`cid:`), the real avsd plays it
+//! through real ALSA (a FIFO-backed PCM) on the Content channel, and the
+//! stand-in checks and timestamps every AudioPlayer event.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use support::audio::{active_span, best_correlation, decimate, path_str, s16le, tool};
+use support::dialog::{Rig, SPEAKER_10MS, Speaker};
+
+const AUDIO: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
+                     playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";
+
+/// Frames per millisecond at the speaker (48 kHz).
+const FRAMES_PER_MS: usize = 48;
+
+/// A mono 48 kHz MP3 of `seconds` of `synth` (sox's synth effect).
+fn track(dir: &Path, stem: &str, seconds: f32, synth: &[&str]) -> PathBuf {
+    let mp3 = dir.join(format!("{stem}.mp3"));
+    let secs = seconds.to_string();
+    let mut args = vec![
+        "-n",
+        "-r",
+        "48000",
+        "-c",
+        "1",
+        "-C",
+        "192",
+        path_str(&mp3),
+        "synth",
+        &secs,
+    ];
+    args.extend_from_slice(synth);
+    args.extend_from_slice(&["vol", "0.5"]);
+    tool("sox", &args);
+    mp3
+}
+
+/// `mp3` decoded by sox to 16 kHz mono.
+fn reference(dir: &Path, mp3: &Path) -> Vec<f32> {
+    let out = dir.join("reference.raw");
+    tool(
+        "sox",
+        &[
+            path_str(mp3),
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-L",
+            "-t",
+            "raw",
+            path_str(&out),
+        ],
+    );
+    s16le(&std::fs::read(out).unwrap())
+}
+
+/// The left channel of the speaker's 48 kHz stereo i16.
+fn left(bytes: &[u8]) -> Vec<f32> {
+    s16le(bytes).chunks_exact(2).map(|f| f[0]).collect()
+}
+
+fn play(token: &str, cid: &str, behavior: &str, extra: Value) -> Value {
+    let mut stream = json!({"url": format!("cid:{cid}"), "streamFormat": "AUDIO_MPEG",
+                            "offsetInMilliseconds": 0, "token": token});
+    if let (Some(s), Some(e)) = (stream.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"directive": {
+        "header": {"namespace": "AudioPlayer", "name": "Play",
+                   "messageId": format!("play-{token}")},
+        "payload": {"playBehavior": behavior,
+                    "audioItem": {"audioItemId": token, "stream": stream}}
+    }})
+}
+
+/// The stand-in's AudioPlayer event log: (name, token, offset, at_ms).
+fn log(stats: &Value) -> Vec<(String, String, Option<u64>, u64)> {
+    stats["audio_player"]["events"]
+        .as_array()
+        .expect("audio_player.events in /stats")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_string(),
+                e["token"].as_str().unwrap_or_default().to_string(),
+                e["offset_ms"].as_u64(),
+                e["at_ms"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn names_for<'a>(log: &'a [(String, String, Option<u64>, u64)], token: &str) -> Vec<&'a str> {
+    log.iter()
+        .filter(|e| e.1 == token)
+        .map(|e| e.0.trim_start_matches("AudioPlayer."))
+        .collect()
+}
+
+async fn rig() -> (Rig, Speaker) {
+    let rig = Rig::start(AUDIO).await;
+    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    (rig, speaker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_mp3_plays_with_its_progress_reports() {
+    let (rig, speaker) = rig().await;
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "noise", 3.5, &["pinknoise"]);
+    let report = json!({"progressReport": {"progressReportDelayInMilliseconds": 1000,
+                                           "progressReportIntervalInMilliseconds": 1000}});
+    rig.avs
+        .push(
+            &format!("?attach=track1&file={}", path_str(&mp3)),
+            play("t1", "track1", "REPLACE_ALL", report),
+        )
+        .await;
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackFinished").await;
+    let log = log(&stats);
+    println!("events: {log:?}");
+    assert_eq!(
+        names_for(&log, "t1"),
+        [
+            "PlaybackStarted",
+            "PlaybackNearlyFinished",
+            "ProgressReportDelayElapsed",
+            "ProgressReportIntervalElapsed",
+            "ProgressReportIntervalElapsed",
+            "ProgressReportIntervalElapsed",
+            "PlaybackFinished"
+        ],
+        "each event once, in order"
+    );
+    let started = log[0].3;
+    let at = |name: &str, n: usize| {
+        log.iter()
+            .filter(|e| e.0 == format!("AudioPlayer.{name}"))
+            .nth(n)
+            .map(|e| (e.2.unwrap_or_default(), e.3 - started))
+            .unwrap_or_else(|| panic!("{name} #{n}"))
+    };
+    for (name, n, due) in [
+        ("ProgressReportDelayElapsed", 0, 1000),
+        ("ProgressReportIntervalElapsed", 0, 1000),
+        ("ProgressReportIntervalElapsed", 1, 2000),
+        ("ProgressReportIntervalElapsed", 2, 3000),
+    ] {
+        let (offset, arrived) = at(name, n);
+        println!("{name} #{n}: offset {offset} ms, arrived {arrived} ms after PlaybackStarted");
+        assert!(
+            offset.abs_diff(due) <= 200,
+            "{name} #{n} reports {offset} ms, due at {due}"
+        );
+        assert!(
+            arrived.abs_diff(due) <= 200,
+            "{name} #{n} arrived {arrived} ms after PlaybackStarted, due at {due}"
+        );
+    }
+    let (finished_offset, _) = at("PlaybackFinished", 0);
+    assert!(
+        finished_offset.abs_diff(3500) <= 150,
+        "PlaybackFinished at the track's end ({finished_offset} ms)"
+    );
+
+    // The FIFO carries the track: same length, same sound.
+    let ours = decimate(&left(&speaker.played()), 3);
+    let reference = reference(dir, &mp3);
+    let (of, ol) = active_span(&ours, 0.01).expect("the track was played");
+    let (rf, rl) = active_span(&reference, 0.01).expect("sound in the reference");
+    let (a, b) = ((ol - of) as f64, (rl - rf) as f64);
+    assert!((a / b - 1.0).abs() < 0.03, "played {a} samples of {b}");
+    let (corr, lag) = best_correlation(
+        &ours[of.saturating_sub(400)..=ol],
+        &reference[rf.saturating_sub(400)..=rl],
+        400,
+    );
+    println!("correlation with sox's decode {corr:.3} at lag {lag}");
+    assert!(corr > 0.9, "the same sound ({corr:.3})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueued_tracks_play_back_to_back() {
+    let (rig, speaker) = rig().await;
+    let dir = rig.dir.path();
+    let one = track(dir, "one", 1.5, &["sine", "440"]);
+    let two = track(dir, "two", 1.5, &["sine", "660"]);
+    rig.avs
+        .push(
+            &format!("?attach=one&file={}", path_str(&one)),
+            play("t1", "one", "REPLACE_ALL", json!({})),
+        )
+        .await;
+    // Enqueued after a token that is not last: ignored, as AVS asks.
+    rig.avs
+        .push(
+            &format!("?attach=stray&file={}", path_str(&two)),
+            play(
+                "stray",
+                "stray",
+                "ENQUEUE",
+                json!({"expectedPreviousToken": "nope"}),
+            ),
+        )
+        .await;
+    rig.avs
+        .push(
+            &format!("?attach=two&file={}", path_str(&two)),
+            play(
+                "t2",
+                "two",
+                "ENQUEUE",
+                json!({"expectedPreviousToken": "t1"}),
+            ),
+        )
+        .await;
+    let stats = rig
+        .avs_wait("event=AudioPlayer.PlaybackFinished&count=2")
+        .await;
+    let log = log(&stats);
+    println!("events: {log:?}");
+    let order: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.0.trim_start_matches("AudioPlayer."), e.1.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("PlaybackStarted", "t1"),
+            ("PlaybackNearlyFinished", "t1"),
+            ("PlaybackFinished", "t1"),
+            ("PlaybackStarted", "t2"),
+            ("PlaybackNearlyFinished", "t2"),
+            ("PlaybackFinished", "t2"),
+        ],
+        "the stray Play was ignored; NearlyFinished before the switch"
+    );
+    // Back to back: the longest quiet stretch between the two tones.
+    let samples = left(&speaker.played());
+    let (first, last) = active_span(&samples, 0.03).expect("both tracks played");
+    let span = &samples[first..=last];
+    let (mut gap, mut run) = (0, 0);
+    for s in span {
+        run = if s.abs() < 0.03 { run + 1 } else { 0 };
+        gap = gap.max(run);
+    }
+    let gap_ms = gap / FRAMES_PER_MS;
+    let total_ms = span.len() / FRAMES_PER_MS;
+    println!("two tracks: {total_ms} ms, longest gap {gap_ms} ms");
+    assert!(gap_ms <= 100, "gap of {gap_ms} ms between the tracks");
+    assert!(
+        total_ms.abs_diff(3000) <= 150,
+        "both tracks whole ({total_ms} ms)"
+    );
+}

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use avsctl::proxy::PlayerProxy;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::audio::{active_span, best_correlation, decimate, path_str, s16le, tool};
 use support::dialog::{Rig, SPEAKER_10MS, Speaker};
@@ -259,4 +261,148 @@ async fn enqueued_tracks_play_back_to_back() {
         total_ms.abs_diff(3000) <= 150,
         "both tracks whole ({total_ms} ms)"
     );
+}
+
+/// Wait until Player.PlaybackStatus is `want`, as PropertiesChanged tells
+/// the proxy's cache.
+async fn wait_status(player: &PlayerProxy<'_>, want: &str) {
+    let mut changes = player.receive_playback_status_changed().await;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if player.playback_status().await.unwrap() == want {
+                return;
+            }
+            changes.next().await.expect("avsd left the bus");
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "PlaybackStatus never became {want} (is {:?})",
+        player.playback_status().await
+    );
+}
+
+fn avsctl(rig: &Rig, command: &str) {
+    let out = std::process::Command::new(support::bin("avsctl"))
+        .arg(command)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.world.bus.address)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "avsctl {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn avsctl_status(rig: &Rig) -> String {
+    let out = std::process::Command::new(support::bin("avsctl"))
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.world.bus.address)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buttons_send_playback_controller_events_and_d_bus_follows_the_player() {
+    let (rig, speaker) = rig().await;
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "long", 8.0, &["pinknoise"]);
+    let player = PlayerProxy::new(&rig.world.bus.connect().await)
+        .await
+        .unwrap();
+    assert_eq!(player.playback_status().await.unwrap(), "Stopped");
+    let mut directive = play("t1", "long", "REPLACE_ALL", json!({}));
+    directive["directive"]["payload"]["audioItem"]["metadata"] =
+        json!({"title": "Pink Noise", "subtitle": "sox"});
+    rig.avs
+        .push(&format!("?attach=long&file={}", path_str(&mp3)), directive)
+        .await;
+    wait_status(&player, "Playing").await;
+    let metadata = player.metadata().await.unwrap();
+    assert_eq!(
+        String::try_from(metadata["xesam:title"].clone()).unwrap(),
+        "Pink Noise"
+    );
+    let status = avsctl_status(&rig);
+    assert!(
+        status.contains("Player:        Playing (Pink Noise \u{2014} sox)"),
+        "avsctl status:\n{status}"
+    );
+
+    // What was heard: the position against the samples in the FIFO.
+    speaker.wait_sound(192 * 1500).await;
+    let position_ms = player.position().await.unwrap() / 1000;
+    let played = speaker.played();
+    let first = played
+        .chunks_exact(2)
+        .position(|s| s != [0, 0])
+        .expect("sound")
+        * 2;
+    let written_ms = ((played.len() - first) / 192) as i64;
+    println!("Position {position_ms} ms; {written_ms} ms of sound written to the FIFO");
+    assert!(
+        (position_ms - written_ms).abs() <= 100,
+        "Position {position_ms} ms against {written_ms} ms written"
+    );
+
+    // Pause: AVS answers the event with Stop.
+    avsctl(&rig, "pause");
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackStopped").await;
+    assert!(
+        event_names(&stats).contains(&"PlaybackController.PauseCommandIssued".to_string()),
+        "PauseCommandIssued sent"
+    );
+    wait_status(&player, "Stopped").await;
+    let stopped_at = log(&stats)
+        .iter()
+        .find(|e| e.0 == "AudioPlayer.PlaybackStopped")
+        .and_then(|e| e.2)
+        .expect("PlaybackStopped's offset");
+
+    // Play over D-Bus: AVS resumes the stream where it stopped.
+    player.play().await.unwrap();
+    let stats = rig
+        .avs_wait("event=AudioPlayer.PlaybackStarted&count=2")
+        .await;
+    wait_status(&player, "Playing").await;
+    let resumed_at = log(&stats)
+        .iter()
+        .filter(|e| e.0 == "AudioPlayer.PlaybackStarted")
+        .nth(1)
+        .and_then(|e| e.2)
+        .expect("the second PlaybackStarted's offset");
+    assert!(
+        resumed_at.abs_diff(stopped_at) <= 100,
+        "resumed at {resumed_at} ms, stopped at {stopped_at} ms"
+    );
+    assert!(
+        event_names(&stats).contains(&"PlaybackController.PlayCommandIssued".to_string()),
+        "PlayCommandIssued sent"
+    );
+
+    // Next and Previous only tell AVS (which has no next item here).
+    avsctl(&rig, "next");
+    player.previous().await.unwrap();
+    rig.avs_wait("event=PlaybackController.PreviousCommandIssued")
+        .await;
+    let stats = rig
+        .avs_wait("event=PlaybackController.NextCommandIssued")
+        .await;
+    assert_eq!(player.playback_status().await.unwrap(), "Playing");
+    assert!(
+        stats["rejections"].as_array().is_none_or(Vec::is_empty),
+        "{stats:#}"
+    );
+}
+
+fn event_names(stats: &Value) -> Vec<String> {
+    stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

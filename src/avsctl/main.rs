@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::{AuthorizationProxy, DialogProxy};
+use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy};
 use avsctl::report::{self as ctl, Snapshot};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
@@ -36,6 +36,14 @@ enum Command {
     Release,
     /// Stop listening or speaking now.
     Stop,
+    /// Ask Alexa to play or resume the music (a media button).
+    Play,
+    /// Ask Alexa to pause the music.
+    Pause,
+    /// Ask Alexa for the next track.
+    Next,
+    /// Ask Alexa for the previous track.
+    Previous,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,11 +62,15 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
     let conn = zbus::Connection::system().await?;
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
+    let player = PlayerProxy::new(&conn).await?;
     match command {
         Command::Status => {
             print!(
                 "{}",
-                ctl::report(&snapshot(&auth, &dialog).await?, kit::clock::unix_now())
+                ctl::report(
+                    &snapshot(&auth, &dialog, &player).await?,
+                    kit::clock::unix_now()
+                )
             );
         }
         Command::Login => return login(&auth).await,
@@ -70,6 +82,10 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         Command::Hold => dialog.hold().await?,
         Command::Release => dialog.release().await?,
         Command::Stop => dialog.stop().await?,
+        Command::Play => player.play().await?,
+        Command::Pause => player.pause().await?,
+        Command::Next => player.next().await?,
+        Command::Previous => player.previous().await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -161,7 +177,15 @@ async fn wait_for_change(
 async fn snapshot(
     auth: &AuthorizationProxy<'_>,
     dialog: &DialogProxy<'_>,
+    player: &PlayerProxy<'_>,
 ) -> zbus::Result<Snapshot> {
+    // An older avsd has no Player: its line is left out.
+    let player_status = player.playback_status().await.unwrap_or_default();
+    let player_track = player
+        .metadata()
+        .await
+        .map(|m| track(&m))
+        .unwrap_or_default();
     Ok(Snapshot {
         auth_state: auth.state().await?,
         login_url: auth.login_url().await?,
@@ -172,7 +196,28 @@ async fn snapshot(
         connection: dialog.connection().await?,
         reconnect_attempt: dialog.reconnect_attempt().await?,
         next_reconnect_at: dialog.next_reconnect_at().await?,
+        player_status,
+        player_track,
     })
+}
+
+/// "Title — Artist" from MPRIS-style metadata; what is known of it.
+fn track(m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>) -> String {
+    let title = m
+        .get("xesam:title")
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default();
+    let artist = m
+        .get("xesam:artist")
+        .and_then(|v| Vec::<String>::try_from(v.clone()).ok())
+        .and_then(|a| a.into_iter().next())
+        .unwrap_or_default();
+    match (title.is_empty(), artist.is_empty()) {
+        (false, false) => format!("{title} \u{2014} {artist}"),
+        (false, true) => title,
+        (true, false) => artist,
+        (true, true) => String::new(),
+    }
 }
 
 /// Turn bus errors into what the person should do.

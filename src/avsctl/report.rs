@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub reconnect_attempt: u32,
     /// Dialog.NextReconnectAt
     pub next_reconnect_at: u64,
+    /// Player.PlaybackStatus (empty from an avsd without the Player)
+    pub player_status: String,
+    /// Player.Metadata's `xesam:title` and first `xesam:artist`, if any
+    pub player_track: String,
 }
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
@@ -44,6 +48,13 @@ pub fn report(s: &Snapshot, now: u64) -> String {
             "Back-off:      {} reconnects since the link was last stable\n",
             s.reconnect_attempt
         ));
+    }
+    if !s.player_status.is_empty() {
+        out.push_str(&format!("Player:        {}", s.player_status));
+        if !s.player_track.is_empty() {
+            out.push_str(&format!(" ({})", s.player_track));
+        }
+        out.push('\n');
     }
     if s.token_expires_at > 0 {
         let left = s.token_expires_at.saturating_sub(now);

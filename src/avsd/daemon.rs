@@ -107,6 +107,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let conn = match dbus::serve(
         auth.clone(),
         dialog.clone(),
+        player,
         &tracker,
         shutdown.child_token(),
     )

@@ -328,10 +328,8 @@ impl AudioPlayerState {
                             )));
                         }
                     }
-                    "ProgressReportIntervalElapsed" => {
-                        if play.interval_ms.is_none() {
-                            return Err(bad("the Play asked for no progressReportInterval".into()));
-                        }
+                    "ProgressReportIntervalElapsed" if play.interval_ms.is_none() => {
+                        return Err(bad("the Play asked for no progressReportInterval".into()));
                     }
                     "PlaybackFinished" | "PlaybackStopped" => s.terminal = true,
                     _ => {}

@@ -256,6 +256,9 @@ async fn push(
             Bytes::from(data)
         }
     };
+    if let Some(cid) = &attach {
+        shared.interfaces.attached(cid, &mp3);
+    }
     let attachment = attach.map(|cid| (cid, mp3));
     let mut pushed = None;
     for _ in 0..count {

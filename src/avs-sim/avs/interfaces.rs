@@ -46,7 +46,13 @@ struct Inner {
     script: VecDeque<Vec<Scripted>>,
     /// AudioPlayer and PlaybackController (`audio_player.rs`).
     audio_player: AudioPlayerState,
+    /// The newest attachments pushed, by Content-ID, for a Play that
+    /// resumes a `cid:` stream.
+    attachments: VecDeque<(String, bytes::Bytes)>,
 }
+
+/// Attachments kept for resuming Plays.
+const KEPT_ATTACHMENTS: usize = 4;
 
 impl Interfaces {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -81,6 +87,16 @@ impl Interfaces {
     /// set, volume) is kept, as AVS keeps it.
     pub(super) fn reset(&self) {
         self.lock().script.clear();
+    }
+
+    /// A pushed directive carried `data` as Content-ID `cid`.
+    pub(super) fn attached(&self, cid: &str, data: &bytes::Bytes) {
+        let mut inner = self.lock();
+        inner.attachments.retain(|(c, _)| c != cid);
+        if inner.attachments.len() >= KEPT_ATTACHMENTS {
+            inner.attachments.pop_front();
+        }
+        inner.attachments.push_back((cid.to_string(), data.clone()));
     }
 
     /// What AudioPlayer saw, for `/stats`.
@@ -133,7 +149,20 @@ pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
             let reaction = ctx.shared.interfaces.lock().audio_player.event(meta)?;
             if let Some(r) = reaction {
                 let (name, payload) = r.directive();
-                push(&ctx.shared, "AudioPlayer", name, payload);
+                // A cid: stream resumes with its attachment again.
+                let cid = payload["audioItem"]["stream"]["url"]
+                    .as_str()
+                    .and_then(|u| u.strip_prefix("cid:"))
+                    .map(str::to_string);
+                let attachment = cid.and_then(|cid| {
+                    let inner = ctx.shared.interfaces.lock();
+                    inner
+                        .attachments
+                        .iter()
+                        .find(|(c, _)| *c == cid)
+                        .map(|(c, d)| (c.clone(), d.clone()))
+                });
+                push(&ctx.shared, "AudioPlayer", name, payload, attachment);
             }
             Ok(())
         }
@@ -143,7 +172,13 @@ pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
 
 /// Send a directive of the stand-in's own on the downchannel, as AVS does
 /// after a button.
-fn push(shared: &Shared, namespace: &str, name: &str, payload: Value) {
+fn push(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    payload: Value,
+    attachment: Option<(String, bytes::Bytes)>,
+) {
     let directive = json!({"directive": {
         "header": {"namespace": namespace, "name": name,
                    "messageId": uuid::Uuid::new_v4().to_string()},
@@ -154,7 +189,7 @@ fn push(shared: &Shared, namespace: &str, name: &str, payload: Value) {
     if shared
         .push(DownMsg::Push {
             json,
-            attachment: None,
+            attachment,
             tiny: false,
             raw: false,
         })

@@ -11,11 +11,13 @@
 mod access;
 mod authorization;
 mod dialog;
+mod player;
 mod signals;
 
 pub use access::LoginReaders;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
+pub use player::Player;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,6 +104,7 @@ pub enum BusError {
 pub async fn serve(
     auth: AuthHandle,
     dialog: DialogHandle,
+    player: crate::agents::audio_player::PlayerLink,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -113,6 +116,8 @@ pub async fn serve(
         )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Player::new(player.clone()))
         .map_err(BusError::Serve)?
         .build()
         .await
@@ -127,6 +132,11 @@ pub async fn serve(
         conn.clone(),
         auth_rx,
         auth_now,
+        shutdown.clone(),
+    ));
+    tracker.spawn(player::forward(
+        conn.clone(),
+        player.state.view(),
         shutdown.clone(),
     ));
     tracker.spawn(signals::forward_dialog(

@@ -270,7 +270,7 @@ impl Actor {
             }
             let opened = match item.url.strip_prefix("cid:") {
                 Some(cid) => match self.kept.remove(cid) {
-                    Some(kept) => stream::replay(kept),
+                    Some(kept) => stream::replay(kept, item.offset_ms),
                     None => continue,
                 },
                 None => match &self.http {
@@ -305,9 +305,8 @@ impl Actor {
                 return;
             }
         };
-        // The offset is skipped by the decoder's position: the stream is
-        // played from its start and reported from `offset_ms` on. Seeking
-        // belongs to the media module (Range requests).
+        // The stream's bytes start at `offset_ms` (a kept attachment is cut
+        // there; a URL is the media module's to seek): reported from it on.
         match speaker.play(opened.data, activity).await {
             Ok(player) => {
                 let rate = player.output_format().rate;

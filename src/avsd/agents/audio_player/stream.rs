@@ -177,8 +177,9 @@ pub fn keep(mut data: mpsc::Receiver<Bytes>) -> oneshot::Receiver<Kept> {
     rx
 }
 
-/// Play a kept attachment: its bytes on a fresh stream.
-pub fn replay(kept: oneshot::Receiver<Kept>) -> Opened {
+/// Play a kept attachment from `offset_ms` on: its bytes on a fresh
+/// stream, the ones before the offset left out.
+pub fn replay(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> Opened {
     let (tx, data) = mpsc::channel(STREAM_QUEUE);
     let (done, outcome) = oneshot::channel();
     tokio::spawn(async move {
@@ -190,8 +191,15 @@ pub fn replay(kept: oneshot::Receiver<Kept>) -> Opened {
             Ok(kept) => match kept.as_ref() {
                 Err(e) => Err(e.clone()),
                 Ok(parts) => {
+                    let mut skip = mp3_seek(parts, offset_ms);
                     for part in parts {
-                        if tx.send(part.clone()).await.is_err() {
+                        let part = if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        } else {
+                            part.slice(std::mem::take(&mut skip)..)
+                        };
+                        if tx.send(part).await.is_err() {
                             break;
                         }
                     }
@@ -202,4 +210,78 @@ pub fn replay(kept: oneshot::Receiver<Kept>) -> Opened {
         let _ = done.send(result);
     });
     Opened { data, outcome }
+}
+
+/// The byte where `offset_ms` of a constant-bit-rate MP3 starts, from its
+/// first frame's bit rate (the decoder finds the next frame from there);
+/// 0 when the offset is 0 or no frame header is found. A variable-rate
+/// file lands near the offset, not on it.
+pub fn mp3_seek(parts: &[Bytes], offset_ms: u64) -> usize {
+    if offset_ms == 0 {
+        return 0;
+    }
+    // The first 64 KiB are enough to find a tag and the first frame.
+    let head: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| p.iter().copied())
+        .take(64 << 10)
+        .collect();
+    let mut at = 0;
+    if head.len() >= 10 && &head[..3] == b"ID3" {
+        let size = head[6..10]
+            .iter()
+            .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+        at = 10 + size;
+    }
+    while at + 4 <= head.len() {
+        if let Some(kbps) = frame_kbps(&head[at..at + 4]) {
+            let total: usize = parts.iter().map(Bytes::len).sum();
+            let offset = usize::try_from(offset_ms.saturating_mul(kbps) / 8).unwrap_or(usize::MAX);
+            return (at + offset).min(total);
+        }
+        at += 1;
+    }
+    0
+}
+
+/// The bit rate of an MPEG audio layer III frame header, in kbit/s.
+fn frame_kbps(h: &[u8]) -> Option<u64> {
+    if h[0] != 0xff || h[1] & 0xe0 != 0xe0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 0b11; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    let layer = (h[1] >> 1) & 0b11; // 1: layer III
+    let index = usize::from(h[2] >> 4);
+    let rate = (h[2] >> 2) & 0b11;
+    if version == 1 || layer != 1 || index == 0 || index == 15 || rate == 3 {
+        return None;
+    }
+    const MPEG1: [u64; 15] = [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    const MPEG2: [u64; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+    Some(if version == 3 {
+        MPEG1[index]
+    } else {
+        MPEG2[index]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cbr_mp3_is_cut_at_its_bit_rate_after_the_tag() {
+        // ID3v2 tag of 20 bytes, then MPEG-1 layer III, 128 kbit/s, 44.1 kHz.
+        let mut data = b"ID3\x04\x00\x00\x00\x00\x00\x14".to_vec();
+        data.extend([0u8; 20]);
+        data.extend([0xff, 0xfb, 0x90, 0x64]);
+        data.extend(vec![0u8; 100_000]);
+        let parts = vec![Bytes::from(data)];
+        assert_eq!(mp3_seek(&parts, 0), 0);
+        assert_eq!(mp3_seek(&parts, 1000), 30 + 16_000);
+        assert_eq!(mp3_seek(&parts, 1_000_000), 100_034, "never past the end");
+        assert_eq!(mp3_seek(&[Bytes::from_static(b"not an mp3")], 500), 0);
+    }
 }

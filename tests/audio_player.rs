@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use avsctl::proxy::PlayerProxy;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::audio::{active_span, best_correlation, decimate, path_str, s16le, tool};
-use support::dialog::{Rig, SPEAKER_10MS, Speaker};
+use support::audio::{active_span, best_correlation, decimate, path_str, rms, s16le, tool};
+use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
 
 const AUDIO: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
                      playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";
@@ -405,4 +405,128 @@ fn event_names(stats: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["name"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// Bytes per millisecond at the speaker (48 kHz stereo i16).
+const BYTES_PER_MS: usize = 192;
+
+/// The RMS of the left channel of `played` between two byte offsets.
+fn level(played: &[u8], from: usize, to: usize) -> f32 {
+    let (from, to) = (from & !3, to.min(played.len()) & !3);
+    rms(&left(&played[from..to]))
+}
+
+/// Wait until the speaker FIFO has carried `len` bytes in all.
+async fn wait_len(speaker: &Speaker, len: usize) {
+    let played = speaker.played();
+    let first = played
+        .chunks_exact(2)
+        .position(|s| s != [0, 0])
+        .unwrap_or(0)
+        * 2;
+    speaker.wait_sound(len.saturating_sub(first)).await;
+}
+
+/// Music plays (`interrupted`: the Play's interruptedBehavior), then a
+/// press-and-hold question and Alexa's answer; returns the FIFO's levels
+/// before, while listening, and after the dialog, and the stand-in's stats.
+async fn music_under_a_dialog(interrupted: &str) -> (f32, f32, f32, Value) {
+    let (rig, speaker) = rig().await;
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "tone", 12.0, &["sine", "440"]);
+    let question = speech16(dir, "q", "what is playing");
+    let mut directive = play("t1", "tone", "REPLACE_ALL", json!({}));
+    directive["directive"]["payload"]["interruptedBehavior"] = json!(interrupted);
+    rig.avs
+        .push(&format!("?attach=tone&file={}", path_str(&mp3)), directive)
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let start = speaker.played().len();
+    wait_len(&speaker, start + 600 * BYTES_PER_MS).await;
+
+    rig.dialog.hold().await.expect("Hold");
+    rig.wait_state("listening", 0).await;
+    let held = speaker.played().len();
+    wait_len(&speaker, held + 800 * BYTES_PER_MS).await;
+    mic.say(question).await.expect("the question was spoken");
+    let released = speaker.played().len();
+    rig.dialog.release().await.expect("Release");
+    rig.wait_state("idle", 1).await;
+    let idle = speaker.played().len();
+    wait_len(&speaker, idle + 800 * BYTES_PER_MS).await;
+    let stats = rig.avs_wait("event=SpeechSynthesizer.SpeechFinished").await;
+
+    let played = speaker.played();
+    let before = level(
+        &played,
+        held - 500 * BYTES_PER_MS,
+        held - 100 * BYTES_PER_MS,
+    );
+    let listening = level(&played, held + 200 * BYTES_PER_MS, released);
+    let after = level(
+        &played,
+        idle + 300 * BYTES_PER_MS,
+        idle + 800 * BYTES_PER_MS,
+    );
+    println!("levels: before {before:.4}, listening {listening:.4}, after {after:.4}");
+    (before, listening, after, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn music_is_ducked_while_alexa_listens_and_speaks() {
+    let (before, listening, after, stats) = music_under_a_dialog("ATTENUATE").await;
+    assert!(before > 0.2, "the music plays ({before})");
+    let ducked = listening / before;
+    assert!(
+        (0.05..0.2).contains(&ducked),
+        "ducked about 20 dB while listening, not paused ({ducked:.3})"
+    );
+    assert!(
+        (after / before - 1.0).abs() < 0.1,
+        "full level again after the dialog ({after} vs {before})"
+    );
+    let log = log(&stats);
+    assert_eq!(
+        names_for(&log, "t1"),
+        ["PlaybackStarted", "PlaybackNearlyFinished"],
+        "ducking is not a pause"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn music_asked_to_pause_pauses_under_a_dialog_and_resumes_where_it_was() {
+    let (before, listening, after, stats) = music_under_a_dialog("PAUSE").await;
+    assert!(before > 0.2, "the music plays ({before})");
+    assert!(
+        listening < 0.01 * before,
+        "paused while listening ({listening})"
+    );
+    assert!(
+        (after / before - 1.0).abs() < 0.1,
+        "full level again after the dialog ({after} vs {before})"
+    );
+    let log = log(&stats);
+    assert_eq!(
+        names_for(&log, "t1"),
+        [
+            "PlaybackStarted",
+            "PlaybackNearlyFinished",
+            "PlaybackPaused",
+            "PlaybackResumed"
+        ],
+        "rejections: {:#}",
+        stats["rejections"]
+    );
+    let offset = |name: &str| {
+        log.iter()
+            .find(|e| e.0 == format!("AudioPlayer.{name}"))
+            .and_then(|e| e.2)
+            .unwrap_or_else(|| panic!("{name}'s offset"))
+    };
+    let (paused, resumed) = (offset("PlaybackPaused"), offset("PlaybackResumed"));
+    assert!(
+        resumed.abs_diff(paused) <= 100,
+        "resumed at {resumed} ms, paused at {paused} ms"
+    );
 }

@@ -51,6 +51,8 @@ struct Playing {
     paused_since: Option<Instant>,
     terminal: bool,
     delay_reported: bool,
+    /// The highest offset reported so far.
+    last_offset: u64,
 }
 
 impl Playing {
@@ -261,6 +263,7 @@ impl AudioPlayerState {
                         paused_since: None,
                         terminal: false,
                         delay_reported: false,
+                        last_offset: start_offset,
                     },
                 );
                 self.last_started = Some(token.to_string());
@@ -282,6 +285,7 @@ impl AudioPlayerState {
                             paused_since: None,
                             terminal: true,
                             delay_reported: true,
+                            last_offset: 0,
                         },
                     );
                 }
@@ -297,14 +301,24 @@ impl AudioPlayerState {
                          after its PlaybackFinished, PlaybackStopped or PlaybackFailed"
                         ))
                     })?;
+                // An event may wait behind a Recognize on the device, so
+                // its offset may lag the clock; it can never run ahead of
+                // it, nor go back.
                 if let Some(offset) = offset {
                     let expected = s.expected_offset(now);
-                    if (offset as i64 - expected).abs() > OFFSET_SLACK_MS {
+                    if offset as i64 > expected + OFFSET_SLACK_MS {
                         return Err(bad(format!(
-                            "offsetInMilliseconds {offset}, but {expected} ms have played by \
-                             AVS's clock since PlaybackStarted"
+                            "offsetInMilliseconds {offset}, but only {expected} ms have played \
+                             by AVS's clock since PlaybackStarted"
                         )));
                     }
+                    if offset + 50 < s.last_offset {
+                        return Err(bad(format!(
+                            "offsetInMilliseconds {offset} went back (it was {})",
+                            s.last_offset
+                        )));
+                    }
+                    s.last_offset = s.last_offset.max(offset);
                 }
                 match name {
                     "PlaybackPaused" => s.paused_since = Some(now),
@@ -512,6 +526,15 @@ mod tests {
             ))
             .is_err(),
             "no interval was asked for"
+        );
+        assert!(
+            s.event(&meta("AudioPlayer.PlaybackPaused", at("a", 400)))
+                .is_ok()
+        );
+        assert!(
+            s.event(&meta("AudioPlayer.PlaybackResumed", at("a", 100)))
+                .is_err(),
+            "the offset went back"
         );
     }
 

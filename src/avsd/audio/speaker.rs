@@ -57,6 +57,28 @@ pub(super) enum Command {
         decoder: usize,
         result: Result<(), AudioError>,
     },
+    /// Take `activity`'s channel with no sound of its own (the microphone
+    /// open): lower channels duck or pause until [`Command::Release`].
+    Hold {
+        token: u64,
+        activity: Activity,
+    },
+    Release {
+        token: u64,
+    },
+}
+
+/// A focus channel held with no sound ([`Speaker::hold`]); released when
+/// dropped.
+pub struct FocusHold {
+    token: u64,
+    commands: Sender<Command>,
+}
+
+impl Drop for FocusHold {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Release { token: self.token });
+    }
 }
 
 impl Speaker {
@@ -89,6 +111,21 @@ impl Speaker {
     ) -> Result<Player, AudioError> {
         self.start(Mp3Input::Attachment(data, false), activity, false)
             .await
+    }
+
+    /// Holds `activity`'s focus channel with no sound of its own, e.g. the
+    /// Dialog channel while the microphone is open, so that music ducks
+    /// (or pauses) then too; released when the [`FocusHold`] is dropped.
+    /// Never blocks.
+    pub fn hold(&self, activity: Activity) -> FocusHold {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A speaker thread that is gone holds nothing: nothing to duck.
+        let _ = self.commands.send(Command::Hold { token, activity });
+        FocusHold {
+            token,
+            commands: self.commands.clone(),
+        }
     }
 
     async fn start(
@@ -156,6 +193,8 @@ pub(super) struct SpeakerThread {
     focus: FocusManager,
     /// Each decoder thread's job queue, and whether it is busy.
     decoders: Vec<(Sender<Job>, bool)>,
+    /// Channels held with no sound ([`Speaker::hold`]), by token.
+    held: Vec<(u64, ActivityId)>,
 }
 
 impl SpeakerThread {
@@ -169,6 +208,7 @@ impl SpeakerThread {
             playing: Vec::new(),
             focus: FocusManager::new(),
             decoders: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -196,6 +236,22 @@ impl SpeakerThread {
                     let _ = reply.send(result);
                 }
                 Ok(Command::Decoded { decoder, result }) => self.decoded(decoder, result),
+                Ok(Command::Hold { token, activity }) => {
+                    let (id, changes) = self.focus.acquire(
+                        activity.channel,
+                        activity.interface,
+                        activity.backgrounded,
+                    );
+                    self.held.push((token, id));
+                    self.apply(&changes);
+                }
+                Ok(Command::Release { token }) => {
+                    if let Some(at) = self.held.iter().position(|(t, _)| *t == token) {
+                        let (_, id) = self.held.swap_remove(at);
+                        let changes = self.focus.release(id);
+                        self.apply(&changes);
+                    }
+                }
                 // `own` keeps the channel open: never disconnected.
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }

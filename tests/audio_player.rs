@@ -427,10 +427,35 @@ async fn wait_len(speaker: &Speaker, len: usize) {
     speaker.wait_sound(len.saturating_sub(first)).await;
 }
 
+/// The amplitude of the 440 Hz tone in the left channel of `played`
+/// between two byte offsets (Goertzel), apart from Alexa's voice mixed in.
+fn tone_level(played: &[u8], from: usize, to: usize) -> f32 {
+    let (from, to) = (from & !3, to.min(played.len()) & !3);
+    let x = left(&played[from..to]);
+    let w = 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for v in &x {
+        let s0 = v + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / x.len().max(1) as f32
+}
+
+/// The tone's level before the dialog, while listening, while Alexa
+/// speaks, and after.
+struct Levels {
+    before: f32,
+    listening: f32,
+    speaking: f32,
+    after: f32,
+}
+
 /// Music plays (`interrupted`: the Play's interruptedBehavior), then a
-/// press-and-hold question and Alexa's answer; returns the FIFO's levels
-/// before, while listening, and after the dialog, and the stand-in's stats.
-async fn music_under_a_dialog(interrupted: &str) -> (f32, f32, f32, Value) {
+/// press-and-hold question and Alexa's answer; returns the levels of the
+/// music in the FIFO and the stand-in's stats.
+async fn music_under_a_dialog(interrupted: &str) -> (Levels, Value) {
     let (rig, speaker) = rig().await;
     let mic = Mic::new(&rig.path("mic.fifo"), 320);
     let dir = rig.dir.path();
@@ -452,39 +477,52 @@ async fn music_under_a_dialog(interrupted: &str) -> (f32, f32, f32, Value) {
     mic.say(question).await.expect("the question was spoken");
     let released = speaker.played().len();
     rig.dialog.release().await.expect("Release");
+    rig.wait_state("speaking", 1).await;
+    let speaking = speaker.played().len();
     rig.wait_state("idle", 1).await;
     let idle = speaker.played().len();
     wait_len(&speaker, idle + 800 * BYTES_PER_MS).await;
     let stats = rig.avs_wait("event=SpeechSynthesizer.SpeechFinished").await;
 
     let played = speaker.played();
-    let before = level(
-        &played,
-        held - 500 * BYTES_PER_MS,
-        held - 100 * BYTES_PER_MS,
+    let ms = BYTES_PER_MS;
+    let levels = Levels {
+        before: tone_level(&played, held - 500 * ms, held - 100 * ms),
+        listening: tone_level(&played, held + 200 * ms, released),
+        speaking: tone_level(&played, speaking + 150 * ms, idle.saturating_sub(100 * ms)),
+        after: tone_level(&played, idle + 300 * ms, idle + 800 * ms),
+    };
+    println!(
+        "tone: before {:.4}, listening {:.4}, speaking {:.4} ({} ms), after {:.4}",
+        levels.before,
+        levels.listening,
+        levels.speaking,
+        (idle - speaking) / ms,
+        levels.after
     );
-    let listening = level(&played, held + 200 * BYTES_PER_MS, released);
-    let after = level(
-        &played,
-        idle + 300 * BYTES_PER_MS,
-        idle + 800 * BYTES_PER_MS,
+    assert!(
+        idle - speaking > 400 * ms,
+        "Alexa spoke long enough to measure"
     );
-    println!("levels: before {before:.4}, listening {listening:.4}, after {after:.4}");
-    (before, listening, after, stats)
+    (levels, stats)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn music_is_ducked_while_alexa_listens_and_speaks() {
-    let (before, listening, after, stats) = music_under_a_dialog("ATTENUATE").await;
-    assert!(before > 0.2, "the music plays ({before})");
-    let ducked = listening / before;
+    let (l, stats) = music_under_a_dialog("ATTENUATE").await;
+    assert!(l.before > 0.4, "the music plays ({})", l.before);
+    for (when, level) in [("listening", l.listening), ("speaking", l.speaking)] {
+        let ducked = level / l.before;
+        assert!(
+            (0.07..0.14).contains(&ducked),
+            "ducked 20 dB while {when}, not paused ({ducked:.3})"
+        );
+    }
     assert!(
-        (0.05..0.2).contains(&ducked),
-        "ducked about 20 dB while listening, not paused ({ducked:.3})"
-    );
-    assert!(
-        (after / before - 1.0).abs() < 0.1,
-        "full level again after the dialog ({after} vs {before})"
+        (l.after / l.before - 1.0).abs() < 0.05,
+        "full level again after the dialog ({} vs {})",
+        l.after,
+        l.before
     );
     let log = log(&stats);
     assert_eq!(
@@ -496,15 +534,23 @@ async fn music_is_ducked_while_alexa_listens_and_speaks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn music_asked_to_pause_pauses_under_a_dialog_and_resumes_where_it_was() {
-    let (before, listening, after, stats) = music_under_a_dialog("PAUSE").await;
-    assert!(before > 0.2, "the music plays ({before})");
+    let (l, stats) = music_under_a_dialog("PAUSE").await;
+    assert!(l.before > 0.4, "the music plays ({})", l.before);
     assert!(
-        listening < 0.01 * before,
-        "paused while listening ({listening})"
+        l.listening < 0.01 * l.before,
+        "paused while listening ({})",
+        l.listening
     );
     assert!(
-        (after / before - 1.0).abs() < 0.1,
-        "full level again after the dialog ({after} vs {before})"
+        l.speaking < 0.03 * l.before,
+        "paused while speaking ({})",
+        l.speaking
+    );
+    assert!(
+        (l.after / l.before - 1.0).abs() < 0.05,
+        "full level again after the dialog ({} vs {})",
+        l.after,
+        l.before
     );
     let log = log(&stats);
     assert_eq!(
@@ -528,5 +574,88 @@ async fn music_asked_to_pause_pauses_under_a_dialog_and_resumes_where_it_was() {
     assert!(
         resumed.abs_diff(paused) <= 100,
         "resumed at {resumed} ms, paused at {paused} ms"
+    );
+}
+
+fn directive(name: &str, payload: Value) -> Value {
+    json!({"directive": {
+        "header": {"namespace": "AudioPlayer", "name": name,
+                   "messageId": format!("{name}-{}", payload.to_string().len())},
+        "payload": payload
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_clear_queue_and_an_unreachable_stream() {
+    let (rig, speaker) = rig().await;
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "long", 10.0, &["sine", "440"]);
+    let file = format!("file={}", path_str(&mp3));
+    // Nothing listens on port 9: the stream cannot be had.
+    let mut unreachable = play("gone", "x", "REPLACE_ALL", json!({}));
+    unreachable["directive"]["payload"]["audioItem"]["stream"]["url"] =
+        json!("https://127.0.0.1:9/gone.mp3");
+    rig.avs.push("", unreachable).await;
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackFailed").await;
+    let failed = stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AudioPlayer.PlaybackFailed")
+        .expect("PlaybackFailed")
+        .clone();
+    assert_eq!(
+        failed["payload"]["error"]["type"], "MEDIA_ERROR_SERVICE_UNAVAILABLE",
+        "{failed:#}"
+    );
+    assert_eq!(failed["payload"]["token"], "gone");
+
+    rig.avs
+        .push(
+            &format!("?attach=a&{file}"),
+            play("a", "a", "REPLACE_ALL", json!({})),
+        )
+        .await;
+    rig.avs
+        .push(
+            &format!("?attach=b&{file}"),
+            play("b", "b", "ENQUEUE", json!({"expectedPreviousToken": "a"})),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let start = speaker.played().len();
+    wait_len(&speaker, start + 500 * BYTES_PER_MS).await;
+    // CLEAR_ENQUEUED keeps what plays; Stop then ends it, and b never plays.
+    rig.avs
+        .push(
+            "",
+            directive("ClearQueue", json!({"clearBehavior": "CLEAR_ENQUEUED"})),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackQueueCleared").await;
+    rig.avs.push("", directive("Stop", json!({}))).await;
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackStopped").await;
+    let stopped = speaker.played().len();
+    wait_len(&speaker, stopped + 300 * BYTES_PER_MS).await;
+    let played = speaker.played();
+    assert!(
+        level(&played, stopped + 100 * BYTES_PER_MS, played.len()) < 0.001,
+        "silence after Stop"
+    );
+    let log = log(&stats);
+    assert_eq!(
+        log.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        [
+            "AudioPlayer.PlaybackFailed",
+            "AudioPlayer.PlaybackStarted",
+            "AudioPlayer.PlaybackNearlyFinished",
+            "AudioPlayer.PlaybackQueueCleared",
+            "AudioPlayer.PlaybackStopped"
+        ]
+    );
+    assert_eq!(rig.dialog.connection().await.unwrap(), "connected");
+    assert!(
+        stats["rejections"].as_array().is_none_or(Vec::is_empty),
+        "{stats:#}"
     );
 }

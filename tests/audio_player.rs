@@ -659,3 +659,44 @@ async fn stop_clear_queue_and_an_unreachable_stream() {
         "{stats:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_whose_attachment_never_comes_fails_and_the_queue_moves_on() {
+    let (rig, _speaker) = rig().await;
+    let mp3 = track(rig.dir.path(), "short", 0.5, &["sine", "440"]);
+    rig.avs
+        .push("", play("lost", "never", "REPLACE_ALL", json!({})))
+        .await;
+    rig.avs
+        .push(
+            &format!("?attach=next&file={}", path_str(&mp3)),
+            play("next", "next", "ENQUEUE", json!({})),
+        )
+        .await;
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackFinished").await;
+    let log = log(&stats);
+    let order: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.0.trim_start_matches("AudioPlayer."), e.1.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("PlaybackFailed", "lost"),
+            ("PlaybackStarted", "next"),
+            ("PlaybackNearlyFinished", "next"),
+            ("PlaybackFinished", "next"),
+        ]
+    );
+    let failed = stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AudioPlayer.PlaybackFailed")
+        .expect("PlaybackFailed")
+        .clone();
+    assert_eq!(
+        failed["payload"]["error"]["type"], "MEDIA_ERROR_INVALID_REQUEST",
+        "{failed:#}"
+    );
+}

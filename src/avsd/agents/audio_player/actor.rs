@@ -26,6 +26,9 @@ const MAX_QUEUE: usize = 16;
 const MAX_KEPT: usize = 4;
 /// Events waiting to be sent, in order.
 const OUTBOX: usize = 32;
+/// How long a `cid:` item waits for its attachment (it follows the Play
+/// in the same message, so this only bounds a broken one).
+const ATTACHMENT_WAIT: Duration = Duration::from_secs(10);
 /// How often pause and stutter are looked at while a stream plays.
 const POLL: Duration = Duration::from_millis(50);
 /// The same once the stream is decoded to its end.
@@ -97,6 +100,8 @@ pub(super) struct Actor {
     current: Option<Current>,
     kept: HashMap<String, oneshot::Receiver<Kept>>,
     outbox: Option<mpsc::Sender<String>>,
+    /// The head of the queue waits for its `cid:` attachment until then.
+    attachment_due: Option<Instant>,
 }
 
 impl Actor {
@@ -117,6 +122,7 @@ impl Actor {
             current: None,
             kept: HashMap::new(),
             outbox: None,
+            attachment_due: None,
         }
     }
 
@@ -146,6 +152,7 @@ impl Actor {
                     Progress::Stream(outcome) => self.stream_ended(outcome).await,
                 },
                 () = tokio::time::sleep_until(deadline) => self.tick().await,
+                () = sleep_until(self.attachment_due) => self.attachment_missing().await,
             }
         }
         if let Some(mut c) = self.current.take() {
@@ -255,8 +262,11 @@ impl Actor {
             if let Some(cid) = item.url.strip_prefix("cid:")
                 && !self.kept.contains_key(cid)
             {
+                self.attachment_due
+                    .get_or_insert_with(|| Instant::now() + ATTACHMENT_WAIT);
                 return;
             }
+            self.attachment_due = None;
             let Some(item) = self.queue.pop_front() else {
                 return;
             };
@@ -386,6 +396,30 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// The head of the queue never got its attachment: it fails, and the
+    /// queue moves on.
+    async fn attachment_missing(&mut self) {
+        self.attachment_due = None;
+        let waiting = self.queue.front().and_then(|i| i.url.strip_prefix("cid:"));
+        if self.current.is_some() || waiting.is_none_or(|cid| self.kept.contains_key(cid)) {
+            return;
+        }
+        let Some(item) = self.queue.pop_front() else {
+            return;
+        };
+        let error = MediaError::new(
+            MediaErrorType::InvalidRequest,
+            format!(
+                "the attachment {} did not arrive within {} s of its Play",
+                item.url,
+                ATTACHMENT_WAIT.as_secs()
+            ),
+        );
+        self.failed(&item, item.offset_ms, PlayerActivity::Idle, &error)
+            .await;
+        self.next().await;
     }
 
     /// The stream played to its end: PlaybackFinished (or PlaybackFailed
@@ -621,6 +655,13 @@ impl Actor {
         {
             self.outbox = None;
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -649,11 +649,22 @@ impl Actor {
         self.post(event.to_json()).await;
     }
 
+    /// Queue an event for AVS. Never waits: while AVS cannot be reached
+    /// the sender waits for the link, and the player must go on (and the
+    /// router behind it must not stall), so an event past a full outbox
+    /// is dropped and logged.
     async fn post(&mut self, metadata: String) {
-        if let Some(outbox) = &self.outbox
-            && outbox.send(metadata).await.is_err()
-        {
-            self.outbox = None;
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        match outbox.try_send(metadata) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "{OUTBOX} AudioPlayer events wait for AVS already; dropping one (is AVS reachable?)"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.outbox = None,
         }
     }
 }

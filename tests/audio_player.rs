@@ -161,8 +161,10 @@ async fn a_pushed_mp3_plays_with_its_progress_reports() {
             offset.abs_diff(due) <= 200,
             "{name} #{n} reports {offset} ms, due at {due}"
         );
+        // On the wire the reports also wait for a loaded machine's
+        // scheduler (PlaybackStarted's arrival too): a wider margin there.
         assert!(
-            arrived.abs_diff(due) <= 200,
+            arrived.abs_diff(due) <= 400,
             "{name} #{n} arrived {arrived} ms after PlaybackStarted, due at {due}"
         );
     }

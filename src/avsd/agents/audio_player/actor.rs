@@ -87,6 +87,21 @@ impl Current {
     fn offset(&self) -> u64 {
         self.item.offset_ms + self.player.offset_ms()
     }
+
+    /// Why the fetch failed, if it did: the outcome is sent before the
+    /// bytes end, so the decoder's end or failure can read it here.
+    fn fetch_failure(&mut self) -> Option<MediaError> {
+        if let Some(rx) = self.outcome.as_mut()
+            && let Ok(outcome) = rx.try_recv()
+        {
+            self.outcome = None;
+            match outcome {
+                Ok(()) => self.body_done = true,
+                Err(e) => self.failure = Some(e),
+            }
+        }
+        self.failure.clone()
+    }
 }
 
 /// What the actor is built from.
@@ -369,16 +384,20 @@ impl Actor {
             }
             Some(PlayerEvent::Finished) => self.finished().await,
             Some(PlayerEvent::Failed(e)) => {
-                let Some(c) = self.current.take() else {
+                let Some(mut c) = self.current.take() else {
                     return;
                 };
                 let offset = c.offset();
-                let error = c.failure.clone().unwrap_or_else(|| {
+                let error = c.fetch_failure().unwrap_or_else(|| {
                     MediaError::new(MediaErrorType::InternalDeviceError, e.to_string())
                 });
+                let was = if c.started {
+                    PlayerActivity::Playing
+                } else {
+                    PlayerActivity::Idle
+                };
                 self.state.set(PlayerActivity::Stopped);
-                self.failed(&c.item, offset, PlayerActivity::Playing, &error)
-                    .await;
+                self.failed(&c.item, offset, was, &error).await;
                 self.next().await;
             }
             // Stopped comes after our own stop, which already reported.
@@ -425,10 +444,10 @@ impl Actor {
     /// The stream played to its end: PlaybackFinished (or PlaybackFailed
     /// if its fetch broke off), and the next one starts.
     async fn finished(&mut self) {
-        let Some(c) = self.current.take() else {
+        let Some(mut c) = self.current.take() else {
             return;
         };
-        if let Some(error) = c.failure.clone() {
+        if let Some(error) = c.fetch_failure() {
             let offset = c.offset();
             self.state.set(PlayerActivity::Stopped);
             self.failed(&c.item, offset, PlayerActivity::Playing, &error)

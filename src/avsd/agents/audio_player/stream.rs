@@ -72,8 +72,8 @@ impl MediaError {
 }
 
 /// A stream being fetched: MP3 bytes in order on `data` (closed at the
-/// end), and how it ended on `outcome` (sent once the last byte is queued,
-/// or at the failure).
+/// end), and how it ended on `outcome`, sent before `data` closes (once
+/// the last byte is queued, or at the failure).
 pub struct Opened {
     /// The bytes, for the speaker.
     pub data: mpsc::Receiver<Bytes>,
@@ -101,11 +101,14 @@ pub fn open_stream(client: &reqwest::Client, url: &str) -> Opened {
     let request = client.get(url);
     let url = url.to_string();
     tokio::spawn(async move {
-        let result = fetch(request, &url, tx).await;
+        let result = fetch(request, &url, &tx).await;
         if let Err(e) = &result {
             tracing::warn!(url, error = %e, "media stream failed");
         }
+        // The outcome before the end of the bytes: whoever sees the end
+        // can read why.
         let _ = done.send(result);
+        drop(tx);
     });
     Opened { data, outcome }
 }
@@ -113,7 +116,7 @@ pub fn open_stream(client: &reqwest::Client, url: &str) -> Opened {
 async fn fetch(
     request: reqwest::RequestBuilder,
     url: &str,
-    tx: mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), MediaError> {
     let mut resp = request.send().await.map_err(|e| {
         MediaError::new(
@@ -208,6 +211,7 @@ pub fn replay(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> Opened {
             },
         };
         let _ = done.send(result);
+        drop(tx);
     });
     Opened { data, outcome }
 }

@@ -485,20 +485,21 @@ impl SpeakerThread {
 }
 
 /// Content ducks only under Alexa's voice and the microphone (the Dialog
-/// channel); under an alert or a call it pauses, and carries on where it
-/// was, as AVS's focus management asks of AudioPlayer.
+/// channel); while an alert or a call holds its channel it pauses, and
+/// carries on where it was, as AVS's focus management asks of AudioPlayer.
 fn content_under(
     focus: &FocusManager,
     channel: Channel,
     backgrounded: Backgrounded,
 ) -> Backgrounded {
-    match (channel, focus.foreground()) {
-        (Channel::Content, Some(Channel::Alerts | Channel::Communications))
-            if backgrounded == Backgrounded::Duck =>
-        {
-            Backgrounded::Pause
-        }
-        _ => backgrounded,
+    let held = |c: Channel| focus.activity(c).is_some_and(|(_, idle)| idle.is_zero());
+    if channel == Channel::Content
+        && backgrounded == Backgrounded::Duck
+        && (held(Channel::Alerts) || held(Channel::Communications))
+    {
+        Backgrounded::Pause
+    } else {
+        backgrounded
     }
 }
 
@@ -508,5 +509,42 @@ fn focus_gain(gain: f32, backgrounded: Backgrounded, state: FocusState) -> (f32,
         (FocusState::Foreground, _) => (gain, false),
         (FocusState::Background, Backgrounded::Duck) => (gain * DUCKED_GAIN, false),
         (FocusState::Background, _) | (FocusState::None, _) => (gain, true),
+    }
+}
+
+#[cfg(test)]
+mod content_tests {
+    use super::*;
+
+    #[test]
+    fn content_pauses_while_an_alert_sounds_and_ducks_under_the_dialog_alone() {
+        let mut focus = FocusManager::new();
+        focus.acquire(Channel::Content, "AudioPlayer", Backgrounded::Duck);
+        let (dialog, _) = focus.acquire(Channel::Dialog, "SpeechSynthesizer", Backgrounded::Stop);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Duck
+        );
+        let (alert, _) = focus.acquire(Channel::Alerts, "Alerts", Backgrounded::Duck);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Pause,
+            "an alert below the dialog still pauses the music"
+        );
+        focus.release(dialog);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Pause
+        );
+        assert_eq!(
+            content_under(&focus, Channel::Alerts, Backgrounded::Duck),
+            Backgrounded::Duck,
+            "only Content"
+        );
+        focus.release(alert);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Duck
+        );
     }
 }

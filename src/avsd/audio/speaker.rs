@@ -169,6 +169,9 @@ impl Player {
 struct Playing {
     control: Arc<SourceControl>,
     activity: ActivityId,
+    /// Its channel and what it asked for in the background.
+    channel: Channel,
+    backgrounded: Backgrounded,
     gain: f32,
     events: mpsc::UnboundedSender<PlayerEvent>,
     decoder: usize,
@@ -326,6 +329,8 @@ impl SpeakerThread {
         let (events, events_rx) = mpsc::unbounded_channel();
         self.playing.push(Playing {
             activity: id,
+            channel: activity.channel,
+            backgrounded: activity.backgrounded,
             gain: activity.gain,
             control: control.clone(),
             events,
@@ -454,6 +459,18 @@ impl SpeakerThread {
             p.control.set_paused(paused);
             if change.state == FocusState::None {
                 p.control.stop();
+            }
+        }
+        // Music already in the background (under Alexa's voice) when an
+        // alert comes or goes changes no focus state, but pause or duck.
+        for p in &self.playing {
+            if p.channel == Channel::Content
+                && self.focus.state(p.activity) == FocusState::Background
+            {
+                let backgrounded = content_under(&self.focus, p.channel, p.backgrounded);
+                let (gain, paused) = focus_gain(p.gain, backgrounded, FocusState::Background);
+                p.control.set_gain(gain);
+                p.control.set_paused(paused);
             }
         }
     }

@@ -77,6 +77,7 @@ async fn avsd_declares_exactly_its_registered_agents_and_its_contexts_pass() {
             &tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
         ),
+        player: avsd::agents::audio_player::PlayerLink::new().0,
     })
     .unwrap();
     let want: Vec<Value> = registry

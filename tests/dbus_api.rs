@@ -247,6 +247,10 @@ fn policy_lets_anyone_read_but_only_group_avsd_act() {
         let out = as_caller(&reset);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
+        let pause = ["call", DEST, PATH, "org.avsd.Avs1.Player", "Pause"];
+        let out = as_caller(&pause);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("Access denied"), "{}", stderr(&out));
         // The error by name, from another independent client.
         let out = unprivileged("dbus-send", "")
             .arg(format!("--bus={}", bus.address))
@@ -393,13 +397,14 @@ fn methods_refuse_arguments_they_do_not_take() {
     let bus = Bus::start();
     let avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
     let big = format!("string:{}", "x".repeat(100_000));
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 7] = [
         ("org.avsd.Avs1.Authorization.Start", "uint32:7"),
         ("org.avsd.Avs1.Authorization.Reset", "string:please"),
         ("org.avsd.Avs1.Dialog.Tap", "string:now"),
         ("org.avsd.Avs1.Dialog.Hold", &big),
         ("org.avsd.Avs1.Dialog.Release", "boolean:true"),
         ("org.avsd.Avs1.Dialog.Stop", "int32:-1"),
+        ("org.avsd.Avs1.Player.PlayPause", "string:toggle"),
     ];
     for (member, arg) in cases {
         let out = Command::new("dbus-send")

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::{AuthorizationProxy, DialogProxy, SpeakerProxy};
+use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
 use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
@@ -46,6 +46,14 @@ enum Command {
     Mute,
     /// Unmute the speaker.
     Unmute,
+    /// Ask Alexa to play or resume the music (a media button).
+    Play,
+    /// Ask Alexa to pause the music.
+    Pause,
+    /// Ask Alexa for the next track.
+    Next,
+    /// Ask Alexa for the previous track.
+    Previous,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,9 +84,10 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
     let speaker = SpeakerProxy::new(&conn).await?;
+    let player = PlayerProxy::new(&conn).await?;
     match command {
         Command::Status => {
-            let mut s = snapshot(&auth, &dialog).await?;
+            let mut s = snapshot(&auth, &dialog, &player).await?;
             // An older avsd has no Speaker interface: no volume line.
             s.volume = match (speaker.volume().await, speaker.muted().await) {
                 (Ok(v), Ok(m)) => Some((v, m)),
@@ -111,6 +120,10 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         Command::Hold => dialog.hold().await?,
         Command::Release => dialog.release().await?,
         Command::Stop => dialog.stop().await?,
+        Command::Play => player.play().await?,
+        Command::Pause => player.pause().await?,
+        Command::Next => player.next().await?,
+        Command::Previous => player.previous().await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -202,7 +215,15 @@ async fn wait_for_change(
 async fn snapshot(
     auth: &AuthorizationProxy<'_>,
     dialog: &DialogProxy<'_>,
+    player: &PlayerProxy<'_>,
 ) -> zbus::Result<Snapshot> {
+    // An older avsd has no Player: its line is left out.
+    let player_status = player.playback_status().await.unwrap_or_default();
+    let player_track = player
+        .metadata()
+        .await
+        .map(|m| track(&m))
+        .unwrap_or_default();
     Ok(Snapshot {
         auth_state: auth.state().await?,
         login_url: auth.login_url().await?,
@@ -216,7 +237,28 @@ async fn snapshot(
         reconnect_attempt: dialog.reconnect_attempt().await?,
         next_reconnect_at: dialog.next_reconnect_at().await?,
         volume: None,
+        player_status,
+        player_track,
     })
+}
+
+/// "Title — Artist" from MPRIS-style metadata; what is known of it.
+fn track(m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>) -> String {
+    let title = m
+        .get("xesam:title")
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default();
+    let artist = m
+        .get("xesam:artist")
+        .and_then(|v| Vec::<String>::try_from(v.clone()).ok())
+        .and_then(|a| a.into_iter().next())
+        .unwrap_or_default();
+    match (title.is_empty(), artist.is_empty()) {
+        (false, false) => format!("{title} \u{2014} {artist}"),
+        (false, true) => title,
+        (true, false) => artist,
+        (true, true) => String::new(),
+    }
 }
 
 /// Turn bus errors into what the person should do.

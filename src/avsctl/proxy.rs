@@ -89,3 +89,33 @@ pub trait Speaker {
     #[zbus(property)]
     fn set_muted(&self, muted: bool) -> zbus::Result<()>;
 }
+
+/// Client of `org.avsd.Avs1.Player` (shaped like MPRIS2's Player).
+#[proxy(
+    interface = "org.avsd.Avs1.Player",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Player {
+    /// Play or resume.
+    fn play(&self) -> zbus::Result<()>;
+    /// Pause.
+    fn pause(&self) -> zbus::Result<()>;
+    /// Pause when playing, else play.
+    fn play_pause(&self) -> zbus::Result<()>;
+    /// Next item.
+    fn next(&self) -> zbus::Result<()>;
+    /// Previous item.
+    fn previous(&self) -> zbus::Result<()>;
+    /// `Playing`, `Paused` or `Stopped`.
+    #[zbus(property)]
+    fn playback_status(&self) -> zbus::Result<String>;
+    /// `xesam:title`, `xesam:artist`, `avsd:token`.
+    #[zbus(property)]
+    fn metadata(
+        &self,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
+    /// Microseconds into the stream, as heard.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn position(&self) -> zbus::Result<i64>;
+}

@@ -30,6 +30,10 @@ pub struct Snapshot {
     /// Speaker.Volume and Speaker.Muted (`None` from an avsd without
     /// the Speaker interface).
     pub volume: Option<(u8, bool)>,
+    /// Player.PlaybackStatus (empty from an avsd without the Player)
+    pub player_status: String,
+    /// Player.Metadata's `xesam:title` and first `xesam:artist`, if any
+    pub player_track: String,
 }
 
 /// The `avsctl status` report. `now` is Unix seconds, for "expires in".
@@ -61,6 +65,13 @@ pub fn report(s: &Snapshot, now: u64) -> String {
             "Back-off:      {} reconnects since the link was last stable\n",
             s.reconnect_attempt
         ));
+    }
+    if !s.player_status.is_empty() {
+        out.push_str(&format!("Player:        {}", s.player_status));
+        if !s.player_track.is_empty() {
+            out.push_str(&format!(" ({})", s.player_track));
+        }
+        out.push('\n');
     }
     if s.token_expires_at > 0 {
         let left = s.token_expires_at.saturating_sub(now);

@@ -57,12 +57,17 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
+    let (player, player_mailbox) = agents::audio_player::PlayerLink::new();
+    // The one speaker, shared by the dialog and the music player; its
+    // configuration carries the volume's master gain.
+    let speaker = crate::audio::Speaker::new(dialog_settings.playback.clone());
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
         dialog: to_dialog,
         speech,
         volume: volume.clone(),
+        player: player.clone(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -89,6 +94,14 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         connection: connection.clone(),
         auth: auth.clone(),
     };
+    player.spawn(
+        player_mailbox,
+        speaker.clone(),
+        connection.clone(),
+        context.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let dialog = dialog::spawn(
@@ -100,6 +113,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             inbound: dialog_inbound,
             speech: speech_tx,
             context,
+            speaker,
         },
         &tracker,
         shutdown.child_token(),
@@ -108,6 +122,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         auth.clone(),
         dialog.clone(),
         volume.clone(),
+        player,
         &tracker,
         shutdown.child_token(),
     )

@@ -48,6 +48,19 @@ const IMPLEMENTED: &[Implemented] = &[
         context: &["VolumeState"],
         configurations: None,
     },
+    Implemented {
+        interface: "AudioPlayer",
+        versions: &["1.0", "1.1", "1.2", "1.3", "1.4"],
+        context: &["PlaybackState"],
+        // fingerprint (the player software), from 1.4 on.
+        configurations: Some("1.4"),
+    },
+    Implemented {
+        interface: "PlaybackController",
+        versions: &["1.0", "1.1"],
+        context: &[],
+        configurations: None,
+    },
 ];
 
 /// One row of [`IMPLEMENTED`].
@@ -428,6 +441,34 @@ fn check_entry(
         ("Speaker", "VolumeState") => {
             super::speaker::check_payload(at, p)
                 .map_err(|r| bad(r.description.replacen(&format!("{at}: "), "", 1)))?;
+        }
+        ("AudioPlayer", "PlaybackState") => {
+            if !p.get("token").is_some_and(Value::is_string) {
+                return Err(bad("payload.token is missing or not a string".into()));
+            }
+            if p.get("offsetInMilliseconds")
+                .and_then(Value::as_u64)
+                .is_none()
+            {
+                return Err(bad(
+                    "payload.offsetInMilliseconds is missing or not a whole number >= 0".into(),
+                ));
+            }
+            let activity = p.get("playerActivity").and_then(Value::as_str);
+            const ACTIVITIES: &[&str] = &[
+                "IDLE",
+                "PLAYING",
+                "STOPPED",
+                "PAUSED",
+                "BUFFER_UNDERRUN",
+                "FINISHED",
+            ];
+            if !activity.is_some_and(|a| ACTIVITIES.contains(&a)) {
+                return Err(bad(format!(
+                    "payload.playerActivity {activity:?} is not one of {}",
+                    ACTIVITIES.join(", ")
+                )));
+            }
         }
         ("SpeechRecognizer", "RecognizerState")
             if !p.get("wakeword").is_some_and(Value::is_string) =>

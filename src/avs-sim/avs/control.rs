@@ -28,6 +28,8 @@ use https::http::{self as h, Resp};
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Directive bodies (and their pushed attachment) are small.
 const PUSH_LIMIT: usize = 64 * 1024;
+/// The largest MP3 `/push?file=` attaches.
+const MAX_PUSH_FILE: usize = 8 << 20;
 /// The most copies one `/push?count=N` sends (a flood for abuse tests).
 const MAX_PUSH_COUNT: u32 = 1_000_000;
 
@@ -153,6 +155,7 @@ fn stats_json(shared: &Shared) -> Value {
         })
         .collect();
     v["scripted"] = json!(shared.interfaces.scripted());
+    v["audio_player"] = shared.interfaces.audio_player_stats();
     v
 }
 
@@ -238,7 +241,25 @@ async fn push(
     if let Ok(directive) = serde_json::from_slice::<serde_json::Value>(&json) {
         super::interfaces::sent(shared, &directive);
     }
-    let attachment = attach.map(|cid| (cid, shared.answer_mp3.clone()));
+    // `file=PATH`: the attachment is that MP3 (a test's longer track)
+    // instead of the built-in answer.
+    let mp3 = match q.get("file") {
+        None => shared.answer_mp3.clone(),
+        Some(path) => {
+            let data = std::fs::read(path)
+                .map_err(|e| bad(format!("file={path}: cannot read it: {e}")))?;
+            if data.len() > MAX_PUSH_FILE {
+                return Err(bad(format!(
+                    "file={path}: over {MAX_PUSH_FILE} bytes; push a shorter MP3"
+                )));
+            }
+            Bytes::from(data)
+        }
+    };
+    if let Some(cid) = &attach {
+        shared.interfaces.attached(cid, &mp3);
+    }
+    let attachment = attach.map(|cid| (cid, mp3));
     let mut pushed = None;
     for _ in 0..count {
         pushed = shared.push(DownMsg::Push {

@@ -10,9 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use super::audio_player::AudioPlayerState;
 use super::rules::{Metadata, Refusal};
 use super::server::Ctx;
-use super::state::Shared;
+use super::state::{DownMsg, Shared};
 
 /// The most answers a test may script ahead of the Recognizes that take
 /// them: the control API is fed from outside, so its queue is bounded.
@@ -45,7 +46,15 @@ struct Inner {
     script: VecDeque<Vec<Scripted>>,
     /// Speaker: the volume the device reported and the events it owes.
     speaker: super::speaker::Speaker,
+    /// AudioPlayer and PlaybackController (`audio_player.rs`).
+    audio_player: AudioPlayerState,
+    /// The newest attachments pushed, by Content-ID, for a Play that
+    /// resumes a `cid:` stream.
+    attachments: VecDeque<(String, bytes::Bytes)>,
 }
+
+/// Attachments kept for resuming Plays.
+const KEPT_ATTACHMENTS: usize = 4;
 
 impl Interfaces {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -80,6 +89,21 @@ impl Interfaces {
     /// set, volume) is kept, as AVS keeps it.
     pub(super) fn reset(&self) {
         self.lock().script.clear();
+    }
+
+    /// A pushed directive carried `data` as Content-ID `cid`.
+    pub(super) fn attached(&self, cid: &str, data: &bytes::Bytes) {
+        let mut inner = self.lock();
+        inner.attachments.retain(|(c, _)| c != cid);
+        if inner.attachments.len() >= KEPT_ATTACHMENTS {
+            inner.attachments.pop_front();
+        }
+        inner.attachments.push_back((cid.to_string(), data.clone()));
+    }
+
+    /// What AudioPlayer saw, for `/stats`.
+    pub(super) fn audio_player_stats(&self) -> Value {
+        self.lock().audio_player.stats()
     }
 }
 
@@ -122,11 +146,60 @@ fn parse_script(body: &[u8]) -> Result<Vec<Scripted>, String> {
 /// An event passed the common checks (order, metadata, context): the
 /// checks of its own interface. A refusal is answered as AVS answers it.
 pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
-    let mut inner = ctx.shared.interfaces.lock();
-    inner.speaker.context(meta);
+    ctx.shared.interfaces.lock().speaker.context(meta);
     match namespace(&meta.name) {
-        "Speaker" => inner.speaker.event(meta),
+        "Speaker" => ctx.shared.interfaces.lock().speaker.event(meta),
+        "AudioPlayer" | "PlaybackController" => {
+            let reaction = ctx.shared.interfaces.lock().audio_player.event(meta)?;
+            if let Some(r) = reaction {
+                let (name, payload) = r.directive();
+                // A cid: stream resumes with its attachment again.
+                let cid = payload["audioItem"]["stream"]["url"]
+                    .as_str()
+                    .and_then(|u| u.strip_prefix("cid:"))
+                    .map(str::to_string);
+                let attachment = cid.and_then(|cid| {
+                    let inner = ctx.shared.interfaces.lock();
+                    inner
+                        .attachments
+                        .iter()
+                        .find(|(c, _)| *c == cid)
+                        .map(|(c, d)| (c.clone(), d.clone()))
+                });
+                push(&ctx.shared, "AudioPlayer", name, payload, attachment);
+            }
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+/// Send a directive of the stand-in's own on the downchannel, as AVS does
+/// after a button.
+fn push(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    payload: Value,
+    attachment: Option<(String, bytes::Bytes)>,
+) {
+    let directive = json!({"directive": {
+        "header": {"namespace": namespace, "name": name,
+                   "messageId": uuid::Uuid::new_v4().to_string()},
+        "payload": payload,
+    }});
+    sent(shared, &directive);
+    let json = bytes::Bytes::from(directive.to_string());
+    if shared
+        .push(DownMsg::Push {
+            json,
+            attachment,
+            tiny: false,
+            raw: false,
+        })
+        .is_none()
+    {
+        tracing::info!("no downchannel for {namespace}.{name}");
     }
 }
 
@@ -143,6 +216,7 @@ pub(super) fn sent(shared: &Shared, directive: &Value) {
     let mut inner = shared.interfaces.lock();
     match ns {
         "Speaker" => inner.speaker.sent(name, payload),
+        "AudioPlayer" => inner.audio_player.sent(name, payload),
         _ => tracing::trace!("{ns} keeps no record of what it was sent"),
     }
 }

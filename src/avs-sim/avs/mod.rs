@@ -109,9 +109,9 @@
 //!   event, get 403 for their token, and that token is refused on every
 //!   request from then on),
 //!   `POST /delay?ms=N[&on=…]` (until `ms=0`), `POST /push[?split=tiny]
-//!   [&attach=CID][&raw=true][&count=N]` with the directive JSON as body (sent as
-//!   given, to the newest downchannel; with `attach` the answer MP3 follows
-//!   as Content-ID CID; with `raw` the body goes out with no part framing,
+//!   [&attach=CID][&file=MP3][&raw=true][&count=N]` with the directive JSON as body (sent as
+//!   given, to the newest downchannel; with `attach` the answer MP3, or the
+//!   file `file` names, follows as Content-ID CID; with `raw` the body goes out with no part framing,
 //!   to break the stream on purpose; 409 without a downchannel), `POST /dialog?stop_capture_ms=&
 //!   end_of_speech_ms=&silence_rms=&close_grace_ms=&think_ms=&expect_speech_ms=&
 //!   expect_speech_count=` (answers the settings), `POST /sync?empty_200=
@@ -133,6 +133,7 @@
 //! dialog, with its own event checks).
 
 mod audio;
+mod audio_player;
 mod capabilities;
 mod control;
 mod dialog;

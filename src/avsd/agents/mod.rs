@@ -39,6 +39,8 @@
 //! `registry.register(speaker::Speaker::new(...))?;`. Discovery, context
 //! and routing follow.
 
+pub mod audio_player;
+pub mod playback_controller;
 pub mod speaker;
 pub mod speech_recognizer;
 pub mod speech_synthesizer;
@@ -242,6 +244,8 @@ pub struct Deps {
     pub speech: watch::Receiver<SpeechState>,
     /// The volume's owner, for Speaker.
     pub volume: crate::volume::VolumeHandle,
+    /// The music player's handle (its actor starts after the connection).
+    pub player: audio_player::PlayerLink,
 }
 
 /// The daemon's agents: one line per AVS interface.
@@ -254,6 +258,10 @@ pub fn for_daemon(deps: Deps) -> Result<Registry, DuplicateNamespace> {
     registry.register(speech_recognizer::SpeechRecognizer::new(
         deps.dialog.clone(),
     ))?;
+    // Before SpeechSynthesizer, which takes every attachment it is offered:
+    // the player takes those its Plays name.
+    registry.register(audio_player::AudioPlayer::new(deps.player))?;
+    registry.register(playback_controller::PlaybackController)?;
     registry.register(speech_synthesizer::SpeechSynthesizer::new(
         deps.dialog,
         deps.speech,

@@ -29,6 +29,7 @@ fn daemon_registry() -> (Registry, mpsc::Receiver<Input>, watch::Sender<SpeechSt
             &tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
         ),
+        player: audio_player::PlayerLink::new().0,
     })
     .expect("each namespace once");
     (registry, dialog_rx, speech_tx)
@@ -52,7 +53,14 @@ async fn the_discovery_capability_list_is_the_registered_agents() {
     let namespaces = registry.namespaces();
     assert_eq!(
         namespaces,
-        ["System", "SpeechRecognizer", "SpeechSynthesizer", "Speaker"],
+        [
+            "System",
+            "SpeechRecognizer",
+            "AudioPlayer",
+            "PlaybackController",
+            "SpeechSynthesizer",
+            "Speaker"
+        ],
         "the daemon's interfaces"
     );
     let identity = Identity {
@@ -168,7 +176,7 @@ async fn a_namespace_registers_once() {
     let (mut registry, _dialog, _speech) = daemon_registry();
     let again = system::System::new(std::env::temp_dir(), Duration::from_secs(1));
     assert!(registry.register(again).is_err());
-    assert_eq!(registry.namespaces().len(), 4);
+    assert_eq!(registry.namespaces().len(), 6);
 }
 
 /// A real connection and login that never connect (no session, an

@@ -117,6 +117,11 @@ impl SourceControl {
         self.paused.store(paused, Ordering::Relaxed);
     }
 
+    /// Whether it is paused (by focus: an alert over music).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
     /// Drops the source from the mix at the next buffer, without a ramp
     /// (stop means now; the ramp would add sound after it).
     pub fn stop(&self) {

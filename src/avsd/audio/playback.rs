@@ -100,6 +100,15 @@ impl Activity {
         backgrounded: Backgrounded::Stop,
         gain: 1.0,
     };
+
+    /// The microphone open (and Alexa thinking): the Dialog channel, held
+    /// with no sound ([`Speaker::hold`](super::Speaker::hold)).
+    pub const LISTENING: Activity = Activity {
+        channel: Channel::Dialog,
+        interface: "SpeechRecognizer",
+        backgrounded: Backgrounded::Stop,
+        gain: 1.0,
+    };
 }
 
 /// One MP3 playing on the [`Speaker`](super::Speaker).

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AudioError;
 use super::decode::{Mp3Input, decode};
-use super::focus::{ActivityId, Backgrounded, FocusChange, FocusManager, FocusState};
+use super::focus::{ActivityId, Backgrounded, Channel, FocusChange, FocusManager, FocusState};
 use super::mixer::{DUCKED_GAIN, MAX_SOURCES, SourceControl, SourceFeed};
 use super::playback::{Activity, PlaybackConfig, Player, PlayerEvent};
 
@@ -57,6 +57,28 @@ pub(super) enum Command {
         decoder: usize,
         result: Result<(), AudioError>,
     },
+    /// Take `activity`'s channel with no sound of its own (the microphone
+    /// open): lower channels duck or pause until [`Command::Release`].
+    Hold {
+        token: u64,
+        activity: Activity,
+    },
+    Release {
+        token: u64,
+    },
+}
+
+/// A focus channel held with no sound ([`Speaker::hold`]); released when
+/// dropped.
+pub struct FocusHold {
+    token: u64,
+    commands: Sender<Command>,
+}
+
+impl Drop for FocusHold {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Release { token: self.token });
+    }
 }
 
 impl Speaker {
@@ -89,6 +111,21 @@ impl Speaker {
     ) -> Result<Player, AudioError> {
         self.start(Mp3Input::Attachment(data, false), activity, false)
             .await
+    }
+
+    /// Holds `activity`'s focus channel with no sound of its own, e.g. the
+    /// Dialog channel while the microphone is open, so that music ducks
+    /// (or pauses) then too; released when the [`FocusHold`] is dropped.
+    /// Never blocks.
+    pub fn hold(&self, activity: Activity) -> FocusHold {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A speaker thread that is gone holds nothing: nothing to duck.
+        let _ = self.commands.send(Command::Hold { token, activity });
+        FocusHold {
+            token,
+            commands: self.commands.clone(),
+        }
     }
 
     async fn start(
@@ -132,6 +169,9 @@ impl Player {
 struct Playing {
     control: Arc<SourceControl>,
     activity: ActivityId,
+    /// Its channel and what it asked for in the background.
+    channel: Channel,
+    backgrounded: Backgrounded,
     gain: f32,
     events: mpsc::UnboundedSender<PlayerEvent>,
     decoder: usize,
@@ -156,6 +196,8 @@ pub(super) struct SpeakerThread {
     focus: FocusManager,
     /// Each decoder thread's job queue, and whether it is busy.
     decoders: Vec<(Sender<Job>, bool)>,
+    /// Channels held with no sound ([`Speaker::hold`]), by token.
+    held: Vec<(u64, ActivityId)>,
 }
 
 impl SpeakerThread {
@@ -169,6 +211,7 @@ impl SpeakerThread {
             playing: Vec::new(),
             focus: FocusManager::new(),
             decoders: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -196,6 +239,22 @@ impl SpeakerThread {
                     let _ = reply.send(result);
                 }
                 Ok(Command::Decoded { decoder, result }) => self.decoded(decoder, result),
+                Ok(Command::Hold { token, activity }) => {
+                    let (id, changes) = self.focus.acquire(
+                        activity.channel,
+                        activity.interface,
+                        activity.backgrounded,
+                    );
+                    self.held.push((token, id));
+                    self.apply(&changes);
+                }
+                Ok(Command::Release { token }) => {
+                    if let Some(at) = self.held.iter().position(|(t, _)| *t == token) {
+                        let (_, id) = self.held.swap_remove(at);
+                        let changes = self.focus.release(id);
+                        self.apply(&changes);
+                    }
+                }
                 // `own` keeps the channel open: never disconnected.
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
@@ -235,7 +294,8 @@ impl SpeakerThread {
             .iter()
             .find(|c| c.activity == id)
             .map_or(FocusState::None, |c| c.state);
-        let (gain, paused) = focus_gain(activity.gain, activity.backgrounded, state);
+        let backgrounded = content_under(&self.focus, activity.channel, activity.backgrounded);
+        let (gain, paused) = focus_gain(activity.gain, backgrounded, state);
         let output = self
             .output
             .as_mut()
@@ -269,6 +329,8 @@ impl SpeakerThread {
         let (events, events_rx) = mpsc::unbounded_channel();
         self.playing.push(Playing {
             activity: id,
+            channel: activity.channel,
+            backgrounded: activity.backgrounded,
             gain: activity.gain,
             control: control.clone(),
             events,
@@ -391,11 +453,24 @@ impl SpeakerThread {
             let Some(p) = self.playing.iter().find(|p| p.activity == change.activity) else {
                 continue;
             };
-            let (gain, paused) = focus_gain(p.gain, change.backgrounded, change.state);
+            let backgrounded = content_under(&self.focus, change.channel, change.backgrounded);
+            let (gain, paused) = focus_gain(p.gain, backgrounded, change.state);
             p.control.set_gain(gain);
             p.control.set_paused(paused);
             if change.state == FocusState::None {
                 p.control.stop();
+            }
+        }
+        // Music already in the background (under Alexa's voice) when an
+        // alert comes or goes changes no focus state, but pause or duck.
+        for p in &self.playing {
+            if p.channel == Channel::Content
+                && self.focus.state(p.activity) == FocusState::Background
+            {
+                let backgrounded = content_under(&self.focus, p.channel, p.backgrounded);
+                let (gain, paused) = focus_gain(p.gain, backgrounded, FocusState::Background);
+                p.control.set_gain(gain);
+                p.control.set_paused(paused);
             }
         }
     }
@@ -426,11 +501,67 @@ impl SpeakerThread {
     }
 }
 
+/// Content ducks only under Alexa's voice and the microphone (the Dialog
+/// channel); while an alert or a call holds its channel it pauses, and
+/// carries on where it was, as AVS's focus management asks of AudioPlayer.
+fn content_under(
+    focus: &FocusManager,
+    channel: Channel,
+    backgrounded: Backgrounded,
+) -> Backgrounded {
+    let held = |c: Channel| focus.activity(c).is_some_and(|(_, idle)| idle.is_zero());
+    if channel == Channel::Content
+        && backgrounded == Backgrounded::Duck
+        && (held(Channel::Alerts) || held(Channel::Communications))
+    {
+        Backgrounded::Pause
+    } else {
+        backgrounded
+    }
+}
+
 /// The gain and pause of a source with foreground gain `gain` in `state`.
 fn focus_gain(gain: f32, backgrounded: Backgrounded, state: FocusState) -> (f32, bool) {
     match (state, backgrounded) {
         (FocusState::Foreground, _) => (gain, false),
         (FocusState::Background, Backgrounded::Duck) => (gain * DUCKED_GAIN, false),
         (FocusState::Background, _) | (FocusState::None, _) => (gain, true),
+    }
+}
+
+#[cfg(test)]
+mod content_tests {
+    use super::*;
+
+    #[test]
+    fn content_pauses_while_an_alert_sounds_and_ducks_under_the_dialog_alone() {
+        let mut focus = FocusManager::new();
+        focus.acquire(Channel::Content, "AudioPlayer", Backgrounded::Duck);
+        let (dialog, _) = focus.acquire(Channel::Dialog, "SpeechSynthesizer", Backgrounded::Stop);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Duck
+        );
+        let (alert, _) = focus.acquire(Channel::Alerts, "Alerts", Backgrounded::Duck);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Pause,
+            "an alert below the dialog still pauses the music"
+        );
+        focus.release(dialog);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Pause
+        );
+        assert_eq!(
+            content_under(&focus, Channel::Alerts, Backgrounded::Duck),
+            Backgrounded::Duck,
+            "only Content"
+        );
+        focus.release(alert);
+        assert_eq!(
+            content_under(&focus, Channel::Content, Backgrounded::Duck),
+            Backgrounded::Duck
+        );
     }
 }

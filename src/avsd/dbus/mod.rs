@@ -11,12 +11,14 @@
 mod access;
 mod authorization;
 mod dialog;
+mod player;
 mod signals;
 mod speaker;
 
 pub use access::LoginReaders;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
+pub use player::Player;
 pub use speaker::Speaker;
 
 use tokio_util::sync::CancellationToken;
@@ -106,6 +108,7 @@ pub async fn serve(
     auth: AuthHandle,
     dialog: DialogHandle,
     volume: VolumeHandle,
+    player: crate::agents::audio_player::PlayerLink,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -119,6 +122,8 @@ pub async fn serve(
         .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Speaker::new(volume.clone()))
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Player::new(player.clone()))
         .map_err(BusError::Serve)?
         .build()
         .await
@@ -135,6 +140,11 @@ pub async fn serve(
         conn.clone(),
         auth_rx,
         auth_now,
+        shutdown.clone(),
+    ));
+    tracker.spawn(player::forward(
+        conn.clone(),
+        player.state.view(),
         shutdown.clone(),
     ));
     tracker.spawn(signals::forward_dialog(

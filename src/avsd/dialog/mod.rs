@@ -193,6 +193,9 @@ pub struct Links {
     /// The device's context for Recognize and reports, built from the
     /// registered agents.
     pub context: ContextSource,
+    /// The one speaker, shared with the AudioPlayer so that focus ducks
+    /// and pauses music under Alexa's voice.
+    pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

@@ -242,10 +242,21 @@ fn context_carries_only_declared_interfaces_in_their_shape() {
 #[test]
 fn without_a_discovery_context_names_interfaces_avs_sim_implements() {
     assert!(check_context(&[speech_state("INTERRUPTED")], None).is_ok());
-    let other = json!({"header": {"namespace": "AudioPlayer", "name": "PlaybackState"},
-                       "payload": {"token": "", "offsetInMilliseconds": 0, "playerActivity": "IDLE"}});
+    let other = json!({"header": {"namespace": "Notifications", "name": "IndicatorState"},
+                       "payload": {"isEnabled": false, "isVisualIndicatorPersisted": false}});
     let e = check_context(&[other], None).unwrap_err();
-    assert!(e.description.contains("AudioPlayer"), "{}", e.description);
+    assert!(e.description.contains("Notifications"), "{}", e.description);
+    let playback = |activity: &str| {
+        json!({"header": {"namespace": "AudioPlayer", "name": "PlaybackState"},
+               "payload": {"token": "", "offsetInMilliseconds": 0, "playerActivity": activity}})
+    };
+    assert!(check_context(&[playback("IDLE")], None).is_ok());
+    let e = check_context(&[playback("LOUD")], None).unwrap_err();
+    assert!(
+        e.description.contains("playerActivity"),
+        "{}",
+        e.description
+    );
     let rs = json!({"header": {"namespace": "SpeechRecognizer", "name": "RecognizerState"},
                     "payload": {"wakeword": "ALEXA"}});
     assert!(check_context(&[rs], None).is_ok());

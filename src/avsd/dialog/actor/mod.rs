@@ -99,6 +99,9 @@ struct Dialog {
     speaking: Option<Speaking>,
     /// The one output, kept for the daemon's life.
     speaker: Result<Speaker, AudioError>,
+    /// The Dialog focus channel, held from listening until idle again, so
+    /// music ducks (or pauses) under the whole exchange.
+    focus: Option<crate::audio::FocusHold>,
 }
 
 pub(super) async fn run(
@@ -116,11 +119,11 @@ pub(super) async fn run(
         mut inbound,
         speech,
         context,
+        speaker,
     } = links;
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
-    let speaker = Speaker::new(settings.playback.clone());
     let mut d = Dialog {
         settings,
         auth,
@@ -145,6 +148,7 @@ pub(super) async fn run(
         attachment_due: None,
         speaking: None,
         speaker,
+        focus: None,
     };
     loop {
         let speaking = async {
@@ -181,6 +185,7 @@ pub(super) async fn run(
             () = attachment_due => d.advance().await,
         }
         d.publish();
+        d.hold_focus();
     }
     d.stop_all();
 }
@@ -270,6 +275,20 @@ impl Dialog {
             DialogState::Thinking
         } else {
             DialogState::Idle
+        }
+    }
+
+    /// Holds the Dialog channel while the dialog is not idle.
+    fn hold_focus(&mut self) {
+        let busy = self.derive() != DialogState::Idle;
+        if busy && self.focus.is_none() {
+            self.focus = self
+                .speaker
+                .as_ref()
+                .ok()
+                .map(|s| s.hold(crate::audio::Activity::LISTENING));
+        } else if !busy {
+            self.focus = None;
         }
     }
 

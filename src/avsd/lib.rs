@@ -15,3 +15,4 @@ pub mod daemon;
 pub mod dbus;
 pub mod device;
 pub mod dialog;
+pub mod media;

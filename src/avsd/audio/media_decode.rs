@@ -3,7 +3,7 @@
 //! probing with the stream's [`FormatHint`]. Speech keeps its own MP3-only
 //! path in `decode.rs` (no probing before the first frame).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
@@ -11,7 +11,9 @@ use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource};
+use symphonia::core::io::{
+    MediaSource, MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource,
+};
 use symphonia::core::meta::MetadataOptions;
 
 use super::AudioError;
@@ -21,12 +23,18 @@ use super::resample::MonoResampler;
 use crate::media::{AudioItem, FormatHint, MediaAudio};
 
 /// A blocking [`Read`] over a stream's audio bytes, for a decoder thread;
-/// with a `control`, it gives up once the sound was stopped.
+/// with a `control`, it gives up once the sound was stopped. A seekable
+/// stream ([`FormatHint::seekable`]) seeks by asking the fetch for the file
+/// from another byte on.
 pub struct MediaReader {
     // symphonia wants a `Sync` source; only the decoder thread locks it.
     audio: Mutex<MediaAudio>,
     control: Option<Arc<SourceControl>>,
     current: Bytes,
+    /// The file's byte `current` starts at.
+    pos: u64,
+    length: Option<u64>,
+    seekable: bool,
 }
 
 impl MediaReader {
@@ -41,13 +49,23 @@ impl MediaReader {
         let (hint, current) = match first {
             AudioItem::Format(h) => (h, Bytes::new()),
             AudioItem::Bytes(b) => (FormatHint::default(), b),
+            AudioItem::Seeked(_) => (FormatHint::default(), Bytes::new()),
         };
         let reader = Self {
             audio: Mutex::new(audio),
             control,
             current,
+            pos: 0,
+            length: hint.length,
+            seekable: hint.seekable,
         };
         Some((hint, reader))
+    }
+
+    fn audio(&mut self) -> io::Result<&mut MediaAudio> {
+        self.audio
+            .get_mut()
+            .map_err(|_| io::Error::other("poisoned"))
     }
 }
 
@@ -67,20 +85,88 @@ fn next_item(audio: &mut MediaAudio, control: Option<&SourceControl>) -> Option<
 impl Read for MediaReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            let audio = self
-                .audio
-                .get_mut()
-                .map_err(|_| io::Error::other("poisoned"))?;
-            match next_item(audio, self.control.as_deref()) {
+            // A seekable file's body may stay open for seeks: its end is
+            // its length, not the channel closing.
+            if self.seekable && self.length.is_some_and(|l| self.pos >= l) {
+                return Ok(0);
+            }
+            let control = self.control.clone();
+            match next_item(self.audio()?, control.as_deref()) {
                 Some(AudioItem::Bytes(b)) => self.current = b,
-                Some(AudioItem::Format(_)) => continue,
+                Some(AudioItem::Format(_) | AudioItem::Seeked(_)) => continue,
                 None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current.advance(n);
+        self.pos += n as u64;
         Ok(n)
+    }
+}
+
+/// Forward seeks shorter than this read on instead of asking again.
+const SKIP_AHEAD: u64 = 64 * 1024;
+
+impl Seek for MediaReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.length.and_then(|l| l.checked_add_signed(d)),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        if target >= self.pos && target - self.pos <= SKIP_AHEAD {
+            let mut left = target - self.pos;
+            let mut sink = [0u8; 4096];
+            while left > 0 {
+                let n = self.read(&mut sink[..left.min(4096) as usize])?;
+                if n == 0 {
+                    break;
+                }
+                left -= n as u64;
+            }
+            return Ok(self.pos);
+        }
+        if !self.seekable {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the stream cannot seek",
+            ));
+        }
+        if self.length.is_some_and(|l| target >= l) {
+            // At (or past) the end there is nothing to fetch; bytes still
+            // queued are dropped at the next seek's mark.
+            self.current = Bytes::new();
+            self.pos = target;
+            return Ok(target);
+        }
+        let control = self.control.clone();
+        let audio = self.audio()?;
+        if !block_on(audio.seek(target)) {
+            return Err(io::Error::other("the stream ended"));
+        }
+        // Bytes still queued from the old position come before the mark.
+        loop {
+            match next_item(audio, control.as_deref()) {
+                Some(AudioItem::Seeked(p)) if p == target => break,
+                Some(_) => continue,
+                None => return Err(io::Error::other("the stream ended while seeking")),
+            }
+        }
+        self.current = Bytes::new();
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+impl MediaSource for MediaReader {
+    fn is_seekable(&self) -> bool {
+        self.seekable
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        self.length
     }
 }
 
@@ -99,14 +185,13 @@ pub struct MediaDecoder {
 impl MediaDecoder {
     /// Probes `source` (blocking until enough has arrived) and opens the
     /// decoder of its first audio track.
-    pub fn open<R: Read + Send + Sync + 'static>(
-        source: R,
-        hint: &FormatHint,
-    ) -> Result<Self, AudioError> {
-        let mss = MediaSourceStream::new(
-            Box::new(ReadOnlySource::new(source)),
-            MediaSourceStreamOptions::default(),
-        );
+    pub fn open(source: MediaReader, hint: &FormatHint) -> Result<Self, AudioError> {
+        let source: Box<dyn MediaSource> = if source.seekable {
+            Box::new(source)
+        } else {
+            Box::new(ReadOnlySource::new(source))
+        };
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
         let mut h = Hint::new();
         if let Some(m) = &hint.mime {
             h.mime_type(m);

@@ -35,7 +35,7 @@ impl Failure {
     }
 
     /// Nobody reads the stream any more; not reported.
-    fn gone() -> Self {
+    pub(super) fn gone() -> Self {
         Self::new(MediaErrorKind::Unknown, "the stream's reader is gone")
     }
 }
@@ -67,6 +67,19 @@ impl Out {
     async fn send(&mut self, item: AudioItem) -> Result<(), Failure> {
         let audio = self.audio.as_ref().ok_or_else(Failure::gone)?;
         audio.send(item).await.map_err(|_| Failure::gone())
+    }
+
+    /// Resolves once the reader of the audio is gone.
+    pub(super) async fn closed(&self) {
+        match &self.audio {
+            Some(a) => a.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Marks where the bytes after a seek start.
+    pub(super) async fn seeked(&mut self, pos: u64) -> Result<(), Failure> {
+        self.send(AudioItem::Seeked(pos)).await
     }
 
     /// Hands on `data` in pieces of at most [`MAX_PIECE`], waiting for room.
@@ -115,6 +128,8 @@ pub(super) struct Ctx {
     pub(super) limits: Limits,
     pub(super) out: Out,
     pub(super) reconnects_left: u32,
+    /// The decoder's seeks (a seekable file only).
+    pub(super) seeks: mpsc::Receiver<u64>,
 }
 
 /// The response's type without parameters, lower case.
@@ -234,50 +249,75 @@ impl Id3Skip {
     }
 }
 
+/// What a body is, for [`pump`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Body {
+    /// A file or live stream; `seekable` if the decoder may seek in it.
+    File {
+        /// See [`super::FormatHint::seekable`].
+        seekable: bool,
+    },
+    /// An HLS segment (its leading ID3 tag is dropped).
+    Segment,
+}
+
 /// Streams `resp`'s body (of `url`; `first` already read from it) into the
 /// audio channel until it ends: stutters while it stalls, reconnects when
 /// the connection drops, strips ICY metadata (reported) and, for an HLS
-/// segment, the leading ID3 tag.
+/// segment, the leading ID3 tag. A seekable file serves the decoder's
+/// seeks, until the decoder lets go.
 pub(super) async fn pump(
     ctx: &mut Ctx,
     mut resp: reqwest::Response,
     first: Bytes,
     url: &Url,
-    strip_id3: bool,
+    body: Body,
 ) -> Result<(), Failure> {
-    let total = resp.content_length();
+    let seekable = body == (Body::File { seekable: true });
+    let total = content_length(&resp);
     let mut ranges = accepts_ranges(&resp);
     let mut icy = metaint(&resp).map(Demuxer::new);
-    let mut id3 = strip_id3.then(Id3Skip::default);
+    let mut id3 = (body == Body::Segment).then(Id3Skip::default);
     let mut title = String::new();
+    // The file's byte the next one received is.
     let mut received = 0u64;
     let mut stalled_since: Option<Instant> = None;
     let mut pending = (!first.is_empty()).then_some(first);
     loop {
         let chunk = match pending.take() {
             Some(c) => Ok(Some(c)),
-            None => match timeout(ctx.limits.stall, resp.chunk()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let since = match stalled_since {
-                        Some(since) => since,
-                        None => {
-                            tracing::info!(%url, "the stream stalls");
-                            ctx.out.event(MediaEvent::StutterStarted).await;
-                            *stalled_since.insert(Instant::now() - ctx.limits.stall)
-                        }
-                    };
-                    if since.elapsed() >= ctx.limits.give_up {
-                        return Err(Failure::new(
-                            MediaErrorKind::ServiceUnavailable,
-                            format!(
-                                "no audio came from {url} for {:?}; the stream stalled",
-                                ctx.limits.give_up
-                            ),
-                        ));
-                    }
+            None => tokio::select! {
+                biased;
+                () = ctx.out.closed() => return Err(Failure::gone()),
+                Some(pos) = ctx.seeks.recv(), if seekable => {
+                    resp = seek(ctx, url, pos).await?;
+                    received = pos;
+                    stalled_since = None;
                     continue;
                 }
+                r = timeout(ctx.limits.stall, resp.chunk()) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let since = match stalled_since {
+                            Some(since) => since,
+                            None => {
+                                tracing::info!(%url, "the stream stalls");
+                                ctx.out.event(MediaEvent::StutterStarted).await;
+                                *stalled_since.insert(Instant::now() - ctx.limits.stall)
+                            }
+                        };
+                        if since.elapsed() >= ctx.limits.give_up {
+                            return Err(Failure::new(
+                                MediaErrorKind::ServiceUnavailable,
+                                format!(
+                                    "no audio came from {url} for {:?}; the stream stalled",
+                                    ctx.limits.give_up
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
+                },
             },
         };
         let dropped = match chunk {
@@ -315,7 +355,21 @@ pub(super) async fn pump(
                 }
                 continue;
             }
-            Ok(None) if total.is_none_or(|t| received >= t) => return Ok(()),
+            Ok(None) if total.is_none_or(|t| received >= t) => {
+                if !seekable {
+                    return Ok(());
+                }
+                // The decoder may still seek back (to the audio, once it
+                // has read an MP4's trailing moov): serve it until it lets go.
+                tokio::select! {
+                    () = ctx.out.closed() => return Ok(()),
+                    Some(pos) = ctx.seeks.recv() => {
+                        resp = seek(ctx, url, pos).await?;
+                        received = pos;
+                        continue;
+                    }
+                }
+            }
             Ok(None) => format!("the connection closed after {received} of {total:?} bytes"),
             Err(e) => format!("the connection broke after {received} bytes: {e}"),
         };
@@ -339,19 +393,7 @@ pub(super) async fn pump(
                     ),
                 ));
             }
-            let again = get(ctx, url, Some(received)).await?;
-            if again.status() != StatusCode::PARTIAL_CONTENT
-                || range_start(&again) != Some(received)
-            {
-                return Err(Failure::new(
-                    MediaErrorKind::ServiceUnavailable,
-                    format!(
-                        "{url}: {dropped}, and the server did not resume at byte {received} (answered {})",
-                        again.status()
-                    ),
-                ));
-            }
-            resp = again;
+            resp = resume(ctx, url, received, &dropped).await?;
         } else {
             // A live stream has no place to resume: join it again.
             let again = get(ctx, url, None).await?;
@@ -362,7 +404,42 @@ pub(super) async fn pump(
     }
 }
 
-fn accepts_ranges(resp: &reqwest::Response) -> bool {
+/// The file from byte `from` on, or why not.
+async fn resume(ctx: &Ctx, url: &Url, from: u64, why: &str) -> Result<reqwest::Response, Failure> {
+    let again = get(ctx, url, Some(from)).await?;
+    if again.status() != StatusCode::PARTIAL_CONTENT || range_start(&again) != Some(from) {
+        return Err(Failure::new(
+            MediaErrorKind::ServiceUnavailable,
+            format!(
+                "{url}: {why}, and the server did not resume at byte {from} (answered {})",
+                again.status()
+            ),
+        ));
+    }
+    Ok(again)
+}
+
+/// Serves a decoder's seek: the file from `pos`, marked in the channel.
+async fn seek(ctx: &mut Ctx, url: &Url, pos: u64) -> Result<reqwest::Response, Failure> {
+    tracing::debug!(%url, pos, "the decoder seeks");
+    let resp = resume(ctx, url, pos, "the decoder seeks").await?;
+    ctx.out.seeked(pos).await?;
+    Ok(resp)
+}
+
+/// The `Content-Length` header: reqwest's own `content_length()` shrinks
+/// as the body is read.
+pub(super) fn content_length(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub(super) fn accepts_ranges(resp: &reqwest::Response) -> bool {
     resp.headers()
         .get(ACCEPT_RANGES)
         .and_then(|v| v.to_str().ok())

@@ -22,6 +22,9 @@
 //!   decoder's hint, and how much decoded audio to skip for `offset_ms`),
 //!   then [`AudioItem::Bytes`] in order, for one decoder. It closes at the
 //!   end of the stream, finished or failed. Dropping it stops the fetch.
+//!   An MP4 file whose server honours `Range` is [`FormatHint::seekable`]:
+//!   the decoder seeks through [`MediaAudio::seek`] (its `moov` may follow
+//!   the audio), and its terminal event comes once the decoder let go.
 //! - the events ([`MediaEvent`]): ICY metadata, stutters, and exactly one
 //!   terminal [`MediaEvent::Finished`] or [`MediaEvent::Failed`], sent after
 //!   the last audio byte was queued (so an agent that sees the speaker drain
@@ -90,6 +93,11 @@ pub struct FormatHint {
     /// Decoded audio to drop before playing: the part of `offset_ms` the
     /// fetch could not skip by itself (HLS skips whole segments).
     pub skip_ms: u64,
+    /// The file's length, when the server said it.
+    pub length: Option<u64>,
+    /// The decoder may seek with [`MediaAudio::seek`]: an MP4/M4A file from
+    /// a server that honours `Range` (its `moov` may come after the audio).
+    pub seekable: bool,
 }
 
 /// One item of the audio channel.
@@ -99,6 +107,9 @@ pub enum AudioItem {
     Format(FormatHint),
     /// The next encoded bytes of the stream, at most [`MAX_PIECE`].
     Bytes(Bytes),
+    /// After a [`MediaAudio::seek`]: the bytes that follow start at this
+    /// byte of the file; any before it are from the old position.
+    Seeked(u64),
 }
 
 /// What else happens to a stream.
@@ -220,25 +231,23 @@ impl MediaClient {
     }
 }
 
-/// Stops the fetch task when dropped.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The audio half of a stream, for one decoder. Dropping it stops the fetch.
+/// The audio half of a stream, for one decoder. Dropping it stops the
+/// fetch (at its next read or wait).
 #[derive(Debug)]
 pub struct MediaAudio {
     rx: mpsc::Receiver<AudioItem>,
+    seeks: mpsc::Sender<u64>,
     counters: Arc<Counters>,
-    _task: Arc<AbortOnDrop>,
 }
 
 impl MediaAudio {
+    /// Asks for the file from byte `pos` on (a [`FormatHint::seekable`]
+    /// stream only): an [`AudioItem::Seeked`] marks where those bytes
+    /// start. False if the fetch has ended.
+    pub async fn seek(&self, pos: u64) -> bool {
+        self.seeks.send(pos).await.is_ok()
+    }
+
     /// The next item; `None` at the end of the stream.
     pub async fn recv(&mut self) -> Option<AudioItem> {
         let item = self.rx.recv().await;
@@ -298,6 +307,7 @@ impl MediaStream {
 pub fn open(url: &str, offset_ms: u64, client: &MediaClient, limits: Limits) -> MediaStream {
     let (audio_tx, audio_rx) = mpsc::channel(limits.queue.max(1));
     let (event_tx, event_rx) = mpsc::channel(16);
+    let (seek_tx, seek_rx) = mpsc::channel(1);
     let counters = Arc::new(Counters::default());
     let out = fetch::Out {
         audio: Some(audio_tx),
@@ -305,18 +315,19 @@ pub fn open(url: &str, offset_ms: u64, client: &MediaClient, limits: Limits) -> 
         counters: counters.clone(),
         format_sent: false,
     };
-    let task = tokio::spawn(resolve::run(
+    tokio::spawn(resolve::run(
         url.to_string(),
         offset_ms,
         client.http.clone(),
         limits,
         out,
+        seek_rx,
     ));
     MediaStream {
         audio: MediaAudio {
             rx: audio_rx,
+            seeks: seek_tx,
             counters,
-            _task: Arc::new(AbortOnDrop(task.abort_handle())),
         },
         events: event_rx,
     }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::timeout;
 use url::Url;
 
-use super::fetch::{Ctx, Failure, Out, get, mime, pump};
+use super::fetch::{Body, Ctx, Failure, Out, accepts_ranges, content_length, get, mime, pump};
 use super::playlist::{self, MediaPlaylist, Playlist};
 use super::{FormatHint, Limits, MediaErrorKind};
 
@@ -19,9 +19,11 @@ pub(super) async fn run(
     http: reqwest::Client,
     limits: Limits,
     out: Out,
+    seeks: tokio::sync::mpsc::Receiver<u64>,
 ) {
     let mut ctx = Ctx {
         http,
+        seeks,
         reconnects_left: limits.reconnects,
         limits,
         out,
@@ -72,13 +74,22 @@ async fn play(ctx: &mut Ctx, url: Url, offset_ms: u64, depth: u32) -> Result<(),
     let mime = mime(&resp);
     let first = first_chunk(ctx, &mut resp, &at).await?;
     if !playlist::is_playlist(mime.as_deref(), &at, &first) {
+        let extension = playlist::extension(&at);
+        let length = content_length(&resp);
+        let mp4 = matches!(
+            mime.as_deref(),
+            Some("audio/mp4" | "audio/x-m4a" | "video/mp4")
+        ) || matches!(extension.as_deref(), Some("m4a" | "mp4" | "m4b" | "mov"));
+        let seekable = mp4 && length.is_some() && accepts_ranges(&resp);
         let hint = FormatHint {
             mime,
-            extension: playlist::extension(&at),
+            extension,
             skip_ms: offset_ms,
+            length,
+            seekable,
         };
         ctx.out.format(hint).await?;
-        return pump(ctx, resp, first, &at, false).await;
+        return pump(ctx, resp, first, &at, Body::File { seekable }).await;
     }
     if depth >= ctx.limits.playlist_depth {
         return Err(Failure::new(
@@ -207,9 +218,10 @@ async fn hls(
                 mime: mime(&resp),
                 extension: playlist::extension(&s.url),
                 skip_ms: skip,
+                ..FormatHint::default()
             };
             ctx.out.format(hint).await?;
-            pump(ctx, resp, first, &s.url, true).await?;
+            pump(ctx, resp, first, &s.url, Body::Segment).await?;
             next = s.sequence + 1;
             fresh = true;
         }
@@ -233,7 +245,10 @@ async fn hls(
         } else {
             list.target_duration / 2
         };
-        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait.max(Duration::from_millis(100))) => {}
+            () = ctx.out.closed() => return Err(Failure::gone()),
+        }
         let mut resp = get(ctx, &at, None).await?;
         let first = first_chunk(ctx, &mut resp, &at).await?;
         let text = read_text(ctx, resp, first, &at).await?;

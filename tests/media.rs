@@ -10,11 +10,8 @@ mod media_rig;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avsd::media::{
-    self, AudioItem, Limits, MediaClient, MediaErrorKind, MediaEvent, MediaItem, MediaStream,
-};
+use avsd::media::{self, AudioItem, Limits, MediaErrorKind, MediaEvent, MediaItem, MediaStream};
 use media_rig::{RATE, Server, correlation, media_dir, reference};
-use serde_json::Value;
 use support::sim::within;
 
 /// Decodes a whole stream to mono PCM at [`RATE`]; its events after.

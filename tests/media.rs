@@ -363,3 +363,68 @@ async fn an_endless_stream_is_read_with_bounded_memory() {
         "{peak} bytes were buffered at once, more than {bound}"
     );
 }
+
+/// The real binary: `avs-sim avs --media-dir` prints its media address
+/// after the other two and serves the files over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_media_with_media_dir() {
+    use tokio::io::AsyncBufReadExt;
+    let f = support::sim::files();
+    let mut child = tokio::process::Command::new(support::bin("avs-sim"))
+        .arg("avs")
+        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&f.cert_file)
+        .arg("--tls-key")
+        .arg(&f.key_file)
+        .arg("--token-key-file")
+        .arg(&f.token_key_file)
+        .arg("--media-dir")
+        .arg(media_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("avs-sim starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("its stdout")).lines();
+    let mut printed = Vec::new();
+    for _ in 0..3 {
+        let line = within("the address lines", lines.next_line()).await;
+        printed.push(line.expect("stdout").expect("three lines"));
+    }
+    let base = printed[2]
+        .strip_prefix("avs-sim avs media on ")
+        .unwrap_or_else(|| panic!("no media line: {printed:?}"))
+        .to_string();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let client = media::MediaClient::new(Some(&f.ca_file)).expect("a client");
+    let stream = media::open(
+        &format!("{base}/media/tone.flac"),
+        0,
+        &client,
+        Limits::default(),
+    );
+    let (bytes, events) = drain(stream).await;
+    assert_eq!(events, [MediaEvent::Finished]);
+    assert_eq!(bytes, file("tone.flac"));
+    let _ = child.kill().await;
+
+    // A folder without the media: refused at start, naming the fix.
+    let empty = tempfile::tempdir().expect("a temp dir");
+    let out = tokio::process::Command::new(support::bin("avs-sim"))
+        .arg("avs")
+        .arg("--tls-cert")
+        .arg(&f.cert_file)
+        .arg("--tls-key")
+        .arg(&f.key_file)
+        .arg("--token-key-file")
+        .arg(&f.token_key_file)
+        .arg("--media-dir")
+        .arg(empty.path())
+        .output()
+        .await
+        .expect("avs-sim runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scripts/make-media"), "{err}");
+}

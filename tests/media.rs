@@ -428,3 +428,39 @@ async fn the_binary_serves_media_with_media_dir() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scripts/make-media"), "{err}");
 }
+
+/// `offset_ms` starts a stream that far in: a file by dropping decoded
+/// audio, an HLS VOD playlist by skipping whole segments unfetched first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_starts_the_stream_that_far_in() {
+    let server = Server::start().await;
+    for (path, file) in [
+        ("/media/tone.mp3", "tone.mp3"),
+        ("/hls/vod.m3u8", "tone.aac"),
+    ] {
+        let url = format!("{}{path}", server.base);
+        let stream = media::open(&url, 2500, &server.client, Limits::default());
+        let (pcm, events) = decode(stream).await;
+        assert_eq!(events, [MediaEvent::Finished], "{path}");
+        let want = reference(file);
+        let skipped = &want[(RATE as usize * 2500 / 1000)..];
+        let c = correlation(&pcm, skipped);
+        assert!(c > 0.9, "{path} from 2.5 s: correlation {c:.3}");
+        let (a, b) = (pcm.len() as f64, skipped.len() as f64);
+        assert!(
+            (a - b).abs() < 0.1 * b,
+            "{path}: {a} samples, want about {b}"
+        );
+    }
+    let requests = server.requests().await;
+    assert!(
+        !requests
+            .iter()
+            .any(|(p, _)| p == "/hls/seg/0.aac" || p == "/hls/seg/1.aac"),
+        "the first two segments were fetched: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|(p, _)| p == "/hls/seg/2.aac"),
+        "{requests:?}"
+    );
+}

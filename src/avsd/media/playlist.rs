@@ -55,7 +55,13 @@ pub fn is_playlist(mime: Option<&str>, url: &Url, head: &[u8]) -> bool {
         )
     );
     let ext = extension(url);
-    let by_name = matches!(ext.as_deref(), Some("m3u" | "m3u8" | "pls"));
+    // A name counts only where the type says nothing: a server that calls
+    // it audio knows better than its URL.
+    let untyped = match mime {
+        None => true,
+        Some(m) => m.starts_with("text/") || m == "application/octet-stream",
+    };
+    let by_name = untyped && matches!(ext.as_deref(), Some("m3u" | "m3u8" | "pls"));
     let head = String::from_utf8_lossy(&head[..head.len().min(64)]).to_ascii_lowercase();
     let by_content = {
         let h = head.trim_start_matches('\u{feff}').trim_start();
@@ -308,6 +314,16 @@ mod tests {
             Some("audio/mpeg"),
             &u("https://a/x.mp3"),
             b"ID3\x04"
+        ));
+        assert!(!is_playlist(
+            Some("audio/mpeg"),
+            &u("https://a/x.m3u"),
+            b"\xff\xfb"
+        ));
+        assert!(is_playlist(
+            Some("text/plain"),
+            &u("https://a/x.m3u"),
+            b"https://b/s\n"
         ));
     }
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! let client = MediaClient::new(ca_file)?;            // once, for the daemon
 //! let stream = media::open(url, offset_ms, &client, Limits::default());
+//! // or, for a `cid:` attachment: media::from_attachment(rx, hint, &Limits::default())
 //! let (audio, mut events) = stream.split();
 //! let player = speaker.play_media(audio, activity).await?;   // decodes it
 //! while let Some(event) = events.recv().await { … }  // Metadata, Stutter…, Finished | Failed
@@ -29,6 +30,19 @@
 //!   terminal [`MediaEvent::Finished`] or [`MediaEvent::Failed`], sent after
 //!   the last audio byte was queued (so an agent that sees the speaker drain
 //!   the audio finds the terminal event already waiting).
+//!
+//! For the agent: a stream that fails still ends the speaker's source
+//! normally (the decoder sees the audio close), so the [`Player`] may say
+//! `Finished`: check the events first, a [`MediaEvent::Failed`] is already
+//! there by then. Read the events as they come: the fetch waits while their
+//! channel is full (metadata is dropped instead). The stutter events say
+//! the network stalled, while the speaker may still have audio queued.
+//! `offset_ms` is skipped before the speaker sees any audio: the player's
+//! own offset counts from there. Decoding failures (an unknown format,
+//! MPEG-TS HLS segments) come from the speaker as
+//! [`PlayerEvent::Failed`](crate::audio::PlayerEvent::Failed).
+//!
+//! [`Player`]: crate::audio::Player
 //!
 //! Memory: at most [`Limits::queue`] pieces of at most [`MAX_PIECE`] bytes
 //! wait in the audio channel; playlists are read up to
@@ -302,9 +316,36 @@ impl MediaStream {
     }
 }
 
-/// Starts fetching `url` (https or http; a playlist or the media itself),
-/// `offset_ms` into it. Call inside the tokio runtime.
-pub fn open(url: &str, offset_ms: u64, client: &MediaClient, limits: Limits) -> MediaStream {
+/// A stream whose bytes are already arriving, such as a Play directive's
+/// `cid:` attachment: the same channels as [`open`], with `hint` as its
+/// format. Call inside the tokio runtime.
+pub fn from_attachment(
+    mut attachment: mpsc::Receiver<Bytes>,
+    hint: FormatHint,
+    limits: &Limits,
+) -> MediaStream {
+    let (out, stream, _seeks) = channels(limits);
+    let mut out = out;
+    tokio::spawn(async move {
+        let mut result = out.format(hint).await;
+        while result.is_ok() {
+            tokio::select! {
+                biased;
+                () = out.closed() => return,
+                piece = attachment.recv() => match piece {
+                    Some(b) => result = out.bytes(b).await,
+                    None => break,
+                },
+            }
+        }
+        out.finish(result).await;
+    });
+    stream
+}
+
+/// The two channels of a stream: the fetch's end, the reader's, and the
+/// decoder's seeks.
+fn channels(limits: &Limits) -> (fetch::Out, MediaStream, mpsc::Receiver<u64>) {
     let (audio_tx, audio_rx) = mpsc::channel(limits.queue.max(1));
     let (event_tx, event_rx) = mpsc::channel(16);
     let (seek_tx, seek_rx) = mpsc::channel(1);
@@ -315,20 +356,62 @@ pub fn open(url: &str, offset_ms: u64, client: &MediaClient, limits: Limits) -> 
         counters: counters.clone(),
         format_sent: false,
     };
-    tokio::spawn(resolve::run(
-        url.to_string(),
-        offset_ms,
-        client.http.clone(),
-        limits,
-        out,
-        seek_rx,
-    ));
-    MediaStream {
+    let stream = MediaStream {
         audio: MediaAudio {
             rx: audio_rx,
             seeks: seek_tx,
             counters,
         },
         events: event_rx,
+    };
+    (out, stream, seek_rx)
+}
+
+/// Starts fetching `url` (https or http; a playlist or the media itself),
+/// `offset_ms` into it. Call inside the tokio runtime.
+pub fn open(url: &str, offset_ms: u64, client: &MediaClient, limits: Limits) -> MediaStream {
+    let (out, stream, seeks) = channels(&limits);
+    tokio::spawn(resolve::run(
+        url.to_string(),
+        offset_ms,
+        client.http.clone(),
+        limits,
+        out,
+        seeks,
+    ));
+    stream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_attachment_streams_through_the_same_channels() {
+        let (tx, rx) = mpsc::channel(4);
+        let hint = FormatHint {
+            mime: Some("audio/aac".into()),
+            ..FormatHint::default()
+        };
+        let mut stream = from_attachment(rx, hint.clone(), &Limits::default());
+        let big = Bytes::from(vec![7u8; MAX_PIECE + 10]);
+        tx.send(Bytes::from_static(b"abc")).await.expect("open");
+        tx.send(big.clone()).await.expect("open");
+        drop(tx);
+        let mut items = Vec::new();
+        while let Some(item) = stream.next().await {
+            items.push(item);
+        }
+        assert_eq!(
+            items,
+            [
+                MediaItem::Audio(AudioItem::Format(hint)),
+                MediaItem::Audio(AudioItem::Bytes(Bytes::from_static(b"abc"))),
+                MediaItem::Audio(AudioItem::Bytes(big.slice(..MAX_PIECE))),
+                MediaItem::Audio(AudioItem::Bytes(big.slice(MAX_PIECE..))),
+                MediaItem::Event(MediaEvent::Finished),
+            ]
+        );
+        assert_eq!(stream.counters().buffered.load(Ordering::Relaxed), 0);
     }
 }

@@ -289,7 +289,7 @@ fn open_decoder(
 
 /// Decodes `audio` to mono at `rate` Hz, handing each block to `sink`
 /// until it returns false or the stream ends; blocks, so run it on a
-/// thread of its own (tests and benchmarks; the speaker uses [`decode`]).
+/// thread of its own (tests and benchmarks; the speaker has its own entry).
 pub fn decode_media_blocking(
     audio: MediaAudio,
     rate: u32,

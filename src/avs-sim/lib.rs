@@ -3,4 +3,5 @@
 
 pub mod avs;
 pub mod lwa;
+pub mod media;
 pub mod token;

@@ -124,10 +124,40 @@ async fn avs(args: avs_sim::avs::AvsArgs) -> ExitCode {
     }
     config.control = control;
     let shutdown = CancellationToken::new();
+    if let Some(dir) = &args.media_dir {
+        match media(dir, &args, config.tls.clone(), shutdown.clone()).await {
+            Ok(a) => println!("avs-sim avs media on https://{a}"),
+            Err(e) => {
+                eprintln!("avs-sim avs: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let Err(e) = kit::signals::watch("avs-sim", shutdown.clone()) {
         eprintln!("avs-sim: cannot install signal handlers: {e}");
         return ExitCode::from(2);
     }
     avs_sim::avs::run(listener, config, shutdown).await;
     ExitCode::SUCCESS
+}
+
+/// Starts the media server of `--media-dir`; its address.
+async fn media(
+    dir: &std::path::Path,
+    args: &avs_sim::avs::AvsArgs,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> Result<std::net::SocketAddr, String> {
+    let media = avs_sim::media::Media::load(dir)?;
+    let listener = tokio::net::TcpListener::bind(args.media_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (--media-listen): {e}",
+                args.media_listen
+            )
+        })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(avs_sim::media::run(listener, tls, media, shutdown));
+    Ok(addr)
 }

@@ -15,4 +15,5 @@ pub mod daemon;
 pub mod dbus;
 pub mod device;
 pub mod dialog;
+pub mod media;
 pub mod volume;

@@ -217,6 +217,13 @@ pub struct AvsArgs {
     /// opened, as AVS does about hourly; 0 never does.
     #[arg(long, default_value_t = 3600)]
     pub connection_lifetime_secs: u64,
+    /// Serve the AudioPlayer media made by `scripts/make-media DIR` from
+    /// this folder, over HTTPS on `--media-listen` (see `avs_sim::media`).
+    #[arg(long)]
+    pub media_dir: Option<PathBuf>,
+    /// Address of the media server (with `--media-dir`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub media_listen: SocketAddr,
 }
 
 /// Everything [`run`] needs.

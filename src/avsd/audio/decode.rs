@@ -31,6 +31,8 @@ pub(crate) enum Mp3Input {
     Attachment(mpsc::Receiver<Bytes>, bool),
     /// Pushed piece by piece through [`super::Player::push`].
     Pushed(mpsc::UnboundedReceiver<Bytes>),
+    /// An AudioPlayer stream, any codec: decoded by `media_decode.rs`.
+    Media(crate::media::MediaAudio),
 }
 
 impl Mp3Input {
@@ -64,6 +66,8 @@ impl Mp3Input {
         match self {
             Mp3Input::Attachment(rx, _) => rx.recv().await,
             Mp3Input::Pushed(rx) => rx.recv().await,
+            // Never read here: `decode` hands it to `media_decode`.
+            Mp3Input::Media(_) => None,
         }
     }
 }
@@ -84,7 +88,7 @@ impl Wake for Unpark {
 /// Runs `future` on this (decoder) thread, parked between wake-ups. tokio's
 /// own blocking receive cannot also wait for a stop; this waits for both.
 /// The futures it runs need no runtime (channel and `Notify` only).
-fn block_on<F: Future>(future: F) -> F::Output {
+pub(super) fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -213,6 +217,9 @@ fn decode_error(e: SymError) -> AudioError {
 /// been decoded in full, or early once the source was stopped; the feed is
 /// finished either way when it is dropped.
 pub(super) fn decode(input: Mp3Input, mut feed: SourceFeed, rate: u32) -> Result<(), AudioError> {
+    if let Mp3Input::Media(audio) = input {
+        return super::media_decode::decode(audio, feed, rate);
+    }
     let source = ChannelReader::new(input, feed.control().clone());
     let mut mp3 = Mp3Stream::open(source)?;
     let mut resampler = MonoResampler::new(mp3.rate, rate).map_err(AudioError::Decode)?;
@@ -236,7 +243,7 @@ pub(super) fn decode(input: Mp3Input, mut feed: SourceFeed, rate: u32) -> Result
 
 /// Writes mono samples into the source's ring, waiting for room. Returns
 /// false when the source was stopped meanwhile.
-fn write(feed: &mut SourceFeed, mono: &[f32]) -> bool {
+pub(super) fn write(feed: &mut SourceFeed, mono: &[f32]) -> bool {
     let mut rest = mono;
     while !rest.is_empty() {
         // Stopped, or the output is gone (device failure): give up instead

@@ -33,6 +33,7 @@ mod capture;
 mod decode;
 mod device;
 pub mod focus;
+pub mod media_decode;
 pub mod mixer;
 mod playback;
 pub mod resample;

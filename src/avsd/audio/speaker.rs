@@ -128,6 +128,16 @@ impl Speaker {
         }
     }
 
+    /// Plays an AudioPlayer stream from [`crate::media::open`] as
+    /// `activity`, any codec it carries; its events stay with the caller.
+    pub async fn play_media(
+        &self,
+        audio: crate::media::MediaAudio,
+        activity: Activity,
+    ) -> Result<Player, AudioError> {
+        self.start(Mp3Input::Media(audio), activity, false).await
+    }
+
     async fn start(
         &self,
         input: Mp3Input,

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agents;
+use crate::audio::Speaker;
 use crate::auth::{self, AuthHandle, AuthState, AuthStatus};
 use crate::avs::connection::{self, ConnectionHandle};
 use crate::avs::discovery::Capability;
@@ -51,11 +52,13 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (speech_tx, speech) = watch::channel(SpeechState::default());
     let (to_dialog, dialog_inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (alerts, alerts_inbox) = agents::alerts::channel();
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
         dialog: to_dialog,
         speech,
+        alerts: alerts.clone(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -78,8 +81,24 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     };
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
+    // One speaker for the daemon: the dialog's answers and the alerts mix
+    // under one audio focus.
+    let dialog_settings = dialog::Settings::from_config(&config.audio);
+    let speaker = Speaker::new(dialog_settings.playback.clone());
+    agents::alerts::spawn(
+        alerts_inbox,
+        agents::alerts::Links {
+            dir: agents::alerts::dir(&config.state_dir()),
+            speaker: speaker.as_ref().ok().cloned(),
+            clock_sync_file: config.alerts.clock_sync_file.clone(),
+            rtc: agents::alerts::clock::RTC_DEVICE.into(),
+        },
+        connection.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let dialog = dialog::spawn(
-        dialog::Settings::from_config(&config.audio),
+        dialog_settings,
         dialog::Links {
             auth: auth.status(),
             connection: connection.clone(),
@@ -87,6 +106,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             inbound: dialog_inbound,
             speech: speech_tx,
             context,
+            speaker,
         },
         &tracker,
         shutdown.child_token(),
@@ -94,6 +114,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let conn = match dbus::serve(
         auth.clone(),
         dialog.clone(),
+        alerts,
         &tracker,
         shutdown.child_token(),
     )

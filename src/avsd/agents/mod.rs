@@ -39,6 +39,7 @@
 //! `registry.register(speaker::Speaker::new(...))?;`. Discovery, context
 //! and routing follow.
 
+pub mod alerts;
 pub mod speech_recognizer;
 pub mod speech_synthesizer;
 pub mod system;
@@ -239,6 +240,8 @@ pub struct Deps {
     pub dialog: mpsc::Sender<Input>,
     /// The SpeechSynthesizer state the dialog publishes.
     pub speech: watch::Receiver<SpeechState>,
+    /// The alerts actor, started once the connection exists.
+    pub alerts: alerts::AlertsHandle,
 }
 
 /// The daemon's agents: one line per AVS interface.
@@ -255,6 +258,7 @@ pub fn for_daemon(deps: Deps) -> Result<Registry, DuplicateNamespace> {
         deps.dialog,
         deps.speech,
     ))?;
+    registry.register(alerts::Alerts::new(deps.alerts))?;
     Ok(registry)
 }
 

@@ -21,6 +21,7 @@ fn daemon_registry() -> (Registry, mpsc::Receiver<Input>, watch::Sender<SpeechSt
         inactivity_report_every: Duration::from_secs(3600),
         dialog,
         speech,
+        alerts: alerts::channel().0,
     })
     .expect("each namespace once");
     (registry, dialog_rx, speech_tx)
@@ -44,7 +45,7 @@ async fn the_discovery_capability_list_is_the_registered_agents() {
     let namespaces = registry.namespaces();
     assert_eq!(
         namespaces,
-        ["System", "SpeechRecognizer", "SpeechSynthesizer"],
+        ["System", "SpeechRecognizer", "SpeechSynthesizer", "Alerts"],
         "the daemon's interfaces"
     );
     let identity = Identity {
@@ -160,7 +161,7 @@ async fn a_namespace_registers_once() {
     let (mut registry, _dialog, _speech) = daemon_registry();
     let again = system::System::new(std::env::temp_dir(), Duration::from_secs(1));
     assert!(registry.register(again).is_err());
-    assert_eq!(registry.namespaces().len(), 3);
+    assert_eq!(registry.namespaces().len(), 4);
 }
 
 /// A real connection and login that never connect (no session, an

@@ -123,6 +123,8 @@ pub struct Player {
     format: StreamFormat,
     /// Keeps alive the speaker a [`Player::start`] opened for it alone.
     pub(super) own: Option<Arc<()>>,
+    /// Its audio focus as the speaker changes it.
+    pub(super) focus: Option<tokio::sync::watch::Receiver<super::focus::FocusState>>,
 }
 
 impl Player {
@@ -160,6 +162,11 @@ impl Player {
         self.format
     }
 
+    /// Its audio focus (foreground, background, none) as it changes.
+    pub fn focus(&self) -> Option<tokio::sync::watch::Receiver<super::focus::FocusState>> {
+        self.focus.clone()
+    }
+
     /// The source's gain and pause switches, for focus changes.
     pub fn control(&self) -> &Arc<SourceControl> {
         &self.control
@@ -185,6 +192,7 @@ impl Player {
             control,
             format,
             own: None,
+            focus: None,
         }
     }
 }

@@ -9,17 +9,20 @@
 //! arguments is refused ("Signature mismatch") instead of acted on.
 
 mod access;
+mod alerts;
 mod authorization;
 mod dialog;
 mod signals;
 
 pub use access::LoginReaders;
+pub use alerts::Alerts;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::alerts::AlertsHandle;
 use crate::auth::{AuthError, AuthHandle};
 use crate::dialog::{DialogError, DialogHandle};
 use kit::actor::ActorError;
@@ -102,6 +105,7 @@ pub enum BusError {
 pub async fn serve(
     auth: AuthHandle,
     dialog: DialogHandle,
+    alerts: AlertsHandle,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -112,7 +116,12 @@ pub async fn serve(
             Authorization::new(auth.clone(), LoginReaders::from_system()),
         )
         .map_err(BusError::Serve)?
-        .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+        )
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Alerts::new(alerts.clone()))
         .map_err(BusError::Serve)?
         .build()
         .await
@@ -134,8 +143,9 @@ pub async fn serve(
         dialog_now,
         link_now,
         backoff_now,
-        shutdown,
+        shutdown.clone(),
     ));
+    tracker.spawn(alerts::forward(conn.clone(), alerts, shutdown));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
         .await
         .map_err(BusError::Name)?;

@@ -193,6 +193,9 @@ pub struct Links {
     /// The device's context for Recognize and reports, built from the
     /// registered agents.
     pub context: ContextSource,
+    /// The daemon's one speaker (shared with the alerts), or why it
+    /// could not start.
+    pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

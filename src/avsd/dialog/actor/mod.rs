@@ -116,11 +116,11 @@ pub(super) async fn run(
         mut inbound,
         speech,
         context,
+        speaker,
     } = links;
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
-    let speaker = Speaker::new(settings.playback.clone());
     let mut d = Dialog {
         settings,
         auth,

@@ -1,0 +1,623 @@
+//! The alerts actor: owns the store, the one wall-clock timer, the ringing
+//! alert and the outbox's producer end. The capability agent, D-Bus and
+//! `Dialog.Stop` send it [`Command`]s; it publishes the list and the
+//! context. It runs beside the router, so an alert rings and stops
+//! whatever AVS or the network do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::clock::{self, Wake, WallTimer};
+use super::outbox::Outbox;
+use super::store::{Asset, Store, StoredAlert, parse_iso8601};
+use super::tone;
+use super::{AlertsView, Listed, limits};
+use crate::audio::focus::{Backgrounded, Channel, FocusState};
+use crate::audio::{Activity, Player, PlayerEvent, Speaker};
+use avs_proto::message::{AlertType, AlertsState, Event};
+
+/// How late an alert may still ring (after a restart, or behind another
+/// alert); a later one is dropped and reported with AlertStopped.
+pub const PAST_DUE_MS: i64 = 30 * 60 * 1000;
+/// How often an unsynchronized clock is looked at again.
+const SYNC_POLL: Duration = Duration::from_secs(1);
+
+/// What the actor is asked to do.
+pub(crate) enum Command {
+    /// A SetAlert's payload (its token already read).
+    Set { token: String, payload: Value },
+    /// DeleteAlert (`many` false, one token) or DeleteAlerts.
+    Delete { tokens: Vec<String>, many: bool },
+    /// Alerts.SetVolume.
+    SetVolume(i64),
+    /// Alerts.AdjustVolume.
+    AdjustVolume(i64),
+    /// The user stopped the ringing alert on the device; replies whether
+    /// one was ringing.
+    Stop(oneshot::Sender<bool>),
+}
+
+/// What the actor publishes.
+pub(crate) struct Outputs {
+    pub view: watch::Sender<AlertsView>,
+    pub context: watch::Sender<AlertsState>,
+}
+
+/// What the actor needs from the daemon.
+pub struct Links {
+    /// `<state>/alerts`: the store and the outbox.
+    pub dir: PathBuf,
+    /// The one speaker (none when it could not be started: alerts are
+    /// still kept, started and stopped, silently).
+    pub speaker: Option<Speaker>,
+    /// Whether the clock is synchronized: this file exists (or the
+    /// machine has a real-time clock).
+    pub clock_sync_file: PathBuf,
+    /// The real-time clock device to look for.
+    pub rtc: PathBuf,
+}
+
+/// What the ringing alert's sound did.
+enum Ring {
+    Player(Option<PlayerEvent>),
+    Focus(bool),
+}
+
+struct Ringing {
+    alert: StoredAlert,
+    player: Option<Player>,
+    focus: Option<watch::Receiver<FocusState>>,
+    background: bool,
+}
+
+struct Actor {
+    store: Store,
+    outbox: Arc<Outbox>,
+    timer: Option<WallTimer>,
+    speaker: Option<Speaker>,
+    ringing: Option<Ringing>,
+    synced: bool,
+    sync_file: PathBuf,
+    rtc: PathBuf,
+    out: Outputs,
+}
+
+/// Runs the actor until `shutdown` or until every handle is gone.
+pub(crate) async fn run(
+    links: Links,
+    outbox: Arc<Outbox>,
+    mut rx: mpsc::Receiver<Command>,
+    out: Outputs,
+    shutdown: CancellationToken,
+) {
+    let timer = match WallTimer::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(
+                "cannot make the alerts' wall-clock timer (timerfd): {e}; alerts are looked at once a second instead"
+            );
+            None
+        }
+    };
+    let mut a = Actor {
+        store: Store::open(&links.dir),
+        outbox,
+        timer,
+        speaker: links.speaker,
+        ringing: None,
+        synced: false,
+        sync_file: links.clock_sync_file,
+        rtc: links.rtc,
+        out,
+    };
+    a.check_sync();
+    a.publish();
+    loop {
+        let armed = a.arm();
+        let timer = async {
+            match (&a.timer, armed) {
+                (Some(t), true) => t.wait().await,
+                (None, true) => {
+                    tokio::time::sleep(SYNC_POLL).await;
+                    Ok(Wake::Due)
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let unsynced = !a.synced && !a.store.alerts.is_empty();
+        let ringing = async {
+            match a.ringing.as_mut() {
+                Some(Ringing { player, focus, .. }) => {
+                    let player = async {
+                        match player.as_mut() {
+                            Some(p) => p.next_event().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let focus = async {
+                        match focus.as_mut() {
+                            Some(f) => f.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        event = player => Ring::Player(event),
+                        alive = focus => Ring::Focus(alive),
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => a.command(cmd).await,
+                None => break,
+            },
+            woke = timer => match woke {
+                Ok(Wake::Due) => a.due().await,
+                Ok(Wake::ClockStepped) => {
+                    tracing::info!("the clock was set; alerts are scheduled again against the new time");
+                    a.check_sync();
+                }
+                Err(e) => {
+                    tracing::error!("the alerts' timer failed: {e}; alerts are looked at once a second instead");
+                    a.timer = None;
+                }
+            },
+            ring = ringing => match ring {
+                Ring::Player(event) => a.player_event(event).await,
+                Ring::Focus(alive) => a.focus_changed(alive),
+            },
+            () = tokio::time::sleep(SYNC_POLL), if unsynced => a.check_sync(),
+        }
+    }
+    // A ringing alert stops with the daemon; it is still stored, so it
+    // rings again at the next start if it is not 30 minutes late by then.
+    if let Some(r) = a.ringing.take() {
+        drop(r.player);
+    }
+}
+
+impl Actor {
+    fn check_sync(&mut self) {
+        let was = self.synced;
+        self.synced = clock::synchronized(&self.rtc, &self.sync_file);
+        if self.synced && !was {
+            tracing::info!("the clock is synchronized: alerts are scheduled");
+        } else if !self.synced && was {
+            tracing::warn!("the clock is no longer known to be synchronized");
+        } else if !self.synced && !self.store.alerts.is_empty() {
+            tracing::debug!(
+                "alerts wait for the clock: no real-time clock and {} does not exist yet",
+                self.sync_file.display()
+            );
+        }
+    }
+
+    /// Arms the timer for the next alert; false when none is to come.
+    fn arm(&mut self) -> bool {
+        let next = if self.synced && self.ringing.is_none() {
+            self.store.alerts.first().map(|a| a.due_ms)
+        } else {
+            None
+        };
+        if let Some(t) = &self.timer
+            && let Err(e) = t.arm(next)
+        {
+            tracing::error!("cannot arm the alerts' timer: {e}");
+        }
+        next.is_some()
+    }
+
+    fn publish(&self) {
+        let active: Vec<_> = self
+            .ringing
+            .iter()
+            .map(|r| r.alert.context())
+            .collect();
+        self.out.context.send_replace(AlertsState {
+            all_alerts: self.store.alerts.iter().map(StoredAlert::context).collect(),
+            active_alerts: active,
+        });
+        let view = AlertsView {
+            alerts: self
+                .store
+                .alerts
+                .iter()
+                .map(|a| Listed {
+                    token: a.token.clone(),
+                    kind: kind_str(a.kind).to_string(),
+                    due_unix: a.due_ms.div_euclid(1000),
+                    label: a.label.clone().unwrap_or_default(),
+                })
+                .collect(),
+            active: self
+                .ringing
+                .as_ref()
+                .map(|r| r.alert.token.clone())
+                .unwrap_or_default(),
+        };
+        self.out.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    fn save(&mut self) -> bool {
+        match self.store.save() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot save the alerts: {e}; check the state directory's disk and permissions");
+                false
+            }
+        }
+    }
+
+    fn event(&self, name: &str, payload: Value) {
+        self.outbox
+            .push(Event::new("Alerts", name).with_payload(payload));
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Set { token, payload } => self.set(token, &payload).await,
+            Command::Delete { tokens, many } => self.delete(tokens, many),
+            Command::SetVolume(v) => self.volume(v),
+            Command::AdjustVolume(d) => self.volume(i64::from(self.store.volume) + d),
+            Command::Stop(reply) => {
+                let ringing = self.ringing.is_some();
+                if ringing {
+                    tracing::info!("the user stopped the alert");
+                    self.end_ring();
+                }
+                let _ = reply.send(ringing);
+            }
+        }
+        self.publish();
+    }
+
+    async fn set(&mut self, token: String, payload: &Value) {
+        let alert = match validate(&token, payload, clock::now_ms()) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!("SetAlert {token} refused: {why}");
+                self.event("SetAlertFailed", json!({ "token": token }));
+                return;
+            }
+        };
+        let replacing = self.store.get(&token).is_some();
+        if !replacing && let Err(why) = limits::room_for(&self.store, alert.kind) {
+            tracing::warn!("SetAlert {token} refused: {why}");
+            self.event("SetAlertFailed", json!({ "token": token }));
+            return;
+        }
+        if self.ringing.as_ref().is_some_and(|r| r.alert.token == token) {
+            self.end_ring();
+        }
+        let old = self.store.get(&token).cloned();
+        self.store.put(alert.clone());
+        if !self.save() {
+            // Not stored: AVS must not believe it is.
+            self.store.remove(&token);
+            if let Some(old) = old {
+                self.store.put(old);
+            }
+            self.event("SetAlertFailed", json!({ "token": token }));
+            return;
+        }
+        tracing::info!(
+            "alert {token} set: {} at {}{}",
+            kind_str(alert.kind),
+            alert.scheduled_time,
+            alert.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default()
+        );
+        self.event("SetAlertSucceeded", json!({ "token": token }));
+    }
+
+    fn delete(&mut self, tokens: Vec<String>, many: bool) {
+        if self
+            .ringing
+            .as_ref()
+            .is_some_and(|r| tokens.contains(&r.alert.token))
+        {
+            self.end_ring();
+        }
+        let before = self.store.alerts.clone();
+        for t in &tokens {
+            self.store.remove(t);
+        }
+        let ok = before.len() == self.store.alerts.len() || self.save();
+        if !ok {
+            self.store.alerts = before;
+        }
+        let (name, payload) = match (many, ok) {
+            (true, true) => ("DeleteAlertsSucceeded", json!({ "tokens": tokens })),
+            (true, false) => ("DeleteAlertsFailed", json!({ "tokens": tokens })),
+            (false, true) => ("DeleteAlertSucceeded", json!({ "token": tokens[0] })),
+            (false, false) => ("DeleteAlertFailed", json!({ "token": tokens[0] })),
+        };
+        tracing::info!("{name}: {}", tokens.join(", "));
+        self.event(name, payload);
+    }
+
+    fn volume(&mut self, v: i64) {
+        let volume = u8::try_from(v.clamp(0, 100)).unwrap_or(100);
+        self.store.volume = volume;
+        self.save();
+        if let Some(p) = self.ringing.as_ref().and_then(|r| r.player.as_ref())
+            && !self.ringing.as_ref().is_some_and(|r| r.background)
+        {
+            p.control().set_gain(gain(volume));
+        }
+        tracing::info!("alerts volume {volume}");
+        self.event("VolumeChanged", json!({ "volume": volume }));
+    }
+
+    /// The timer fired: drop what is too late, ring what is due.
+    async fn due(&mut self) {
+        if !self.synced || self.ringing.is_some() {
+            return;
+        }
+        let now = clock::now_ms();
+        let late: Vec<StoredAlert> = self
+            .store
+            .alerts
+            .iter()
+            .filter(|a| now - a.due_ms > PAST_DUE_MS)
+            .cloned()
+            .collect();
+        for a in &late {
+            tracing::warn!(
+                "alert {} was due at {} and is over 30 minutes late: dropped, not rung",
+                a.token,
+                a.scheduled_time
+            );
+            self.store.remove(&a.token);
+        }
+        if !late.is_empty() {
+            self.save();
+            for a in &late {
+                self.event("AlertStopped", json!({ "token": a.token }));
+            }
+        }
+        let Some(next) = self.store.alerts.first().cloned() else {
+            self.publish();
+            return;
+        };
+        if next.due_ms > now {
+            self.publish();
+            return;
+        }
+        self.ring(next, now).await;
+        self.publish();
+    }
+
+    async fn ring(&mut self, alert: StoredAlert, now: i64) {
+        tracing::info!(
+            "alert {} ({}) rings, {} ms after its time",
+            alert.token,
+            kind_str(alert.kind),
+            now - alert.due_ms
+        );
+        let volume = self.store.volume;
+        let played = match &self.speaker {
+            Some(s) => Some(
+                s.play_pcm(
+                    tone::source(alert.kind, alert.loop_count, alert.loop_pause_ms),
+                    activity(volume),
+                )
+                .await,
+            ),
+            None => None,
+        };
+        self.event("AlertStarted", json!({ "token": alert.token }));
+        match played {
+            Some(Ok(player)) => {
+                let mut focus = player.focus();
+                let background = focus
+                    .as_mut()
+                    .is_some_and(|f| *f.borrow_and_update() == FocusState::Background);
+                if background {
+                    self.event("AlertEnteredBackground", json!({ "token": alert.token }));
+                }
+                self.ringing = Some(Ringing {
+                    alert,
+                    player: Some(player),
+                    focus,
+                    background,
+                });
+            }
+            Some(Err(e)) => {
+                tracing::error!("alert {} cannot sound: {e}", alert.token);
+                self.ringing = Some(Ringing {
+                    alert,
+                    player: None,
+                    focus: None,
+                    background: false,
+                });
+                self.end_ring();
+            }
+            None => {
+                tracing::error!("alert {} cannot sound: no speaker", alert.token);
+                self.ringing = Some(Ringing {
+                    alert,
+                    player: None,
+                    focus: None,
+                    background: false,
+                });
+                self.end_ring();
+            }
+        }
+    }
+
+    /// The ringing alert is over (its sound ended, it was stopped or
+    /// deleted): silence it, tell AVS, forget it.
+    fn end_ring(&mut self) {
+        let Some(mut r) = self.ringing.take() else {
+            return;
+        };
+        if let Some(p) = r.player.as_mut() {
+            p.stop();
+        }
+        drop(r.player);
+        tracing::info!("alert {} stopped", r.alert.token);
+        self.event("AlertStopped", json!({ "token": r.alert.token }));
+        self.store.remove(&r.alert.token);
+        self.save();
+    }
+
+    async fn player_event(&mut self, event: Option<PlayerEvent>) {
+        match event {
+            Some(PlayerEvent::Started) => {
+                if let Some(r) = &self.ringing {
+                    tracing::debug!("alert {} is sounding", r.alert.token);
+                }
+            }
+            Some(PlayerEvent::Failed(e)) => {
+                tracing::error!("the alert's sound failed: {e}");
+                self.end_ring();
+            }
+            Some(PlayerEvent::Finished | PlayerEvent::Stopped) | None => self.end_ring(),
+        }
+        self.publish();
+    }
+
+    fn focus_changed(&mut self, alive: bool) {
+        let Some(r) = self.ringing.as_mut() else {
+            return;
+        };
+        let Some(focus) = r.focus.as_mut() else {
+            return;
+        };
+        if !alive {
+            r.focus = None;
+            return;
+        }
+        let state = *focus.borrow_and_update();
+        let token = r.alert.token.clone();
+        match state {
+            FocusState::Background if !r.background => {
+                r.background = true;
+                tracing::info!("alert {token} goes to the background");
+                self.event("AlertEnteredBackground", json!({ "token": token }));
+            }
+            FocusState::Foreground if r.background => {
+                r.background = false;
+                tracing::info!("alert {token} comes back to the foreground");
+                self.event("AlertEnteredForeground", json!({ "token": token }));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An alert on the Alerts channel, ducked (not paused) under Alexa's voice
+/// so that the user still hears it ring.
+fn activity(volume: u8) -> Activity {
+    Activity {
+        channel: Channel::Alerts,
+        interface: "Alerts",
+        backgrounded: Backgrounded::Duck,
+        gain: gain(volume),
+    }
+}
+
+/// The alerts volume (0 to 100) as a gain: squared, so that equal steps
+/// sound about equally loud.
+fn gain(volume: u8) -> f32 {
+    let v = f32::from(volume) / 100.0;
+    v * v
+}
+
+/// `TIMER`, `ALARM` or `REMINDER`.
+pub(crate) fn kind_str(kind: AlertType) -> &'static str {
+    match kind {
+        AlertType::Timer => "TIMER",
+        AlertType::Alarm => "ALARM",
+        AlertType::Reminder => "REMINDER",
+    }
+}
+
+/// A SetAlert payload as an alert to keep, or why it cannot be.
+pub(crate) fn validate(token: &str, p: &Value, now_ms: i64) -> Result<StoredAlert, String> {
+    let kind = match p.get("type").and_then(Value::as_str) {
+        Some("TIMER") => AlertType::Timer,
+        Some("ALARM") => AlertType::Alarm,
+        Some("REMINDER") => AlertType::Reminder,
+        Some(other) => return Err(format!("type `{other}` is not TIMER, ALARM or REMINDER")),
+        None => return Err("type is missing or not a string".into()),
+    };
+    let scheduled_time = p
+        .get("scheduledTime")
+        .and_then(Value::as_str)
+        .ok_or("scheduledTime is missing or not a string")?;
+    let due_ms = parse_iso8601(scheduled_time)
+        .ok_or_else(|| format!("scheduledTime `{scheduled_time}` is not an ISO 8601 time"))?;
+    if now_ms - due_ms > PAST_DUE_MS {
+        return Err(format!(
+            "scheduledTime `{scheduled_time}` is over 30 minutes in the past"
+        ));
+    }
+    let label = match p.get("label") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 256 => Some(s.clone()),
+        Some(_) => return Err("label is not a string of at most 256 characters".into()),
+    };
+    let loop_count = match p.get("loopCount") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or("loopCount is not a whole number >= 0")?,
+        ),
+    };
+    let loop_pause_ms = match p.get("loopPauseInMilliSeconds") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| *ms <= tone::MAX_RING_MS)
+            .ok_or("loopPauseInMilliSeconds is not a whole number of milliseconds up to an hour")?,
+    };
+    let assets: Vec<Asset> = match p.get("assets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("assets is not a list of {{assetId, url}}: {e}"))?,
+    };
+    if assets.len() > limits::MAX_ASSETS {
+        return Err(format!("more than {} assets", limits::MAX_ASSETS));
+    }
+    for a in &assets {
+        if url::Url::parse(&a.url).map(|u| u.scheme() != "https").unwrap_or(true) {
+            return Err(format!("asset {} has no https:// URL", a.asset_id));
+        }
+    }
+    let asset_play_order: Vec<String> = match p.get("assetPlayOrder") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| "assetPlayOrder is not a list of asset ids".to_string())?,
+    };
+    if let Some(missing) = asset_play_order
+        .iter()
+        .find(|id| !assets.iter().any(|a| &a.asset_id == *id))
+    {
+        return Err(format!("assetPlayOrder names {missing}, which is not among the assets"));
+    }
+    Ok(StoredAlert {
+        token: token.to_string(),
+        kind,
+        scheduled_time: scheduled_time.to_string(),
+        due_ms,
+        label,
+        loop_count,
+        loop_pause_ms,
+        assets,
+        asset_play_order,
+    })
+}

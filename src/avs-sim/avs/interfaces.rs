@@ -43,6 +43,8 @@ struct Inner {
     /// Answers to come, each for one Recognize that is answered with a
     /// Speak: its directives follow the Speak.
     script: VecDeque<Vec<Scripted>>,
+    /// What devices were told about alerts.
+    alerts: super::alerts::Alerts,
 }
 
 impl Interfaces {
@@ -120,8 +122,10 @@ fn parse_script(body: &[u8]) -> Result<Vec<Scripted>, String> {
 /// An event passed the common checks (order, metadata, context): the
 /// checks of its own interface. A refusal is answered as AVS answers it.
 pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
-    let _ = (ctx, namespace(&meta.name));
-    Ok(())
+    match namespace(&meta.name) {
+        "Alerts" => ctx.shared.interfaces.lock().alerts.event(meta),
+        _ => Ok(()),
+    }
 }
 
 /// The stand-in sent `directive` (a whole `{"directive": …}` object) in an
@@ -133,7 +137,10 @@ pub(super) fn sent(shared: &Shared, directive: &Value) {
         return;
     };
     tracing::debug!("sent {ns}.{name}");
-    let _ = shared;
+    let payload = &directive["directive"]["payload"];
+    if ns == "Alerts" {
+        shared.interfaces.lock().alerts.sent(name, payload);
+    }
 }
 
 /// `Namespace` of `Namespace.Name`.

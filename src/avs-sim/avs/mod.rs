@@ -125,6 +125,7 @@
 //! `interfaces` (scripted answers; one module per interface beyond the
 //! dialog, with its own event checks).
 
+mod alerts;
 mod audio;
 mod capabilities;
 mod control;

@@ -19,7 +19,6 @@ use support::{Daemon, Notify};
 const AUDIO: &str = "playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";
 /// Bytes of the speaker FIFO per millisecond (48 kHz stereo i16).
 const BYTES_PER_MS: usize = SPEAKER_10MS / 10;
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -257,6 +256,12 @@ async fn an_alert_set_before_kill_9_rings_after_the_restart() {
         .push("", set_alert("alarm-1", "ALARM", due, Some(1)))
         .await;
     a.rig.avs.wait("event=Alerts.SetAlertSucceeded").await;
+    // Gone from avsd's outbox too: a kill in the few milliseconds between
+    // AVS's answer and that write would send it again.
+    a.rig
+        .avsd
+        .wait_log("sent Alerts.SetAlertSucceeded to AVS", 1, Duration::from_secs(30))
+        .await;
     a.rig.avsd.signal("KILL");
     a.rig.avsd.wait_exit(Duration::from_secs(10));
     assert!(now_ms() < due, "the restart must come before the alert's time");
@@ -326,6 +331,17 @@ async fn with_avs_gone_it_rings_stop_silences_it_and_avs_hears_both_events_once(
     );
 }
 
+/// Debian's libfaketime, whatever the architecture's library directory.
+fn libfaketime() -> String {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .expect("libfaketime is missing: run scripts/test-audio-deps (apt-get install libfaketime)")
+}
+
 /// Set an alert due in a few seconds, kill avsd before it rings, wait
 /// until its time has passed, and start avsd again with its clock
 /// `shift` (libfaketime's offset, e.g. "+300") ahead.
@@ -337,6 +353,12 @@ async fn late_by(shift: &str, token: &str) -> (Alarm, Daemon) {
         .push("", set_alert(token, "ALARM", due, Some(1)))
         .await;
     a.rig.avs.wait("event=Alerts.SetAlertSucceeded").await;
+    // Gone from avsd's outbox too: a kill in the few milliseconds between
+    // AVS's answer and that write would send it again.
+    a.rig
+        .avsd
+        .wait_log("sent Alerts.SetAlertSucceeded to AVS", 1, Duration::from_secs(30))
+        .await;
     a.rig.avsd.signal("KILL");
     a.rig.avsd.wait_exit(Duration::from_secs(10));
     assert!(now_ms() < due, "killed before the alert's time");
@@ -345,10 +367,11 @@ async fn late_by(shift: &str, token: &str) -> (Alarm, Daemon) {
     while now_ms() <= due {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let lib = libfaketime();
     let avsd = restart(
         &a,
         &[
-            ("LD_PRELOAD", LIBFAKETIME),
+            ("LD_PRELOAD", lib.as_str()),
             ("FAKETIME", shift),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],

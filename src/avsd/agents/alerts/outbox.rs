@@ -169,8 +169,9 @@ pub async fn run(outbox: Arc<Outbox>, connection: ConnectionHandle, shutdown: Ca
         };
         match sent {
             Ok(_) => {
-                tracing::info!("sent {} to AVS", head.name);
+                // Logged once it has left the file (tests wait for this).
                 outbox.taken(&head.message_id);
+                tracing::info!("sent {} to AVS", head.name);
                 backoff = Duration::from_secs(1);
                 continue;
             }

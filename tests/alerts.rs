@@ -30,7 +30,12 @@ fn now_ms() -> i64 {
 /// ISO 8601 of Unix milliseconds (whole seconds), as AVS writes it.
 fn iso(ms: i64) -> String {
     let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%dT%H:%M:%S+0000"])
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", ms / 1000),
+            "+%Y-%m-%dT%H:%M:%S+0000",
+        ])
         .output()
         .expect("date runs");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -202,7 +207,9 @@ async fn wait_not_connected(a: &Alarm) {
 /// stop returned): what the speaker played from 200 ms after it is zero.
 async fn assert_silent_after(a: &Alarm, stopped_at: usize) {
     let window = 200 * BYTES_PER_MS;
-    a.speaker.wait_sound(stopped_at + window + 300 * BYTES_PER_MS).await;
+    a.speaker
+        .wait_sound(stopped_at + window + 300 * BYTES_PER_MS)
+        .await;
     let played = a.speaker.played();
     let first = played.iter().position(|b| *b != 0).unwrap();
     let after = &played[first + stopped_at + window..];
@@ -244,7 +251,10 @@ async fn a_timer_rings_on_time_and_avs_hears_it_start_and_stop() {
     );
     assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
     wait_active(&a.alerts, "").await;
-    assert!(a.alerts.alerts().await.unwrap().is_empty(), "rung once, gone");
+    assert!(
+        a.alerts.alerts().await.unwrap().is_empty(),
+        "rung once, gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,11 +270,18 @@ async fn an_alert_set_before_kill_9_rings_after_the_restart() {
     // AVS's answer and that write would send it again.
     a.rig
         .avsd
-        .wait_log("sent Alerts.SetAlertSucceeded to AVS", 1, Duration::from_secs(30))
+        .wait_log(
+            "sent Alerts.SetAlertSucceeded to AVS",
+            1,
+            Duration::from_secs(30),
+        )
         .await;
     a.rig.avsd.signal("KILL");
     a.rig.avsd.wait_exit(Duration::from_secs(10));
-    assert!(now_ms() < due, "the restart must come before the alert's time");
+    assert!(
+        now_ms() < due,
+        "the restart must come before the alert's time"
+    );
     let avsd = restart(&a, &[]);
     a.speaker.wait_sound(1).await;
     let stats = a.rig.avs.wait("event=Alerts.AlertStopped").await;
@@ -357,7 +374,11 @@ async fn late_by(shift: &str, token: &str) -> (Alarm, Daemon) {
     // AVS's answer and that write would send it again.
     a.rig
         .avsd
-        .wait_log("sent Alerts.SetAlertSucceeded to AVS", 1, Duration::from_secs(30))
+        .wait_log(
+            "sent Alerts.SetAlertSucceeded to AVS",
+            1,
+            Duration::from_secs(30),
+        )
         .await;
     a.rig.avsd.signal("KILL");
     a.rig.avsd.wait_exit(Duration::from_secs(10));
@@ -441,10 +462,7 @@ async fn bad_set_alerts_fail_and_change_nothing() {
     for d in [bad_time, bad_type] {
         a.rig.avs.push("", d).await;
     }
-    a.rig
-        .avs
-        .wait("event=Alerts.SetAlertFailed&count=2")
-        .await;
+    a.rig.avs.wait("event=Alerts.SetAlertFailed&count=2").await;
     a.rig.avs.push("", no_token).await;
     a.rig.avs.wait("event=System.ExceptionEncountered").await;
     // Up to the declared maximum of timers, then one more.
@@ -462,11 +480,7 @@ async fn bad_set_alerts_fail_and_change_nothing() {
         .avs
         .push("", set_alert("one-too-many", "TIMER", later, None))
         .await;
-    let stats = a
-        .rig
-        .avs
-        .wait("event=Alerts.SetAlertFailed&count=3")
-        .await;
+    let stats = a.rig.avs.wait("event=Alerts.SetAlertFailed&count=3").await;
     let failed: Vec<String> = alert_events(&stats)
         .into_iter()
         .filter(|(n, _)| n == "Alerts.SetAlertFailed")

@@ -69,6 +69,7 @@ async fn avsd_declares_exactly_its_registered_agents_and_its_contexts_pass() {
         inactivity_report_every: Duration::from_secs(3600),
         dialog: tokio::sync::mpsc::channel(1).0,
         speech: tokio::sync::watch::channel(Default::default()).1,
+        alerts: avsd::agents::alerts::channel().0,
     })
     .unwrap();
     let want: Vec<Value> = registry

@@ -78,7 +78,12 @@ fn only_token<'a>(name: &str, p: &'a Value) -> Result<&'a str, Refusal> {
     obj.get("token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| refuse(name, "payload.token is missing or not a non-empty string".into()))
+        .ok_or_else(|| {
+            refuse(
+                name,
+                "payload.token is missing or not a non-empty string".into(),
+            )
+        })
 }
 
 fn now_unix() -> i64 {
@@ -142,7 +147,10 @@ impl Alerts {
                     .get_mut(token)
                     .filter(|a| a.setting > 0)
                     .ok_or_else(|| {
-                        refuse(name, format!("no SetAlert with token {token} waits for an answer"))
+                        refuse(
+                            name,
+                            format!("no SetAlert with token {token} waits for an answer"),
+                        )
                     })?;
                 a.setting -= 1;
                 if a.phase != Phase::Started {
@@ -160,7 +168,10 @@ impl Alerts {
                     .iter()
                     .position(|t| t == token)
                     .ok_or_else(|| {
-                        refuse(name, format!("no DeleteAlert with token {token} waits for an answer"))
+                        refuse(
+                            name,
+                            format!("no DeleteAlert with token {token} waits for an answer"),
+                        )
                     })?;
                 self.deleting.remove(at);
             }
@@ -177,7 +188,9 @@ impl Alerts {
                 let tokens: Vec<String> = obj
                     .get("tokens")
                     .and_then(|v| serde_json::from_value(v.clone()).ok())
-                    .ok_or_else(|| refuse(name, "payload.tokens is not a list of strings".into()))?;
+                    .ok_or_else(|| {
+                        refuse(name, "payload.tokens is not a list of strings".into())
+                    })?;
                 let at = self
                     .deleting_many
                     .iter()
@@ -218,7 +231,9 @@ impl Alerts {
                     Phase::Set => {
                         return Err(refuse(
                             name,
-                            format!("alert {token} stopped before AlertStarted and before its time"),
+                            format!(
+                                "alert {token} stopped before AlertStarted and before its time"
+                            ),
                         ));
                     }
                     other => {
@@ -250,10 +265,7 @@ impl Alerts {
                 }
             }
             other => {
-                return Err(refuse(
-                    name,
-                    format!("Alerts has no event named {other}"),
-                ));
+                return Err(refuse(name, format!("Alerts has no event named {other}")));
             }
         }
         Ok(())
@@ -314,14 +326,29 @@ pub(super) fn check_state(p: &Value) -> Result<(), String> {
 /// Unix seconds of `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM|±HHMM)`.
 fn parse_time(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let n = |a: usize, z: usize| -> Option<i64> {
         let t = s.get(a..z)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(5, 7)?, n(8, 10)?, n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0, 4)?,
+        n(5, 7)?,
+        n(8, 10)?,
+        n(11, 13)?,
+        n(14, 16)?,
+        n(17, 19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
         return None;
     }
@@ -385,11 +412,20 @@ mod tests {
     fn an_alert_is_answered_started_and_stopped_once_in_order() {
         let mut a = Alerts::default();
         let t = json!({"token": "t1"});
-        assert!(a.event(&meta("AlertStarted", t.clone())).is_err(), "unknown");
+        assert!(
+            a.event(&meta("AlertStarted", t.clone())).is_err(),
+            "unknown"
+        );
         set(&mut a, "t1", "2099-01-01T00:00:00+0000");
-        assert!(a.event(&meta("AlertStarted", t.clone())).is_err(), "not set yet");
+        assert!(
+            a.event(&meta("AlertStarted", t.clone())).is_err(),
+            "not set yet"
+        );
         a.event(&meta("SetAlertSucceeded", t.clone())).unwrap();
-        assert!(a.event(&meta("SetAlertSucceeded", t.clone())).is_err(), "twice");
+        assert!(
+            a.event(&meta("SetAlertSucceeded", t.clone())).is_err(),
+            "twice"
+        );
         assert!(
             a.event(&meta("AlertStopped", t.clone())).is_err(),
             "stopped before started and before its time"
@@ -416,14 +452,31 @@ mod tests {
     fn payloads_are_as_documented() {
         let mut a = Alerts::default();
         set(&mut a, "t", "2099-01-01T00:00:00Z");
-        assert!(a.event(&meta("SetAlertSucceeded", json!({"token": "t", "x": 1}))).is_err());
+        assert!(
+            a.event(&meta("SetAlertSucceeded", json!({"token": "t", "x": 1})))
+                .is_err()
+        );
         assert!(a.event(&meta("SetAlertSucceeded", json!({}))).is_err());
-        assert!(a.event(&meta("VolumeChanged", json!({"volume": 101}))).is_err());
-        a.event(&meta("VolumeChanged", json!({"volume": 30}))).unwrap();
-        assert!(a.event(&meta("DeleteAlertSucceeded", json!({"token": "t"}))).is_err());
+        assert!(
+            a.event(&meta("VolumeChanged", json!({"volume": 101})))
+                .is_err()
+        );
+        a.event(&meta("VolumeChanged", json!({"volume": 30})))
+            .unwrap();
+        assert!(
+            a.event(&meta("DeleteAlertSucceeded", json!({"token": "t"})))
+                .is_err()
+        );
         a.sent("DeleteAlerts", &json!({"tokens": ["t", "u"]}));
-        assert!(a.event(&meta("DeleteAlertsSucceeded", json!({"tokens": ["t"]}))).is_err());
-        a.event(&meta("DeleteAlertsSucceeded", json!({"tokens": ["t", "u"]}))).unwrap();
+        assert!(
+            a.event(&meta("DeleteAlertsSucceeded", json!({"tokens": ["t"]})))
+                .is_err()
+        );
+        a.event(&meta(
+            "DeleteAlertsSucceeded",
+            json!({"tokens": ["t", "u"]}),
+        ))
+        .unwrap();
         assert!(a.event(&meta("Nonsense", json!({}))).is_err());
     }
 

@@ -62,7 +62,11 @@ pub(super) async fn forward(
     };
     let mut rx = alerts.view();
     let mut old: AlertsView = rx.borrow_and_update().clone();
-    let Ok(iface) = conn.object_server().interface::<_, Alerts>(OBJECT_PATH).await else {
+    let Ok(iface) = conn
+        .object_server()
+        .interface::<_, Alerts>(OBJECT_PATH)
+        .await
+    else {
         return;
     };
     loop {

@@ -216,11 +216,7 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let active: Vec<_> = self
-            .ringing
-            .iter()
-            .map(|r| r.alert.context())
-            .collect();
+        let active: Vec<_> = self.ringing.iter().map(|r| r.alert.context()).collect();
         self.out.context.send_replace(AlertsState {
             all_alerts: self.store.alerts.iter().map(StoredAlert::context).collect(),
             active_alerts: active,
@@ -254,7 +250,9 @@ impl Actor {
         match self.store.save() {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!("cannot save the alerts: {e}; check the state directory's disk and permissions");
+                tracing::error!(
+                    "cannot save the alerts: {e}; check the state directory's disk and permissions"
+                );
                 false
             }
         }
@@ -298,7 +296,11 @@ impl Actor {
             self.event("SetAlertFailed", json!({ "token": token }));
             return;
         }
-        if self.ringing.as_ref().is_some_and(|r| r.alert.token == token) {
+        if self
+            .ringing
+            .as_ref()
+            .is_some_and(|r| r.alert.token == token)
+        {
             self.end_ring();
         }
         let old = self.store.get(&token).cloned();
@@ -316,7 +318,11 @@ impl Actor {
             "alert {token} set: {} at {}{}",
             kind_str(alert.kind),
             alert.scheduled_time,
-            alert.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default()
+            alert
+                .label
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default()
         );
         self.event("SetAlertSucceeded", json!({ "token": token }));
     }
@@ -594,7 +600,10 @@ pub(crate) fn validate(token: &str, p: &Value, now_ms: i64) -> Result<StoredAler
         return Err(format!("more than {} assets", limits::MAX_ASSETS));
     }
     for a in &assets {
-        if url::Url::parse(&a.url).map(|u| u.scheme() != "https").unwrap_or(true) {
+        if url::Url::parse(&a.url)
+            .map(|u| u.scheme() != "https")
+            .unwrap_or(true)
+        {
             return Err(format!("asset {} has no https:// URL", a.asset_id));
         }
     }
@@ -607,7 +616,9 @@ pub(crate) fn validate(token: &str, p: &Value, now_ms: i64) -> Result<StoredAler
         .iter()
         .find(|id| !assets.iter().any(|a| &a.asset_id == *id))
     {
-        return Err(format!("assetPlayOrder names {missing}, which is not among the assets"));
+        return Err(format!(
+            "assetPlayOrder names {missing}, which is not among the assets"
+        ));
     }
     Ok(StoredAlert {
         token: token.to_string(),

@@ -64,7 +64,9 @@ pub mod limits {
     /// Whether one more alert of `kind` fits, or why not.
     pub fn room_for(store: &Store, kind: AlertType) -> Result<(), String> {
         if store.count(None) >= OVERALL {
-            return Err(format!("avsd already holds its maximum of {OVERALL} alerts"));
+            return Err(format!(
+                "avsd already holds its maximum of {OVERALL} alerts"
+            ));
         }
         match kind {
             AlertType::Alarm if store.count(Some(kind)) >= ALARMS => {
@@ -194,7 +196,10 @@ fn token(directive: &Directive) -> Result<String, DirectiveError> {
     }
 }
 
-fn volume(directive: &Directive, range: std::ops::RangeInclusive<i64>) -> Result<i64, DirectiveError> {
+fn volume(
+    directive: &Directive,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, DirectiveError> {
     directive
         .payload
         .get("volume")
@@ -282,7 +287,8 @@ impl CapabilityAgent for Alerts {
                         .and_then(|v| serde_json::from_value(v.clone()).ok())
                         .filter(|t: &Vec<String>| t.len() <= limits::OVERALL * 2)
                         .ok_or_else(|| {
-                            directive.invalid("payload.tokens is missing or not a list of tokens".into())
+                            directive
+                                .invalid("payload.tokens is missing or not a list of tokens".into())
                         })?;
                     Command::Delete { tokens, many: true }
                 }

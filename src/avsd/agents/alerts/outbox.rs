@@ -188,7 +188,10 @@ pub async fn run(outbox: Arc<Outbox>, connection: ConnectionHandle, shutdown: Ca
                 continue;
             }
             Err(e) => {
-                tracing::warn!("cannot send {} to AVS yet: {e}; trying again in {backoff:?}", head.name);
+                tracing::warn!(
+                    "cannot send {} to AVS yet: {e}; trying again in {backoff:?}",
+                    head.name
+                );
             }
         }
         tokio::select! {

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use avsctl::proxy::AlertsProxy;
 use serde_json::{Value, json};
-use support::dialog::{Rig, SPEAKER_10MS, Speaker};
+use support::audio::s16le;
+use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, speech16};
 use support::faults::{Cut, Proxy};
 use support::system::{AvsSim, World, wait_connection};
 use support::{Daemon, Notify};
@@ -110,6 +111,10 @@ async fn alarm_rig(route: Option<&Proxy>) -> Alarm {
 }
 
 async fn alarm_rig_on(world: World, avs: AvsSim, route: Option<&Proxy>) -> Alarm {
+    alarm_rig_with(world, avs, route, AUDIO).await
+}
+
+async fn alarm_rig_with(world: World, avs: AvsSim, route: Option<&Proxy>, audio: &str) -> Alarm {
     let sync = tempfile::tempdir().unwrap();
     let flag = sync.path().join("synchronized");
     std::fs::write(&flag, b"").unwrap();
@@ -125,7 +130,7 @@ async fn alarm_rig_on(world: World, avs: AvsSim, route: Option<&Proxy>) -> Alarm
             };
             format!("{c}[alerts]\nclock_sync_file = \"{}\"\n", flag.display())
         },
-        AUDIO,
+        audio,
     )
     .await;
     let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
@@ -493,4 +498,113 @@ async fn bad_set_alerts_fail_and_change_nothing() {
     assert!(after.contains(&before[0]));
     assert!(!after.iter().any(|x| x.0 == "one-too-many"));
     assert_eq!(a.sound_so_far(), 0, "nothing rang");
+}
+
+/// The amplitude (0 to 1) of `freq` Hz in `x` (48 kHz), by Goertzel.
+fn tone_level(x: &[f32], freq: f32) -> f32 {
+    let w = std::f32::consts::TAU * freq / 48_000.0;
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for v in x {
+        let s0 = v + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / x.len() as f32
+}
+
+/// How loud the alarm's two tones are in `x`: the median over its 20 ms
+/// windows (the pattern beeps two thirds of the time; a median is not
+/// fooled by a moment of speech near those frequencies).
+fn alarm_level(x: &[f32]) -> f32 {
+    let mut levels: Vec<f32> = x
+        .chunks_exact(960)
+        .map(|w| tone_level(w, 880.0).max(tone_level(w, 1320.0)))
+        .collect();
+    assert!(!levels.is_empty(), "no audio to measure");
+    levels.sort_by(f32::total_cmp);
+    levels[levels.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alexa_speaking_during_an_alarm_ducks_it_and_it_comes_back() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let audio = format!("capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n{AUDIO}");
+    let a = alarm_rig_with(world, avs, None, &audio).await;
+    let mic = Mic::new(&a.rig.path("mic.fifo"), 320);
+    a.rig
+        .avs
+        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
+        .await;
+    let question = speech16(a.rig.dir.path(), "q", "what is the weather like");
+    let due = due_in(2000);
+    a.rig
+        .avs
+        .push("", set_alert("wake-up", "ALARM", due, None))
+        .await;
+    a.speaker.wait_sound(1).await;
+    let t0 = std::time::Instant::now();
+    // A full loop of the pattern at full level first.
+    a.speaker.wait_sound(1600 * BYTES_PER_MS).await;
+    a.rig.dialog.tap().await.expect("Tap");
+    let _said = mic.say(question);
+    a.rig.avs.wait("event=Alerts.AlertEnteredBackground").await;
+    let ducked_from = t0.elapsed();
+    a.rig
+        .avs
+        .wait("event=SpeechSynthesizer.SpeechFinished")
+        .await;
+    let stats = a.rig.avs.wait("event=Alerts.AlertEnteredForeground").await;
+    let back_at = t0.elapsed();
+    // Another full loop back in the foreground, then the user's Stop.
+    let now_sound = a.sound_so_far();
+    a.speaker.wait_sound(now_sound + 1600 * BYTES_PER_MS).await;
+    a.rig.dialog.stop().await.expect("Dialog.Stop");
+    let stopped_at = a.sound_so_far();
+    assert_silent_after(&a, stopped_at).await;
+    let stats_after = a.rig.avs.wait("event=Alerts.AlertStopped").await;
+    assert!(
+        refused(&stats_after).is_empty(),
+        "{:?}",
+        refused(&stats_after)
+    );
+    let names: Vec<String> = alert_events(&stats).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "Alerts.SetAlertSucceeded",
+            "Alerts.AlertStarted",
+            "Alerts.AlertEnteredBackground",
+            "Alerts.AlertEnteredForeground",
+        ]
+    );
+
+    // The mix, left channel, from the first sound: full, ducked while
+    // Alexa speaks (the events' times, 200 ms in from each edge), full.
+    let played = a.speaker.played();
+    let first = played.iter().position(|b| *b != 0).unwrap();
+    let left: Vec<f32> = s16le(&played[first - first % 4..])
+        .chunks_exact(2)
+        .map(|f| f[0])
+        .collect();
+    let at = |d: Duration| (d.as_millis() as usize * 48).min(left.len());
+    let before = alarm_level(&left[..at(Duration::from_millis(1500))]);
+    let ducked = alarm_level(
+        &left[at(ducked_from + Duration::from_millis(300))
+            ..at(back_at - Duration::from_millis(300))],
+    );
+    let after = alarm_level(
+        &left[at(back_at + Duration::from_millis(300))..at(back_at + Duration::from_millis(1500))],
+    );
+    println!("alarm tone level: before {before:.3}, under Alexa {ducked:.3}, after {after:.3}");
+    assert!(before > 0.3, "the alarm rang loud ({before:.3})");
+    assert!(
+        ducked < before * 0.25 && ducked > before * 0.02,
+        "attenuated, still heard, under Alexa's voice ({ducked:.3} of {before:.3})"
+    );
+    assert!(
+        after > before * 0.8,
+        "full again after ({after:.3} of {before:.3})"
+    );
 }

@@ -115,9 +115,24 @@ async fn alarm_rig_on(world: World, avs: AvsSim, route: Option<&Proxy>) -> Alarm
 }
 
 async fn alarm_rig_with(world: World, avs: AvsSim, route: Option<&Proxy>, audio: &str) -> Alarm {
+    let a = alarm_rig_synced(world, avs, route, audio, false).await;
+    std::fs::write(a.sync_flag(), b"").unwrap();
+    a
+}
+
+/// The rig, its clock-synchronized flag file made only if `synced`.
+async fn alarm_rig_synced(
+    world: World,
+    avs: AvsSim,
+    route: Option<&Proxy>,
+    audio: &str,
+    synced: bool,
+) -> Alarm {
     let sync = tempfile::tempdir().unwrap();
     let flag = sync.path().join("synchronized");
-    std::fs::write(&flag, b"").unwrap();
+    if synced {
+        std::fs::write(&flag, b"").unwrap();
+    }
     let direct = format!("endpoint = \"{}\"\n", avs.base);
     let routed = route.map(|p| format!("endpoint = \"{}\"\n", p.base()));
     let rig = Rig::start_on(
@@ -146,6 +161,11 @@ async fn alarm_rig_with(world: World, avs: AvsSim, route: Option<&Proxy>, audio:
 }
 
 impl Alarm {
+    /// The file whose presence tells avsd the clock is synchronized.
+    fn sync_flag(&self) -> PathBuf {
+        self._sync.path().join("synchronized")
+    }
+
     /// Bytes the speaker has played since the first sound.
     fn sound_so_far(&self) -> usize {
         let played = self.speaker.played();
@@ -607,4 +627,86 @@ async fn alexa_speaking_during_an_alarm_ducks_it_and_it_comes_back() {
         after > before * 0.8,
         "full again after ({after:.3} of {before:.3})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_rings_before_the_clock_is_synchronized() {
+    let world = World::new(3600).await;
+    let avs = AvsSim::start(&world.env, &[]).await;
+    let a = alarm_rig_synced(world, avs, None, AUDIO, false).await;
+    let due = due_in(2000);
+    a.rig
+        .avs
+        .push("", set_alert("early", "TIMER", due, Some(1)))
+        .await;
+    a.rig.avs.wait("event=Alerts.SetAlertSucceeded").await;
+    a.rig
+        .avsd
+        .wait_log("alerts wait for the clock", 1, Duration::from_secs(30))
+        .await;
+    // Its time passes with the clock unconfirmed: silence.
+    while now_ms() < due + 1500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.sound_so_far(),
+        0,
+        "rang before the clock was synchronized"
+    );
+    assert_eq!(a.alerts.active().await.unwrap(), "");
+    // NTP has set the clock: it rings now, 1.5 s late.
+    let synced_at = now_ms();
+    std::fs::write(a.sync_flag(), b"").unwrap();
+    a.speaker.wait_sound(1).await;
+    assert!(now_ms() >= synced_at);
+    let stats = a.rig.avs.wait("event=Alerts.AlertStopped").await;
+    assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_volume_directives_are_answered() {
+    let a = alarm_rig(None).await;
+    let later = due_in(3_600_000);
+    for t in ["d1", "d2", "d3"] {
+        a.rig
+            .avs
+            .push("", set_alert(t, "REMINDER", later, None))
+            .await;
+    }
+    a.rig
+        .avs
+        .wait("event=Alerts.SetAlertSucceeded&count=3")
+        .await;
+    a.rig
+        .avs
+        .push("", directive("DeleteAlert", json!({"token": "d1"})))
+        .await;
+    a.rig.avs.wait("event=Alerts.DeleteAlertSucceeded").await;
+    a.rig
+        .avs
+        .push(
+            "",
+            directive("DeleteAlerts", json!({"tokens": ["d2", "d3"]})),
+        )
+        .await;
+    a.rig.avs.wait("event=Alerts.DeleteAlertsSucceeded").await;
+    assert!(a.alerts.alerts().await.unwrap().is_empty());
+    a.rig
+        .avs
+        .push("", directive("SetVolume", json!({"volume": 30})))
+        .await;
+    a.rig
+        .avs
+        .push("", directive("AdjustVolume", json!({"volume": -50})))
+        .await;
+    let stats = a.rig.avs.wait("event=Alerts.VolumeChanged&count=2").await;
+    let volumes: Vec<i64> = stats["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "Alerts.VolumeChanged")
+        .map(|e| e["payload"]["volume"].as_i64().unwrap())
+        .collect();
+    assert_eq!(volumes, [30, 0], "set, then adjusted and clamped at 0");
+    assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
 }

@@ -632,3 +632,64 @@ pub(crate) fn validate(token: &str, p: &Value, now_ms: i64) -> Result<StoredAler
         asset_play_order,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::agents::alerts::store::format_iso8601;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_set_alert_is_kept_as_avs_gave_it() {
+        let p = json!({"token": "t", "type": "REMINDER", "scheduledTime": "2027-01-15T08:00:00+0000",
+                       "label": "bins out", "loopCount": 3, "loopPauseInMilliSeconds": 700,
+                       "assets": [{"assetId": "a", "url": "https://example.com/a.mp3"}],
+                       "assetPlayOrder": ["a", "a"]});
+        let a = validate("t", &p, NOW).unwrap();
+        assert_eq!(a.kind, AlertType::Reminder);
+        assert_eq!(a.scheduled_time, "2027-01-15T08:00:00+0000");
+        assert_eq!(a.label.as_deref(), Some("bins out"));
+        assert_eq!((a.loop_count, a.loop_pause_ms), (Some(3), 700));
+        assert_eq!(a.asset_play_order, ["a", "a"]);
+    }
+
+    #[test]
+    fn bad_set_alerts_say_why() {
+        let soon = format_iso8601(NOW + 60_000);
+        let cases = [
+            (json!({"type": "NAP", "scheduledTime": soon}), "type"),
+            (json!({"scheduledTime": soon}), "type"),
+            (
+                json!({"type": "TIMER", "scheduledTime": "noon"}),
+                "ISO 8601",
+            ),
+            (json!({"type": "TIMER"}), "scheduledTime"),
+            (
+                json!({"type": "TIMER", "scheduledTime": format_iso8601(NOW - PAST_DUE_MS - 1000)}),
+                "30 minutes",
+            ),
+            (
+                json!({"type": "TIMER", "scheduledTime": soon, "loopCount": -1}),
+                "loopCount",
+            ),
+            (
+                json!({"type": "TIMER", "scheduledTime": soon, "assets": [{"assetId": "a", "url": "http://x/a.mp3"}]}),
+                "https",
+            ),
+            (
+                json!({"type": "TIMER", "scheduledTime": soon, "assets": [], "assetPlayOrder": ["b"]}),
+                "assetPlayOrder",
+            ),
+        ];
+        for (p, why) in cases {
+            let e = validate("t", &p, NOW).expect_err(&p.to_string());
+            assert!(e.contains(why), "{p}: {e}");
+        }
+        // A few minutes late is still taken: it rings at once.
+        let late = json!({"type": "ALARM", "scheduledTime": format_iso8601(NOW - 300_000)});
+        assert!(validate("t", &late, NOW).is_ok());
+    }
+}

@@ -271,11 +271,16 @@ impl Actor {
             Command::AdjustVolume(d) => self.volume(i64::from(self.store.volume) + d),
             Command::Stop(reply) => {
                 let ringing = self.ringing.is_some();
+                // Silence first and answer at once; the files are written
+                // (fsync can take a while on an SD card) after.
+                if let Some(p) = self.ringing.as_mut().and_then(|r| r.player.as_mut()) {
+                    p.stop();
+                }
+                let _ = reply.send(ringing);
                 if ringing {
                     tracing::info!("the user stopped the alert");
                     self.end_ring();
                 }
-                let _ = reply.send(ringing);
             }
         }
         self.publish();

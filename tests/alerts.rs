@@ -710,3 +710,109 @@ async fn delete_and_volume_directives_are_answered() {
     assert_eq!(volumes, [30, 0], "set, then adjusted and clamped at 0");
     assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
 }
+
+/// The answer MP3 the stand-in serves as `chime.mp3`, decoded by sox to
+/// 48 kHz mono.
+fn chime_48k(dir: &Path) -> Vec<f32> {
+    let out = dir.join("chime48.raw");
+    let mp3 = support::repo().join("tests/fixtures/answer.mp3");
+    let (mp3, out_s) = (mp3.display().to_string(), out.display().to_string());
+    support::audio::tool(
+        "sox",
+        &[
+            &mp3,
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-L",
+            "-t",
+            "raw",
+            &out_s,
+        ],
+    );
+    s16le(&std::fs::read(out).unwrap())
+}
+
+fn reminder(token: &str, due: i64, url: &str) -> Value {
+    directive(
+        "SetAlert",
+        json!({"token": token, "type": "REMINDER", "scheduledTime": iso(due), "label": "bins out",
+               "assets": [{"assetId": "chime", "url": url}], "assetPlayOrder": ["chime"],
+               "loopCount": 1, "loopPauseInMilliSeconds": 0}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_rings_its_own_sound_fetched_when_set_or_the_tone_without_it() {
+    let a = alarm_rig(None).await;
+    let chime = format!("{}/alerts/assets/chime.mp3", a.rig.avs.base);
+    let due = due_in(4000);
+    a.rig
+        .avs
+        .push("", reminder("with-sound", due, &chime))
+        .await;
+    a.rig
+        .avsd
+        .wait_log("sound chime kept", 1, Duration::from_secs(30))
+        .await;
+    let listed = a.alerts.alerts().await.unwrap();
+    assert_eq!(listed[0].3, "bins out", "the label is on D-Bus");
+    a.speaker.wait_sound(1).await;
+    a.rig.avs.wait("event=Alerts.AlertStopped").await;
+    // What played is the chime: the same sound as the MP3, decoded here.
+    let played = a.speaker.played();
+    let first = played.iter().position(|b| *b != 0).unwrap();
+    let left: Vec<f32> = s16le(&played[first - first % 4..])
+        .chunks_exact(2)
+        .map(|f| f[0])
+        .collect();
+    let reference = chime_48k(a.rig.dir.path());
+    // Both from where the sound starts (the MP3 begins with its encoder's
+    // silence), a second of each.
+    let (of, _) = support::audio::active_span(&left, 0.02).expect("sound played");
+    let (rf, _) = support::audio::active_span(&reference, 0.02).expect("sound in the MP3");
+    let n = (reference.len() - rf).min(left.len() - of).min(48_000);
+    let a16 = support::audio::decimate(&left[of..of + n], 3);
+    let b16 = support::audio::decimate(&reference[rf..rf + n], 3);
+    let (corr, _) = support::audio::best_correlation(&a16, &b16, 400);
+    assert!(corr > 0.8, "the reminder played its own sound ({corr:.3})");
+
+    // A sound that cannot be fetched: it rings the built-in tone.
+    let sound_before = a.sound_so_far();
+    let due = due_in(3000);
+    a.rig
+        .avs
+        .push(
+            "",
+            reminder("no-sound", due, "https://127.0.0.1:9/chime.mp3"),
+        )
+        .await;
+    a.rig
+        .avsd
+        .wait_log("cannot fetch sound chime", 1, Duration::from_secs(30))
+        .await;
+    a.speaker
+        .wait_sound(sound_before + 1000 * BYTES_PER_MS)
+        .await;
+    let stats = a.rig.avs.wait("event=Alerts.AlertStopped&count=2").await;
+    assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
+    let played = a.speaker.played();
+    let tail: Vec<f32> = s16le(&played[played.len() - played.len() % 4 - 1_500 * BYTES_PER_MS..])
+        .chunks_exact(2)
+        .map(|f| f[0])
+        .collect();
+    let level = [1047.0, 1319.0, 1568.0]
+        .iter()
+        .map(|f| {
+            tail.chunks_exact(960)
+                .map(|w| tone_level(w, *f))
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max);
+    assert!(level > 0.3, "the reminder's tone rang ({level:.3})");
+}

@@ -15,6 +15,10 @@
 //! - `VolumeChanged` `{"volume"}`: a whole number from 0 to 100.
 //! - The context's `AlertsState`: `allAlerts` and `activeAlerts` lists of
 //!   `{token, type, scheduledTime}`, each active alert also in all.
+//!
+//! It also serves alert sounds as AVS's CDN does, over the same HTTPS and
+//! without a token: `GET /alerts/assets/chime.mp3` (the stand-in's spoken
+//! answer, an MP3 made by the project); any other name is 404.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +26,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::rules::{Metadata, Refusal};
+
+/// Where the stand-in's alert sounds are.
+pub const ASSETS_PATH: &str = "/alerts/assets/";
+
+/// An alert sound request: its status and body, or `None` for any other
+/// path.
+pub(super) fn asset(method: &http::Method, path: &str) -> Option<(u16, Option<&'static [u8]>)> {
+    let name = path.strip_prefix(ASSETS_PATH)?;
+    if method != http::Method::GET {
+        return Some((405, None));
+    }
+    match name {
+        "chime.mp3" => Some((200, Some(super::BUILTIN_ANSWER_MP3))),
+        _ => Some((404, None)),
+    }
+}
 
 /// Alert tokens remembered at most (the stand-in is fed from outside).
 const MAX_TRACKED: usize = 4096;

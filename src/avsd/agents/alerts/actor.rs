@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::assets::Assets;
 use super::clock::{self, Wake, WallTimer};
 use super::outbox::Outbox;
 use super::store::{Asset, Store, StoredAlert, parse_iso8601};
@@ -60,6 +63,9 @@ pub struct Links {
     pub clock_sync_file: PathBuf,
     /// The real-time clock device to look for.
     pub rtc: PathBuf,
+    /// A CA to trust for the alerts' sounds besides the system's
+    /// (`avs.ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What the ringing alert's sound did.
@@ -73,6 +79,8 @@ struct Ringing {
     player: Option<Player>,
     focus: Option<watch::Receiver<FocusState>>,
     background: bool,
+    /// It plays its own sounds (the tone takes over if they fail).
+    assets: bool,
 }
 
 struct Actor {
@@ -85,6 +93,7 @@ struct Actor {
     sync_file: PathBuf,
     rtc: PathBuf,
     out: Outputs,
+    assets: Arc<Assets>,
 }
 
 /// Runs the actor until `shutdown` or until every handle is gone.
@@ -114,6 +123,10 @@ pub(crate) async fn run(
         sync_file: links.clock_sync_file,
         rtc: links.rtc,
         out,
+        assets: Arc::new(Assets::new(
+            links.dir.join("assets"),
+            links.ca_file.as_deref(),
+        )),
     };
     a.check_sync();
     a.publish();
@@ -330,6 +343,7 @@ impl Actor {
                 .unwrap_or_default()
         );
         self.event("SetAlertSucceeded", json!({ "token": token }));
+        self.assets.fetch(&alert);
     }
 
     fn delete(&mut self, tokens: Vec<String>, many: bool) {
@@ -345,7 +359,11 @@ impl Actor {
             self.store.remove(t);
         }
         let ok = before.len() == self.store.alerts.len() || self.save();
-        if !ok {
+        if ok {
+            for a in before.iter().filter(|a| tokens.contains(&a.token)) {
+                self.assets.forget(a);
+            }
+        } else {
             self.store.alerts = before;
         }
         let (name, payload) = match (many, ok) {
@@ -391,6 +409,7 @@ impl Actor {
                 a.scheduled_time
             );
             self.store.remove(&a.token);
+            self.assets.forget(a);
         }
         if !late.is_empty() {
             self.save();
@@ -417,17 +436,15 @@ impl Actor {
             kind_str(alert.kind),
             now - alert.due_ms
         );
-        let volume = self.store.volume;
-        let played = match &self.speaker {
-            Some(s) => Some(
-                s.play_pcm(
-                    tone::source(alert.kind, alert.loop_count, alert.loop_pause_ms),
-                    activity(volume),
-                )
-                .await,
-            ),
-            None => None,
-        };
+        let sounds = self.assets.ready(&alert);
+        let with_assets = sounds.is_some();
+        if !alert.assets.is_empty() && !with_assets {
+            tracing::warn!(
+                "alert {}: its sounds are not all here; it rings the built-in tone",
+                alert.token
+            );
+        }
+        let played = self.sound(&alert, sounds).await;
         self.event("AlertStarted", json!({ "token": alert.token }));
         match played {
             Some(Ok(player)) => {
@@ -443,6 +460,7 @@ impl Actor {
                     player: Some(player),
                     focus,
                     background,
+                    assets: with_assets,
                 });
             }
             Some(Err(e)) => {
@@ -452,6 +470,7 @@ impl Actor {
                     player: None,
                     focus: None,
                     background: false,
+                    assets: false,
                 });
                 self.end_ring();
             }
@@ -462,10 +481,40 @@ impl Actor {
                     player: None,
                     focus: None,
                     background: false,
+                    assets: false,
                 });
                 self.end_ring();
             }
         }
+    }
+
+    /// Starts `alert`'s sound: its own `sounds` (MP3 files, in play
+    /// order) when given, else the tone. `None` without a speaker.
+    async fn sound(
+        &self,
+        alert: &StoredAlert,
+        sounds: Option<Vec<PathBuf>>,
+    ) -> Option<Result<Player, crate::audio::AudioError>> {
+        let speaker = self.speaker.as_ref()?;
+        let activity = activity(self.store.volume);
+        Some(match sounds {
+            Some(paths) => {
+                speaker
+                    .play(
+                        asset_stream(paths, alert.loop_count, alert.loop_pause_ms),
+                        activity,
+                    )
+                    .await
+            }
+            None => {
+                speaker
+                    .play_pcm(
+                        tone::source(alert.kind, alert.loop_count, alert.loop_pause_ms),
+                        activity,
+                    )
+                    .await
+            }
+        })
     }
 
     /// The ringing alert is over (its sound ended, it was stopped or
@@ -482,6 +531,7 @@ impl Actor {
         self.event("AlertStopped", json!({ "token": r.alert.token }));
         self.store.remove(&r.alert.token);
         self.save();
+        self.assets.forget(&r.alert);
     }
 
     async fn player_event(&mut self, event: Option<PlayerEvent>) {
@@ -493,11 +543,36 @@ impl Actor {
             }
             Some(PlayerEvent::Failed(e)) => {
                 tracing::error!("the alert's sound failed: {e}");
-                self.end_ring();
+                if self.ringing.as_ref().is_some_and(|r| r.assets) {
+                    self.tone_instead().await;
+                } else {
+                    self.end_ring();
+                }
             }
             Some(PlayerEvent::Finished | PlayerEvent::Stopped) | None => self.end_ring(),
         }
         self.publish();
+    }
+
+    /// The alert's own sounds failed to play: it rings on with the tone.
+    async fn tone_instead(&mut self) {
+        let Some(alert) = self.ringing.as_ref().map(|r| r.alert.clone()) else {
+            return;
+        };
+        tracing::warn!(
+            "alert {}: its sounds cannot be played; the built-in tone rings instead",
+            alert.token
+        );
+        match self.sound(&alert, None).await {
+            Some(Ok(player)) => {
+                if let Some(r) = self.ringing.as_mut() {
+                    r.focus = player.focus();
+                    r.player = Some(player);
+                    r.assets = false;
+                }
+            }
+            _ => self.end_ring(),
+        }
     }
 
     fn focus_changed(&mut self, alive: bool) {
@@ -527,6 +602,41 @@ impl Actor {
             _ => {}
         }
     }
+}
+
+/// The alert's MP3 sounds, one after another, `loops` times (`None`:
+/// until an hour has passed) with `pause_ms` between, fed to the decoder
+/// as it takes them.
+fn asset_stream(paths: Vec<PathBuf>, loops: Option<u32>, pause_ms: u64) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut files = Vec::new();
+        for p in &paths {
+            match tokio::fs::read(p).await {
+                Ok(b) => files.push(Bytes::from(b)),
+                // The decoder sees the end at once: Finished, AlertStopped.
+                Err(e) => {
+                    tracing::error!("cannot read alert sound {}: {e}", p.display());
+                    return;
+                }
+            }
+        }
+        let max = Duration::from_millis(tone::MAX_RING_MS);
+        let mut n = 0u32;
+        while loops.is_none_or(|l| n < l) && start.elapsed() < max {
+            if n > 0 && pause_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+            for f in &files {
+                if tx.send(f.clone()).await.is_err() {
+                    return;
+                }
+            }
+            n += 1;
+        }
+    });
+    rx
 }
 
 /// An alert on the Alerts channel, ducked (not paused) under Alexa's voice

@@ -18,6 +18,7 @@
 //! has DeleteAlerts and the alerts volume directives.
 
 mod actor;
+pub mod assets;
 pub mod clock;
 pub mod outbox;
 pub mod store;

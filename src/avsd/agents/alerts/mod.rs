@@ -23,6 +23,7 @@ pub mod clock;
 pub mod outbox;
 pub mod store;
 pub mod tone;
+mod validate;
 
 use std::path::PathBuf;
 

@@ -161,6 +161,14 @@ async fn alarm_rig_synced(
 }
 
 impl Alarm {
+    /// The Alerts interface of `_avsd` (a restarted daemon: a new
+    /// connection, so no property cached from the old one).
+    async fn alerts_of(&self, _avsd: &Daemon) -> AlertsProxy<'static> {
+        AlertsProxy::new(&self.rig.world.bus.connect().await)
+            .await
+            .unwrap()
+    }
+
     /// The file whose presence tells avsd the clock is synchronized.
     fn sync_flag(&self) -> PathBuf {
         self._sync.path().join("synchronized")
@@ -815,4 +823,34 @@ async fn a_reminder_rings_its_own_sound_fetched_when_set_or_the_tone_without_it(
         })
         .fold(0.0, f32::max);
     assert!(level > 0.3, "the reminder's tone rang ({level:.3})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_ringing_it_rings_on_after_the_restart_and_avs_hears_one_start() {
+    let mut a = alarm_rig(None).await;
+    let due = due_in(2000);
+    a.rig
+        .avs
+        .push("", set_alert("ringing", "ALARM", due, None))
+        .await;
+    a.speaker.wait_sound(1).await;
+    a.rig.avs.wait("event=Alerts.AlertStarted").await;
+    a.rig.avsd.signal("KILL");
+    a.rig.avsd.wait_exit(Duration::from_secs(10));
+    let avsd = restart(&a, &[]);
+    avsd.wait_log("rings on after a restart", 1, Duration::from_secs(30))
+        .await;
+    wait_active(&a.alerts_of(&avsd).await, "ringing").await;
+    let alerts = a.alerts_of(&avsd).await;
+    assert!(alerts.stop().await.unwrap(), "it was ringing again");
+    let stats = a.rig.avs.wait("event=Alerts.AlertStopped").await;
+    assert_eq!(
+        alert_events(&stats),
+        [
+            ("Alerts.SetAlertSucceeded".into(), "ringing".into()),
+            ("Alerts.AlertStarted".into(), "ringing".into()),
+            ("Alerts.AlertStopped".into(), "ringing".into()),
+        ]
+    );
+    assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
 }

@@ -446,7 +446,15 @@ impl Actor {
             );
         }
         let played = self.sound(&alert, sounds).await;
-        self.event("AlertStarted", json!({ "token": alert.token }));
+        if alert.started {
+            tracing::info!("alert {} rings on after a restart", alert.token);
+        } else {
+            self.event("AlertStarted", json!({ "token": alert.token }));
+            let mut started = alert.clone();
+            started.started = true;
+            self.store.put(started);
+            self.save();
+        }
         match played {
             Some(Ok(player)) => {
                 let mut focus = player.focus();

@@ -54,6 +54,10 @@ pub struct StoredAlert {
     /// The order to play `assets` in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub asset_play_order: Vec<String>,
+    /// It has begun to ring (AlertStarted is queued): a restart while it
+    /// rings rings it on without telling AVS it started twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
 }
 
 impl StoredAlert {
@@ -355,6 +359,7 @@ mod tests {
                 loop_pause_ms: 0,
                 assets: Vec::new(),
                 asset_play_order: Vec::new(),
+                started: false,
             });
         }
         store.volume = 40;

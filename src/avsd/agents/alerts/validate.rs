@@ -88,6 +88,7 @@ pub(crate) fn validate(token: &str, p: &Value, now_ms: i64) -> Result<StoredAler
         loop_pause_ms,
         assets,
         asset_play_order,
+        started: false,
     })
 }
 

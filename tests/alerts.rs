@@ -499,7 +499,7 @@ async fn bad_set_alerts_fail_and_change_nothing() {
     a.rig.avs.push("", no_token).await;
     a.rig.avs.wait("event=System.ExceptionEncountered").await;
     // Up to the declared maximum of timers, then one more.
-    for i in 0..50 {
+    for i in 0..100 {
         a.rig
             .avs
             .push("", set_alert(&format!("t{i}"), "TIMER", later + i, None))
@@ -507,7 +507,7 @@ async fn bad_set_alerts_fail_and_change_nothing() {
     }
     a.rig
         .avs
-        .wait("event=Alerts.SetAlertSucceeded&count=51")
+        .wait("event=Alerts.SetAlertSucceeded&count=101")
         .await;
     a.rig
         .avs
@@ -522,7 +522,7 @@ async fn bad_set_alerts_fail_and_change_nothing() {
     assert_eq!(failed, ["bad-time", "bad-type", "one-too-many"]);
     assert!(refused(&stats).is_empty(), "{:?}", refused(&stats));
     let after = a.alerts.alerts().await.unwrap();
-    assert_eq!(after.len(), 51);
+    assert_eq!(after.len(), 101);
     assert!(after.contains(&before[0]));
     assert!(!after.iter().any(|x| x.0 == "one-too-many"));
     assert_eq!(a.sound_so_far(), 0, "nothing rang");

@@ -55,11 +55,11 @@ pub mod limits {
     use avs_proto::message::AlertType;
 
     /// All alerts together.
-    pub const OVERALL: usize = 100;
+    pub const OVERALL: usize = 200;
     /// Alarms.
-    pub const ALARMS: usize = 50;
+    pub const ALARMS: usize = 100;
     /// Timers.
-    pub const TIMERS: usize = 50;
+    pub const TIMERS: usize = 100;
     /// Assets one alert may name.
     pub const MAX_ASSETS: usize = 16;
 

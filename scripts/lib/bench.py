@@ -885,6 +885,103 @@ def cmd_report(argv):
               % (mach.get("cpu"), mach.get("nproc"), mach.get("kernel"), mach.get("date")))
 
 
+def _push(control, directive):
+    req = urllib.request.Request(control + "/push", method="POST",
+                                 data=json.dumps({"directive": directive}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
+
+
+def _alert_directive(name, payload):
+    return {"header": {"namespace": "Alerts", "name": name,
+                       "messageId": "bench-%s-%f" % (name, time.time())},
+            "payload": payload}
+
+
+def _iso(secs):
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(secs))
+
+
+def _wait_events(control, name, count, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            http("%s/wait?event=%s&count=%d&timeout_ms=20000" % (control, name, count), timeout=30)
+            return True
+        except urllib.error.HTTPError:
+            pass
+    return False
+
+
+def _alerts_active(bus):
+    return bus.get_string("org.avsd.Avs1.Alerts", "Active")
+
+
+def cmd_alerts(argv):
+    """alerts PID CONTROL N AVSD_LOG SECS: with N alarms a day ahead, RSS
+    and wake-ups over SECS; the fire error of N timers 1.5 s apart (each
+    rings one 1.2 s loop), from avsd's "rings, N ms after its time" lines;
+    D-Bus Alerts.Stop() on a ringing timer, call to reply."""
+    pid, control, n, log, secs = int(argv[0]), argv[1].rstrip("/"), int(argv[2]), argv[3], float(argv[4])
+    out = {"alerts": n}
+    base = {e: sum(1 for x in http(control + "/stats")["events"] if x["name"] == e and 200 <= x["status"] < 300)
+            for e in ("Alerts.SetAlertSucceeded", "Alerts.AlertStopped", "Alerts.DeleteAlertsSucceeded")}
+    def sample():
+        th0, w0 = threads(pid), time.monotonic()
+        time.sleep(secs)
+        th1, wall = threads(pid), time.monotonic() - w0
+        ns, sw, _, _ = thread_deltas(th0, th1)
+        return {"secs": wall, "cpu_pct": ns / 1e9 / wall * 100, "wakeups_per_s": sw / wall,
+                **proc_status(pid)}
+    # The same daemon just before, with none set: the speaker's output has
+    # been opened by the dialogs, so the earlier idle samples are no match.
+    out["none"] = sample()
+    day = int(time.time()) + 86400
+    tokens = ["bench-a-%d" % i for i in range(n)]
+    for i, t in enumerate(tokens):
+        _push(control, _alert_directive("SetAlert", {"token": t, "type": "ALARM", "scheduledTime": _iso(day + 60 * i)}))
+    _wait_events(control, "Alerts.SetAlertSucceeded", base["Alerts.SetAlertSucceeded"] + n, 120)
+    time.sleep(2)
+    out["scheduled"] = sample()
+    _push(control, _alert_directive("DeleteAlerts", {"tokens": tokens}))
+    _wait_events(control, "Alerts.DeleteAlertsSucceeded", base["Alerts.DeleteAlertsSucceeded"] + 1, 60)
+
+    # Far enough ahead that all N are set (each SetAlert is fsynced twice)
+    # before the first is due.
+    first = int(time.time()) + 10 + n // 4
+    timers = ["bench-t-%d" % i for i in range(n)]
+    for i, t in enumerate(timers):
+        # Whole seconds, as AVS sends them, 2 s apart: each rings 1.2 s.
+        _push(control, _alert_directive("SetAlert", {
+            "token": t, "type": "TIMER", "scheduledTime": _iso(first + 2 * i),
+            "loopCount": 1, "loopPauseInMilliSeconds": 0}))
+    _wait_events(control, "Alerts.AlertStopped", base["Alerts.AlertStopped"] + n, 2 * n + n // 4 + 60)
+    errors = {}
+    pat = re.compile(r"alert (bench-t-\d+) \(TIMER\) rings, (-?\d+) ms after its time")
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = pat.search(line)
+            if m:
+                errors[m.group(1)] = int(m.group(2))
+    out["fire_error_ms"] = stats(list(errors.values()))
+
+    bus = Bus()
+    stops = []
+    for k in range(5):
+        t = "bench-stop-%d" % k
+        _push(control, _alert_directive("SetAlert", {"token": t, "type": "TIMER",
+                                                      "scheduledTime": _iso(int(time.time()) + 2)}))
+        end = time.monotonic() + 30
+        while _alerts_active(bus) != t and time.monotonic() < end:
+            time.sleep(0.005)
+        time.sleep(0.3)
+        p0 = time.perf_counter()
+        bus.call(DEST, PATH, "org.avsd.Avs1.Alerts", "Stop")
+        stops.append((time.perf_counter() - p0) * 1000)
+    out["stop_ms"] = stats(stops)
+    print(json.dumps(out))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
+use avsctl::proxy::{AlertsProxy, AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
 use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
@@ -34,7 +34,7 @@ enum Command {
     Hold,
     /// Stop listening after `avsctl hold`.
     Release,
-    /// Stop listening or speaking now.
+    /// Stop listening or speaking now, and silence a ringing alert.
     Stop,
     /// Show the volume, or set it: N (0 to 100), +N or -N.
     Volume {
@@ -54,6 +54,8 @@ enum Command {
     Next,
     /// Ask Alexa for the previous track.
     Previous,
+    /// List the timers, alarms and reminders set, and which one rings.
+    Alerts,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -124,8 +126,57 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         Command::Pause => player.pause().await?,
         Command::Next => player.next().await?,
         Command::Previous => player.previous().await?,
+        Command::Alerts => {
+            let alerts = AlertsProxy::new(&conn).await?;
+            print!(
+                "{}",
+                alerts_report(&alerts.alerts().await?, &alerts.active().await?)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per alert (due time in UTC), the ringing one marked.
+fn alerts_report(alerts: &[(String, String, i64, String)], active: &str) -> String {
+    if alerts.is_empty() {
+        return "No alerts set.\n".to_string();
+    }
+    let mut out = String::new();
+    for (token, kind, due, label) in alerts {
+        let ringing = if token == active { "  RINGING" } else { "" };
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!("  \"{label}\"")
+        };
+        out.push_str(&format!(
+            "{kind:<8} {}{label}{ringing}  ({token})\n",
+            utc(*due)
+        ));
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of Unix seconds.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {

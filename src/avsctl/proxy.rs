@@ -119,3 +119,20 @@ pub trait Player {
     #[zbus(property(emits_changed_signal = "false"))]
     fn position(&self) -> zbus::Result<i64>;
 }
+
+/// Client of `org.avsd.Avs1.Alerts`.
+#[proxy(
+    interface = "org.avsd.Avs1.Alerts",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Alerts {
+    /// Silence the ringing alert; whether one rang.
+    fn stop(&self) -> zbus::Result<bool>;
+    /// Token, type, due (Unix seconds) and label of every alert set.
+    #[zbus(property)]
+    fn alerts(&self) -> zbus::Result<Vec<(String, String, i64, String)>>;
+    /// The sounding alert's token; empty when none.
+    #[zbus(property)]
+    fn active(&self) -> zbus::Result<String>;
+}

@@ -42,6 +42,25 @@ pub struct AvsdConfig {
     pub audio: AudioConfig,
     /// Which login path gives avsd its token.
     pub auth: AuthConfig,
+    /// Timers, alarms and reminders.
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A file whose presence says the clock is synchronized (on a machine
+    /// without a real-time clock, no alert rings before it exists).
+    pub clock_sync_file: PathBuf,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            clock_sync_file: PathBuf::from("/run/systemd/timesync/synchronized"),
+        }
+    }
 }
 
 /// `[avs]`
@@ -213,6 +232,10 @@ impl StrictConfig for AvsdConfig {
             "audio.speech_threshold",
             "a number from 1 to 32767, e.g. 300",
         ),
+        (
+            "alerts.clock_sync_file",
+            "an absolute file path in quotes, e.g. \"/run/systemd/timesync/synchronized\"",
+        ),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
@@ -232,6 +255,16 @@ impl StrictConfig for AvsdConfig {
             out.push(Invalid::new(
                 "state.dir",
                 format!("`{}` is not an absolute path", dir.display()),
+                "give the full path, starting with /",
+            ));
+        }
+        if !self.alerts.clock_sync_file.is_absolute() {
+            out.push(Invalid::new(
+                "alerts.clock_sync_file",
+                format!(
+                    "`{}` is not an absolute path",
+                    self.alerts.clock_sync_file.display()
+                ),
                 "give the full path, starting with /",
             ));
         }

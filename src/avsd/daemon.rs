@@ -58,9 +58,11 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         shutdown.child_token(),
     );
     let (player, player_mailbox) = agents::audio_player::PlayerLink::new();
-    // The one speaker, shared by the dialog and the music player; its
-    // configuration carries the volume's master gain.
+    // The one speaker, shared by the dialog, the music player and the
+    // alerts under one audio focus; its configuration carries the volume's
+    // master gain.
     let speaker = crate::audio::Speaker::new(dialog_settings.playback.clone());
+    let (alerts, alerts_inbox) = agents::alerts::channel();
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
@@ -68,6 +70,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         speech,
         volume: volume.clone(),
         player: player.clone(),
+        alerts: alerts.clone(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -104,6 +107,19 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     );
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
+    agents::alerts::spawn(
+        alerts_inbox,
+        agents::alerts::Links {
+            dir: agents::alerts::dir(&config.state_dir()),
+            speaker: speaker.as_ref().ok().cloned(),
+            clock_sync_file: config.alerts.clock_sync_file.clone(),
+            rtc: agents::alerts::clock::RTC_DEVICE.into(),
+            ca_file: config.avs.ca_file.clone(),
+        },
+        connection.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
     let dialog = dialog::spawn(
         dialog_settings,
         dialog::Links {
@@ -123,6 +139,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         dialog.clone(),
         volume.clone(),
         player,
+        alerts,
         &tracker,
         shutdown.child_token(),
     )

@@ -61,6 +61,13 @@ const IMPLEMENTED: &[Implemented] = &[
         context: &[],
         configurations: None,
     },
+    Implemented {
+        interface: "Alerts",
+        versions: &["1.0", "1.1", "1.3", "1.4", "1.5"],
+        context: &["AlertsState"],
+        // maximumAlerts, from 1.1 on.
+        configurations: Some("1.1"),
+    },
 ];
 
 /// One row of [`IMPLEMENTED`].
@@ -475,6 +482,7 @@ fn check_entry(
         {
             return Err(bad("payload.wakeword is missing or not a string".into()));
         }
+        ("Alerts", "AlertsState") => super::alerts::check_state(p).map_err(bad)?,
         _ => {}
     }
     Ok(())

@@ -51,6 +51,8 @@ struct Inner {
     /// The newest attachments pushed, by Content-ID, for a Play that
     /// resumes a `cid:` stream.
     attachments: VecDeque<(String, bytes::Bytes)>,
+    /// What devices were told about alerts.
+    alerts: super::alerts::Alerts,
 }
 
 /// Attachments kept for resuming Plays.
@@ -149,6 +151,7 @@ pub(super) fn event(ctx: &Ctx, meta: &Metadata) -> Result<(), Refusal> {
     ctx.shared.interfaces.lock().speaker.context(meta);
     match namespace(&meta.name) {
         "Speaker" => ctx.shared.interfaces.lock().speaker.event(meta),
+        "Alerts" => ctx.shared.interfaces.lock().alerts.event(meta),
         "AudioPlayer" | "PlaybackController" => {
             let reaction = ctx.shared.interfaces.lock().audio_player.event(meta)?;
             if let Some(r) = reaction {
@@ -217,6 +220,7 @@ pub(super) fn sent(shared: &Shared, directive: &Value) {
     match ns {
         "Speaker" => inner.speaker.sent(name, payload),
         "AudioPlayer" => inner.audio_player.sent(name, payload),
+        "Alerts" => inner.alerts.sent(name, payload),
         _ => tracing::trace!("{ns} keeps no record of what it was sent"),
     }
 }

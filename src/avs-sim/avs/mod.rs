@@ -132,6 +132,7 @@
 //! `interfaces` (scripted answers; one module per interface beyond the
 //! dialog, with its own event checks).
 
+mod alerts;
 mod audio;
 mod audio_player;
 mod capabilities;

@@ -320,6 +320,21 @@ async fn route(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::info!(conn = ctx.id, %method, path, "request");
+    // Alert sounds are on a CDN, without the device's token.
+    if let Some((status, body)) = super::alerts::asset(&method, &path) {
+        let resp = Response::builder()
+            .status(status)
+            .header("content-type", "audio/mpeg")
+            .body(())
+            .unwrap_or_default();
+        if let Ok(mut stream) = respond.send_response(resp, body.is_none())
+            && let Some(b) = body
+        {
+            let _ = stream.send_data(Bytes::from_static(b), true);
+        }
+        drain(req.into_body());
+        return;
+    }
     match check_auth(req.headers(), &ctx.shared.token_key).and_then(|claims| {
         ctx.shared.token_allowed(&claims, &path)?;
         Ok(claims)

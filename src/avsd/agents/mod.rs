@@ -39,6 +39,7 @@
 //! `registry.register(speaker::Speaker::new(...))?;`. Discovery, context
 //! and routing follow.
 
+pub mod alerts;
 pub mod audio_player;
 pub mod playback_controller;
 pub mod speaker;
@@ -246,6 +247,8 @@ pub struct Deps {
     pub volume: crate::volume::VolumeHandle,
     /// The music player's handle (its actor starts after the connection).
     pub player: audio_player::PlayerLink,
+    /// The alerts actor, started once the connection exists.
+    pub alerts: alerts::AlertsHandle,
 }
 
 /// The daemon's agents: one line per AVS interface.
@@ -267,6 +270,7 @@ pub fn for_daemon(deps: Deps) -> Result<Registry, DuplicateNamespace> {
         deps.speech,
     ))?;
     registry.register(speaker::Speaker::new(deps.volume))?;
+    registry.register(alerts::Alerts::new(deps.alerts))?;
     Ok(registry)
 }
 

@@ -30,6 +30,7 @@ fn daemon_registry() -> (Registry, mpsc::Receiver<Input>, watch::Sender<SpeechSt
             tokio_util::sync::CancellationToken::new(),
         ),
         player: audio_player::PlayerLink::new().0,
+        alerts: alerts::channel().0,
     })
     .expect("each namespace once");
     (registry, dialog_rx, speech_tx)
@@ -59,7 +60,8 @@ async fn the_discovery_capability_list_is_the_registered_agents() {
             "AudioPlayer",
             "PlaybackController",
             "SpeechSynthesizer",
-            "Speaker"
+            "Speaker",
+            "Alerts"
         ],
         "the daemon's interfaces"
     );
@@ -176,7 +178,7 @@ async fn a_namespace_registers_once() {
     let (mut registry, _dialog, _speech) = daemon_registry();
     let again = system::System::new(std::env::temp_dir(), Duration::from_secs(1));
     assert!(registry.register(again).is_err());
-    assert_eq!(registry.namespaces().len(), 6);
+    assert_eq!(registry.namespaces().len(), 7);
 }
 
 /// A real connection and login that never connect (no session, an

@@ -43,7 +43,7 @@ mod speaker;
 pub use capture::{Capture, CaptureConfig};
 pub use device::{SampleKind, StreamFormat, choose_capture_format};
 pub use playback::{Activity, PlaybackConfig, Player, PlayerEvent};
-pub use speaker::{FocusHold, Speaker};
+pub use speaker::{FocusHold, PcmSource, Speaker};
 
 /// Sample rate AVS takes for `AUDIO_L16_RATE_16000_CHANNELS_1`, in Hz.
 pub const AVS_SAMPLE_RATE: u32 = 16_000;

@@ -137,6 +137,8 @@ pub struct Player {
     format: StreamFormat,
     /// Keeps alive the speaker a [`Player::start`] opened for it alone.
     pub(super) own: Option<Arc<()>>,
+    /// Its audio focus as the speaker changes it.
+    pub(super) focus: Option<tokio::sync::watch::Receiver<super::focus::FocusState>>,
 }
 
 impl Player {
@@ -174,6 +176,11 @@ impl Player {
         self.format
     }
 
+    /// Its audio focus (foreground, background, none) as it changes.
+    pub fn focus(&self) -> Option<tokio::sync::watch::Receiver<super::focus::FocusState>> {
+        self.focus.clone()
+    }
+
     /// The source's gain and pause switches, for focus changes.
     pub fn control(&self) -> &Arc<SourceControl> {
         &self.control
@@ -199,6 +206,7 @@ impl Player {
             control,
             format,
             own: None,
+            focus: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AudioError;
 use super::decode::{Mp3Input, decode};
@@ -43,10 +43,24 @@ pub struct Speaker {
     alive: Arc<()>,
 }
 
+/// Sound made in code (an alert's tone): called with the output's rate,
+/// it appends the next block of mono samples to the vector and returns
+/// false once the sound is over. It runs on a decoder thread, ahead of
+/// real time by the source's ring.
+pub type PcmSource = Box<dyn FnMut(u32, &mut Vec<f32>) -> bool + Send>;
+
+/// What a decoder thread turns into samples.
+pub(super) enum Input {
+    /// MP3 bytes, decoded and resampled.
+    Mp3(Mp3Input),
+    /// Samples made at the output's rate.
+    Pcm(PcmSource),
+}
+
 /// What the speaker thread is asked to do.
 pub(super) enum Command {
     Play {
-        input: Mp3Input,
+        input: Input,
         activity: Activity,
         /// Close the output once this source is over (a [`Player::start`]
         /// of its own).
@@ -109,8 +123,22 @@ impl Speaker {
         data: mpsc::Receiver<Bytes>,
         activity: Activity,
     ) -> Result<Player, AudioError> {
-        self.start(Mp3Input::Attachment(data, false), activity, false)
-            .await
+        self.start(
+            Input::Mp3(Mp3Input::Attachment(data, false)),
+            activity,
+            false,
+        )
+        .await
+    }
+
+    /// Plays the sound `source` makes as `activity`, under focus like
+    /// [`Speaker::play`].
+    pub async fn play_pcm(
+        &self,
+        source: PcmSource,
+        activity: Activity,
+    ) -> Result<Player, AudioError> {
+        self.start(Input::Pcm(source), activity, false).await
     }
 
     /// Holds `activity`'s focus channel with no sound of its own, e.g. the
@@ -135,12 +163,13 @@ impl Speaker {
         audio: crate::media::MediaAudio,
         activity: Activity,
     ) -> Result<Player, AudioError> {
-        self.start(Mp3Input::Media(audio), activity, false).await
+        self.start(Input::Mp3(Mp3Input::Media(audio)), activity, false)
+            .await
     }
 
     async fn start(
         &self,
-        input: Mp3Input,
+        input: Input,
         activity: Activity,
         close_after: bool,
     ) -> Result<Player, AudioError> {
@@ -167,7 +196,7 @@ impl Player {
         let speaker = Speaker::new(config)?;
         let (input, rx) = mpsc::unbounded_channel();
         let mut player = speaker
-            .start(Mp3Input::Pushed(rx), Activity::SPEECH, true)
+            .start(Input::Mp3(Mp3Input::Pushed(rx)), Activity::SPEECH, true)
             .await?;
         player.input = Some(input);
         player.own = Some(speaker.alive.clone());
@@ -184,6 +213,8 @@ struct Playing {
     backgrounded: Backgrounded,
     gain: f32,
     events: mpsc::UnboundedSender<PlayerEvent>,
+    /// Its focus state, for players that report it (alerts).
+    focus: watch::Sender<FocusState>,
     decoder: usize,
     close_after: bool,
     started: bool,
@@ -194,7 +225,7 @@ struct Playing {
 
 /// One MP3 for a decoder thread: where its bytes come from, where its
 /// samples go, and the output's rate.
-type Job = (Mp3Input, SourceFeed, u32);
+type Job = (Input, SourceFeed, u32);
 
 pub(super) struct SpeakerThread {
     config: PlaybackConfig,
@@ -279,7 +310,7 @@ impl SpeakerThread {
 
     fn play(
         &mut self,
-        input: Mp3Input,
+        input: Input,
         activity: Activity,
         close_after: bool,
     ) -> Result<Player, AudioError> {
@@ -337,6 +368,7 @@ impl SpeakerThread {
         self.decoders[decoder].1 = true;
         self.apply(&changes);
         let (events, events_rx) = mpsc::unbounded_channel();
+        let (focus, focus_rx) = watch::channel(state);
         self.playing.push(Playing {
             activity: id,
             channel: activity.channel,
@@ -344,13 +376,16 @@ impl SpeakerThread {
             gain: activity.gain,
             control: control.clone(),
             events,
+            focus,
             decoder,
             close_after,
             started: false,
             decoded: false,
             drained_at: None,
         });
-        Ok(Player::new(events_rx, control, format))
+        let mut player = Player::new(events_rx, control, format);
+        player.focus = Some(focus_rx);
+        Ok(player)
     }
 
     /// A decoder thread with nothing to do, started if none is free.
@@ -370,7 +405,10 @@ impl SpeakerThread {
             .name("avsd-mp3".into())
             .spawn(move || {
                 for (input, feed, rate) in rx {
-                    let result = decode(input, feed, rate);
+                    let result = match input {
+                        Input::Mp3(input) => decode(input, feed, rate),
+                        Input::Pcm(source) => synthesize(source, feed, rate),
+                    };
                     if let Err(e) = &result {
                         tracing::warn!(error = %e, "MP3 answer failed");
                     }
@@ -465,6 +503,7 @@ impl SpeakerThread {
             };
             let backgrounded = content_under(&self.focus, change.channel, change.backgrounded);
             let (gain, paused) = focus_gain(p.gain, backgrounded, change.state);
+            p.focus.send_replace(change.state);
             p.control.set_gain(gain);
             p.control.set_paused(paused);
             if change.state == FocusState::None {
@@ -527,6 +566,31 @@ fn content_under(
         Backgrounded::Pause
     } else {
         backgrounded
+    }
+}
+
+/// Plays what `source` makes into `feed` at `rate`, waiting for room in
+/// its ring; ends when the sound is over or the source was stopped.
+fn synthesize(mut source: PcmSource, mut feed: SourceFeed, rate: u32) -> Result<(), AudioError> {
+    let mut block = Vec::new();
+    loop {
+        block.clear();
+        let more = source(rate, &mut block);
+        let mut rest = &block[..];
+        while !rest.is_empty() {
+            if feed.is_closed() {
+                return Ok(());
+            }
+            let n = feed.push(rest);
+            if n == 0 {
+                // The ring is full: wait about a period, as the decoder does.
+                thread::sleep(Duration::from_millis(5));
+            }
+            rest = &rest[n..];
+        }
+        if !more {
+            return Ok(());
+        }
     }
 }
 

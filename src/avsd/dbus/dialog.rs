@@ -4,17 +4,28 @@ use zbus::interface;
 use zbus::message::Header;
 
 use super::AvsError;
+use crate::agents::alerts::AlertsHandle;
 use crate::dialog::{DialogHandle, Trigger};
 
 /// The Dialog interface object.
 pub struct Dialog {
     dialog: DialogHandle,
+    alerts: Option<AlertsHandle>,
 }
 
 impl Dialog {
     /// Wrap a handle to the dialog actor.
     pub fn new(dialog: DialogHandle) -> Self {
-        Self { dialog }
+        Self {
+            dialog,
+            alerts: None,
+        }
+    }
+
+    /// Stop also silences a ringing alert: the Stop the user already has.
+    pub fn with_alerts(mut self, alerts: AlertsHandle) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 }
 
@@ -35,8 +46,12 @@ impl Dialog {
         Ok(self.dialog.trigger(Trigger::Release).await?)
     }
 
-    /// Stop listening or speaking now.
+    /// Stop listening or speaking now, and silence a ringing alert.
     async fn stop(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+        // The alert first: it must go quiet even if the dialog is busy.
+        if let Some(alerts) = &self.alerts {
+            alerts.stop().await?;
+        }
         Ok(self.dialog.trigger(Trigger::Stop).await?)
     }
 

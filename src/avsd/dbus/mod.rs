@@ -9,6 +9,7 @@
 //! arguments is refused ("Signature mismatch") instead of acted on.
 
 mod access;
+mod alerts;
 mod authorization;
 mod dialog;
 mod player;
@@ -16,6 +17,7 @@ mod signals;
 mod speaker;
 
 pub use access::LoginReaders;
+pub use alerts::Alerts;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
 pub use player::Player;
@@ -24,6 +26,7 @@ pub use speaker::Speaker;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::alerts::AlertsHandle;
 use crate::auth::{AuthError, AuthHandle};
 use crate::dialog::{DialogError, DialogHandle};
 use crate::volume::VolumeHandle;
@@ -109,6 +112,7 @@ pub async fn serve(
     dialog: DialogHandle,
     volume: VolumeHandle,
     player: crate::agents::audio_player::PlayerLink,
+    alerts: AlertsHandle,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -119,7 +123,12 @@ pub async fn serve(
             Authorization::new(auth.clone(), LoginReaders::from_system()),
         )
         .map_err(BusError::Serve)?
-        .serve_at(OBJECT_PATH, Dialog::new(dialog.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+        )
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Alerts::new(alerts.clone()))
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Speaker::new(volume.clone()))
         .map_err(BusError::Serve)?
@@ -152,8 +161,9 @@ pub async fn serve(
         dialog_now,
         link_now,
         backoff_now,
-        shutdown,
+        shutdown.clone(),
     ));
+    tracker.spawn(alerts::forward(conn.clone(), alerts, shutdown));
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
         .await
         .map_err(BusError::Name)?;

@@ -193,8 +193,9 @@ pub struct Links {
     /// The device's context for Recognize and reports, built from the
     /// registered agents.
     pub context: ContextSource,
-    /// The one speaker, shared with the AudioPlayer so that focus ducks
-    /// and pauses music under Alexa's voice.
+    /// The daemon's one speaker, shared with the AudioPlayer and the
+    /// alerts so that focus ducks and pauses them under Alexa's voice (or
+    /// why it could not start).
     pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
 }
 

@@ -4,6 +4,11 @@
 
 use zbus::proxy;
 
+/// avsd's well-known bus name.
+pub const SERVICE: &str = "org.avsd.Avs1";
+/// avsd's one object path.
+pub const PATH: &str = "/org/avsd/Avs1";
+
 /// Client of `org.avsd.Avs1.Authorization`.
 #[proxy(
     interface = "org.avsd.Avs1.Authorization",

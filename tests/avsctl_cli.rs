@@ -1,0 +1,184 @@
+//! `avsctl` as a script uses it: `show` lines, `watch` of each change, and
+//! exit codes that tell "avsd not running", "denied", "refused" and
+//! "failed" apart; against the real avsd on a private bus.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use avsctl::exit;
+use support::{Bus, Daemon, MINIMAL_CONFIG};
+
+const DEST: &str = "org.avsd.Avs1";
+const PATH: &str = "/org/avsd/Avs1";
+
+/// `avsctl ARGS` on `bus`, as the current user (or, with `outsider`, as
+/// nobody without group avsd).
+fn avsctl(bus: &Bus, args: &[&str], outsider: bool) -> std::process::Output {
+    let mut cmd = if outsider {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(support::bin("avsctl"));
+        c
+    } else {
+        Command::new(support::bin("avsctl"))
+    };
+    cmd.args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn show_prints_every_property_as_key_value_lines() {
+    let bus = Bus::start();
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+
+    let out = avsctl(&bus, &["show"], false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for line in [
+        "Authorization.State=unregistered",
+        "Authorization.TokenExpiresAt=0",
+        "Dialog.State=idle",
+        "Dialog.Connection=disconnected",
+        "Dialog.LastError=",
+    ] {
+        assert!(shown.lines().any(|l| l == line), "no {line:?} in:\n{shown}");
+    }
+    assert!(
+        shown.lines().all(|l| l.contains('=') && l.contains('.')),
+        "{shown}"
+    );
+
+    let out = avsctl(&bus, &["show", "-p", "Dialog.State", "--value"], false);
+    assert_eq!(text(&out.stdout), "idle\n");
+    // A bare name picks it from every interface that has it.
+    let out = avsctl(&bus, &["show", "--property", "State"], false);
+    assert_eq!(
+        text(&out.stdout),
+        "Authorization.State=unregistered\nDialog.State=idle\n"
+    );
+    let out = avsctl(&bus, &["show", "-p", "Nonsense"], false);
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+    assert!(
+        text(&out.stderr).contains("Nonsense"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exit_codes_tell_not_running_denied_and_refused_apart() {
+    let bus = Bus::start();
+    let out = avsctl(&bus, &["status"], false);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::NOT_RUNNING)),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("avsd is not running"));
+
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let out = avsctl(&bus, &["tap"], false);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::REFUSED)),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("avsctl login"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    if support::is_root() {
+        let out = avsctl(&bus, &["tap"], true);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(exit::DENIED)),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("group avsd"));
+        // Reading is for everyone.
+        assert!(avsctl(&bus, &["show"], true).status.success());
+    }
+
+    let out = avsctl(&bus, &["volume", "loud"], false);
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+    let help = text(&avsctl(&bus, &["--help"], false).stdout);
+    assert!(help.contains(exit::HELP), "{help}");
+    // The summary is the package's description, as for avsd.
+    let manifest = std::fs::read_to_string(support::repo().join("src/avsctl/Cargo.toml")).unwrap();
+    let description = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("description = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a description in src/avsctl/Cargo.toml");
+    assert!(help.starts_with(&format!("{description}.\n")), "{help}");
+}
+
+#[test]
+fn watch_prints_each_change_until_interrupted() {
+    let bus = Bus::start();
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let mut watch = Command::new(support::bin("avsctl"))
+        .arg("watch")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out_tx = tx.clone();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let stderr = watch.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(format!("stderr: {line}"));
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &str| loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line == want => return,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("avsctl watch never printed {want:?}; it printed {seen:?}"),
+        }
+    };
+    // Subscribed before it says so: changes from here on are printed.
+    wait_for("stderr: Watching avsd (Ctrl-C to stop)...");
+    let set = bus.busctl(&[
+        "set-property",
+        DEST,
+        PATH,
+        "org.avsd.Avs1.Speaker",
+        "Volume",
+        "y",
+        "37",
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    wait_for("Speaker.Volume=37");
+    // Start without companion.url: Authorization goes to `error`.
+    let _ = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Authorization", "Start"]);
+    wait_for("Authorization.State=error");
+
+    // Ctrl-C ends it with success.
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

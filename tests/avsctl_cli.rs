@@ -182,3 +182,68 @@ fn watch_prints_each_change_until_interrupted() {
     let status = watch.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// `avsctl login` while the companion is down: avsd retries, so avsctl
+/// keeps waiting and says so; when the companion comes back it shows the
+/// QR code and the link (which carries the code: nothing to type), and
+/// ends with success once the person has logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_waits_out_an_unreachable_companion() {
+    use support::system::World;
+    use tokio::io::AsyncBufReadExt;
+
+    let mut world = World::new(3600).await;
+    world.stop_companion().await;
+    let avsd = Daemon::start_ready(&world.bus, &world.avsd_config(2, false));
+    let mut login = tokio::process::Command::new(support::bin("avsctl"))
+        .arg("login")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let wait = Duration::from_secs(60);
+    let mut errors = tokio::io::BufReader::new(login.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    while !said.contains("avsd keeps trying; still waiting") {
+        let line = tokio::time::timeout(wait, errors.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("avsctl never said it waits:\n{said}\n{}", avsd.log_text()))
+            .unwrap()
+            .unwrap_or_else(|| panic!("avsctl ended:\n{said}\n{}", avsd.log_text()));
+        said.push_str(&line);
+        said.push('\n');
+    }
+    assert!(said.contains("Cannot reach the companion yet"), "{said}");
+
+    world.restart_companion().await;
+    let mut lines = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = loop {
+        let line = tokio::time::timeout(wait, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no login link:\n{printed}\n{}", avsd.log_text()))
+            .unwrap()
+            .unwrap_or_else(|| panic!("avsctl ended:\n{printed}\n{}", avsd.log_text()));
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("https://") {
+            break line;
+        }
+    };
+    assert!(printed.contains('\u{2588}'), "no QR code:\n{printed}");
+    assert!(!printed.contains("enter the code"), "{printed}");
+    world.log_in(&url).await;
+    let status = tokio::time::timeout(wait, login.wait())
+        .await
+        .expect("avsctl login did not end after the login")
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(status.success(), "{status}\n{printed}{rest}");
+    assert!(rest.contains("Logged in"), "{rest}");
+}

@@ -3,6 +3,7 @@
 //! proxies of avsd's interfaces, the status report, the `show` format and
 //! the exit codes.
 
+pub mod cli;
 pub mod exit;
 pub mod proxy;
 pub mod report;

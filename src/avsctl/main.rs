@@ -3,75 +3,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use futures_util::StreamExt;
 
+use avsctl::cli::{Cli, Command};
 use avsctl::exit;
 use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
 use avsctl::report::{self as ctl, Paint, Snapshot, VolumeRequest};
-
-/// Command-line client of avsd over the system D-Bus.
-///
-/// avsctl controls avsd, the Alexa Voice Service daemon. Reading status
-/// works for everyone; the other commands need root or membership in group
-/// avsd (`sudo adduser $USER avsd`, then log in again).
-#[derive(Parser, Debug)]
-#[command(name = "avsctl", version, about, long_about, after_help = exit::HELP)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Show authorization and dialog state; while waiting for a login, the
-    /// URL, the code and a QR code of the URL.
-    Status,
-    /// Every property of avsd as Interface.Property=value lines, for
-    /// scripts (like `timedatectl show`).
-    Show {
-        /// Only this property (Dialog.State, or State for all interfaces
-        /// that have one); may be repeated.
-        #[arg(short, long, value_name = "NAME")]
-        property: Vec<String>,
-        /// Print the values only, without `Interface.Property=`.
-        #[arg(long)]
-        value: bool,
-    },
-    /// Print each change of avsd's state as Interface.Property=value lines
-    /// until Ctrl-C.
-    Watch,
-    /// Start linking this device with Amazon and wait until it is done.
-    Login,
-    /// Forget the session and tokens.
-    Reset,
-    /// Tap to talk: listen until Alexa decides you have finished.
-    Tap,
-    /// Start listening until `avsctl release`.
-    Hold,
-    /// Stop listening after `avsctl hold`.
-    Release,
-    /// Stop listening or speaking now.
-    Stop,
-    /// Show the volume, or set it: N (0 to 100), +N or -N.
-    Volume {
-        /// N, +N or -N; none shows the volume.
-        #[arg(allow_hyphen_values = true)]
-        level: Option<String>,
-    },
-    /// Mute the speaker.
-    Mute,
-    /// Unmute the speaker.
-    Unmute,
-    /// Ask Alexa to play or resume the music (a media button).
-    Play,
-    /// Ask Alexa to pause the music.
-    Pause,
-    /// Ask Alexa for the next track.
-    Next,
-    /// Ask Alexa for the previous track.
-    Previous,
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

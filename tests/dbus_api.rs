@@ -576,3 +576,42 @@ async fn an_outsider_cannot_read_the_login_code() {
         );
     }
 }
+
+/// Daemon.Version and Daemon.Features tell an app what this avsd is and
+/// has, readable by anyone.
+#[tokio::test]
+async fn daemon_says_its_version_and_features() {
+    let bus = Bus::start();
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let conn = bus.connect().await;
+    let daemon = avsctl::proxy::DaemonProxy::new(&conn).await.unwrap();
+    let out = Command::new(support::bin("avsd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        format!("avsd {}\n", daemon.version().await.unwrap()),
+        stdout(&out)
+    );
+    let features = daemon.features().await.unwrap();
+    // Every interface the object has is listed, and nothing else by bare name.
+    let intro = bus.busctl(&["introspect", "--xml-interface", DEST, PATH]);
+    let xml = stdout(&intro);
+    for name in features.iter().filter(|f| !f.contains(':')) {
+        assert!(
+            xml.contains(&format!("<interface name=\"org.avsd.Avs1.{name}\">")),
+            "{name} is not an interface:\n{xml}"
+        );
+    }
+    for iface in xml.split("<interface name=\"org.avsd.Avs1.").skip(1) {
+        let name = iface.split('"').next().unwrap();
+        assert!(
+            features.iter().any(|f| f == name),
+            "{name} missing from {features:?}"
+        );
+    }
+    assert!(
+        features.iter().any(|f| f == "login:companion"),
+        "{features:?}"
+    );
+}

@@ -1,5 +1,5 @@
 //! Client-side proxies of avsd's interfaces, for `avsctl` and the tests.
-//! They mirror `authorization.rs`, `dialog.rs` and `speaker.rs`; the introspection test
+//! They mirror `daemon.rs`, `authorization.rs`, `dialog.rs` and `speaker.rs`; the introspection test
 //! keeps both in line with `dbus/org.avsd.Avs1.xml`.
 
 use zbus::proxy;
@@ -123,4 +123,19 @@ pub trait Player {
     /// Microseconds into the stream, as heard.
     #[zbus(property(emits_changed_signal = "false"))]
     fn position(&self) -> zbus::Result<i64>;
+}
+
+/// Client of `org.avsd.Avs1.Daemon`: what this avsd is.
+#[proxy(
+    interface = "org.avsd.Avs1.Daemon",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Daemon {
+    /// avsd's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
+    /// Interfaces and features this avsd has.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn features(&self) -> zbus::Result<Vec<String>>;
 }

@@ -215,7 +215,8 @@ async fn login_waits_out_an_unreachable_companion() {
         said.push_str(&line);
         said.push('\n');
     }
-    assert!(said.contains("Cannot reach the companion yet"), "{said}");
+    assert!(said.contains("The login cannot start yet"), "{said}");
+    assert!(said.contains("cannot reach the companion"), "{said}");
 
     world.restart_companion().await;
     let mut lines = tokio::io::BufReader::new(login.stdout.take().unwrap()).lines();

@@ -127,6 +127,7 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
         }
     }
     let mut shown = String::new();
+    let mut told_retrying = false;
     loop {
         match auth.state().await?.as_str() {
             "authorized" => {
@@ -141,10 +142,15 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
                     eprintln!("Login failed: {why}");
                     return Ok(ExitCode::from(exit::FAILED));
                 }
-                eprintln!(
-                    "Cannot reach the companion yet: {why}\n\
-                     avsd keeps trying; still waiting (Ctrl-C to stop waiting)..."
-                );
+                if told_retrying {
+                    eprintln!("Still trying: {why}");
+                } else {
+                    eprintln!(
+                        "The login cannot start yet: {why}\n\
+                         avsd keeps trying; still waiting (Ctrl-C to stop waiting)..."
+                    );
+                    told_retrying = true;
+                }
             }
             "waiting-for-user" => {
                 let url = auth.login_url().await?;

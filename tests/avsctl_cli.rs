@@ -84,6 +84,17 @@ fn exit_codes_tell_not_running_denied_and_refused_apart() {
         text(&out.stderr)
     );
     assert!(text(&out.stderr).contains("avsd is not running"));
+    let nowhere = Command::new(support::bin("avsctl"))
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert_eq!(
+        nowhere.status.code(),
+        Some(i32::from(exit::NOT_RUNNING)),
+        "{}",
+        text(&nowhere.stderr)
+    );
 
     let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
     let out = avsctl(&bus, &["tap"], false);

@@ -45,7 +45,14 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         },
         _ => None,
     };
-    let conn = zbus::Connection::system().await?;
+    let conn = match zbus::Connection::system().await {
+        Ok(conn) => conn,
+        // No system bus: avsd cannot be running on it.
+        Err(e) => {
+            eprintln!("avsctl: cannot connect to the system D-Bus ({e}); is dbus running?");
+            return Ok(ExitCode::from(exit::NOT_RUNNING));
+        }
+    };
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
     let speaker = SpeakerProxy::new(&conn).await?;
@@ -271,11 +278,9 @@ fn error_name(e: &zbus::Error) -> Option<(String, String)> {
 
 /// The documented exit code for a failed call (see `exit`).
 fn exit_code(e: &zbus::Error) -> u8 {
-    match (error_name(e), e) {
-        (Some((name, _)), _) => exit::for_error_name(&name),
-        // No system bus to talk to: avsd cannot be running on it.
-        (None, zbus::Error::InputOutput(_) | zbus::Error::Address(_)) => exit::NOT_RUNNING,
-        (None, _) => exit::FAILED,
+    match error_name(e) {
+        Some((name, _)) => exit::for_error_name(&name),
+        None => exit::FAILED,
     }
 }
 

@@ -72,7 +72,7 @@ fn methods_that_cannot_act_return_named_errors() {
     let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
 
     // dbus-send prints the error name; busctl prints the sentence.
-    for member in ["Tap", "Hold", "Release"] {
+    for member in ["Tap", "Hold"] {
         let out = Command::new("dbus-send")
             .arg(format!("--bus={}", bus.address))
             .args(["--print-reply", &format!("--dest={DEST}"), PATH])
@@ -92,8 +92,20 @@ fn methods_that_cannot_act_return_named_errors() {
     assert!(stderr(&out).contains("companion.url"), "{}", stderr(&out));
 
     // Stop on an idle dialog really is a success: it is idle afterwards.
-    let out = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Dialog", "Stop"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // So is Release with no Hold in progress, even before login (a
+    // button's key-up must not fail), through avsctl too.
+    for member in ["Stop", "Release"] {
+        let out = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Dialog", member]);
+        assert!(out.status.success(), "{member}: {}", stderr(&out));
+    }
+    let out = Command::new(support::bin("avsctl"))
+        .arg("release")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "avsctl release: {}", stderr(&out));
+    let out = bus.busctl(&["get-property", DEST, PATH, "org.avsd.Avs1.Dialog", "State"]);
+    assert_eq!(stdout(&out).trim(), "s \"idle\"");
 }
 
 #[tokio::test]
@@ -563,4 +575,43 @@ async fn an_outsider_cannot_read_the_login_code() {
              (setpriv --groups); not run"
         );
     }
+}
+
+/// Daemon.Version and Daemon.Features tell an app what this avsd is and
+/// has, readable by anyone.
+#[tokio::test]
+async fn daemon_says_its_version_and_features() {
+    let bus = Bus::start();
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    let conn = bus.connect().await;
+    let daemon = avsctl::proxy::DaemonProxy::new(&conn).await.unwrap();
+    let out = Command::new(support::bin("avsd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        format!("avsd {}\n", daemon.version().await.unwrap()),
+        stdout(&out)
+    );
+    let features = daemon.features().await.unwrap();
+    // Every interface the object has is listed, and nothing else by bare name.
+    let intro = bus.busctl(&["introspect", "--xml-interface", DEST, PATH]);
+    let xml = stdout(&intro);
+    for name in features.iter().filter(|f| !f.contains(':')) {
+        assert!(
+            xml.contains(&format!("<interface name=\"org.avsd.Avs1.{name}\">")),
+            "{name} is not an interface:\n{xml}"
+        );
+    }
+    for iface in xml.split("<interface name=\"org.avsd.Avs1.").skip(1) {
+        let name = iface.split('"').next().unwrap();
+        assert!(
+            features.iter().any(|f| f == name),
+            "{name} missing from {features:?}"
+        );
+    }
+    assert!(
+        features.iter().any(|f| f == "login:companion"),
+        "{features:?}"
+    );
 }

@@ -1,62 +1,15 @@
 //! `avsctl`: a small command-line client of avsd's D-Bus API.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use futures_util::StreamExt;
 
+use avsctl::cli::{Cli, Command};
+use avsctl::exit;
 use avsctl::proxy::{AlertsProxy, AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
-use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
-
-/// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
-///
-/// Reading status works for everyone; the other commands need root or
-/// membership in group avsd (`sudo adduser $USER avsd`, then log in again).
-#[derive(Parser, Debug)]
-#[command(name = "avsctl", version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Show authorization and dialog state; while waiting for a login, the
-    /// URL, the code and a QR code of the URL.
-    Status,
-    /// Start linking this device with Amazon and wait until it is done.
-    Login,
-    /// Forget the session and tokens.
-    Reset,
-    /// Tap to talk: listen until Alexa decides you have finished.
-    Tap,
-    /// Start listening until `avsctl release`.
-    Hold,
-    /// Stop listening after `avsctl hold`.
-    Release,
-    /// Stop listening or speaking now, and silence a ringing alert.
-    Stop,
-    /// Show the volume, or set it: N (0 to 100), +N or -N.
-    Volume {
-        /// N, +N or -N; none shows the volume.
-        #[arg(allow_hyphen_values = true)]
-        level: Option<String>,
-    },
-    /// Mute the speaker.
-    Mute,
-    /// Unmute the speaker.
-    Unmute,
-    /// Ask Alexa to play or resume the music (a media button).
-    Play,
-    /// Ask Alexa to pause the music.
-    Pause,
-    /// Ask Alexa for the next track.
-    Next,
-    /// Ask Alexa for the previous track.
-    Previous,
-    /// List the timers, alarms and reminders set, and which one rings.
-    Alerts,
-}
+use avsctl::report::{self as ctl, Paint, Snapshot, VolumeRequest};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -65,8 +18,18 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("avsctl: {}", explain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// How the QR code is painted: explicit colours on a terminal, so light
+/// terminals show it scannable too; none when piped.
+fn paint() -> Paint {
+    if std::io::stdout().is_terminal() {
+        Paint::Ansi
+    } else {
+        Paint::Plain
     }
 }
 
@@ -77,12 +40,19 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
             Ok(v) => Some(v),
             Err(why) => {
                 eprintln!("avsctl: {why}");
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(exit::USAGE));
             }
         },
         _ => None,
     };
-    let conn = zbus::Connection::system().await?;
+    let conn = match zbus::Connection::system().await {
+        Ok(conn) => conn,
+        // No system bus: avsd cannot be running on it.
+        Err(e) => {
+            eprintln!("avsctl: cannot connect to the system D-Bus ({e}); is dbus running?");
+            return Ok(ExitCode::from(exit::NOT_RUNNING));
+        }
+    };
     let auth = AuthorizationProxy::new(&conn).await?;
     let dialog = DialogProxy::new(&conn).await?;
     let speaker = SpeakerProxy::new(&conn).await?;
@@ -95,8 +65,13 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
                 (Ok(v), Ok(m)) => Some((v, m)),
                 _ => None,
             };
-            print!("{}", ctl::report(&s, kit::clock::unix_now()));
+            print!(
+                "{}",
+                ctl::report_painted(&s, kit::clock::unix_now(), paint())
+            );
         }
+        Command::Show { property, value } => return show(&conn, &property, value).await,
+        Command::Watch => return watch(&conn).await,
         Command::Volume { .. } => {
             match volume {
                 None => {}
@@ -208,6 +183,7 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
         }
     }
     let mut shown = String::new();
+    let mut told_retrying = false;
     loop {
         match auth.state().await?.as_str() {
             "authorized" => {
@@ -215,8 +191,22 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             "error" => {
-                eprintln!("Login failed: {}", auth.last_error().await?);
-                return Ok(ExitCode::FAILURE);
+                let why = auth.last_error().await?;
+                // avsd retries what may come right (the companion down or
+                // unreachable): so does avsctl, saying so.
+                if !retrying(&why) {
+                    eprintln!("Login failed: {why}");
+                    return Ok(ExitCode::from(exit::FAILED));
+                }
+                if told_retrying {
+                    eprintln!("Still trying: {why}");
+                } else {
+                    eprintln!(
+                        "The login cannot start yet: {why}\n\
+                         avsd keeps trying; still waiting (Ctrl-C to stop waiting)..."
+                    );
+                    told_retrying = true;
+                }
             }
             "waiting-for-user" => {
                 let url = auth.login_url().await?;
@@ -227,7 +217,7 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
                 if url != shown {
                     print!(
                         "{}",
-                        ctl::login_instructions(&url, &auth.user_code().await?)
+                        ctl::login_instructions(&url, &auth.user_code().await?, paint())
                     );
                     println!("Waiting for the login to finish (Ctrl-C to stop waiting)...");
                     shown = url;
@@ -237,6 +227,12 @@ async fn login(auth: &AuthorizationProxy<'_>) -> zbus::Result<ExitCode> {
         }
         wait_for_change(&mut states, &mut errors, &mut owners).await?;
     }
+}
+
+/// Whether avsd will try again after this `LastError` (it says "retrying
+/// in N s" then).
+fn retrying(last_error: &str) -> bool {
+    last_error.contains("; retrying in ")
 }
 
 /// Wait until avsd announces a new State or LastError (a failed
@@ -283,6 +279,8 @@ async fn snapshot(
         method: auth.method().await.unwrap_or_default(),
         token_expires_at: auth.token_expires_at().await?,
         last_error: auth.last_error().await?,
+        // An avsd from before Dialog.LastError reads as "".
+        dialog_error: dialog.last_error().await.unwrap_or_default(),
         dialog_state: dialog.state().await?,
         connection: dialog.connection().await?,
         reconnect_attempt: dialog.reconnect_attempt().await?,
@@ -312,22 +310,161 @@ fn track(m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>) -> S
     }
 }
 
+/// The D-Bus error name and message of a failed call, if it has them.
+fn error_name(e: &zbus::Error) -> Option<(String, String)> {
+    use zbus::DBusError;
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            Some((name.to_string(), msg.clone().unwrap_or_default()))
+        }
+        zbus::Error::FDO(fdo) => Some((
+            fdo.name().to_string(),
+            fdo.description().unwrap_or_default().to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The documented exit code for a failed call (see `exit`).
+fn exit_code(e: &zbus::Error) -> u8 {
+    match error_name(e) {
+        Some((name, _)) => exit::for_error_name(&name),
+        None => exit::FAILED,
+    }
+}
+
 /// Turn bus errors into what the person should do.
 fn explain(e: &zbus::Error) -> String {
-    if let zbus::Error::MethodError(name, msg, _) = e {
-        let msg = msg.clone().unwrap_or_default();
-        return match name.as_str() {
-            "org.freedesktop.DBus.Error.AccessDenied" => {
-                "permission denied: only root and members of group avsd may do this \
-                 (sudo adduser $USER avsd, then log in again)"
-                    .to_string()
-            }
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
-                "avsd is not running (systemctl status avsd; journalctl -u avsd)".to_string()
-            }
-            _ => msg,
-        };
+    let Some((name, msg)) = error_name(e) else {
+        return format!("{e} (is the system D-Bus running?)");
+    };
+    match exit::for_error_name(&name) {
+        exit::DENIED => "permission denied: only root and members of group avsd may do this \
+                         (sudo adduser $USER avsd, then log in again)"
+            .to_string(),
+        exit::NOT_RUNNING => {
+            "avsd is not running (systemctl status avsd; journalctl -u avsd)".to_string()
+        }
+        _ if msg.is_empty() => name,
+        _ => msg,
     }
-    format!("{e} (is the system D-Bus running?)")
+}
+
+/// The avsd interfaces the object has, in introspection order: whatever
+/// this avsd offers, including interfaces newer than this avsctl.
+async fn interfaces(conn: &zbus::Connection) -> zbus::Result<Vec<String>> {
+    let intro = zbus::fdo::IntrospectableProxy::builder(conn)
+        .destination(avsctl::proxy::SERVICE)?
+        .path(avsctl::proxy::PATH)?
+        .build()
+        .await?;
+    let xml = intro.introspect().await?;
+    let open = format!("<interface name=\"{}", avsctl::show::PREFIX);
+    Ok(xml
+        .match_indices(&open)
+        .filter_map(|(at, _)| {
+            let name = &xml[at + "<interface name=\"".len()..];
+            name.split('"').next().map(str::to_string)
+        })
+        .collect())
+}
+
+/// org.freedesktop.DBus.Properties of avsd's object, uncached: each read
+/// is what avsd holds now.
+async fn properties_proxy(
+    conn: &zbus::Connection,
+) -> zbus::Result<zbus::fdo::PropertiesProxy<'static>> {
+    zbus::fdo::PropertiesProxy::builder(conn)
+        .destination(avsctl::proxy::SERVICE)?
+        .path(avsctl::proxy::PATH)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
+/// `avsctl show`: every property (or those asked for), one per line.
+async fn show(
+    conn: &zbus::Connection,
+    wanted: &[String],
+    value_only: bool,
+) -> zbus::Result<ExitCode> {
+    let props = properties_proxy(conn).await?;
+    let mut found = vec![false; wanted.len()];
+    for iface in interfaces(conn).await? {
+        let name = zbus::names::InterfaceName::try_from(iface.as_str())?;
+        let mut all: Vec<_> = props.get_all(name).await?.into_iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        for (prop, v) in all {
+            let prop: String = prop;
+            let key = avsctl::show::key(&iface, &prop);
+            let hits: Vec<usize> = (0..wanted.len())
+                .filter(|&i| wanted[i] == key || wanted[i] == prop)
+                .collect();
+            if !wanted.is_empty() && hits.is_empty() {
+                continue;
+            }
+            hits.into_iter().for_each(|i| found[i] = true);
+            let text = avsctl::show::format(&v);
+            if value_only {
+                println!("{text}");
+            } else {
+                println!("{key}={text}");
+            }
+        }
+    }
+    if let Some(i) = found.iter().position(|f| !f) {
+        eprintln!(
+            "avsctl: avsd has no property `{}` (`avsctl show` lists them all)",
+            wanted[i]
+        );
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `avsctl watch`: each PropertiesChanged of every avsd interface as
+/// `Interface.Property=value` lines, until Ctrl-C. Properties announced by
+/// name only (the login URL and code) are read afresh, so a caller who
+/// may not see them reads "".
+async fn watch(conn: &zbus::Connection) -> zbus::Result<ExitCode> {
+    let props = properties_proxy(conn).await?;
+    let mut changes = props.receive_properties_changed().await?;
+    let mut owners = props.inner().receive_owner_changed().await?;
+    eprintln!("Watching avsd (Ctrl-C to stop)...");
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            owner = owners.next() => match owner {
+                Some(Some(_)) => eprintln!("avsd started"),
+                Some(None) => eprintln!("avsd stopped (journalctl -u avsd); still watching"),
+                None => return Ok(ExitCode::from(exit::FAILED)),
+            },
+            change = changes.next() => {
+                let Some(change) = change else {
+                    return Ok(ExitCode::from(exit::FAILED));
+                };
+                let Ok(args) = change.args() else { continue };
+                let iface = args.interface_name().to_string();
+                let mut lines: Vec<(String, String)> = args
+                    .changed_properties()
+                    .iter()
+                    .map(|(p, v)| (p.to_string(), avsctl::show::format(v)))
+                    .collect();
+                for p in args.invalidated_properties().iter() {
+                    let v = props
+                        .get(args.interface_name().clone(), p)
+                        .await
+                        .map(|v| avsctl::show::format(&v))
+                        .unwrap_or_default();
+                    lines.push((p.to_string(), v));
+                }
+                lines.sort();
+                for (p, v) in lines {
+                    println!("{}={v}", avsctl::show::key(&iface, &p));
+                }
+            }
+        }
+    }
 }

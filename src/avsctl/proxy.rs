@@ -1,8 +1,13 @@
 //! Client-side proxies of avsd's interfaces, for `avsctl` and the tests.
-//! They mirror `authorization.rs`, `dialog.rs` and `speaker.rs`; the introspection test
+//! They mirror `daemon.rs`, `authorization.rs`, `dialog.rs` and `speaker.rs`; the introspection test
 //! keeps both in line with `dbus/org.avsd.Avs1.xml`.
 
 use zbus::proxy;
+
+/// avsd's well-known bus name.
+pub const SERVICE: &str = "org.avsd.Avs1";
+/// avsd's one object path.
+pub const PATH: &str = "/org/avsd/Avs1";
 
 /// Client of `org.avsd.Avs1.Authorization`.
 #[proxy(
@@ -135,4 +140,19 @@ pub trait Alerts {
     /// The sounding alert's token; empty when none.
     #[zbus(property)]
     fn active(&self) -> zbus::Result<String>;
+}
+
+/// Client of `org.avsd.Avs1.Daemon`: what this avsd is.
+#[proxy(
+    interface = "org.avsd.Avs1.Daemon",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Daemon {
+    /// avsd's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
+    /// Interfaces and features this avsd has.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn features(&self) -> zbus::Result<Vec<String>>;
 }

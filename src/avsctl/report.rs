@@ -1,8 +1,7 @@
 //! `avsctl`'s output: the status report and the terminal QR code, kept
 //! apart from the binary so the tests can check what a person sees.
 
-use qrcode::QrCode;
-use qrcode::render::unicode::Dense1x2;
+use qrcode::{Color, EcLevel, QrCode};
 
 /// Both interfaces' properties, as read over D-Bus.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +22,8 @@ pub struct Snapshot {
     pub dialog_state: String,
     /// Dialog.Connection
     pub connection: String,
+    /// Dialog.LastError
+    pub dialog_error: String,
     /// Dialog.ReconnectAttempt
     pub reconnect_attempt: u32,
     /// Dialog.NextReconnectAt
@@ -36,8 +37,14 @@ pub struct Snapshot {
     pub player_track: String,
 }
 
-/// The `avsctl status` report. `now` is Unix seconds, for "expires in".
+/// The `avsctl status` report, without escape codes. `now` is Unix
+/// seconds, for "expires in".
 pub fn report(s: &Snapshot, now: u64) -> String {
+    report_painted(s, now, Paint::Plain)
+}
+
+/// The `avsctl status` report with the QR code painted as `paint` says.
+pub fn report_painted(s: &Snapshot, now: u64, paint: Paint) -> String {
     let method = match s.method.as_str() {
         "code" => "code-based linking (the refresh token is kept on this device)",
         "companion" => "companion web service",
@@ -84,11 +91,14 @@ pub fn report(s: &Snapshot, now: u64) -> String {
     if !s.last_error.is_empty() {
         out.push_str(&format!("Last error:    {}\n", s.last_error));
     }
+    if !s.dialog_error.is_empty() {
+        out.push_str(&format!("Dialog error:  {}\n", s.dialog_error));
+    }
     if s.auth_state == "waiting-for-user" {
         if s.login_url.is_empty() {
             out.push_str(HIDDEN_LOGIN);
         } else {
-            out.push_str(&login_instructions(&s.login_url, &s.user_code));
+            out.push_str(&login_instructions(&s.login_url, &s.user_code, paint));
         }
     } else if s.auth_state == "unregistered" {
         out.push_str("Run `avsctl login` to link this device with your Amazon account.\n");
@@ -138,33 +148,92 @@ pub const HIDDEN_LOGIN: &str = "A login is waiting, but its URL and code are sho
 members of group avsd: run `sudo avsctl status`, or join the group (sudo adduser $USER avsd, \
 then log in again).\n";
 
+/// How the QR code is painted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paint {
+    /// Explicit colours (bright white modules on black, ANSI SGR), so the
+    /// code reads the same on dark and light terminals: for a terminal.
+    Ansi,
+    /// No escape codes, light modules drawn (right on a dark terminal
+    /// only): for output that is piped or saved.
+    Plain,
+}
+
+/// A registration code as people see it: the companion's 8-character
+/// codes as `ABCD-EFGH`, the way its pages show them (it takes either
+/// form when typed); any other code as it is.
+pub fn display_code(code: &str) -> String {
+    if code.len() == 8 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("{}-{}", &code[..4], &code[4..])
+    } else {
+        code.to_string()
+    }
+}
+
 /// What to do to log in, with a QR code of the URL for a phone; the URL
-/// and the code stay the last lines, readable under the QR code.
-pub fn login_instructions(url: &str, code: &str) -> String {
-    let mut out = String::from("\nScan this with your phone, or open the page below:\n\n");
-    out.push_str(&qr(url));
-    out.push_str(&format!(
-        "\nTo log in, open {url}\nand enter the code {code}\n"
-    ));
+/// and the code come after it, so they stay on a 24-line screen without
+/// scrollback. When the URL carries the code (the companion's links do)
+/// nobody has to type it: the code is shown to compare with the page.
+pub fn login_instructions(url: &str, code: &str, paint: Paint) -> String {
+    let mut out = qr(url, paint);
+    if !code.is_empty() && url.contains(code) {
+        out.push_str(&format!(
+            "Scan the QR code with a phone, or open\n{url}\n\
+             The link carries the code {}: check that the page shows it.\n",
+            display_code(code)
+        ));
+    } else {
+        out.push_str(&format!(
+            "Scan the QR code with a phone.\nTo log in, open {url}\nand enter the code {code}\n"
+        ));
+    }
     out
 }
 
-/// The URL as a QR code in Unicode half blocks (two rows per line), light
-/// modules drawn, for the usual dark terminal; the quiet zone included.
-pub fn qr(text: &str) -> String {
-    match QrCode::new(text.as_bytes()) {
-        Ok(code) => {
-            let mut img = code
-                .render::<Dense1x2>()
-                .dark_color(Dense1x2::Light)
-                .light_color(Dense1x2::Dark)
-                .quiet_zone(true)
-                .build();
-            img.push('\n');
-            img
+/// Modules of quiet zone around the code. The standard asks for four;
+/// two keep a typical login URL's code at 17 lines (80×24 fits it with the
+/// text under it), and the painted background makes the border explicit.
+const QUIET: usize = 2;
+
+/// The text as a QR code in Unicode half blocks (two module rows per
+/// line), light modules drawn, quiet zone included; low error correction
+/// for the smallest code (a screen is not a scratched label).
+pub fn qr(text: &str, paint: Paint) -> String {
+    let code = match QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L) {
+        Ok(code) => code,
+        Err(e) => return format!("(no QR code: {e})\n"),
+    };
+    let width = code.width();
+    let colors = code.to_colors();
+    let size = width + 2 * QUIET;
+    let light = |x: usize, y: usize| -> bool {
+        if x < QUIET || y < QUIET || x >= width + QUIET || y >= width + QUIET {
+            return true;
         }
-        Err(e) => format!("(no QR code: {e})\n"),
+        colors[(y - QUIET) * width + (x - QUIET)] == Color::Light
+    };
+    let mut out = String::new();
+    for row in (0..size).step_by(2) {
+        if paint == Paint::Ansi {
+            out.push_str("\x1b[97;40m");
+        }
+        for x in 0..size {
+            let top = light(x, row);
+            // An odd size leaves the last line's lower half as quiet zone.
+            let bottom = row + 1 >= size || light(x, row + 1);
+            out.push(match (top, bottom) {
+                (true, true) => '\u{2588}',
+                (true, false) => '\u{2580}',
+                (false, true) => '\u{2584}',
+                (false, false) => ' ',
+            });
+        }
+        if paint == Paint::Ansi {
+            out.push_str("\x1b[0m");
+        }
+        out.push('\n');
     }
+    out
 }
 
 #[cfg(test)]
@@ -229,14 +298,40 @@ mod tests {
         };
         let text = report(&s, 0);
         assert!(text.contains("https://pi.local:8443/provision/ABCD2345"));
-        assert!(text.contains("ABCD2345"));
         assert!(text.contains('\u{2588}'), "no QR blocks:\n{text}");
-        // The URL and the code come after the QR code, readable at the end.
+        // The URL and the code come after the QR code, readable at the end;
+        // the code as the companion's page shows it, and nothing to type.
         let qr_end = text.rfind('\u{2588}').unwrap();
-        assert!(
-            text.rfind("enter the code ABCD2345").unwrap() > qr_end,
-            "{text}"
-        );
+        assert!(text.rfind("ABCD-2345").unwrap() > qr_end, "{text}");
+        assert!(!text.contains("enter the code"), "{text}");
+        assert!(!text.contains('\x1b'), "plain report has escapes:\n{text}");
+    }
+
+    #[test]
+    fn a_code_the_url_does_not_carry_is_to_be_entered_as_it_is() {
+        let text = login_instructions("https://www.amazon.com/us/code", "CBX9PQ", Paint::Plain);
+        assert!(text.ends_with("and enter the code CBX9PQ\n"), "{text}");
+        assert_eq!(display_code("ZK8ZNFYS"), "ZK8Z-NFYS");
+        assert_eq!(display_code("CBX9PQ"), "CBX9PQ");
+    }
+
+    /// A Pi's console is 80×24 without scrollback: the QR code, the URL,
+    /// the code and avsctl's "Waiting" line all fit on it, URL last.
+    #[test]
+    fn login_fits_an_80_by_24_console() {
+        for url in [
+            "https://pi.local:8443/provision/ABCD2345",
+            "https://raspberrypi.local:8443/provision/ABCD2345",
+        ] {
+            let text = login_instructions(url, "ABCD2345", Paint::Ansi);
+            let lines: Vec<&str> = text.lines().collect();
+            // One more for "Waiting...", one for the shell prompt after.
+            assert!(lines.len() + 2 <= 24, "{} lines:\n{text}", lines.len());
+            for line in &lines {
+                let visible = line.replace("\x1b[97;40m", "").replace("\x1b[0m", "");
+                assert!(visible.chars().count() <= 80, "too wide: {visible}");
+            }
+        }
     }
 
     #[test]
@@ -260,7 +355,7 @@ mod tests {
     #[test]
     fn terminal_qr_code_decodes_to_the_url() {
         let url = "https://pi.local:8443/provision/ABCD2345";
-        let art = qr(url);
+        let art = qr(url, Paint::Plain);
         let lines: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
         let (w, h) = (lines[0].len(), lines.len() * 2);
         let light = |x: usize, y: usize| {

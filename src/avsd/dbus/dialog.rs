@@ -5,7 +5,7 @@ use zbus::message::Header;
 
 use super::AvsError;
 use crate::agents::alerts::AlertsHandle;
-use crate::dialog::{DialogHandle, Trigger};
+use crate::dialog::{DialogError, DialogHandle, Trigger};
 
 /// The Dialog interface object.
 pub struct Dialog {
@@ -43,7 +43,13 @@ impl Dialog {
 
     /// End the CLOSE_TALK Recognize started by Hold.
     async fn release(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
-        Ok(self.dialog.trigger(Trigger::Release).await?)
+        match self.dialog.trigger(Trigger::Release).await {
+            // Without a token or a connection no Hold can be in progress,
+            // so there is nothing to release: success, as the contract says
+            // of Release with no Hold (a button's key-up must not fail).
+            Err(DialogError::NotAuthorized(_) | DialogError::NotConnected(_)) => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     /// Stop listening or speaking now, and silence a ringing alert.

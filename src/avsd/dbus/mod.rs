@@ -1,5 +1,5 @@
 //! avsd on the system bus: the `org.avsd.Avs1` name, one object with the
-//! Authorization, Dialog and Speaker interfaces. The interface structs are facades:
+//! Daemon, Authorization, Dialog, Speaker and Player interfaces. The interface structs are facades:
 //! they read the actors' published state and send them commands, nothing
 //! more. The client side (typed proxies) lives in the `avsctl` crate.
 //!
@@ -11,6 +11,7 @@
 mod access;
 mod alerts;
 mod authorization;
+mod daemon;
 mod dialog;
 mod player;
 mod signals;
@@ -19,6 +20,7 @@ mod speaker;
 pub use access::LoginReaders;
 pub use alerts::Alerts;
 pub use authorization::Authorization;
+pub use daemon::Daemon;
 pub use dialog::Dialog;
 pub use player::Player;
 pub use speaker::Speaker;
@@ -116,8 +118,23 @@ pub async fn serve(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
+    // The interfaces served below, by short name, for Daemon.Features: a
+    // new interface adds its name here.
+    let mut features: Vec<String> = [
+        "Daemon",
+        "Authorization",
+        "Dialog",
+        "Speaker",
+        "Player",
+        "Alerts",
+    ]
+    .map(String::from)
+    .into();
+    features.push(format!("login:{}", auth.method()));
     let conn = zbus::connection::Builder::system()
         .map_err(BusError::Connect)?
+        .serve_at(OBJECT_PATH, Daemon::new(features))
+        .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
             Authorization::new(auth.clone(), LoginReaders::from_system()),

@@ -4,7 +4,8 @@
 //! the queue and the stream playing on the Content focus channel (the
 //! lowest: ducked under Alexa's voice, paused under an alert) and sends
 //! every AudioPlayer event. The context's PlaybackState is read live
-//! (`state.rs`). Where the bytes come from is one seam, `stream.rs`.
+//! (`state.rs`). Where the bytes come from is one seam, `stream.rs`, in
+//! front of the media module (`crate::media`).
 
 mod actor;
 pub mod directive;
@@ -88,18 +89,20 @@ impl PlayerLink {
         )
     }
 
-    /// Starts the actor: it plays on `speaker` and sends on `connection`;
+    /// Starts the actor: it plays on `speaker` what `media` fetches (an
+    /// `Err` fails each URL item with its words) and sends on `connection`;
     /// the PlaybackController events carry `context`.
     pub fn spawn(
         &self,
         mailbox: PlayerMailbox,
         speaker: Result<Speaker, AudioError>,
+        media: Result<crate::media::MediaClient, String>,
         connection: ConnectionHandle,
         context: ContextSource,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) {
-        let actor = actor::Actor::new(speaker, connection, context, self.state.clone());
+        let actor = actor::Actor::new(speaker, media, connection, context, self.state.clone());
         tracker.spawn(actor.run(mailbox.0, shutdown));
     }
 

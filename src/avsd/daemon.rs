@@ -98,8 +98,10 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let media = crate::media::MediaClient::new(config.avs.ca_file.as_deref());
     player.spawn(
         player_mailbox,
-        speaker.clone(),
-        media,
+        agents::audio_player::Outputs {
+            speaker: speaker.clone(),
+            media,
+        },
         connection.clone(),
         context.clone(),
         &tracker,

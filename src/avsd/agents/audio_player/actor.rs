@@ -58,20 +58,19 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    /// The player's actor; nothing plays yet. `media` fetches the URLs.
+    /// The player's actor; nothing plays yet.
     pub(super) fn new(
-        speaker: Result<Speaker, crate::audio::AudioError>,
-        media: Result<MediaClient, String>,
+        outputs: super::Outputs,
         connection: ConnectionHandle,
         context: ContextSource,
         state: PlayerState,
     ) -> Self {
         Self {
-            speaker,
+            speaker: outputs.speaker,
             connection,
             context,
             state,
-            media,
+            media: outputs.media,
             queue: VecDeque::new(),
             current: None,
             kept: HashMap::new(),

@@ -73,6 +73,15 @@ pub struct PlayerLink {
     pub state: PlayerState,
 }
 
+/// Where the player's sound goes and where its streams come from. An
+/// `Err` fails each item that needs it with its words, as PlaybackFailed.
+pub struct Outputs {
+    /// The one speaker.
+    pub speaker: Result<Speaker, AudioError>,
+    /// The client media URLs are fetched with.
+    pub media: Result<crate::media::MediaClient, String>,
+}
+
 /// The actor's end of a [`PlayerLink`], until it is spawned.
 pub struct PlayerMailbox(mpsc::Receiver<Command>);
 
@@ -89,20 +98,19 @@ impl PlayerLink {
         )
     }
 
-    /// Starts the actor: it plays on `speaker` what `media` fetches (an
-    /// `Err` fails each URL item with its words) and sends on `connection`;
+    /// Starts the actor: it plays on the speaker what the media client
+    /// fetches (`outputs`) and sends on `connection`;
     /// the PlaybackController events carry `context`.
     pub fn spawn(
         &self,
         mailbox: PlayerMailbox,
-        speaker: Result<Speaker, AudioError>,
-        media: Result<crate::media::MediaClient, String>,
+        outputs: Outputs,
         connection: ConnectionHandle,
         context: ContextSource,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) {
-        let actor = actor::Actor::new(speaker, media, connection, context, self.state.clone());
+        let actor = actor::Actor::new(outputs, connection, context, self.state.clone());
         tracker.spawn(actor.run(mailbox.0, shutdown));
     }
 

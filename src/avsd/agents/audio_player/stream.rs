@@ -53,7 +53,14 @@ pub fn open_kept(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> MediaStream {
         mime: Some("audio/mpeg".into()),
         ..FormatHint::default()
     };
-    media::from_attachment(replay(kept, offset_ms), hint, &Limits::default())
+    // The attachment is in memory already and its pieces share that
+    // memory, so the whole of it may wait for the decoder: its end (and
+    // PlaybackNearlyFinished) is known at once, as for a fetched file.
+    let limits = Limits {
+        queue: MAX_ATTACHMENT / media::MAX_PIECE + 1,
+        ..Limits::default()
+    };
+    media::from_attachment(replay(kept, offset_ms), hint, &limits)
 }
 
 /// A `cid:` attachment read into memory as it arrives (at most

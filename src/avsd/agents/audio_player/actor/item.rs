@@ -59,6 +59,9 @@ pub(super) struct Current {
     pub(super) paused: bool,
     /// Since when the network has stalled (a stutter is on).
     pub(super) stutter: Option<Instant>,
+    /// Metadata found before the first sample played: sent after
+    /// PlaybackStarted (AVS takes events of a started stream only).
+    pub(super) early_metadata: Option<serde_json::Value>,
 }
 
 impl Current {

@@ -24,6 +24,10 @@ impl Actor {
                 if let Some(artist) = artist {
                     metadata.insert("artist".into(), artist.into());
                 }
+                if !c.started {
+                    c.early_metadata = Some(metadata.into());
+                    return;
+                }
                 self.send(
                     "StreamMetadataExtracted",
                     json!({"token": token, "metadata": metadata}),

@@ -108,6 +108,7 @@ impl Actor {
                     next_interval,
                     paused: false,
                     stutter: None,
+                    early_metadata: None,
                 });
             }
             Err(e) => {
@@ -126,11 +127,19 @@ impl Actor {
                 };
                 c.started = true;
                 let (token, offset) = (c.item.token.clone(), c.item.offset_ms);
+                let early = c.early_metadata.take();
                 self.send(
                     "PlaybackStarted",
                     json!({"token": token, "offsetInMilliseconds": offset}),
                 )
                 .await;
+                if let Some(metadata) = early {
+                    self.send(
+                        "StreamMetadataExtracted",
+                        json!({"token": token, "metadata": metadata}),
+                    )
+                    .await;
+                }
                 self.nearly_finished().await;
             }
             Some(PlayerEvent::Finished) => self.finished().await,

@@ -80,6 +80,12 @@ pub(super) struct Logged {
     pub offset_ms: Option<u64>,
     /// When it arrived, in ms since the stand-in started.
     pub at_ms: u64,
+    /// PlaybackFailed's `error.type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// StreamMetadataExtracted's `metadata`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
 }
 
 /// The player's state as the stand-in follows it.
@@ -160,6 +166,8 @@ impl AudioPlayerState {
                 .as_u64()
                 .or(p["currentPlaybackState"]["offsetInMilliseconds"].as_u64()),
             at_ms: now.duration_since(self.epoch).as_millis() as u64,
+            error_type: p["error"]["type"].as_str().map(str::to_string),
+            metadata: p.get("metadata").cloned(),
         });
         Ok(reaction)
     }

@@ -110,6 +110,31 @@ impl Bench {
         (events_for(&stats, token), rms(&s16le(&played[from..])))
     }
 
+    /// The requests the media server saw for `path`, with their Range.
+    async fn media_requests(&self, path: &str) -> Vec<Option<String>> {
+        let pem = std::fs::read(&self.rig.world.env.ca_file).expect("the world's CA");
+        let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM CA");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .expect("a client");
+        let stats: Value = client
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .expect("media /stats")
+            .json()
+            .await
+            .expect("media /stats JSON");
+        stats["requests"]
+            .as_array()
+            .expect("requests in media /stats")
+            .iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| r["range"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// avsd is still connected, and Alexa idle.
     async fn still_well(&self) {
         assert_eq!(self.rig.dialog.connection().await.unwrap(), "connected");
@@ -230,6 +255,12 @@ async fn failures_stalls_drops_and_metadata() {
     let end = offset(&events[2]);
     assert!(end.abs_diff(6000) <= 300, "all of it played ({end} ms)");
     assert!(level > 0.05, "heard ({level:.3})");
+    let ranges = b.media_requests("/drop/tone.mp3").await;
+    println!("drop requests (Range): {ranges:?}");
+    assert!(
+        ranges.len() >= 2 && ranges[0].is_none() && ranges[1..].iter().all(Option::is_some),
+        "one request, then the rest by Range ({ranges:?})"
+    );
 
     // An ICY stream: its StreamTitle is extracted.
     let url = b.url("/icy?metaint=8192&title_every=2");

@@ -238,6 +238,17 @@ async fn failures_stalls_drops_and_metadata() {
             "PlaybackFinished"
         ]
     );
+    // 48 000 bytes of a 128 kb/s MP3 are 3 s: the stutter starts when
+    // they have played, and nothing plays until it ends.
+    let (dry, back) = (offset(&events[1]), offset(&events[2]));
+    assert!(
+        dry.abs_diff(3000) <= 300,
+        "the stutter starts when the audio runs out ({dry} ms)"
+    );
+    assert!(
+        back.abs_diff(dry) <= 100,
+        "silent while it stutters ({dry} -> {back} ms)"
+    );
     assert!(offset(&events[4]).abs_diff(6000) <= 300, "all of it played");
 
     // A dropped connection: the rest comes with a Range request, and the

@@ -57,7 +57,10 @@ pub(super) struct Current {
     pub(super) delay_due: Option<u64>,
     pub(super) next_interval: Option<u64>,
     pub(super) paused: bool,
-    /// Since when the network has stalled (a stutter is on).
+    /// The network stalled (the media module said so), and the speaker's
+    /// underrun count then: a stutter starts when the speaker runs dry.
+    pub(super) stalled: Option<u64>,
+    /// Since when playback has stuttered (the buffer ran dry in a stall).
     pub(super) stutter: Option<Instant>,
     /// Metadata found before the first sample played: sent after
     /// PlaybackStarted (AVS takes events of a started stream only).

@@ -1,8 +1,7 @@
 //! The media stream's events, as AudioPlayer events: metadata, stutters
-//! (the network stalled), and how the fetch ended.
+//! (the network stalled and the speaker ran dry), and how the fetch ended.
 
 use serde_json::json;
-use tokio::time::Instant;
 
 use super::super::stream::MediaError;
 use super::Actor;
@@ -35,21 +34,13 @@ impl Actor {
                 .await;
             }
             Some(MediaEvent::StutterStarted) => {
-                // A stall before the first sample is the connection's
-                // slowness, not a stutter of playback.
-                if !c.started || c.stutter.is_some() {
-                    return;
-                }
-                c.stutter = Some(Instant::now());
-                let offset = c.offset();
-                self.state.set(PlayerActivity::BufferUnderrun);
-                self.send(
-                    "PlaybackStutterStarted",
-                    json!({"token": token, "offsetInMilliseconds": offset}),
-                )
-                .await;
+                // The network stalled; playback stutters only once the
+                // speaker has played what came (AVS: a buffer underrun),
+                // which `tick` watches for.
+                c.stalled = Some(c.player.underruns());
             }
             Some(MediaEvent::StutterFinished) => {
+                c.stalled = None;
                 let Some(since) = c.stutter.take() else {
                     return;
                 };

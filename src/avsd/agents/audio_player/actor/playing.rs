@@ -107,6 +107,7 @@ impl Actor {
                     delay_due,
                     next_interval,
                     paused: false,
+                    stalled: None,
                     stutter: None,
                     early_metadata: None,
                 });

@@ -1,6 +1,6 @@
 //! What the actor looks at while a stream plays: progress reports at
-//! their offsets, pauses and resumes (the focus manager's doing), and the
-//! moment the last sample went out.
+//! their offsets, pauses and resumes (the focus manager's doing), the
+//! start of a stutter, and the moment the last sample went out.
 
 use serde_json::{Value, json};
 use tokio::time::{Duration, Instant};
@@ -91,6 +91,18 @@ impl Actor {
                 c.next_interval = Some((offset / every + 1) * every);
                 out.push((
                     "ProgressReportIntervalElapsed",
+                    json!({"token": token, "offsetInMilliseconds": offset}),
+                ));
+            }
+            // Stalled, and now the speaker wants audio it does not have.
+            if let Some(before) = c.stalled
+                && c.stutter.is_none()
+                && c.player.underruns() > before
+            {
+                c.stutter = Some(Instant::now());
+                self.state.set(PlayerActivity::BufferUnderrun);
+                out.push((
+                    "PlaybackStutterStarted",
                     json!({"token": token, "offsetInMilliseconds": offset}),
                 ));
             }

@@ -97,9 +97,14 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         connection: connection.clone(),
         auth: auth.clone(),
     };
+    // Media URLs trust the system roots plus avs.ca_file (a stand-in's).
+    let media = crate::media::MediaClient::new(config.avs.ca_file.as_deref());
     player.spawn(
         player_mailbox,
-        speaker.clone(),
+        agents::audio_player::Outputs {
+            speaker: speaker.clone(),
+            media,
+        },
         connection.clone(),
         context.clone(),
         &tracker,

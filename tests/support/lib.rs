@@ -11,6 +11,7 @@ pub mod companion;
 pub mod dialog;
 pub mod faults;
 pub mod fifo;
+pub mod media;
 pub mod sim;
 pub mod system;
 pub mod tls;

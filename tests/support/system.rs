@@ -331,6 +331,9 @@ pub struct AvsSim {
     pub base: String,
     /// `http://127.0.0.1:PORT` of the control API.
     pub control: String,
+    /// `https://127.0.0.1:PORT` of the media server (`--media-dir`, with
+    /// the files of [`crate::media::dir`]).
+    pub media: String,
     /// What it printed.
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
     http: reqwest::Client,
@@ -349,6 +352,8 @@ impl AvsSim {
             .arg(&env.key_file)
             .arg("--token-key-file")
             .arg(&env.token_key_file)
+            .arg("--media-dir")
+            .arg(crate::media::dir())
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -366,8 +371,8 @@ impl AvsSim {
             }
         });
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut base, mut control) = (String::new(), String::new());
-        while base.is_empty() || control.is_empty() {
+        let (mut base, mut control, mut media) = (String::new(), String::new(), String::new());
+        while base.is_empty() || control.is_empty() || media.is_empty() {
             let line = tokio::time::timeout(WAIT, lines.next_line())
                 .await
                 .expect("avs-sim avs printed no address")
@@ -377,6 +382,8 @@ impl AvsSim {
                 base = a.trim().to_string();
             } else if let Some(a) = line.strip_prefix("avs-sim avs control on ") {
                 control = a.trim().to_string();
+            } else if let Some(a) = line.strip_prefix("avs-sim avs media on ") {
+                media = a.trim().to_string();
             }
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -384,6 +391,7 @@ impl AvsSim {
             child,
             base,
             control,
+            media,
             log,
             http: reqwest::Client::new(),
         }

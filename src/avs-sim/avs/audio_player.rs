@@ -53,6 +53,8 @@ struct Playing {
     delay_reported: bool,
     /// The highest offset reported so far.
     last_offset: u64,
+    /// Since when the device said it stutters (PlaybackStutterStarted).
+    stutter_since: Option<Instant>,
 }
 
 impl Playing {
@@ -78,6 +80,12 @@ pub(super) struct Logged {
     pub offset_ms: Option<u64>,
     /// When it arrived, in ms since the stand-in started.
     pub at_ms: u64,
+    /// PlaybackFailed's `error.type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// StreamMetadataExtracted's `metadata`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
 }
 
 /// The player's state as the stand-in follows it.
@@ -158,6 +166,8 @@ impl AudioPlayerState {
                 .as_u64()
                 .or(p["currentPlaybackState"]["offsetInMilliseconds"].as_u64()),
             at_ms: now.duration_since(self.epoch).as_millis() as u64,
+            error_type: p["error"]["type"].as_str().map(str::to_string),
+            metadata: p.get("metadata").cloned(),
         });
         Ok(reaction)
     }
@@ -214,8 +224,19 @@ impl AudioPlayerState {
             }
             state["offsetInMilliseconds"].as_u64()
         } else if name == "StreamMetadataExtracted" {
-            if !p["metadata"].is_object() {
-                return Err(bad("payload.metadata is missing or not an object".into()));
+            // Documented: an object of tags, each a string, number or
+            // boolean.
+            let tags = p["metadata"]
+                .as_object()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| bad("payload.metadata is missing, empty or not an object".into()))?;
+            if let Some((key, _)) = tags
+                .iter()
+                .find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean()))
+            {
+                return Err(bad(format!(
+                    "payload.metadata.{key} is not a string, number or boolean"
+                )));
             }
             None
         } else {
@@ -264,6 +285,7 @@ impl AudioPlayerState {
                         terminal: false,
                         delay_reported: false,
                         last_offset: start_offset,
+                        stutter_since: None,
                     },
                 );
                 self.last_started = Some(token.to_string());
@@ -286,6 +308,7 @@ impl AudioPlayerState {
                             terminal: true,
                             delay_reported: true,
                             last_offset: 0,
+                            stutter_since: None,
                         },
                     );
                 }
@@ -344,6 +367,29 @@ impl AudioPlayerState {
                     }
                     "ProgressReportIntervalElapsed" if play.interval_ms.is_none() => {
                         return Err(bad("the Play asked for no progressReportInterval".into()));
+                    }
+                    "PlaybackStutterStarted" => {
+                        if s.stutter_since.is_some() {
+                            return Err(bad(
+                                "a stutter is already on: PlaybackStutterFinished comes first"
+                                    .into(),
+                            ));
+                        }
+                        s.stutter_since = Some(now);
+                    }
+                    "PlaybackStutterFinished" => {
+                        let since = s.stutter_since.ok_or_else(|| {
+                            bad("no PlaybackStutterStarted came before it".into())
+                        })?;
+                        let said = p["stutterDurationInMilliseconds"].as_u64().unwrap_or(0);
+                        let seen = now.duration_since(since).as_millis() as u64;
+                        if said > seen + OFFSET_SLACK_MS as u64 {
+                            return Err(bad(format!(
+                                "stutterDurationInMilliseconds {said}, but only {seen} ms passed \
+                                 since PlaybackStutterStarted"
+                            )));
+                        }
+                        s.stutter_since = None;
                     }
                     "PlaybackFinished" | "PlaybackStopped" => s.terminal = true,
                     _ => {}
@@ -499,6 +545,51 @@ mod tests {
             s.event(&meta("AudioPlayer.ProgressReportDelayElapsed", at("a", 0)))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn stutters_pair_up_and_metadata_is_tags() {
+        let mut s = AudioPlayerState::default();
+        play(&mut s, "a", "REPLACE_ALL", None);
+        let ev = |s: &mut AudioPlayerState, name: &str, p: Value| {
+            s.event(&meta(&format!("AudioPlayer.{name}"), p)).is_ok()
+        };
+        assert!(
+            !ev(&mut s, "PlaybackStutterStarted", at("a", 0)),
+            "not started"
+        );
+        assert!(ev(&mut s, "PlaybackStarted", at("a", 0)));
+        let finished = json!({"token": "a", "offsetInMilliseconds": 0,
+            "stutterDurationInMilliseconds": 10});
+        assert!(
+            !ev(&mut s, "PlaybackStutterFinished", finished.clone()),
+            "none started"
+        );
+        assert!(ev(&mut s, "PlaybackStutterStarted", at("a", 0)));
+        assert!(!ev(&mut s, "PlaybackStutterStarted", at("a", 0)), "twice");
+        let long = json!({"token": "a", "offsetInMilliseconds": 0,
+            "stutterDurationInMilliseconds": 60_000});
+        assert!(
+            !ev(&mut s, "PlaybackStutterFinished", long),
+            "longer than it was"
+        );
+        assert!(
+            !ev(&mut s, "PlaybackStutterFinished", at("a", 0)),
+            "no duration"
+        );
+        assert!(ev(&mut s, "PlaybackStutterFinished", finished));
+        let tags = |m: Value| json!({"token": "a", "metadata": m});
+        assert!(ev(
+            &mut s,
+            "StreamMetadataExtracted",
+            tags(json!({"title": "T", "n": 1}))
+        ));
+        assert!(!ev(&mut s, "StreamMetadataExtracted", tags(json!({}))));
+        assert!(!ev(
+            &mut s,
+            "StreamMetadataExtracted",
+            tags(json!({"t": ["x"]}))
+        ));
     }
 
     #[test]

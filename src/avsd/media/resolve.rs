@@ -42,7 +42,10 @@ pub(super) async fn run(
             format!("`{url}` is not a URL: {e}"),
         )),
     };
-    if let Err(f) = &result {
+    // The player let go (a Stop): nothing failed.
+    if let Err(f) = &result
+        && *f != Failure::gone()
+    {
         tracing::warn!(
             error = f.message,
             kind = f.kind.as_str(),

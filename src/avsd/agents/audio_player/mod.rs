@@ -4,7 +4,8 @@
 //! the queue and the stream playing on the Content focus channel (the
 //! lowest: ducked under Alexa's voice, paused under an alert) and sends
 //! every AudioPlayer event. The context's PlaybackState is read live
-//! (`state.rs`). Where the bytes come from is one seam, `stream.rs`.
+//! (`state.rs`). Where the bytes come from is one seam, `stream.rs`, in
+//! front of the media module (`crate::media`).
 
 mod actor;
 pub mod directive;
@@ -72,6 +73,15 @@ pub struct PlayerLink {
     pub state: PlayerState,
 }
 
+/// Where the player's sound goes and where its streams come from. An
+/// `Err` fails each item that needs it with its words, as PlaybackFailed.
+pub struct Outputs {
+    /// The one speaker.
+    pub speaker: Result<Speaker, AudioError>,
+    /// The client media URLs are fetched with.
+    pub media: Result<crate::media::MediaClient, String>,
+}
+
 /// The actor's end of a [`PlayerLink`], until it is spawned.
 pub struct PlayerMailbox(mpsc::Receiver<Command>);
 
@@ -88,18 +98,19 @@ impl PlayerLink {
         )
     }
 
-    /// Starts the actor: it plays on `speaker` and sends on `connection`;
+    /// Starts the actor: it plays on the speaker what the media client
+    /// fetches (`outputs`) and sends on `connection`;
     /// the PlaybackController events carry `context`.
     pub fn spawn(
         &self,
         mailbox: PlayerMailbox,
-        speaker: Result<Speaker, AudioError>,
+        outputs: Outputs,
         connection: ConnectionHandle,
         context: ContextSource,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) {
-        let actor = actor::Actor::new(speaker, connection, context, self.state.clone());
+        let actor = actor::Actor::new(outputs, connection, context, self.state.clone());
         tracker.spawn(actor.run(mailbox.0, shutdown));
     }
 

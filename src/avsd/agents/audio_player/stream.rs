@@ -1,69 +1,37 @@
 //! Where a Play's bytes come from: the one seam between the player and the
-//! media fetching. [`open_stream`] turns an `https://` URL into a bounded
-//! stream of bytes and an outcome; a `cid:` attachment is kept in memory
-//! (bounded) until its item plays. The player knows nothing else about
-//! the network: a media module (playlists, reconnects, other codecs)
-//! replaces the body of [`open_stream`] and keeps its signature.
+//! media module. [`open`] hands a URL to [`crate::media::open`]; a `cid:`
+//! attachment is kept in memory (bounded) until its item plays, then goes
+//! through [`crate::media::from_attachment`] ([`open_kept`]). Either way
+//! the player gets a [`MediaStream`]: audio for the speaker, events
+//! (metadata, stutters, how it ended) for the agent.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-/// Chunks in flight between the fetch and the decoder: the decoder pulls
-/// at playback speed, so the fetch waits here (back-pressure), never
-/// holding more than this many chunks.
+pub use crate::media::MediaErrorKind;
+use crate::media::{self, FormatHint, Limits, MediaClient, MediaStream};
+
+/// Chunks in flight between a kept attachment and the decoder.
 pub const STREAM_QUEUE: usize = 32;
 /// The largest attachment kept for a `cid:` item (AVS's attachments are
 /// short prompts and jingles).
 pub const MAX_ATTACHMENT: usize = 8 << 20;
-/// How long a connection may take before the item fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the stream may go without a byte before the item fails.
-const STALL_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// `error.type` of PlaybackFailed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaErrorType {
-    /// Anything else.
-    Unknown,
-    /// The server refused the request (4xx: bad URL, expired, forbidden).
-    InvalidRequest,
-    /// The server could not be reached.
-    ServiceUnavailable,
-    /// The server failed (5xx).
-    InternalServerError,
-    /// The device failed (decoder, speaker).
-    InternalDeviceError,
-}
-
-impl MediaErrorType {
-    /// As the event spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "MEDIA_ERROR_UNKNOWN",
-            Self::InvalidRequest => "MEDIA_ERROR_INVALID_REQUEST",
-            Self::ServiceUnavailable => "MEDIA_ERROR_SERVICE_UNAVAILABLE",
-            Self::InternalServerError => "MEDIA_ERROR_INTERNAL_SERVER_ERROR",
-            Self::InternalDeviceError => "MEDIA_ERROR_INTERNAL_DEVICE_ERROR",
-        }
-    }
-}
 
 /// Why a stream failed, for PlaybackFailed and the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct MediaError {
     /// The documented error type.
-    pub kind: MediaErrorType,
+    pub kind: MediaErrorKind,
     /// What failed, in words.
     pub message: String,
 }
 
 impl MediaError {
     /// An error of `kind` saying `message`.
-    pub fn new(kind: MediaErrorType, message: impl Into<String>) -> Self {
+    pub fn new(kind: MediaErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -71,85 +39,28 @@ impl MediaError {
     }
 }
 
-/// A stream being fetched: MP3 bytes in order on `data` (closed at the
-/// end), and how it ended on `outcome`, sent before `data` closes (once
-/// the last byte is queued, or at the failure).
-pub struct Opened {
-    /// The bytes, for the speaker.
-    pub data: mpsc::Receiver<Bytes>,
-    /// `Ok` when the whole body arrived, else why not.
-    pub outcome: oneshot::Receiver<Result<(), MediaError>>,
+/// THE SEAM: the stream of `url` from `offset_ms` on. An `https://` (or
+/// `http://`) URL goes to the media module (playlists, Range reconnects,
+/// ICY, stalls); the offset is skipped before the speaker sees audio.
+pub fn open(client: &MediaClient, url: &str, offset_ms: u64) -> MediaStream {
+    media::open(url, offset_ms, client, Limits::default())
 }
 
-/// The HTTP client for media: https only, the system's trust store.
-pub fn client() -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .https_only(true)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(STALL_TIMEOUT)
-        .user_agent(concat!("avsd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the media HTTP client: {e}"))
-}
-
-/// THE SEAM: fetch `url` as one whole-body stream. Replaced by the media
-/// module (playlists, Range reconnects, ICY); the player only needs this.
-pub fn open_stream(client: &reqwest::Client, url: &str) -> Opened {
-    let (tx, data) = mpsc::channel(STREAM_QUEUE);
-    let (done, outcome) = oneshot::channel();
-    let request = client.get(url);
-    let url = url.to_string();
-    tokio::spawn(async move {
-        let result = fetch(request, &url, &tx).await;
-        if let Err(e) = &result {
-            tracing::warn!(url, error = %e, "media stream failed");
-        }
-        // The outcome before the end of the bytes: whoever sees the end
-        // can read why.
-        let _ = done.send(result);
-        drop(tx);
-    });
-    Opened { data, outcome }
-}
-
-async fn fetch(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    tx: &mpsc::Sender<Bytes>,
-) -> Result<(), MediaError> {
-    let mut resp = request.send().await.map_err(|e| {
-        MediaError::new(
-            MediaErrorType::ServiceUnavailable,
-            format!("cannot reach {url}: {e}"),
-        )
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let kind = if status.is_server_error() {
-            MediaErrorType::InternalServerError
-        } else {
-            MediaErrorType::InvalidRequest
-        };
-        return Err(MediaError::new(kind, format!("{url} answered {status}")));
-    }
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if tx.send(chunk).await.is_err() {
-                    // The player let go (stopped): not a failure.
-                    return Ok(());
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                return Err(MediaError::new(
-                    MediaErrorType::ServiceUnavailable,
-                    format!("{url} broke off: {e}"),
-                ));
-            }
-        }
-    }
+/// A kept `cid:` attachment (an MP3, as AVS sends them) from `offset_ms`
+/// on, through the same channels as a URL.
+pub fn open_kept(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> MediaStream {
+    let hint = FormatHint {
+        mime: Some("audio/mpeg".into()),
+        ..FormatHint::default()
+    };
+    // The attachment is in memory already and its pieces share that
+    // memory, so the whole of it may wait for the decoder: its end (and
+    // PlaybackNearlyFinished) is known at once, as for a fetched file.
+    let limits = Limits {
+        queue: MAX_ATTACHMENT / media::MAX_PIECE + 1,
+        ..Limits::default()
+    };
+    media::from_attachment(replay(kept, offset_ms), hint, &limits)
 }
 
 /// A `cid:` attachment read into memory as it arrives (at most
@@ -167,7 +78,7 @@ pub fn keep(mut data: mpsc::Receiver<Bytes>) -> oneshot::Receiver<Kept> {
             size += part.len();
             if size > MAX_ATTACHMENT {
                 result = Err(MediaError::new(
-                    MediaErrorType::InternalDeviceError,
+                    MediaErrorKind::InternalDeviceError,
                     format!("the attachment is over {MAX_ATTACHMENT} bytes"),
                 ));
                 // Read on, so the stream that carries it is not held up.
@@ -181,39 +92,39 @@ pub fn keep(mut data: mpsc::Receiver<Bytes>) -> oneshot::Receiver<Kept> {
 }
 
 /// Play a kept attachment from `offset_ms` on: its bytes on a fresh
-/// stream, the ones before the offset left out.
-pub fn replay(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> Opened {
+/// channel, the ones before the offset left out. An attachment that could
+/// not be kept yields nothing (the decoder then fails the item).
+fn replay(kept: oneshot::Receiver<Kept>, offset_ms: u64) -> mpsc::Receiver<Bytes> {
     let (tx, data) = mpsc::channel(STREAM_QUEUE);
-    let (done, outcome) = oneshot::channel();
     tokio::spawn(async move {
-        let result = match kept.await {
-            Err(_) => Err(MediaError::new(
-                MediaErrorType::InternalDeviceError,
-                "the attachment was lost",
-            )),
-            Ok(kept) => match kept.as_ref() {
-                Err(e) => Err(e.clone()),
-                Ok(parts) => {
-                    let mut skip = mp3_seek(parts, offset_ms);
-                    for part in parts {
-                        let part = if skip >= part.len() {
-                            skip -= part.len();
-                            continue;
-                        } else {
-                            part.slice(std::mem::take(&mut skip)..)
-                        };
-                        if tx.send(part).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(())
-                }
-            },
+        let kept = match kept.await {
+            Ok(kept) => kept,
+            Err(_) => {
+                tracing::warn!("the attachment was lost before it played");
+                return;
+            }
         };
-        let _ = done.send(result);
-        drop(tx);
+        let parts = match kept.as_ref() {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = %e, "the attachment cannot play");
+                return;
+            }
+        };
+        let mut skip = mp3_seek(parts, offset_ms);
+        for part in parts {
+            let part = if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            } else {
+                part.slice(std::mem::take(&mut skip)..)
+            };
+            if tx.send(part).await.is_err() {
+                break;
+            }
+        }
     });
-    Opened { data, outcome }
+    data
 }
 
 /// The byte where `offset_ms` of a constant-bit-rate MP3 starts, from its

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
+use avsctl::proxy::MicrophoneProxy;
 use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
 use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
@@ -54,6 +55,21 @@ enum Command {
     Next,
     /// Ask Alexa for the previous track.
     Previous,
+    /// Turn the microphone on, or off (the privacy switch: no capture at
+    /// all, talk refused); it stays so across restarts.
+    Mic {
+        /// `on` or `off`.
+        state: Switch,
+    },
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -94,6 +110,13 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
                 _ => None,
             };
             print!("{}", ctl::report(&s, kit::clock::unix_now()));
+            // An older avsd has no Microphone interface: no line.
+            if let Ok(muted) = MicrophoneProxy::new(&conn).await?.muted().await {
+                println!(
+                    "Microphone:    {}",
+                    if muted { "off (muted)" } else { "on" }
+                );
+            }
         }
         Command::Volume { .. } => {
             match volume {
@@ -124,6 +147,10 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         Command::Pause => player.pause().await?,
         Command::Next => player.next().await?,
         Command::Previous => player.previous().await?,
+        Command::Mic { state } => {
+            let mic = MicrophoneProxy::new(&conn).await?;
+            mic.set_muted(state == Switch::Off).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -119,3 +119,18 @@ pub trait Player {
     #[zbus(property(emits_changed_signal = "false"))]
     fn position(&self) -> zbus::Result<i64>;
 }
+
+/// Client of `org.avsd.Avs1.Microphone` (the privacy switch).
+#[proxy(
+    interface = "org.avsd.Avs1.Microphone",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Microphone {
+    /// Whether the microphone is muted.
+    #[zbus(property)]
+    fn muted(&self) -> zbus::Result<bool>;
+    /// Mute or unmute the microphone.
+    #[zbus(property)]
+    fn set_muted(&self, muted: bool) -> zbus::Result<()>;
+}

@@ -104,6 +104,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     );
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
+    let microphone = crate::audio::MicSwitch::load(&config.state_dir());
     let dialog = dialog::spawn(
         dialog_settings,
         dialog::Links {
@@ -114,6 +115,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             speech: speech_tx,
             context,
             speaker,
+            microphone: microphone.clone(),
         },
         &tracker,
         shutdown.child_token(),
@@ -123,6 +125,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         dialog.clone(),
         volume.clone(),
         player,
+        microphone,
         &tracker,
         shutdown.child_token(),
     )

@@ -11,6 +11,7 @@
 mod access;
 mod authorization;
 mod dialog;
+mod microphone;
 mod player;
 mod signals;
 mod speaker;
@@ -18,6 +19,7 @@ mod speaker;
 pub use access::LoginReaders;
 pub use authorization::Authorization;
 pub use dialog::Dialog;
+pub use microphone::Microphone;
 pub use player::Player;
 pub use speaker::Speaker;
 
@@ -51,6 +53,8 @@ pub enum AvsError {
     NotConfigured(String),
     /// The microphone or speaker cannot be used.
     AudioDevice(String),
+    /// The microphone privacy switch is on.
+    MicrophoneMuted(String),
 }
 
 impl From<ActorError> for AvsError {
@@ -76,6 +80,7 @@ impl From<DialogError> for AvsError {
             DialogError::NotConnected(m) => Self::NotConnected(m),
             DialogError::Busy(m) => Self::Busy(m),
             DialogError::Audio(m) => Self::AudioDevice(m),
+            DialogError::MicrophoneMuted(m) => Self::MicrophoneMuted(m),
             DialogError::Actor(a) => a.into(),
         }
     }
@@ -109,6 +114,7 @@ pub async fn serve(
     dialog: DialogHandle,
     volume: VolumeHandle,
     player: crate::agents::audio_player::PlayerLink,
+    microphone: crate::audio::MicSwitch,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -125,6 +131,8 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Player::new(player.clone()))
         .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))
+        .map_err(BusError::Serve)?
         .build()
         .await
         .map_err(BusError::Connect)?;
@@ -135,6 +143,8 @@ pub async fn serve(
     let link_now = dialog.connection().transitions();
     let backoff_now = dialog.reconnect().transitions();
     let volume_now = volume.state().transitions();
+    let mic_now = microphone.state().transitions();
+    tracker.spawn(microphone::forward(conn.clone(), mic_now, shutdown.clone()));
     tracker.spawn(speaker::forward(conn.clone(), volume_now, shutdown.clone()));
     tracker.spawn(signals::forward_auth(
         conn.clone(),

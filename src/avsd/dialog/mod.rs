@@ -85,6 +85,9 @@ pub enum DialogError {
     /// The microphone could not be opened.
     #[error("{0}")]
     Audio(String),
+    /// The microphone privacy switch is on.
+    #[error("{0}")]
+    MicrophoneMuted(String),
     /// The actor did not answer.
     #[error(transparent)]
     Actor(#[from] ActorError),
@@ -196,6 +199,8 @@ pub struct Links {
     /// The one speaker, shared with the AudioPlayer so that focus ducks
     /// and pauses music under Alexa's voice.
     pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
+    /// The microphone privacy switch: muted ends listening and refuses talk.
+    pub microphone: crate::audio::MicSwitch,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

@@ -25,6 +25,15 @@ impl Dialog {
         wait: Option<std::time::Duration>,
         hold: bool,
     ) -> Result<(), String> {
+        if self.microphone.is_muted() {
+            tracing::info!("not listening: the microphone is muted");
+            if wait.is_some() {
+                // ExpectSpeech while muted: nobody can answer, as AVS
+                // learns from the timeout it would otherwise wait for.
+                self.queue_event(Event::expect_speech_timed_out());
+            }
+            return Err(super::MUTED.into());
+        }
         let capture = match Capture::start(self.settings.capture.clone()).await {
             Ok(c) => c,
             Err(e) => {

@@ -25,6 +25,10 @@ use crate::avs::inbound::Inbound;
 use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity, SpeechState};
 use kit::published::{Publisher, Subscriber};
 
+/// Why Tap and Hold are refused while muted.
+const MUTED: &str = "the microphone is muted (privacy switch); run `avsctl mic on` or set \
+                     org.avsd.Avs1.Microphone.Muted to false first";
+
 /// Events waiting for the sender task; they go out one by one, in order.
 const OUTBOX: usize = 32;
 
@@ -102,6 +106,8 @@ struct Dialog {
     /// The Dialog focus channel, held from listening until idle again, so
     /// music ducks (or pauses) under the whole exchange.
     focus: Option<crate::audio::FocusHold>,
+    /// The microphone privacy switch.
+    microphone: crate::audio::MicSwitch,
 }
 
 pub(super) async fn run(
@@ -120,7 +126,9 @@ pub(super) async fn run(
         speech,
         context,
         speaker,
+        microphone,
     } = links;
+    let mut muted = microphone.state();
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
@@ -149,6 +157,7 @@ pub(super) async fn run(
         speaking: None,
         speaker,
         focus: None,
+        microphone,
     };
     loop {
         let speaking = async {
@@ -183,6 +192,13 @@ pub(super) async fn run(
             Some(note) = notes_rx.recv() => d.note(note).await,
             progress = speaking => d.progress(progress).await,
             () = attachment_due => d.advance().await,
+            Ok(()) = muted.changed() => {
+                let now = *muted.borrow_and_update();
+                if now && d.listening.is_some() {
+                    tracing::info!("microphone muted: ending the request and closing the device");
+                    d.stop_all();
+                }
+            }
         }
         d.publish();
         d.hold_focus();
@@ -213,6 +229,9 @@ impl Dialog {
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())
             }
             Trigger::Tap | Trigger::Hold => {
+                if self.microphone.is_muted() {
+                    return Err(DialogError::MicrophoneMuted(MUTED.into()));
+                }
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())?;
                 match self.derive() {
                     DialogState::Listening => {

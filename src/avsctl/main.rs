@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
-use avsctl::proxy::MicrophoneProxy;
 use avsctl::proxy::{AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
+use avsctl::proxy::{MicrophoneProxy, WakeWordProxy};
 use avsctl::report::{self as ctl, Snapshot, VolumeRequest};
 
 /// Control avsd, the Alexa Voice Service daemon, over the system D-Bus.
@@ -58,6 +58,12 @@ enum Command {
     /// Turn the microphone on, or off (the privacy switch: no capture at
     /// all, talk refused); it stays so across restarts.
     Mic {
+        /// `on` or `off`.
+        state: Switch,
+    },
+    /// Listen for "Alexa" while idle, or stop (until avsd restarts; the
+    /// default is `wakeword.enabled` in avsd.toml).
+    Wakeword {
         /// `on` or `off`.
         state: Switch,
     },
@@ -150,6 +156,10 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
         Command::Mic { state } => {
             let mic = MicrophoneProxy::new(&conn).await?;
             mic.set_muted(state == Switch::Off).await?;
+        }
+        Command::Wakeword { state } => {
+            let wake = WakeWordProxy::new(&conn).await?;
+            wake.set_enabled(state == Switch::On).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

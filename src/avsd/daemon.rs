@@ -105,6 +105,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     let router = Router::new(agents, env);
     tracker.spawn(router.run(inbound, shutdown.child_token()));
     let microphone = crate::audio::MicSwitch::load(&config.state_dir());
+    let wake = crate::wakeword::Wake::from_config(&config.wakeword);
     let dialog = dialog::spawn(
         dialog_settings,
         dialog::Links {
@@ -116,6 +117,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             context,
             speaker,
             microphone: microphone.clone(),
+            wake: wake.clone(),
         },
         &tracker,
         shutdown.child_token(),
@@ -126,6 +128,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         volume.clone(),
         player,
         microphone,
+        wake,
         &tracker,
         shutdown.child_token(),
     )

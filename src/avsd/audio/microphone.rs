@@ -1,7 +1,8 @@
 //! The microphone privacy switch: while muted avsd opens no capture device
 //! at all (no dialog, no wake word), and Tap and Hold are refused. The
 //! switch is kept in the state directory so a muted device stays muted
-//! across restarts and power cuts.
+//! across restarts and power cuts. [`Switch`] is that persisted boolean,
+//! also used for the wake word's `Enabled`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,99 +15,143 @@ pub const MICROPHONE_FILE: &str = "microphone.json";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
-    muted: bool,
+    on: bool,
 }
 
-/// A cheap, cloneable handle on the switch; every clone sees one state.
+/// The microphone privacy switch: on means muted.
+pub type MicSwitch = Switch;
+
+/// A persisted on/off switch: a cheap, cloneable handle; every clone sees
+/// one state.
 #[derive(Clone)]
-pub struct MicSwitch {
-    path: PathBuf,
+pub struct Switch {
+    name: &'static str,
+    /// Where it is saved; `None` for a switch kept in memory only.
+    path: Option<PathBuf>,
     state_dir: PathBuf,
     /// Serialises writers so the file and the published value agree.
     tx: Arc<Mutex<Publisher<bool>>>,
     rx: Subscriber<bool>,
 }
 
-impl std::fmt::Debug for MicSwitch {
+impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MicSwitch(muted={})", *self.rx.borrow())
+        write!(f, "Switch({}={})", self.name, *self.rx.borrow())
     }
 }
 
-impl MicSwitch {
-    /// The switch as saved in `state_dir` (unmuted when nothing was saved).
+impl Switch {
+    /// The microphone switch as saved in `state_dir` (unmuted when nothing
+    /// was saved; muted when the file cannot be read).
     pub fn load(state_dir: &Path) -> Self {
-        let path = state_dir.join(MICROPHONE_FILE);
-        let muted = load(&path);
-        if muted {
-            tracing::info!("the microphone is muted (saved in {})", path.display());
+        let mic = Self::load_named(state_dir, "microphone muted", MICROPHONE_FILE, false, true);
+        if mic.is_muted() {
+            tracing::info!("the microphone is muted (saved in {MICROPHONE_FILE})");
         }
-        let (tx, rx) = published::channel(muted);
+        mic
+    }
+
+    /// The switch `name` saved in `file` of `state_dir`: `default` when
+    /// nothing was saved, `safe` when the file cannot be read.
+    pub fn load_named(
+        state_dir: &Path,
+        name: &'static str,
+        file: &str,
+        default: bool,
+        safe: bool,
+    ) -> Self {
+        let path = state_dir.join(file);
+        let on = load(&path, name, default, safe);
+        let (tx, rx) = published::channel(on);
         Self {
-            path,
+            name,
+            path: Some(path),
             state_dir: state_dir.to_path_buf(),
             tx: Arc::new(Mutex::new(tx)),
             rx,
         }
     }
 
-    /// Whether the microphone is muted now, and every change.
+    /// A switch kept in memory only, starting at `on`.
+    pub fn in_memory(name: &'static str, on: bool) -> Self {
+        let (tx, rx) = published::channel(on);
+        Self {
+            name,
+            path: None,
+            state_dir: PathBuf::new(),
+            tx: Arc::new(Mutex::new(tx)),
+            rx,
+        }
+    }
+
+    /// The value now, and every change.
     pub fn state(&self) -> Subscriber<bool> {
         self.rx.clone()
     }
 
-    /// Whether the microphone is muted now.
-    pub fn is_muted(&self) -> bool {
+    /// The value now (for the microphone: whether it is muted).
+    pub fn is_on(&self) -> bool {
         *self.rx.borrow()
     }
 
-    /// Mute or unmute. The change takes effect even if it cannot be saved
-    /// (a privacy switch must not fail open); that is logged.
+    /// Whether the microphone is muted now.
+    pub fn is_muted(&self) -> bool {
+        self.is_on()
+    }
+
+    /// Mute or unmute the microphone.
     pub fn set_muted(&self, muted: bool) {
+        self.set(muted);
+    }
+
+    /// Turn the switch on or off. The change takes effect even if it cannot
+    /// be saved (a privacy switch must not fail open); that is logged.
+    pub fn set(&self, on: bool) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if *tx.borrow() == muted {
+        if *tx.borrow() == on {
             return;
         }
-        let json = serde_json::to_vec(&Saved { muted }).unwrap_or_default();
-        if let Err(e) = fsutil::ensure_private_dir(&self.state_dir)
-            .and_then(|()| fsutil::write_atomic(&self.path, &json))
+        let json = serde_json::to_vec(&Saved { on }).unwrap_or_default();
+        if let Some(path) = &self.path
+            && let Err(e) = fsutil::ensure_private_dir(&self.state_dir)
+                .and_then(|()| fsutil::write_atomic(path, &json))
         {
             tracing::error!(
-                "cannot save the microphone switch in {}: {e}; it is {} now but will be \
-                 lost at the next restart (check that the state directory is writable by avsd)",
-                self.path.display(),
-                if muted { "muted" } else { "on" }
+                "cannot save the {} switch in {}: {e}; it is {on} now but will be lost at \
+                 the next restart (check that the state directory is writable by avsd)",
+                self.name,
+                path.display(),
             );
         }
-        tracing::info!("microphone {}", if muted { "muted" } else { "on" });
-        tx.send_replace(muted);
+        tracing::info!("{}: {on}", self.name);
+        tx.send_replace(on);
     }
 }
 
-/// The saved switch; an unreadable file counts as muted, since a privacy
+/// The saved switch; an unreadable file gives `safe`, since a privacy
 /// switch that cannot be read must not turn the microphone on.
-fn load(path: &Path) -> bool {
+fn load(path: &Path, name: &str, default: bool, safe: bool) -> bool {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return default,
         Err(e) => {
             tracing::error!(
-                "cannot read the microphone switch {}: {e}; keeping the microphone muted \
-                 (fix the file's permissions, or delete it to turn the microphone on)",
+                "cannot read the {name} switch {}: {e}; using {safe} (fix the file's \
+                 permissions, or delete it)",
                 path.display()
             );
-            return true;
+            return safe;
         }
     };
     match serde_json::from_str::<Saved>(&text) {
-        Ok(s) => s.muted,
+        Ok(s) => s.on,
         Err(e) => {
             tracing::error!(
-                "the microphone switch {} is not valid ({e}); keeping the microphone muted \
-                 (run `avsctl mic on` to rewrite it)",
+                "the {name} switch {} is not valid ({e}); using {safe} (set it again over \
+                 D-Bus or avsctl to rewrite it, or delete the file)",
                 path.display()
             );
-            true
+            safe
         }
     }
 }

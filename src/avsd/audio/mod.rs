@@ -43,7 +43,7 @@ mod speaker;
 
 pub use capture::{Capture, CaptureConfig};
 pub use device::{SampleKind, StreamFormat, choose_capture_format};
-pub use microphone::MicSwitch;
+pub use microphone::{MicSwitch, Switch};
 pub use playback::{Activity, PlaybackConfig, Player, PlayerEvent};
 pub use speaker::{FocusHold, Speaker};
 

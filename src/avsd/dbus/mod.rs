@@ -15,6 +15,7 @@ mod microphone;
 mod player;
 mod signals;
 mod speaker;
+mod wakeword;
 
 pub use access::LoginReaders;
 pub use authorization::Authorization;
@@ -22,6 +23,7 @@ pub use dialog::Dialog;
 pub use microphone::Microphone;
 pub use player::Player;
 pub use speaker::Speaker;
+pub use wakeword::WakeWord;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,6 +117,7 @@ pub async fn serve(
     volume: VolumeHandle,
     player: crate::agents::audio_player::PlayerLink,
     microphone: crate::audio::MicSwitch,
+    wake: crate::wakeword::Wake,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
@@ -133,6 +136,8 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))
         .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, WakeWord::new(wake.clone()))
+        .map_err(BusError::Serve)?
         .build()
         .await
         .map_err(BusError::Connect)?;
@@ -145,6 +150,14 @@ pub async fn serve(
     let volume_now = volume.state().transitions();
     let mic_now = microphone.state().transitions();
     tracker.spawn(microphone::forward(conn.clone(), mic_now, shutdown.clone()));
+    let wake_now = wake.enabled.state().transitions();
+    let detections = wake.detected.subscribe();
+    tracker.spawn(wakeword::forward(
+        conn.clone(),
+        wake_now,
+        detections,
+        shutdown.clone(),
+    ));
     tracker.spawn(speaker::forward(conn.clone(), volume_now, shutdown.clone()));
     tracker.spawn(signals::forward_auth(
         conn.clone(),

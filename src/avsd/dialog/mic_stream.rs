@@ -46,6 +46,9 @@ pub(super) enum Ended {
 pub(super) struct Listen {
     /// The open microphone.
     pub capture: Capture,
+    /// Audio captured before the turn began, streamed first (the wake
+    /// word's pre-roll); empty for a talk button.
+    pub preroll: Vec<Bytes>,
     /// Where the audio part's bytes go.
     pub audio: mpsc::Sender<AudioPart>,
     /// Cancelled by the dialog to end the turn and complete the request.
@@ -67,6 +70,7 @@ impl Listen {
     pub(super) async fn run(self) {
         let Listen {
             mut capture,
+            preroll,
             audio,
             stop,
             abort,
@@ -77,6 +81,7 @@ impl Listen {
         } = self;
         let ended = stream(
             &mut capture,
+            preroll,
             &audio,
             (&stop, &abort),
             max_len,
@@ -120,6 +125,7 @@ impl Listen {
 
 async fn stream(
     capture: &mut Capture,
+    preroll: Vec<Bytes>,
     audio: &mpsc::Sender<AudioPart>,
     (stop, abort): (&CancellationToken, &CancellationToken),
     max_len: Duration,
@@ -134,6 +140,11 @@ async fn stream(
         preroll: VecDeque::with_capacity(PREROLL_CHUNKS),
     });
     let mut deadline = Instant::now() + max_len;
+    for chunk in preroll {
+        if audio.send(AudioPart::Data(chunk)).await.is_err() {
+            return Ended::Stopped;
+        }
+    }
     loop {
         let limit = waiting.as_ref().map_or(deadline, |w| w.deadline);
         let chunk = tokio::select! {

@@ -201,6 +201,8 @@ pub struct Links {
     pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
     /// The microphone privacy switch: muted ends listening and refuses talk.
     pub microphone: crate::audio::MicSwitch,
+    /// The wake word.
+    pub wake: crate::wakeword::Wake,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

@@ -34,6 +34,9 @@ impl Dialog {
             }
             return Err(super::MUTED.into());
         }
+        // Its microphone closes before this one opens (the capture thread
+        // runs one device at a time).
+        self.stop_watching();
         let capture = match Capture::start(self.settings.capture.clone()).await {
             Ok(c) => c,
             Err(e) => {
@@ -43,6 +46,21 @@ impl Dialog {
                 return Err(msg);
             }
         };
+        self.listen_with(capture, Vec::new(), profile, initiator, wait, hold);
+        Ok(())
+    }
+
+    /// Start a Recognize on an open microphone whose first audio is
+    /// `preroll` (the wake word's, or none).
+    pub(super) fn listen_with(
+        &mut self,
+        capture: Capture,
+        preroll: Vec<bytes::Bytes>,
+        profile: &str,
+        initiator: Option<serde_json::Value>,
+        wait: Option<std::time::Duration>,
+        hold: bool,
+    ) {
         self.set_error(String::new());
         self.turn += 1;
         let id = new_dialog_request_id();
@@ -62,6 +80,7 @@ impl Dialog {
         self.tracker.spawn(
             Listen {
                 capture,
+                preroll,
                 audio,
                 stop: stop.clone(),
                 abort: abort.clone(),
@@ -79,7 +98,6 @@ impl Dialog {
             hold,
             pending,
         });
-        Ok(())
     }
 
     pub(super) fn start_upload(
@@ -116,7 +134,9 @@ impl Dialog {
                     self.start_upload(&mut pending);
                 }
             }
+            Note::Watch { generation, end } => self.watch_ended(generation, end).await,
             Note::ListenEnded { turn, ended } => {
+                self.watch_broken = false;
                 let mine = self.listening.as_ref().is_some_and(|l| l.turn == turn);
                 if mine {
                     self.listening = None;

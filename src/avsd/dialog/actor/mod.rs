@@ -5,6 +5,7 @@
 
 mod answer;
 mod listening;
+mod woken;
 
 use std::collections::VecDeque;
 
@@ -47,6 +48,13 @@ pub(super) enum Note {
         turn: u64,
         /// Why.
         ended: Ended,
+    },
+    /// The wake-word watcher ended (heard the word, stopped, or failed).
+    Watch {
+        /// Which watch, so an old one's end is ignored.
+        generation: u64,
+        /// How.
+        end: crate::wakeword::WatchEnd,
     },
 }
 
@@ -108,6 +116,14 @@ struct Dialog {
     focus: Option<crate::audio::FocusHold>,
     /// The microphone privacy switch.
     microphone: crate::audio::MicSwitch,
+    /// The wake word: engine, switch, profile.
+    wake: crate::wakeword::Wake,
+    /// Stops the running wake-word watcher.
+    watching: Option<CancellationToken>,
+    /// Numbers watches.
+    watch_gen: u64,
+    /// The watcher's microphone failed: not retried until something changes.
+    watch_broken: bool,
 }
 
 pub(super) async fn run(
@@ -127,8 +143,10 @@ pub(super) async fn run(
         context,
         speaker,
         microphone,
+        wake,
     } = links;
     let mut muted = microphone.state();
+    let mut wake_on = wake.enabled.state();
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
@@ -158,7 +176,13 @@ pub(super) async fn run(
         speaker,
         focus: None,
         microphone,
+        wake,
+        watching: None,
+        watch_gen: 0,
+        watch_broken: false,
     };
+    d.wake_switched();
+    d.keep_watching();
     loop {
         let speaking = async {
             match &mut d.speaking {
@@ -198,11 +222,18 @@ pub(super) async fn run(
                     tracing::info!("microphone muted: ending the request and closing the device");
                     d.stop_all();
                 }
+                d.watch_broken = false;
+            }
+            Ok(()) = wake_on.changed() => {
+                wake_on.borrow_and_update();
+                d.wake_switched();
             }
         }
         d.publish();
         d.hold_focus();
+        d.keep_watching();
     }
+    d.stop_watching();
     d.stop_all();
 }
 

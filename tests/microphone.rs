@@ -3,43 +3,15 @@
 //! holds no descriptor of the capture FIFO and refuses Tap with a named
 //! error; unmuted, Tap listens again; the switch survives a restart.
 
-use std::path::Path;
 use std::time::Duration;
 
 use avsctl::proxy::MicrophoneProxy;
 use futures_util::StreamExt;
-use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker};
+use support::dialog::{Mic, Rig, SPEAKER_10MS, Speaker, holds, wait_holds};
 use support::{Bus, Daemon, MINIMAL_CONFIG};
 
 const MIC16: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"\n\
                      playback_device = \"spk\"\nplayback_format = \"i16:48000:2\"\n";
-
-/// Whether process `pid` holds a descriptor of `path` (ALSA's file plugin
-/// opens the FIFO while the capture device is open).
-fn holds(pid: i32, path: &Path) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(Result::ok)
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-}
-
-/// Wait until `pid` holds `path` or not (`want`): the descriptor table has
-/// no event to wait for, so it is read on a short tick, with a generous limit.
-async fn wait_holds(pid: i32, path: &Path, want: bool) {
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while holds(pid, path) != want {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok(),
-        "avsd {} {}",
-        if want { "never opened" } else { "still holds" },
-        path.display()
-    );
-}
 
 fn error_name(e: &zbus::Error) -> String {
     match e {

@@ -116,8 +116,7 @@ pub async fn serve(
     dialog: DialogHandle,
     volume: VolumeHandle,
     player: crate::agents::audio_player::PlayerLink,
-    microphone: crate::audio::MicSwitch,
-    wake: crate::wakeword::Wake,
+    (microphone, wake): (crate::audio::MicSwitch, crate::wakeword::Wake),
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {

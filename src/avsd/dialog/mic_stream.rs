@@ -79,17 +79,28 @@ impl Listen {
             notes,
             turn,
         } = self;
-        let ended = stream(
-            &mut capture,
-            preroll,
-            &audio,
-            (&stop, &abort),
-            max_len,
-            wait_for_speech,
-            &notes,
-            turn,
-        )
-        .await;
+        let mut ended = None;
+        for chunk in preroll {
+            if audio.send(AudioPart::Data(chunk)).await.is_err() {
+                ended = Some(Ended::Stopped);
+                break;
+            }
+        }
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                stream(
+                    &mut capture,
+                    &audio,
+                    (&stop, &abort),
+                    max_len,
+                    wait_for_speech,
+                    &notes,
+                    turn,
+                )
+                .await
+            }
+        };
         // A failed device is reported before the audio part ends, so that
         // the dialog drops the request instead of taking AVS's answer to
         // half a sentence; the rest after the device is closed, so that
@@ -125,7 +136,6 @@ impl Listen {
 
 async fn stream(
     capture: &mut Capture,
-    preroll: Vec<Bytes>,
     audio: &mpsc::Sender<AudioPart>,
     (stop, abort): (&CancellationToken, &CancellationToken),
     max_len: Duration,
@@ -140,11 +150,6 @@ async fn stream(
         preroll: VecDeque::with_capacity(PREROLL_CHUNKS),
     });
     let mut deadline = Instant::now() + max_len;
-    for chunk in preroll {
-        if audio.send(AudioPart::Data(chunk)).await.is_err() {
-            return Ended::Stopped;
-        }
-    }
     loop {
         let limit = waiting.as_ref().map_or(deadline, |w| w.deadline);
         let chunk = tokio::select! {

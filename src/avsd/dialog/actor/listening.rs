@@ -136,7 +136,6 @@ impl Dialog {
             }
             Note::Watch { generation, end } => self.watch_ended(generation, end).await,
             Note::ListenEnded { turn, ended } => {
-                self.watch_broken = false;
                 let mine = self.listening.as_ref().is_some_and(|l| l.turn == turn);
                 if mine {
                     self.listening = None;

@@ -122,8 +122,6 @@ struct Dialog {
     watching: Option<CancellationToken>,
     /// Numbers watches.
     watch_gen: u64,
-    /// The watcher's microphone failed: not retried until something changes.
-    watch_broken: bool,
 }
 
 pub(super) async fn run(
@@ -179,7 +177,6 @@ pub(super) async fn run(
         wake,
         watching: None,
         watch_gen: 0,
-        watch_broken: false,
     };
     d.wake_switched();
     d.keep_watching();
@@ -222,7 +219,6 @@ pub(super) async fn run(
                     tracing::info!("microphone muted: ending the request and closing the device");
                     d.stop_all();
                 }
-                d.watch_broken = false;
             }
             Ok(()) = wake_on.changed() => {
                 wake_on.borrow_and_update();

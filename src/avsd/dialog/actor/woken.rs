@@ -5,6 +5,9 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{Dialog, Note};
+
+/// How long the watcher waits before opening a failed microphone again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::dialog::DialogState;
 use crate::wakeword::{WatchEnd, Woken, watch};
 
@@ -16,23 +19,30 @@ impl Dialog {
         let wanted = engine.is_some()
             && self.wake.enabled.is_on()
             && !self.microphone.is_muted()
-            && !self.watch_broken
             && self.derive() == DialogState::Idle;
         match (&self.watching, wanted, engine) {
             (Some(_), false, _) => self.stop_watching(),
             (None, true, Some(engine)) => {
                 self.watch_gen += 1;
                 let (generation, stop) = (self.watch_gen, CancellationToken::new());
-                let task = watch(
-                    self.settings.capture.clone(),
-                    engine.clone(),
-                    self.settings.speech_threshold,
-                    stop.clone(),
-                );
+                let (config, engine) = (self.settings.capture.clone(), engine.clone());
+                let loud = self.settings.speech_threshold;
                 let notes = self.notes.clone();
+                let token = stop.clone();
                 self.tracker.spawn(async move {
-                    let end = task.await;
-                    let _ = notes.send(Note::Watch { generation, end }).await;
+                    loop {
+                        let end = watch(config.clone(), engine.clone(), loud, token.clone()).await;
+                        let retry = matches!(end, WatchEnd::Device(_));
+                        if notes.send(Note::Watch { generation, end }).await.is_err() || !retry {
+                            return;
+                        }
+                        // A microphone plugged in later (or a driver that
+                        // recovers) is picked up without a restart.
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            () = tokio::time::sleep(RETRY) => {}
+                        }
+                    }
                 });
                 self.watching = Some(stop);
             }
@@ -48,9 +58,8 @@ impl Dialog {
         }
     }
 
-    /// Said by `enabled` turning on: a broken model or device gets a new try.
+    /// Said by `enabled` changing: a broken model is reported when on.
     pub(super) fn wake_switched(&mut self) {
-        self.watch_broken = false;
         if self.wake.enabled.is_on()
             && let Err(msg) = &self.wake.engine
         {
@@ -62,18 +71,20 @@ impl Dialog {
         if generation != self.watch_gen {
             return;
         }
-        self.watching = None;
         match end {
-            WatchEnd::Stopped => {}
+            WatchEnd::Stopped => self.watching = None,
             WatchEnd::Device(e) => {
+                // The watcher tries again shortly; said once per problem.
                 let msg = format!("the wake word cannot listen: {e}");
-                tracing::error!("{msg}");
-                self.set_error(msg);
-                // Retried when the switch or the microphone is turned on
-                // again, or after the next dialog: not in a tight loop.
-                self.watch_broken = true;
+                if self.status.borrow().last_error != msg {
+                    tracing::error!("{msg} (trying again every {RETRY:?})");
+                    self.set_error(msg);
+                }
             }
-            WatchEnd::Woken(woken) => self.woken(woken).await,
+            WatchEnd::Woken(woken) => {
+                self.watching = None;
+                self.woken(woken).await;
+            }
         }
     }
 
@@ -84,6 +95,17 @@ impl Dialog {
             detected,
         } = woken;
         if self.derive() != DialogState::Idle || self.microphone.is_muted() {
+            capture.close().await;
+            return;
+        }
+        let ready = super::check(
+            crate::dialog::Trigger::Tap,
+            self.auth.borrow().state,
+            *self.link_state.borrow(),
+        );
+        if let Err(e) = ready {
+            tracing::warn!("heard the wake word, but cannot ask Alexa: {e}");
+            self.set_error(e.to_string());
             capture.close().await;
             return;
         }

@@ -164,6 +164,13 @@ async fn alexa_what_time_is_it_wakes_avsd_once() {
         .await;
     assert_eq!(recognizes(&rig.avs.stats().await).len(), 1);
     assert_eq!(rig.avsd.log_text().matches("wake word heard").count(), 1);
+    // A Tap while the wake word listens takes the microphone over at once.
+    let from = rig.state_log().len();
+    // (Well within the 10 s a capture waits for the previous one to close.)
+    rig.dialog.tap().await.expect("Tap while watching");
+    rig.wait_state_within("listening", from, Duration::from_secs(5))
+        .await;
+    rig.dialog.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,9 @@ pub struct Woken {
 pub enum WatchEnd {
     /// The wake word was heard.
     Woken(Woken),
+    /// The wake word was heard and its [`Woken`] left in the dialog's
+    /// slot (see `dialog::actor::woken`).
+    Heard,
     /// Told to stop (the device is closed).
     Stopped,
     /// The microphone could not be opened or failed.
@@ -207,6 +210,7 @@ impl std::fmt::Debug for WatchEnd {
         match self {
             Self::Woken(w) => write!(f, "Woken({:?})", w.detected),
             Self::Stopped => write!(f, "Stopped"),
+            Self::Heard => write!(f, "Heard"),
             Self::Device(e) => write!(f, "Device({e})"),
         }
     }

@@ -122,6 +122,8 @@ struct Dialog {
     watching: Option<CancellationToken>,
     /// Numbers watches.
     watch_gen: u64,
+    /// A detection waiting for the dialog (see `woken`).
+    heard: std::sync::Arc<std::sync::Mutex<Option<crate::wakeword::Woken>>>,
 }
 
 pub(super) async fn run(
@@ -177,6 +179,7 @@ pub(super) async fn run(
         wake,
         watching: None,
         watch_gen: 0,
+        heard: Default::default(),
     };
     d.wake_switched();
     d.keep_watching();

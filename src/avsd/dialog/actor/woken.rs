@@ -29,9 +29,18 @@ impl Dialog {
                 let loud = self.settings.speech_threshold;
                 let notes = self.notes.clone();
                 let token = stop.clone();
+                let slot = self.heard.clone();
                 self.tracker.spawn(async move {
                     loop {
-                        let end = watch(config.clone(), engine.clone(), loud, token.clone()).await;
+                        let mut end =
+                            watch(config.clone(), engine.clone(), loud, token.clone()).await;
+                        if let WatchEnd::Woken(w) = end {
+                            // In the slot, not the note: a Tap that comes
+                            // first closes it there, so its own capture
+                            // need not wait for this one on the capture thread.
+                            *lock(&slot) = Some(w);
+                            end = WatchEnd::Heard;
+                        }
                         let retry = matches!(end, WatchEnd::Device(_));
                         if notes.send(Note::Watch { generation, end }).await.is_err() || !retry {
                             return;
@@ -56,6 +65,8 @@ impl Dialog {
         if let Some(stop) = self.watching.take() {
             stop.cancel();
         }
+        // A detection not yet handled: its capture closes now.
+        drop(lock(&self.heard).take());
     }
 
     /// Said by `enabled` changing: a broken model is reported when on.
@@ -84,6 +95,13 @@ impl Dialog {
             WatchEnd::Woken(woken) => {
                 self.watching = None;
                 self.woken(woken).await;
+            }
+            WatchEnd::Heard => {
+                self.watching = None;
+                let woken = lock(&self.heard).take();
+                if let Some(woken) = woken {
+                    self.woken(woken).await;
+                }
             }
         }
     }
@@ -132,4 +150,8 @@ impl Dialog {
         let profile = self.wake.profile.clone();
         self.listen_with(capture, preroll, &profile, Some(initiator), None, false);
     }
+}
+
+fn lock(slot: &std::sync::Mutex<Option<Woken>>) -> std::sync::MutexGuard<'_, Option<Woken>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -22,6 +22,21 @@ fn error_name(e: &zbus::Error) -> String {
     }
 }
 
+/// Run avsctl against `bus`; its standard output.
+fn avsctl(bus: &Bus, args: &[&str]) -> String {
+    let out = std::process::Command::new(support::bin("avsctl"))
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "avsctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn microphone(bus: &Bus) -> MicrophoneProxy<'static> {
     MicrophoneProxy::builder(&bus.connect().await)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -91,12 +106,22 @@ async fn the_switch_survives_a_restart() {
     let mut avsd = Daemon::start_ready_in(&bus, MINIMAL_CONFIG, state.path());
     let mic = microphone(&bus).await;
     assert!(!mic.muted().await.unwrap(), "on by default");
-    mic.set_muted(true).await.unwrap();
+    assert!(avsctl(&bus, &["status"]).contains("Microphone:    on\n"));
+    avsctl(&bus, &["mic", "off"]);
+    assert!(mic.muted().await.unwrap(), "avsctl mic off mutes");
+    assert!(avsctl(&bus, &["status"]).contains("Microphone:    off (muted)\n"));
     avsd.signal("TERM");
     assert!(avsd.wait_exit(Duration::from_secs(20)).is_some());
 
     let again = Daemon::start_ready_in(&bus, MINIMAL_CONFIG, state.path());
     assert!(microphone(&bus).await.muted().await.unwrap(), "still muted");
+    avsctl(&bus, &["mic", "on"]);
+    assert!(!microphone(&bus).await.muted().await.unwrap());
+    // The wake word's switch, off by default, is not kept across restarts.
+    let status = avsctl(&bus, &["status"]);
+    assert!(status.contains("Wake word:     off\n"), "{status}");
+    avsctl(&bus, &["wakeword", "on"]);
+    assert!(avsctl(&bus, &["status"]).contains("Wake word:     on\n"));
     assert!(
         again.log_text().contains("the microphone is muted"),
         "said in the log:\n{}",

@@ -123,6 +123,9 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
                     if muted { "off (muted)" } else { "on" }
                 );
             }
+            if let Ok(on) = WakeWordProxy::new(&conn).await?.enabled().await {
+                println!("Wake word:     {}", if on { "on" } else { "off" });
+            }
         }
         Command::Volume { .. } => {
             match volume {

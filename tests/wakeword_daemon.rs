@@ -171,6 +171,15 @@ async fn alexa_what_time_is_it_wakes_avsd_once() {
     rig.wait_state_within("listening", from, Duration::from_secs(5))
         .await;
     rig.dialog.stop().await.unwrap();
+    // Switched off, the wake word lets the microphone go.
+    let fifo = rig.path("mic.fifo");
+    wait_holds(rig.avsd.pid(), &fifo, true).await;
+    let wake = WakeWordProxy::new(&rig.world.bus.connect().await)
+        .await
+        .unwrap();
+    wake.set_enabled(false).await.unwrap();
+    wait_holds(rig.avsd.pid(), &fifo, false).await;
+    assert_eq!(wake.model().await.unwrap(), model.display().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,6 +256,10 @@ async fn a_muted_microphone_hears_nothing_until_unmuted() {
 async fn a_missing_model_is_reported_and_tap_still_works() {
     let (rig, _mic, _speaker) = woken_rig(std::path::Path::new("/nonexistent/alexa.json")).await;
     let last = rig.wait_last_error("/nonexistent/alexa.json").await;
+    let wake = WakeWordProxy::new(&rig.world.bus.connect().await)
+        .await
+        .unwrap();
+    assert_eq!(wake.model().await.unwrap(), "/nonexistent/alexa.json");
     println!("LastError: {last}");
     assert!(
         last.contains("wakeword.model") && last.contains("scripts/wakeword-model"),

@@ -28,6 +28,9 @@ _avsctl() {
             avsctl,login)
                 cmd="avsctl__subcmd__login"
                 ;;
+            avsctl,mic)
+                cmd="avsctl__subcmd__mic"
+                ;;
             avsctl,mute)
                 cmd="avsctl__subcmd__mute"
                 ;;
@@ -67,6 +70,9 @@ _avsctl() {
             avsctl,volume)
                 cmd="avsctl__subcmd__volume"
                 ;;
+            avsctl,wakeword)
+                cmd="avsctl__subcmd__wakeword"
+                ;;
             avsctl,watch)
                 cmd="avsctl__subcmd__watch"
                 ;;
@@ -81,6 +87,9 @@ _avsctl() {
                 ;;
             avsctl__subcmd__help,login)
                 cmd="avsctl__subcmd__help__subcmd__login"
+                ;;
+            avsctl__subcmd__help,mic)
+                cmd="avsctl__subcmd__help__subcmd__mic"
                 ;;
             avsctl__subcmd__help,mute)
                 cmd="avsctl__subcmd__help__subcmd__mute"
@@ -121,6 +130,9 @@ _avsctl() {
             avsctl__subcmd__help,volume)
                 cmd="avsctl__subcmd__help__subcmd__volume"
                 ;;
+            avsctl__subcmd__help,wakeword)
+                cmd="avsctl__subcmd__help__subcmd__wakeword"
+                ;;
             avsctl__subcmd__help,watch)
                 cmd="avsctl__subcmd__help__subcmd__watch"
                 ;;
@@ -131,7 +143,7 @@ _avsctl() {
 
     case "${cmd}" in
         avsctl)
-            opts="-h -V --help --version status show watch login reset tap hold release stop volume mute unmute play pause next previous alerts help"
+            opts="-h -V --help --version status show watch login reset tap hold release stop volume mute unmute play pause next previous alerts mic wakeword help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,7 +171,7 @@ _avsctl() {
             return 0
             ;;
         avsctl__subcmd__help)
-            opts="status show watch login reset tap hold release stop volume mute unmute play pause next previous alerts help"
+            opts="status show watch login reset tap hold release stop volume mute unmute play pause next previous alerts mic wakeword help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,6 +227,20 @@ _avsctl() {
             return 0
             ;;
         avsctl__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        avsctl__subcmd__help__subcmd__mic)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -410,6 +436,20 @@ _avsctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        avsctl__subcmd__help__subcmd__wakeword)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         avsctl__subcmd__help__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -440,6 +480,20 @@ _avsctl() {
             ;;
         avsctl__subcmd__login)
             opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        avsctl__subcmd__mic)
+            opts="-h --help on off"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -630,6 +684,20 @@ _avsctl() {
             ;;
         avsctl__subcmd__volume)
             opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        avsctl__subcmd__wakeword)
+            opts="-h --help on off"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -71,4 +71,25 @@ pub enum Command {
     Previous,
     /// List the timers, alarms and reminders set, and which one rings.
     Alerts,
+    /// Turn the microphone on, or off (the privacy switch: no capture at
+    /// all, talk refused); it stays so across restarts.
+    Mic {
+        /// `on` or `off`.
+        state: Switch,
+    },
+    /// Listen for "Alexa" while idle, or stop (until avsd restarts; the
+    /// default is `wakeword.enabled` in avsd.toml).
+    Wakeword {
+        /// `on` or `off`.
+        state: Switch,
+    },
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }

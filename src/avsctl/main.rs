@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use futures_util::StreamExt;
 
-use avsctl::cli::{Cli, Command};
+use avsctl::cli::{Cli, Command, Switch};
 use avsctl::exit;
 use avsctl::proxy::{AlertsProxy, AuthorizationProxy, DialogProxy, PlayerProxy, SpeakerProxy};
+use avsctl::proxy::{MicrophoneProxy, WakeWordProxy};
 use avsctl::report::{self as ctl, Paint, Snapshot, VolumeRequest};
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +70,16 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
                 "{}",
                 ctl::report_painted(&s, kit::clock::unix_now(), paint())
             );
+            // An older avsd has no Microphone interface: no line.
+            if let Ok(muted) = MicrophoneProxy::new(&conn).await?.muted().await {
+                println!(
+                    "Microphone:    {}",
+                    if muted { "off (muted)" } else { "on" }
+                );
+            }
+            if let Ok(on) = WakeWordProxy::new(&conn).await?.enabled().await {
+                println!("Wake word:     {}", if on { "on" } else { "off" });
+            }
         }
         Command::Show { property, value } => return show(&conn, &property, value).await,
         Command::Watch => return watch(&conn).await,
@@ -107,6 +118,14 @@ async fn run(command: Command) -> zbus::Result<ExitCode> {
                 "{}",
                 alerts_report(&alerts.alerts().await?, &alerts.active().await?)
             );
+        }
+        Command::Mic { state } => {
+            let mic = MicrophoneProxy::new(&conn).await?;
+            mic.set_muted(state == Switch::Off).await?;
+        }
+        Command::Wakeword { state } => {
+            let wake = WakeWordProxy::new(&conn).await?;
+            wake.set_enabled(state == Switch::On).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

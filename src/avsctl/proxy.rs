@@ -156,3 +156,48 @@ pub trait Daemon {
     #[zbus(property(emits_changed_signal = "const"))]
     fn features(&self) -> zbus::Result<Vec<String>>;
 }
+
+/// Client of `org.avsd.Avs1.Microphone` (the privacy switch).
+#[proxy(
+    interface = "org.avsd.Avs1.Microphone",
+    default_service = "org.avsd.Avs1",
+    default_path = "/org/avsd/Avs1"
+)]
+pub trait Microphone {
+    /// Whether the microphone is muted.
+    #[zbus(property)]
+    fn muted(&self) -> zbus::Result<bool>;
+    /// Mute or unmute the microphone.
+    #[zbus(property)]
+    fn set_muted(&self, muted: bool) -> zbus::Result<()>;
+}
+
+pub use wake_word::*;
+
+/// The WakeWord proxy apart: its signal's generated argument types and
+/// stream methods carry no docs.
+#[allow(missing_docs)]
+mod wake_word {
+    use zbus::proxy;
+
+    /// Client of `org.avsd.Avs1.WakeWord`.
+    #[proxy(
+        interface = "org.avsd.Avs1.WakeWord",
+        default_service = "org.avsd.Avs1",
+        default_path = "/org/avsd/Avs1"
+    )]
+    pub trait WakeWord {
+        /// Whether avsd listens for the wake word.
+        #[zbus(property)]
+        fn enabled(&self) -> zbus::Result<bool>;
+        /// Turn the wake word on or off.
+        #[zbus(property)]
+        fn set_enabled(&self, enabled: bool) -> zbus::Result<()>;
+        /// The model file.
+        #[zbus(property)]
+        fn model(&self) -> zbus::Result<String>;
+        /// The wake word was heard.
+        #[zbus(signal)]
+        fn detected(&self, start_index: u64, end_index: u64, score: f64) -> zbus::Result<()>;
+    }
+}

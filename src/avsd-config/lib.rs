@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod auth;
 mod files;
+pub mod wakeword;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ pub use auth::AuthConfig;
 pub use kit::strict::{
     ConfigError, Invalid, LOG_LEVELS, LogConfig, Problem, StrictConfig, load, parse,
 };
+pub use wakeword::WakeWordConfig;
 
 /// Where avsd reads its config when `--config` is not given.
 pub const DEFAULT_AVSD_CONFIG: &str = "/etc/avsd/avsd.toml";
@@ -44,6 +46,8 @@ pub struct AvsdConfig {
     pub auth: AuthConfig,
     /// Timers, alarms and reminders.
     pub alerts: AlertsConfig,
+    /// Hands-free listening.
+    pub wakeword: WakeWordConfig,
 }
 
 /// `[alerts]`
@@ -236,12 +240,19 @@ impl StrictConfig for AvsdConfig {
             "alerts.clock_sync_file",
             "an absolute file path in quotes, e.g. \"/run/systemd/timesync/synchronized\"",
         ),
+        ("wakeword.enabled", "true or false"),
+        (
+            "wakeword.model",
+            "a path in quotes, e.g. \"/usr/share/avsd/alexa.json\"",
+        ),
+        ("wakeword.profile", "\"NEAR_FIELD\" or \"FAR_FIELD\""),
     ];
 
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
         self.audio.validate(&mut out);
         self.auth.validate(&mut out);
+        self.wakeword.validate(&mut out);
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             out.push(Invalid::new(
                 "log.level",

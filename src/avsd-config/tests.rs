@@ -191,3 +191,23 @@ fn auth_method_and_client_id_are_checked() {
     assert!(c.auth.is_code());
     assert_eq!(c.auth.lwa_url, "https://api.amazon.com");
 }
+
+#[test]
+fn wakeword_is_off_by_default_and_checked_strictly() {
+    let c = parse_avsd("").unwrap();
+    assert!(!c.wakeword.enabled);
+    assert_eq!(
+        c.wakeword.model,
+        std::path::PathBuf::from(wakeword::DEFAULT_MODEL)
+    );
+    let c = parse_avsd("[wakeword]\nenabled = true\nmodel = \"/m/alexa.json\"\n").unwrap();
+    assert!(c.wakeword.enabled);
+    for bad in [
+        "[wakeword]\nenabled = \"yes\"\n",
+        "[wakeword]\nmodel = \"alexa.json\"\n",
+        "[wakeword]\nprofile = \"CLOSE_TALK\"\n",
+        "[wakeword]\nsensitivity = 3\n",
+    ] {
+        assert!(parse_avsd(bad).is_err(), "{bad}");
+    }
+}

@@ -125,6 +125,8 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         &tracker,
         shutdown.child_token(),
     );
+    let microphone = crate::audio::MicSwitch::load(&config.state_dir());
+    let wake = crate::wakeword::Wake::from_config(&config.wakeword);
     let dialog = dialog::spawn(
         dialog_settings,
         dialog::Links {
@@ -135,21 +137,22 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
             speech: speech_tx,
             context,
             speaker,
+            microphone: microphone.clone(),
+            wake: wake.clone(),
         },
         &tracker,
         shutdown.child_token(),
     );
-    let conn = match dbus::serve(
-        auth.clone(),
-        dialog.clone(),
-        volume.clone(),
+    let owners = dbus::Owners {
+        auth: auth.clone(),
+        dialog: dialog.clone(),
+        volume: volume.clone(),
         player,
         alerts,
-        &tracker,
-        shutdown.child_token(),
-    )
-    .await
-    {
+        microphone,
+        wake,
+    };
+    let conn = match dbus::serve(owners, &tracker, shutdown.child_token()).await {
         Ok(conn) => conn,
         Err(e) => {
             stop(&tracker, &shutdown).await;

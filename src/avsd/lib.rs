@@ -17,3 +17,4 @@ pub mod device;
 pub mod dialog;
 pub mod media;
 pub mod volume;
+pub mod wakeword;

@@ -314,3 +314,30 @@ pub fn keep(path: &Path, bytes: &[u8]) {
     let mut f = File::create(path).unwrap();
     f.write_all(bytes).unwrap();
 }
+
+/// Whether process `pid` holds a descriptor of `path` (ALSA's file plugin
+/// opens the FIFO while the capture device is open).
+pub fn holds(pid: i32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// Wait until `pid` holds `path` or not (`want`): the descriptor table has
+/// no event to wait for, so it is read on a short tick, with a generous limit.
+pub async fn wait_holds(pid: i32, path: &Path, want: bool) {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while holds(pid, path) != want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "avsd {} {}",
+        if want { "never opened" } else { "still holds" },
+        path.display()
+    );
+}

@@ -140,7 +140,18 @@ pub(super) async fn recognize(
         },
         dialog,
     };
-    let status = match turn.listen(&mut reader).await {
+    let heard = match turn.listen(&mut reader).await {
+        Heard::Complete => {
+            let (init, profile) = (&turn.rec.initiator, turn.rec.profile.as_str());
+            match super::wakeword::check_inside(init, profile, turn.audio.bytes) {
+                Ok(()) => Heard::Complete,
+                Err(r) if turn.answer.is_none() => Heard::Refused(r),
+                Err(r) => Heard::Failed(r.description),
+            }
+        }
+        other => other,
+    };
+    let status = match heard {
         Heard::Refused(r) => {
             set_status(&ctx, index, r.status);
             ctx.refuse(&mut turn.respond, EVENTS_PATH, &r);

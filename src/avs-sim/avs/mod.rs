@@ -148,6 +148,7 @@ mod server;
 mod speaker;
 pub mod state;
 mod stats;
+mod wakeword;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -290,6 +290,7 @@ fn check_recognize(meta: &Metadata) -> Result<(), Refusal> {
     {
         return Err(Refusal::invalid("event.payload.initiator is not an object"));
     }
+    super::wakeword::check_initiator(p.get("initiator"), profile)?;
     Ok(())
 }
 

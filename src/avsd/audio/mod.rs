@@ -34,6 +34,7 @@ mod decode;
 mod device;
 pub mod focus;
 pub mod media_decode;
+pub mod microphone;
 pub mod mixer;
 mod playback;
 pub mod resample;
@@ -42,6 +43,7 @@ mod speaker;
 
 pub use capture::{Capture, CaptureConfig};
 pub use device::{SampleKind, StreamFormat, choose_capture_format};
+pub use microphone::{MicSwitch, Switch};
 pub use playback::{Activity, PlaybackConfig, Player, PlayerEvent};
 pub use speaker::{FocusHold, PcmSource, Speaker};
 

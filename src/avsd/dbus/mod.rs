@@ -13,17 +13,21 @@ mod alerts;
 mod authorization;
 mod daemon;
 mod dialog;
+mod microphone;
 mod player;
 mod signals;
 mod speaker;
+mod wakeword;
 
 pub use access::LoginReaders;
 pub use alerts::Alerts;
 pub use authorization::Authorization;
 pub use daemon::Daemon;
 pub use dialog::Dialog;
+pub use microphone::Microphone;
 pub use player::Player;
 pub use speaker::Speaker;
+pub use wakeword::WakeWord;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,6 +60,8 @@ pub enum AvsError {
     NotConfigured(String),
     /// The microphone or speaker cannot be used.
     AudioDevice(String),
+    /// The microphone privacy switch is on.
+    MicrophoneMuted(String),
 }
 
 impl From<ActorError> for AvsError {
@@ -81,6 +87,7 @@ impl From<DialogError> for AvsError {
             DialogError::NotConnected(m) => Self::NotConnected(m),
             DialogError::Busy(m) => Self::Busy(m),
             DialogError::Audio(m) => Self::AudioDevice(m),
+            DialogError::MicrophoneMuted(m) => Self::MicrophoneMuted(m),
             DialogError::Actor(a) => a.into(),
         }
     }
@@ -107,17 +114,40 @@ pub enum BusError {
     Serve(zbus::Error),
 }
 
+/// The owners the D-Bus facades front, one per interface.
+pub struct Owners {
+    /// Authorization.
+    pub auth: AuthHandle,
+    /// Dialog.
+    pub dialog: DialogHandle,
+    /// Speaker.
+    pub volume: VolumeHandle,
+    /// Player.
+    pub player: crate::agents::audio_player::PlayerLink,
+    /// Alerts.
+    pub alerts: AlertsHandle,
+    /// Microphone.
+    pub microphone: crate::audio::MicSwitch,
+    /// WakeWord.
+    pub wake: crate::wakeword::Wake,
+}
+
 /// Connect to the system bus, serve the object, then own the name, so
 /// that a client that sees the name can use the object at once.
 pub async fn serve(
-    auth: AuthHandle,
-    dialog: DialogHandle,
-    volume: VolumeHandle,
-    player: crate::agents::audio_player::PlayerLink,
-    alerts: AlertsHandle,
+    owners: Owners,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<zbus::Connection, BusError> {
+    let Owners {
+        auth,
+        dialog,
+        volume,
+        player,
+        alerts,
+        microphone,
+        wake,
+    } = owners;
     // The interfaces served below, by short name, for Daemon.Features: a
     // new interface adds its name here.
     let mut features: Vec<String> = [
@@ -127,6 +157,8 @@ pub async fn serve(
         "Speaker",
         "Player",
         "Alerts",
+        "Microphone",
+        "WakeWord",
     ]
     .map(String::from)
     .into();
@@ -151,6 +183,10 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Player::new(player.clone()))
         .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))
+        .map_err(BusError::Serve)?
+        .serve_at(OBJECT_PATH, WakeWord::new(wake.clone()))
+        .map_err(BusError::Serve)?
         .build()
         .await
         .map_err(BusError::Connect)?;
@@ -161,6 +197,16 @@ pub async fn serve(
     let link_now = dialog.connection().transitions();
     let backoff_now = dialog.reconnect().transitions();
     let volume_now = volume.state().transitions();
+    let mic_now = microphone.state().transitions();
+    tracker.spawn(microphone::forward(conn.clone(), mic_now, shutdown.clone()));
+    let wake_now = wake.enabled.state().transitions();
+    let detections = wake.detected.subscribe();
+    tracker.spawn(wakeword::forward(
+        conn.clone(),
+        wake_now,
+        detections,
+        shutdown.clone(),
+    ));
     tracker.spawn(speaker::forward(conn.clone(), volume_now, shutdown.clone()));
     tracker.spawn(signals::forward_auth(
         conn.clone(),

@@ -46,6 +46,9 @@ pub(super) enum Ended {
 pub(super) struct Listen {
     /// The open microphone.
     pub capture: Capture,
+    /// Audio captured before the turn began, streamed first (the wake
+    /// word's pre-roll); empty for a talk button.
+    pub preroll: Vec<Bytes>,
     /// Where the audio part's bytes go.
     pub audio: mpsc::Sender<AudioPart>,
     /// Cancelled by the dialog to end the turn and complete the request.
@@ -67,6 +70,7 @@ impl Listen {
     pub(super) async fn run(self) {
         let Listen {
             mut capture,
+            preroll,
             audio,
             stop,
             abort,
@@ -75,16 +79,28 @@ impl Listen {
             notes,
             turn,
         } = self;
-        let ended = stream(
-            &mut capture,
-            &audio,
-            (&stop, &abort),
-            max_len,
-            wait_for_speech,
-            &notes,
-            turn,
-        )
-        .await;
+        let mut ended = None;
+        for chunk in preroll {
+            if audio.send(AudioPart::Data(chunk)).await.is_err() {
+                ended = Some(Ended::Stopped);
+                break;
+            }
+        }
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                stream(
+                    &mut capture,
+                    &audio,
+                    (&stop, &abort),
+                    max_len,
+                    wait_for_speech,
+                    &notes,
+                    turn,
+                )
+                .await
+            }
+        };
         // A failed device is reported before the audio part ends, so that
         // the dialog drops the request instead of taking AVS's answer to
         // half a sentence; the rest after the device is closed, so that

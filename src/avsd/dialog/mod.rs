@@ -85,6 +85,9 @@ pub enum DialogError {
     /// The microphone could not be opened.
     #[error("{0}")]
     Audio(String),
+    /// The microphone privacy switch is on.
+    #[error("{0}")]
+    MicrophoneMuted(String),
     /// The actor did not answer.
     #[error(transparent)]
     Actor(#[from] ActorError),
@@ -197,6 +200,10 @@ pub struct Links {
     /// alerts so that focus ducks and pauses them under Alexa's voice (or
     /// why it could not start).
     pub speaker: Result<crate::audio::Speaker, crate::audio::AudioError>,
+    /// The microphone privacy switch: muted ends listening and refuses talk.
+    pub microphone: crate::audio::MicSwitch,
+    /// The wake word.
+    pub wake: crate::wakeword::Wake,
 }
 
 /// A cheap, cloneable way to talk to the dialog actor.

@@ -25,6 +25,18 @@ impl Dialog {
         wait: Option<std::time::Duration>,
         hold: bool,
     ) -> Result<(), String> {
+        if self.microphone.is_muted() {
+            tracing::info!("not listening: the microphone is muted");
+            if wait.is_some() {
+                // ExpectSpeech while muted: nobody can answer, as AVS
+                // learns from the timeout it would otherwise wait for.
+                self.queue_event(Event::expect_speech_timed_out());
+            }
+            return Err(super::MUTED.into());
+        }
+        // Its microphone closes before this one opens (the capture thread
+        // runs one device at a time).
+        self.stop_watching();
         let capture = match Capture::start(self.settings.capture.clone()).await {
             Ok(c) => c,
             Err(e) => {
@@ -34,6 +46,21 @@ impl Dialog {
                 return Err(msg);
             }
         };
+        self.listen_with(capture, Vec::new(), profile, initiator, wait, hold);
+        Ok(())
+    }
+
+    /// Start a Recognize on an open microphone whose first audio is
+    /// `preroll` (the wake word's, or none).
+    pub(super) fn listen_with(
+        &mut self,
+        capture: Capture,
+        preroll: Vec<bytes::Bytes>,
+        profile: &str,
+        initiator: Option<serde_json::Value>,
+        wait: Option<std::time::Duration>,
+        hold: bool,
+    ) {
         self.set_error(String::new());
         self.turn += 1;
         let id = new_dialog_request_id();
@@ -53,6 +80,7 @@ impl Dialog {
         self.tracker.spawn(
             Listen {
                 capture,
+                preroll,
                 audio,
                 stop: stop.clone(),
                 abort: abort.clone(),
@@ -70,7 +98,6 @@ impl Dialog {
             hold,
             pending,
         });
-        Ok(())
     }
 
     pub(super) fn start_upload(
@@ -107,6 +134,7 @@ impl Dialog {
                     self.start_upload(&mut pending);
                 }
             }
+            Note::Watch { generation, end } => self.watch_ended(generation, end).await,
             Note::ListenEnded { turn, ended } => {
                 let mine = self.listening.as_ref().is_some_and(|l| l.turn == turn);
                 if mine {

@@ -5,6 +5,7 @@
 
 mod answer;
 mod listening;
+mod woken;
 
 use std::collections::VecDeque;
 
@@ -25,6 +26,10 @@ use crate::avs::inbound::Inbound;
 use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity, SpeechState};
 use kit::published::{Publisher, Subscriber};
 
+/// Why Tap and Hold are refused while muted.
+const MUTED: &str = "the microphone is muted (privacy switch); run `avsctl mic on` or set \
+                     org.avsd.Avs1.Microphone.Muted to false first";
+
 /// Events waiting for the sender task; they go out one by one, in order.
 const OUTBOX: usize = 32;
 
@@ -43,6 +48,13 @@ pub(super) enum Note {
         turn: u64,
         /// Why.
         ended: Ended,
+    },
+    /// The wake-word watcher ended (heard the word, stopped, or failed).
+    Watch {
+        /// Which watch, so an old one's end is ignored.
+        generation: u64,
+        /// How.
+        end: crate::wakeword::WatchEnd,
     },
 }
 
@@ -102,6 +114,16 @@ struct Dialog {
     /// The Dialog focus channel, held from listening until idle again, so
     /// music ducks (or pauses) under the whole exchange.
     focus: Option<crate::audio::FocusHold>,
+    /// The microphone privacy switch.
+    microphone: crate::audio::MicSwitch,
+    /// The wake word: engine, switch, profile.
+    wake: crate::wakeword::Wake,
+    /// Stops the running wake-word watcher.
+    watching: Option<CancellationToken>,
+    /// Numbers watches.
+    watch_gen: u64,
+    /// A detection waiting for the dialog (see `woken`).
+    heard: std::sync::Arc<std::sync::Mutex<Option<crate::wakeword::Woken>>>,
 }
 
 pub(super) async fn run(
@@ -120,7 +142,11 @@ pub(super) async fn run(
         speech,
         context,
         speaker,
+        microphone,
+        wake,
     } = links;
+    let mut muted = microphone.state();
+    let mut wake_on = wake.enabled.state();
     let (notes, mut notes_rx) = mpsc::channel(8);
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     tracker.spawn(send_events(connection.clone(), outbox_rx, shutdown.clone()));
@@ -149,7 +175,14 @@ pub(super) async fn run(
         speaking: None,
         speaker,
         focus: None,
+        microphone,
+        wake,
+        watching: None,
+        watch_gen: 0,
+        heard: Default::default(),
     };
+    d.wake_switched();
+    d.keep_watching();
     loop {
         let speaking = async {
             match &mut d.speaking {
@@ -183,10 +216,23 @@ pub(super) async fn run(
             Some(note) = notes_rx.recv() => d.note(note).await,
             progress = speaking => d.progress(progress).await,
             () = attachment_due => d.advance().await,
+            Ok(()) = muted.changed() => {
+                let now = *muted.borrow_and_update();
+                if now && d.listening.is_some() {
+                    tracing::info!("microphone muted: ending the request and closing the device");
+                    d.stop_all();
+                }
+            }
+            Ok(()) = wake_on.changed() => {
+                wake_on.borrow_and_update();
+                d.wake_switched();
+            }
         }
         d.publish();
         d.hold_focus();
+        d.keep_watching();
     }
+    d.stop_watching();
     d.stop_all();
 }
 
@@ -213,6 +259,9 @@ impl Dialog {
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())
             }
             Trigger::Tap | Trigger::Hold => {
+                if self.microphone.is_muted() {
+                    return Err(DialogError::MicrophoneMuted(MUTED.into()));
+                }
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())?;
                 match self.derive() {
                     DialogState::Listening => {

@@ -102,7 +102,7 @@ async fn pushed_directives_reach_their_handlers_even_in_tiny_frames() {
     let dialog = &c.dialog;
 
     // An interface avsd does not implement: reported back to AVS.
-    let unknown = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert",
+    let unknown = json!({"directive": {"header": {"namespace": "Notifications", "name": "SetIndicator",
         "messageId": "m-1"}, "payload": {"token": "t"}}});
     avs.push("?split=tiny", unknown).await;
     let stats = avs.wait("event=System.ExceptionEncountered").await;

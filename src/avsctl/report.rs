@@ -174,11 +174,12 @@ pub fn display_code(code: &str) -> String {
 /// and the code come after it, so they stay on a 24-line screen without
 /// scrollback. When the URL carries the code (the companion's links do)
 /// nobody has to type it: the code is shown to compare with the page.
+/// The `To log in, open URL` line is the same either way: scripts read it.
 pub fn login_instructions(url: &str, code: &str, paint: Paint) -> String {
     let mut out = qr(url, paint);
     if !code.is_empty() && url.contains(code) {
         out.push_str(&format!(
-            "Scan the QR code with a phone, or open\n{url}\n\
+            "Scan the QR code with a phone.\nTo log in, open {url}\n\
              The link carries the code {}: check that the page shows it.\n",
             display_code(code)
         ));

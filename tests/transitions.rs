@@ -208,14 +208,16 @@ fn nodelay_of_accepted(server: SocketAddr, client: SocketAddr) -> Option<bool> {
     None
 }
 
-/// Connect to `server` and wait until it has accepted; its setting.
+/// Connect to `server`; whether the socket it accepts gets TCP_NODELAY.
 async fn accepted_nodelay(server: SocketAddr) -> bool {
     let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
     let client = tcp.local_addr().unwrap();
+    // The server sets the option just after accept(): wait for it to be
+    // on (a server that never sets it keeps it off until the timeout).
     let found = tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(v) = nodelay_of_accepted(server, client) {
-                return v;
+            if let Some(true) = nodelay_of_accepted(server, client) {
+                return true;
             }
             // The accept happens on another task: give it the thread.
             tokio::task::yield_now().await;
@@ -224,7 +226,7 @@ async fn accepted_nodelay(server: SocketAddr) -> bool {
     })
     .await;
     drop(tcp);
-    found.unwrap_or_else(|_| panic!("{server} never accepted {client}"))
+    found.unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

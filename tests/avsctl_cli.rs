@@ -240,8 +240,8 @@ async fn login_waits_out_an_unreachable_companion() {
             .unwrap_or_else(|| panic!("avsctl ended:\n{printed}\n{}", avsd.log_text()));
         printed.push_str(&line);
         printed.push('\n');
-        if line.starts_with("https://") {
-            break line;
+        if let Some(url) = line.strip_prefix("To log in, open ") {
+            break url.to_string();
         }
     };
     assert!(printed.contains('\u{2588}'), "no QR code:\n{printed}");

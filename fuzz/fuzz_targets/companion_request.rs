@@ -525,7 +525,18 @@ fn check_markup(route: &str, page: &str) {
             "{route}: tag <{tag}> is not the templates': {page}"
         );
     }
-    for piece in page.split("href=\"").skip(1) {
+    // What a visitor typed comes back only inside `value="…"` (escaped,
+    // so its closing quote is the template's): links are looked for
+    // outside those values.
+    let mut outside = String::with_capacity(page.len());
+    let mut rest = page;
+    while let Some(at) = rest.find(" value=\"") {
+        outside.push_str(&rest[..at]);
+        let after = &rest[at + " value=\"".len()..];
+        rest = after.find('"').map_or("", |end| &after[end + 1..]);
+    }
+    outside.push_str(rest);
+    for piece in outside.split(" href=\"").skip(1) {
         let href = piece.split('"').next().unwrap_or("");
         let code = href
             .strip_prefix("/provision/")

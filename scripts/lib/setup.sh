@@ -53,6 +53,17 @@ need_rust() {
   done
 }
 
+# need_nextest: cargo-nextest, which scripts/test runs the tests with (each
+# test in its own process, several at once: most black-box tests wait on
+# the programs they start, not on the CPU). Machines that already have it
+# (CI's) skip the build; elsewhere it is built once from crates.io.
+need_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "==> installing cargo-nextest (a few minutes, once)"
+    cargo install cargo-nextest --locked
+  fi
+}
+
 # The packages every script needs: the private bus, busctl/systemd-analyze,
 # setpriv, ALSA headers for cpal, pkg-config, g++ for libFuzzer, and zbarimg
 # (zbar-tools) that reads back the QR code avsctl login prints.

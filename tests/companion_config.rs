@@ -24,7 +24,7 @@ fn enabled_sample(dir: &Path) -> String {
     }
     let moved = out.replace("/etc/avsd/companion/", &format!("{}/", dir.display()));
     let moved = moved.replace("/var/lib/avs-companion/", &format!("{}/", dir.display()));
-    write_certs(dir, "pi.local");
+    write_certs(dir, "raspberrypi.local");
     write_secret(dir, 0o600);
     moved
 }
@@ -62,8 +62,8 @@ fn sample_parses_with_every_key_enabled_and_documents_every_key() {
     assert_eq!(c.lwa.token_url, "https://api.amazon.com/auth/o2/token");
     assert!(c.server.device_ca_file.is_some() && c.lwa.ca_file.is_some());
     assert!(c.allows("other-product", "0002") && !c.allows("other-product", "0003"));
-    assert!(c.allows("my_avs_device", "anything"));
-    assert_eq!(c.public_base(), "https://pi.local:8443");
+    assert!(c.allows("my_pi_speaker", "anything"));
+    assert_eq!(c.public_base(), "https://raspberrypi.local:8443");
     // Every documented key appears in the sample, and the other way round.
     for (key, _) in CompanionConfig::HELP {
         let leaf = key.rsplit('.').next().unwrap();
@@ -109,7 +109,7 @@ fn check_config_accepts_the_enabled_sample() {
     let (code, out, err) = check(dir.path(), &text);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains(": OK") && out.contains("https://pi.local:8443/authresponse"),
+        out.contains(": OK") && out.contains("https://raspberrypi.local:8443/authresponse"),
         "{out}"
     );
     assert!(!out.contains("s3cret"));
@@ -154,9 +154,9 @@ fn a_client_secret_readable_by_others_is_refused() {
 fn semantic_problems_are_all_reported() {
     let dir = tempfile::tempdir().unwrap();
     let text = enabled_sample(dir.path())
-        .replace("https://pi.local:8443/authresponse", "http://pi.local/auth")
+        .replace("https://raspberrypi.local:8443/authresponse", "http://raspberrypi.local/auth")
         .replace("listen = \"0.0.0.0:8443\"", "listen = \"everywhere\"")
-        .replace("my_avs_device = []\n", "")
+        .replace("my_pi_speaker = []\n", "")
         .replace("\"other-product\" = [\"0001\", \"0002\"]\n", "");
     let (code, _, err) = check(dir.path(), &text);
     assert_eq!(code, 1);
@@ -173,14 +173,14 @@ fn check_config_reads_what_the_certificate_files_hold() {
     let dir = tempfile::tempdir().unwrap();
     let text = enabled_sample(dir.path());
     let p = |n: &str| dir.path().join(n);
-    let ca = write_certs(dir.path(), "pi.local");
+    let ca = write_certs(dir.path(), "raspberrypi.local");
     let ca_der = {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         CertificateDer::from_pem_slice(ca.pem.cert.as_bytes())
             .unwrap()
             .to_vec()
     };
-    let other = ca.server(&["pi.local".into()]).unwrap();
+    let other = ca.server(&["raspberrypi.local".into()]).unwrap();
     let stranger = ca.server(&["elsewhere.lan".into()]).unwrap();
     let server = std::fs::read(p("server.crt")).unwrap();
     let cases: [(&str, &[u8], &str, &str, &str); 6] = [
@@ -210,8 +210,8 @@ fn check_config_reads_what_the_certificate_files_hold() {
             "server.crt",
             stranger.cert.as_bytes(),
             "server.cert_file",
-            "not for pi.local",
-            "--renew-server --host pi.local",
+            "not for raspberrypi.local",
+            "--renew-server --host raspberrypi.local",
         ),
         (
             "server.crt",
@@ -222,7 +222,7 @@ fn check_config_reads_what_the_certificate_files_hold() {
         ),
     ];
     for (file, data, key, found, fix) in cases {
-        write_certs(dir.path(), "pi.local");
+        write_certs(dir.path(), "raspberrypi.local");
         std::fs::write(p(file), data).unwrap();
         if data == stranger.cert.as_bytes() {
             std::fs::write(p("server.key"), &stranger.key).unwrap();

@@ -53,9 +53,15 @@ impl Haproxy {
     /// (named `s0`, `s1`, … in that order); returns once its runtime API
     /// answers.
     pub async fn start(backends: &[SocketAddr]) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_on(addr, backends).await
+    }
+
+    /// The same on `addr` (chosen beforehand, e.g. for a redirect URI the
+    /// backends' config names).
+    pub async fn start_on(addr: SocketAddr, backends: &[SocketAddr]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("admin.sock");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let servers: String = backends
             .iter()
             .enumerate()

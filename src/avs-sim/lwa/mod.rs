@@ -152,6 +152,7 @@ pub async fn run(listener: TcpListener, config: SimConfig, shutdown: Cancellatio
         state: Mutex::new(SimState::new(config.rules)),
         auto_approve: config.auto_approve,
         cbl: Mutex::new(cbl::Cbl::new(config.cbl)),
+        in_progress: Default::default(),
     });
     https::serve(listener, config.tls, shutdown, move |req, _peer| {
         let shared = shared.clone();

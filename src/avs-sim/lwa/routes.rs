@@ -2,6 +2,7 @@
 //! the `/_sim/` control API for tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +25,24 @@ pub struct Shared {
     pub auto_approve: bool,
     /// Code-based linking's code pairs (see `cbl_routes.rs`).
     pub cbl: Mutex<super::cbl::Cbl>,
+    /// Token calls being answered now.
+    pub in_progress: AtomicU64,
+}
+
+/// Counts a token call as in progress until dropped.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -45,7 +64,8 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         (Method::POST, "/ap/oa/consent") => consent(req, &shared).await,
         (Method::POST, "/auth/o2/token") => token(req, &shared).await,
         (Method::GET, "/_sim/counters") => {
-            let c = shared.lock().counters.clone();
+            let mut c = shared.lock().counters.clone();
+            c.token_calls_in_progress = shared.in_progress.load(Ordering::SeqCst);
             h::json(StatusCode::OK, &json!(c))
         }
         (Method::GET, "/_sim/grants") => {
@@ -165,6 +185,7 @@ async fn consent(req: Request<Incoming>, shared: &Shared) -> Resp {
 }
 
 async fn token(req: Request<Incoming>, shared: &Shared) -> Resp {
+    let _counted = InProgress::new(&shared.in_progress);
     let delay = {
         let mut st = shared.lock();
         st.counters.token_calls += 1;

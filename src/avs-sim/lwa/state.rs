@@ -126,6 +126,10 @@ pub struct Counters {
     pub reuse_revocations: u64,
     /// Token-endpoint errors by code.
     pub errors: HashMap<String, u64>,
+    /// Token calls being answered right now (a gauge, filled in when read):
+    /// zero while every call fails on purpose means no refresh token can
+    /// rotate any more until the knob is turned back.
+    pub token_calls_in_progress: u64,
 }
 
 /// The stand-in's whole state.

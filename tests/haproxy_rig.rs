@@ -83,3 +83,86 @@ async fn spreads_redispatches_and_changes_backends() {
     assert!(!seen.contains(&"b".to_string()), "{seen:?}");
     assert!(!h.backends().await.contains_key("s1"));
 }
+
+/// Two companion processes on one SQLite file behind haproxy: the TLS
+/// session is the device's with the companion, so its client certificate
+/// is what the companion checks; a killed instance's connections go to the
+/// other, and the restarted one serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_pass_through_to_companions() {
+    use support::companion::{Device, Env, PRODUCT};
+    use support::fleet::{Fleet, Store};
+
+    let env = Env::new();
+    let store = Store::sqlite(&env.db);
+    let lb: SocketAddr = format!("127.0.0.1:{}", support::haproxy::free_port())
+        .parse()
+        .unwrap();
+    let redirect = format!("https://{lb}/authresponse");
+    let extra = format!("device_ca_file = \"{}\"", env.ca_file.display());
+    // No LWA call is made: registration stays inside the companion.
+    let mut fleet = Fleet::start(&env, 2, |listen| {
+        env.companion_toml(
+            &listen.to_string(),
+            &redirect,
+            "https://127.0.0.1:9",
+            &extra,
+        )
+        .replace(
+            &format!("[storage]\ndatabase = \"{}\"\n", env.db.display()),
+            &format!("[storage]\n{}", store.storage),
+        ) + "\n[limits]\nregistrations_per_address_per_minute = 1000\n\
+             registrations_per_device_per_minute = 1000\n"
+    })
+    .await;
+    let h = Haproxy::start_on(lb, &fleet.addrs()).await;
+    h.wait_status("s0", "UP").await;
+    h.wait_status("s1", "UP").await;
+    let with_cert = Device {
+        client: env
+            .client_builder()
+            .identity(env.device_identity(&format!("{PRODUCT}:0001")))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+        base: format!("https://{lb}"),
+    };
+    let without = Device {
+        client: env
+            .client_builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+        base: format!("https://{lb}"),
+    };
+    for _ in 0..2 {
+        let (status, v) = with_cert.register(PRODUCT, "0001").await;
+        assert_eq!(status, 200, "{v}");
+        assert!(
+            v["loginUrl"].as_str().unwrap().starts_with(&with_cert.base),
+            "{v}"
+        );
+        let (status, v) = without.register(PRODUCT, "0001").await;
+        assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
+        // The certificate names the device: another serial is refused.
+        let (status, _) = with_cert.register(PRODUCT, "0002").await;
+        assert_eq!(status, 401);
+    }
+    let served = h.served().await;
+    assert!(served.values().all(|n| *n >= 3), "{served:?}");
+
+    // kill -9 one: the other answers everything; back, it serves again.
+    fleet.kill(0).await;
+    assert!(!fleet.instances[0].running());
+    for _ in 0..3 {
+        assert_eq!(with_cert.register(PRODUCT, "0001").await.0, 200);
+    }
+    h.wait_status("s0", "DOWN").await;
+    fleet.restart(0).await;
+    h.wait_status("s0", "UP").await;
+    let before = h.served().await["s0"];
+    for _ in 0..4 {
+        assert_eq!(with_cert.register(PRODUCT, "0001").await.0, 200);
+    }
+    assert!(h.served().await["s0"] > before);
+}

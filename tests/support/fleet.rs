@@ -12,6 +12,9 @@ use tokio::process::{Child, Command};
 
 use crate::companion::{Env, WAIT, spawn_listening};
 
+/// What an instance logs (at info) once its store is open and it serves.
+const SERVING: &str = "avs-companion serving HTTPS";
+
 /// The `[storage]` section every instance gets, and whatever must live as
 /// long as the fleet (a database server).
 pub struct Store {
@@ -103,7 +106,11 @@ impl Fleet {
         format!("https://{}", self.instances[i].addr)
     }
 
-    /// Start instance `i` (again, after [`Fleet::kill`]) on its port.
+    /// Start instance `i` (again, after [`Fleet::kill`]) on its port;
+    /// returns once it serves (its store is open: its "serving HTTPS" log
+    /// line). One at a time: instances opening a new SQLite file at once
+    /// race on its schema ("duplicate column name"), which a fleet must
+    /// not, but which is not what these tests are about.
     pub async fn restart(&mut self, i: usize) {
         let inst = &mut self.instances[i];
         assert!(inst.child.is_none(), "instance {i} is running");
@@ -113,8 +120,20 @@ impl Fleet {
             .env("STATE_DIRECTORY", &self.state)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
-        let (child, shown, log) = spawn_listening(cmd).await;
+        let (mut child, shown, log) = spawn_listening(cmd).await;
         assert_eq!(shown, format!("https://{}", inst.addr), "instance {i}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !log.lock().unwrap().contains(SERVING) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("instance {i} exited ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {i} never logged {SERVING:?}:\n{}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         inst.child = Some(child);
         inst.logs.push(log);
     }

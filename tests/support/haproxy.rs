@@ -34,13 +34,23 @@ pub struct Haproxy {
     log: Arc<Mutex<String>>,
 }
 
-/// A free loopback port (bound once and released: programs that take a
-/// port from their config need one chosen beforehand).
+/// A free loopback port for a program that takes its port from its config
+/// (bound once and released). Drawn at random below the kernel's
+/// ephemeral range (32768 and up): a port from `bind(0)`, just released,
+/// is often the next `bind(0)` of another test in this process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        // Each RandomState is seeded anew: a random number without a crate.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + u16::try_from(r % 12_000).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 /// The haproxy program: `$HAPROXY`, else `haproxy` on the PATH.

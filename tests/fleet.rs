@@ -16,10 +16,10 @@
 //! that then died before storing it is lost under strict rotation whatever
 //! the store does, and that is not what this test is about.
 //!
-//! `fleet_on_sqlite` runs on one SQLite file; the PostgreSQL run passes
-//! `Store::other("PostgreSQL", …)` with `support::postgres`. Devices and
-//! duration: `AVSD_FLEET_DEVICES`, `AVSD_FLEET_SECS` (scripts/soak uses
-//! more).
+//! `fleet_on_sqlite` runs on one SQLite file, `fleet_on_postgresql` on a
+//! PostgreSQL from `support::postgres`. Devices, duration and instances:
+//! `AVSD_FLEET_DEVICES`, `AVSD_FLEET_SECS`, `AVSD_FLEET_INSTANCES` (a soak
+//! uses more, e.g. 200 devices for 300 s).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +63,20 @@ async fn fleet_on_sqlite() {
     let env = Env::new();
     let store = Store::sqlite(&env.db);
     fleet(env, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_on_postgresql() {
+    let env = Env::new();
+    let pg = tokio::task::spawn_blocking(support::postgres::Postgres::start)
+        .await
+        .expect("start PostgreSQL");
+    let storage = format!(
+        "url = \"{}\"\npassword_file = \"{}\"\n",
+        pg.fresh_database(),
+        pg.password_file().display()
+    );
+    fleet(env, Store::other("PostgreSQL", storage, pg)).await;
 }
 
 /// One device: its client (with its certificate, a new connection per

@@ -306,7 +306,11 @@ async fn login(env: &Env, fleet: &Fleet, public: &str, d: usize) -> Dev {
     let page_url = on(&login_url, public, d + 1);
     let (status, page, _) = browser.get(&page_url).await;
     assert_eq!(status, 200, "{page}");
-    let press = on(&press_url(&page_url, &page), &fleet.base((d + 1) % n), d + 2);
+    let press = on(
+        &press_url(&page_url, &page),
+        &fleet.base((d + 1) % n),
+        d + 2,
+    );
     let consent = browser.press_login(&press).await;
     // The stand-in approves at once and sends the browser back to haproxy's
     // address; it goes to a third instance instead.
@@ -315,7 +319,10 @@ async fn login(env: &Env, fleet: &Fleet, public: &str, d: usize) -> Dev {
     let back = headers["location"].to_str().unwrap();
     assert!(back.starts_with(public), "{back}");
     let (status, page, _) = browser.get(&on(back, public, d)).await;
-    assert_eq!(status, 200, "{d}: the sign-in completes on another instance: {page}");
+    assert_eq!(
+        status, 200,
+        "{d}: the sign-in completes on another instance: {page}"
+    );
     let (status, v) = device.poll(&session).await;
     assert_eq!(status, 200, "{d}: {v}");
     Dev {
@@ -350,7 +357,10 @@ async fn keep_asking(d: Dev, public: String, stop: Arc<AtomicBool>) -> Seen {
             match r {
                 Ok((200, v)) if v["access_token"].is_string() => seen.tokens += 1,
                 Ok((400, v))
-                    if matches!(v["error"].as_str(), Some("access_denied" | "invalid_session")) =>
+                    if matches!(
+                        v["error"].as_str(),
+                        Some("access_denied" | "invalid_session")
+                    ) =>
                 {
                     seen.lost = Some(v.to_string());
                     return seen;

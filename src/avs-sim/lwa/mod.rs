@@ -2,13 +2,16 @@
 //! enforces (client id, exact redirect URI, `alexa:all` with well-formed
 //! `scope_data`, PKCE, single-use expiring codes, client authentication,
 //! rotating refresh tokens, LWA's error JSON), with a consent page and a
-//! control API under `/_sim/` for tests: `fail`, `delay`, `advance`,
+//! control API under `/_sim/` for tests: `fail` (the next `count` token
+//! calls, and a random `ratio` of them after that), `delay`, `advance`,
 //! `revoke` (a grant: its refresh token gets `invalid_grant` and AVS
 //! refuses its access tokens) and `expire` (every access token issued so
-//! far, before its time; AVS refuses them). Refresh-token rotation and its
-//! reuse detection (`--rotate-refresh-tokens strict`) live in `rotation.rs`. Code-based linking (the code
-//! pair, the page where the user enters the code, the device-code grant)
-//! lives in `cbl.rs` and `cbl_routes.rs`.
+//! far, before its time; AVS refuses them); `GET /_sim/counters`,
+//! `/_sim/issued` and `/_sim/grants` (refreshes per grant, reuse).
+//! Refresh-token rotation and its reuse detection
+//! (`--rotate-refresh-tokens strict`) live in `rotation.rs`. Code-based
+//! linking (the code pair, the page where the user enters the code, the
+//! device-code grant) lives in `cbl.rs` and `cbl_routes.rs`.
 
 pub mod cbl;
 mod cbl_routes;

@@ -11,6 +11,8 @@
 # linked session. Writes $RES/fleet_N.json per instance count.
 
 FLEET_INSTANCES=${BENCH_FLEET_INSTANCES:-3}
+# Debian puts it in /usr/sbin, which is not on an unprivileged user's PATH.
+HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 
 # Start haproxy on 127.0.0.1:$1 in front of the ports $2…; its pid in
 # FLEET_HAPROXY_PID once it accepts connections.
@@ -27,7 +29,7 @@ fleet_haproxy() {
       printf '    server s%s 127.0.0.1:%s\n' "$i" "$port"
     done
   } > "$cfg"
-  haproxy -db -f "$cfg" > "$work/haproxy-$lb.log" 2>&1 &
+  "$HAPROXY" -db -f "$cfg" > "$work/haproxy-$lb.log" 2>&1 &
   FLEET_HAPROXY_PID=$!
   pids+=("$FLEET_HAPROXY_PID")
   for _ in $(seq 200); do

@@ -53,9 +53,18 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between 20000 and 32000");
 }
 
-/// The haproxy program: `$HAPROXY`, else `haproxy` on the PATH.
+/// The haproxy program: `$HAPROXY`, else Debian's `/usr/sbin/haproxy`
+/// (not on an unprivileged user's PATH), else `haproxy` on the PATH.
 fn program() -> String {
-    std::env::var("HAPROXY").unwrap_or_else(|_| "haproxy".into())
+    if let Ok(p) = std::env::var("HAPROXY") {
+        return p;
+    }
+    let debian = "/usr/sbin/haproxy";
+    if std::path::Path::new(debian).is_file() {
+        debian.into()
+    } else {
+        "haproxy".into()
+    }
 }
 
 impl Haproxy {

@@ -433,3 +433,176 @@ async fn refuses_to_start_without_a_readable_secret() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/secret"), "{err}");
 }
+
+/// A code exchange and then refreshes: the refresh tokens in the order LWA
+/// issued them, and the last answer.
+async fn grant_and_refresh(env: &Env, sim: &Sim, refreshes: usize) -> (Vec<String>, Value) {
+    let c = code(env, sim, &[]).await;
+    let auth = Some((CLIENT_ID, env.secret.as_str()));
+    let (st, mut v) = token(
+        env,
+        sim,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &c),
+            ("redirect_uri", REDIRECT),
+        ],
+        auth,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let mut issued = vec![v["refresh_token"].as_str().unwrap().to_string()];
+    for _ in 0..refreshes {
+        let old = issued.last().unwrap().clone();
+        let (st, next) = refresh(env, sim, &old).await;
+        assert_eq!(st, 200, "{next}");
+        issued.push(next["refresh_token"].as_str().unwrap().to_string());
+        v = next;
+    }
+    (issued, v)
+}
+
+async fn refresh(env: &Env, sim: &Sim, rt: &str) -> (u16, Value) {
+    token(
+        env,
+        sim,
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+        Some((CLIENT_ID, env.secret.as_str())),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_rotation_revokes_the_grant_when_a_superseded_token_comes_back() {
+    let env = Env::new();
+    let sim = Sim::start(
+        &env,
+        REDIRECT,
+        &["--auto-approve", "--rotate-refresh-tokens", "strict"],
+    )
+    .await;
+    let (issued, last) = grant_and_refresh(&env, &sim, 2).await;
+    assert_eq!(issued.len(), 3);
+    assert_eq!(
+        issued
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3,
+        "every refresh hands out a new refresh token"
+    );
+    // Another grant, untouched by the reuse below.
+    let (other, _) = grant_and_refresh(&env, &sim, 0).await;
+    // The first token comes back (a leak, or two clients racing).
+    let (st, v) = refresh(&env, &sim, &issued[0]).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    assert!(
+        v["error_description"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    // The whole grant is gone: its newest refresh token too…
+    let (st, v) = refresh(&env, &sim, &issued[2]).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    // …and its access token is on the list `avs-sim avs` reads.
+    let claims = avs_sim::token::verify_access_token(
+        &env.token_key,
+        last["access_token"].as_str().unwrap(),
+        avs_sim::token::unix_now(),
+    )
+    .unwrap();
+    let list = avs_sim::token::revocation_list(&env.token_key_file);
+    assert!(avs_sim::token::revoked(&list, &claims).is_some());
+    // The other grant still refreshes.
+    let (st, v) = refresh(&env, &sim, &other[0]).await;
+    assert_eq!(st, 200, "{v}");
+    // A second reuse is counted, the grant is not revoked twice.
+    let (st, _) = refresh(&env, &sim, &issued[1]).await;
+    assert_eq!(st, 400);
+    let c = sim.get("counters").await;
+    assert_eq!(c["reused_refresh_tokens"], 2, "{c}");
+    assert_eq!(c["reuse_revocations"], 1, "{c}");
+    assert_eq!(c["grants_revoked"], 1, "{c}");
+    assert_eq!(c["refresh_grants"], 3, "{c}");
+    let g = sim.get("grants").await;
+    assert_eq!(g["mode"], "strict", "{g}");
+    assert_eq!(g["reused_refresh_tokens"], 2, "{g}");
+    let grants = g["grants"].as_object().unwrap();
+    assert_eq!(grants.len(), 2, "{g}");
+    let revoked: Vec<&Value> = grants
+        .values()
+        .filter(|s| s["revoked_for_reuse"] == true)
+        .collect();
+    assert_eq!(revoked.len(), 1, "{g}");
+    assert_eq!(revoked[0]["refreshes"], 2, "{g}");
+    assert!(revoked[0]["min_gap_ms"].is_u64(), "{g}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rotation_refuses_a_superseded_token_and_keeps_the_grant() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &["--auto-approve"]).await;
+    let (issued, _) = grant_and_refresh(&env, &sim, 1).await;
+    let (st, v) = refresh(&env, &sim, &issued[0]).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    let (st, v) = refresh(&env, &sim, &issued[1]).await;
+    assert_eq!(st, 200, "the grant lives on: {v}");
+    let c = sim.get("counters").await;
+    assert_eq!(
+        (
+            c["reused_refresh_tokens"].as_u64(),
+            c["reuse_revocations"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{c}"
+    );
+    assert_eq!(sim.get("grants").await["mode"], "rotate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_ratio_fails_a_share_of_token_calls() {
+    let env = Env::new();
+    let sim = Sim::start(&env, REDIRECT, &["--auto-approve"]).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", "x")];
+    let auth = Some((CLIENT_ID, env.secret.as_str()));
+    let r = env
+        .client()
+        .post(format!("{}/_sim/fail", sim.base))
+        .json(&json!({"ratio": 1.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A ratio alone scripts no count.
+    let v = sim.control("fail", json!({"ratio": 1.0})).await;
+    assert_eq!(
+        (v["fail_next"].as_u64(), v["ratio"].as_f64()),
+        (Some(0), Some(1.0))
+    );
+    for _ in 0..3 {
+        assert_eq!(token(&env, &sim, &form, auth).await.0, 503);
+    }
+    sim.control("fail", json!({"ratio": 0.5})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(token(&env, &sim, &form, auth).await.0);
+    }
+    // Both kinds within 40 calls (all alike: odds 2 in 2^40).
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&400), "{statuses:?}");
+    let failed = statuses.iter().filter(|s| **s == 503).count() as u64;
+    assert_eq!(sim.counter("injected_failures").await, 3 + failed);
+    sim.control("fail", json!({"ratio": 0.0})).await;
+    assert_eq!(token(&env, &sim, &form, auth).await.0, 400);
+}

@@ -66,5 +66,6 @@ need_nextest() {
 
 # The packages every script needs: the private bus, busctl/systemd-analyze,
 # setpriv, ALSA headers for cpal, pkg-config, g++ for libFuzzer, and zbarimg
-# (zbar-tools) that reads back the QR code avsctl login prints.
-BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools)
+# (zbar-tools) that reads back the QR code avsctl login prints, and haproxy
+# (the load balancer the multi-instance companion tests start in front of it).
+BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools haproxy)

@@ -11,6 +11,8 @@ pub mod companion;
 pub mod dialog;
 pub mod faults;
 pub mod fifo;
+pub mod fleet;
+pub mod haproxy;
 pub mod media;
 pub mod sim;
 pub mod system;

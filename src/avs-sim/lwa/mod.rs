@@ -2,15 +2,20 @@
 //! enforces (client id, exact redirect URI, `alexa:all` with well-formed
 //! `scope_data`, PKCE, single-use expiring codes, client authentication,
 //! rotating refresh tokens, LWA's error JSON), with a consent page and a
-//! control API under `/_sim/` for tests: `fail`, `delay`, `advance`,
+//! control API under `/_sim/` for tests: `fail` (the next `count` token
+//! calls, and a random `ratio` of them after that), `delay`, `advance`,
 //! `revoke` (a grant: its refresh token gets `invalid_grant` and AVS
 //! refuses its access tokens) and `expire` (every access token issued so
-//! far, before its time; AVS refuses them). Code-based linking (the code
-//! pair, the page where the user enters the code, the device-code grant)
-//! lives in `cbl.rs` and `cbl_routes.rs`.
+//! far, before its time; AVS refuses them); `GET /_sim/counters`,
+//! `/_sim/issued` and `/_sim/grants` (refreshes per grant, reuse).
+//! Refresh-token rotation and its reuse detection
+//! (`--rotate-refresh-tokens strict`) live in `rotation.rs`. Code-based
+//! linking (the code pair, the page where the user enters the code, the
+//! device-code grant) lives in `cbl.rs` and `cbl_routes.rs`.
 
 pub mod cbl;
 mod cbl_routes;
+pub mod rotation;
 mod routes;
 pub mod state;
 
@@ -24,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use kit::secret::Secret;
+pub use rotation::RotationMode;
 pub use state::{Rules, SimState};
 
 /// Command-line flags of `avs-sim lwa`.
@@ -71,6 +77,11 @@ pub struct LwaArgs {
     /// example: 30).
     #[arg(long, default_value_t = 30)]
     pub codepair_interval: u64,
+    /// What a superseded refresh token does when presented again: `rotate`
+    /// refuses it (`invalid_grant`); `strict` also revokes its whole grant,
+    /// the reuse detection of RFC 9700 §4.14.2 (real LWA is more lenient).
+    #[arg(long, value_enum, default_value_t = RotationMode::Rotate)]
+    pub rotate_refresh_tokens: RotationMode,
 }
 
 /// Everything `run` needs.
@@ -125,6 +136,7 @@ impl SimConfig {
                     .token_key_file
                     .as_deref()
                     .map(crate::token::revocation_list),
+                rotation: a.rotate_refresh_tokens,
             },
             tls,
             auto_approve: a.auto_approve,
@@ -143,6 +155,7 @@ pub async fn run(listener: TcpListener, config: SimConfig, shutdown: Cancellatio
         state: Mutex::new(SimState::new(config.rules)),
         auto_approve: config.auto_approve,
         cbl: Mutex::new(cbl::Cbl::new(config.cbl)),
+        in_progress: Default::default(),
     });
     https::serve(listener, config.tls, shutdown, move |req, _peer| {
         let shared = shared.clone();

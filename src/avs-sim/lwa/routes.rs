@@ -2,6 +2,7 @@
 //! the `/_sim/` control API for tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +25,24 @@ pub struct Shared {
     pub auto_approve: bool,
     /// Code-based linking's code pairs (see `cbl_routes.rs`).
     pub cbl: Mutex<super::cbl::Cbl>,
+    /// Token calls being answered now.
+    pub in_progress: AtomicU64,
+}
+
+/// Counts a token call as in progress until dropped.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -45,8 +64,22 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         (Method::POST, "/ap/oa/consent") => consent(req, &shared).await,
         (Method::POST, "/auth/o2/token") => token(req, &shared).await,
         (Method::GET, "/_sim/counters") => {
-            let c = shared.lock().counters.clone();
+            let mut c = shared.lock().counters.clone();
+            c.token_calls_in_progress = shared.in_progress.load(Ordering::SeqCst);
             h::json(StatusCode::OK, &json!(c))
+        }
+        (Method::GET, "/_sim/grants") => {
+            let st = shared.lock();
+            let r = &st.rotation;
+            h::json(
+                StatusCode::OK,
+                &json!({
+                    "mode": r.mode,
+                    "reused_refresh_tokens": r.reused,
+                    "reuse_revocations": r.revoked_for_reuse,
+                    "grants": r.grants(),
+                }),
+            )
         }
         (Method::GET, "/_sim/issued") => {
             let t = shared.lock().issued_refresh_tokens().to_vec();
@@ -152,6 +185,7 @@ async fn consent(req: Request<Incoming>, shared: &Shared) -> Resp {
 }
 
 async fn token(req: Request<Incoming>, shared: &Shared) -> Resp {
+    let _counted = InProgress::new(&shared.in_progress);
     let delay = {
         let mut st = shared.lock();
         st.counters.token_calls += 1;
@@ -167,8 +201,9 @@ async fn token(req: Request<Incoming>, shared: &Shared) -> Resp {
     }
     {
         let mut st = shared.lock();
-        if st.fail_next > 0 {
-            st.fail_next -= 1;
+        let scripted = st.fail_next > 0;
+        if scripted || (st.fail_ratio > 0.0 && rand::random_bool(st.fail_ratio)) {
+            st.fail_next = st.fail_next.saturating_sub(u32::from(scripted));
             st.counters.injected_failures += 1;
             let status =
                 StatusCode::from_u16(st.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -318,9 +353,21 @@ async fn control(req: Request<Incoming>, shared: &Shared) -> Resp {
     let mut st = shared.lock();
     let out = match path.as_str() {
         "/_sim/fail" => {
-            st.fail_next = u32::try_from(num("count", 1)).unwrap_or(u32::MAX);
+            // `ratio` alone sets the random share and scripts no count.
+            let ratio = v.get("ratio").and_then(Value::as_f64);
+            let count = num("count", if ratio.is_some() { 0 } else { 1 });
+            st.fail_next = u32::try_from(count).unwrap_or(u32::MAX);
             st.fail_status = u16::try_from(num("status", 503)).unwrap_or(503);
-            json!({"fail_next": st.fail_next, "status": st.fail_status})
+            if let Some(r) = ratio {
+                if !(0.0..=1.0).contains(&r) {
+                    return h::json(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "ratio must be between 0 and 1"}),
+                    );
+                }
+                st.fail_ratio = r;
+            }
+            json!({"fail_next": st.fail_next, "status": st.fail_status, "ratio": st.fail_ratio})
         }
         "/_sim/delay" => {
             st.delay_next = u32::try_from(num("count", 1)).unwrap_or(u32::MAX);

@@ -25,7 +25,7 @@ pub struct LwaError {
 }
 
 impl LwaError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
+    pub(super) fn new(error: &'static str, description: impl Into<String>) -> Self {
         let status = if error == "invalid_client" { 401 } else { 400 };
         Self {
             status,
@@ -62,6 +62,8 @@ pub struct Rules {
     /// The revocation list shared with `avs-sim avs` (next to the key
     /// file); without one, revocations stay inside this stand-in.
     pub revocations: Option<std::path::PathBuf>,
+    /// What a superseded refresh token does when it comes back.
+    pub rotation: super::rotation::RotationMode,
 }
 
 /// A consent request waiting for Allow or Deny.
@@ -117,8 +119,17 @@ pub struct Counters {
     pub grants_revoked: u64,
     /// Access tokens expired early (`/_sim/expire`).
     pub expired_early: u64,
+    /// Superseded refresh tokens presented again (RFC 9700 reuse).
+    pub reused_refresh_tokens: u64,
+    /// Grants revoked for such a reuse (`--rotate-refresh-tokens strict`;
+    /// also counted in `grants_revoked`).
+    pub reuse_revocations: u64,
     /// Token-endpoint errors by code.
     pub errors: HashMap<String, u64>,
+    /// Token calls being answered right now (a gauge, filled in when read):
+    /// zero while every call fails on purpose means no refresh token can
+    /// rotate any more until the knob is turned back.
+    pub token_calls_in_progress: u64,
 }
 
 /// The stand-in's whole state.
@@ -140,6 +151,10 @@ pub struct SimState {
     pub fail_next: u32,
     /// …with this status.
     pub fail_status: u16,
+    /// After those, fail this share of token calls (0 to 1) at random.
+    pub fail_ratio: f64,
+    /// Refresh-token rotation and reuse detection.
+    pub rotation: super::rotation::Rotation,
     /// Delay the next this-many token calls…
     pub delay_next: u32,
     /// …by this long.
@@ -157,6 +172,7 @@ impl SimState {
     /// Fresh state under `rules`.
     pub fn new(rules: Rules) -> Self {
         Self {
+            rotation: super::rotation::Rotation::new(rules.rotation),
             rules,
             pending: HashMap::new(),
             codes: HashMap::new(),
@@ -167,6 +183,7 @@ impl SimState {
             clock_offset: 0,
             fail_next: 0,
             fail_status: 503,
+            fail_ratio: 0.0,
             delay_next: 0,
             delay: Duration::ZERO,
         }
@@ -351,6 +368,9 @@ impl SimState {
                     .refresh
                     .get(old.as_str())
                     .is_some_and(|r| r.family.starts_with(super::cbl::FAMILY_PREFIX) == cbl_client);
+                if !theirs && !cbl_client {
+                    self.check_reuse(old)?;
+                }
                 // Another client's token is refused and left as it is.
                 if !theirs {
                     return Err(LwaError::new(
@@ -374,7 +394,12 @@ impl SimState {
                     }
                     r
                 } else {
-                    self.refresh.remove(old.as_str())
+                    let r = self.refresh.remove(old.as_str());
+                    if let Some(r) = &r {
+                        self.rotation
+                            .rotated(old, &r.grant, std::time::Instant::now());
+                    }
+                    r
                 };
                 let r = r.ok_or_else(|| LwaError::new("invalid_grant", "refresh token unknown"))?;
                 self.counters.refresh_grants += 1;
@@ -434,21 +459,40 @@ impl SimState {
     /// tokens are refused by `avs-sim avs` (through the revocation list).
     /// Returns how many refresh tokens were revoked.
     pub fn revoke(&mut self, token: Option<&str>) -> Result<usize, String> {
-        let gone: Vec<Refresh> = match token {
-            Some(t) => {
-                // Every refresh token of that grant (a code-pair grant may
-                // hold two).
-                let grant = self.refresh.get(t).map(|r| r.grant.clone());
-                let keys: Vec<String> = self
-                    .refresh
-                    .iter()
-                    .filter(|(_, r)| Some(&r.grant) == grant.as_ref())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                keys.iter().filter_map(|k| self.refresh.remove(k)).collect()
+        match token {
+            Some(t) => match self.refresh.get(t).map(|r| r.grant.clone()) {
+                Some(grant) => self.revoke_grant(&grant),
+                None => Ok(0),
+            },
+            None => {
+                let gone = self.refresh.drain().map(|(_, r)| r).collect();
+                self.revoked(gone)
             }
-            None => self.refresh.drain().map(|(_, r)| r).collect(),
-        };
+        }
+    }
+
+    /// Revoke `grant`: every refresh token of it (a code-pair grant may
+    /// hold two) and its access tokens; how many refresh tokens went.
+    pub(super) fn revoke_grant(&mut self, grant: &str) -> Result<usize, String> {
+        let keys: Vec<String> = self
+            .refresh
+            .iter()
+            .filter(|(_, r)| r.grant == grant)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut gone: Vec<Refresh> = keys.iter().filter_map(|k| self.refresh.remove(k)).collect();
+        let n = gone.len();
+        if gone.is_empty() {
+            // Its access tokens still go, even with no refresh token left.
+            gone.push(Refresh {
+                family: String::new(),
+                grant: grant.to_string(),
+            });
+        }
+        self.revoked(gone).map(|_| n)
+    }
+
+    fn revoked(&mut self, gone: Vec<Refresh>) -> Result<usize, String> {
         let mut grants: Vec<token::Revoked> = Vec::new();
         for r in &gone {
             let g = token::Revoked::Grant(r.grant.clone());

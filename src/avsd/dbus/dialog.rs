@@ -74,6 +74,20 @@ impl Dialog {
         self.dialog.status().borrow().last_error.clone()
     }
 
+    /// Why LastError says what it says, for programs: one of the values
+    /// in this property's `org.avsd.Avs1.AllowedValues` annotation
+    /// (`none` when LastError is empty; more values may be added). Changes
+    /// with LastError, in the same PropertiesChanged signal.
+    #[zbus(property)]
+    fn last_error_reason(&self) -> String {
+        self.dialog
+            .status()
+            .borrow()
+            .last_error_reason
+            .as_str()
+            .to_string()
+    }
+
     /// `disconnected`, `connecting` or `connected`.
     #[zbus(property)]
     fn connection(&self) -> String {

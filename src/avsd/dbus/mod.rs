@@ -10,6 +10,7 @@
 
 mod access;
 mod alerts;
+pub mod annotated;
 mod authorization;
 mod daemon;
 mod dialog;
@@ -169,19 +170,28 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
-            Authorization::new(auth.clone(), LoginReaders::from_system()),
+            annotated::Annotated::new(
+                Authorization::new(auth.clone(), LoginReaders::from_system()),
+                annotated::AUTHORIZATION,
+            ),
         )
         .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
-            Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+            annotated::Annotated::new(
+                Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+                annotated::DIALOG,
+            ),
         )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Alerts::new(alerts.clone()))
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Speaker::new(volume.clone()))
         .map_err(BusError::Serve)?
-        .serve_at(OBJECT_PATH, Player::new(player.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            annotated::Annotated::new(Player::new(player.clone()), annotated::PLAYER),
+        )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))
         .map_err(BusError::Serve)?

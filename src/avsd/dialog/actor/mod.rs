@@ -261,6 +261,9 @@ impl Dialog {
             }
             Trigger::Tap | Trigger::Hold => {
                 if self.microphone.is_muted() {
+                    // Said on the Dialog too: the app showing the dialog
+                    // may not be the one whose button was refused.
+                    self.set_error(DialogReason::MicrophoneMuted, MUTED.into());
                     return Err(DialogError::MicrophoneMuted(MUTED.into()));
                 }
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())?;

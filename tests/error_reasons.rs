@@ -215,7 +215,11 @@ async fn dialog_reasons_name_the_failure() {
     )
     .await;
     assert!(
-        rig.dialog.last_error().await.unwrap().contains("avsctl mic on"),
+        rig.dialog
+            .last_error()
+            .await
+            .unwrap()
+            .contains("avsctl mic on"),
         "the muted LastError names the fix"
     );
     mic.set_muted(false).await.unwrap();
@@ -223,7 +227,10 @@ async fn dialog_reasons_name_the_failure() {
     // AVS refuses the token of the next event: the Recognize fails so.
     rig.avs.post("/refuse_token?on=events").await;
     let mark = rec.len();
-    rig.dialog.tap().await.expect("Tap with a token AVS will refuse");
+    rig.dialog
+        .tap()
+        .await
+        .expect("Tap with a token AVS will refuse");
     wait_reason(
         &rig.world.bus,
         &rec,
@@ -248,7 +255,10 @@ async fn dialog_reasons_name_the_failure() {
         .unwrap_or_else(|| panic!("never connected again:\n{}", rig.avsd.log_text()));
     rig.wait_state("idle", 0).await;
     let from = rig.state_log().len();
-    rig.dialog.tap().await.expect("Tap once the token is renewed");
+    rig.dialog
+        .tap()
+        .await
+        .expect("Tap once the token is renewed");
     rig.wait_state("listening", from).await;
     assert_eq!(rig.dialog.last_error().await.unwrap(), "");
     assert_eq!(reason().await, "none");

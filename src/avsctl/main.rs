@@ -375,6 +375,8 @@ fn explain(e: &zbus::Error) -> String {
         return format!("{e} (is the system D-Bus running?)");
     };
     match exit::for_error_name(&name) {
+        // avsd's own refusal says what polkit said.
+        exit::DENIED if name == "org.avsd.Avs1.Error.NotPermitted" && !msg.is_empty() => msg,
         exit::DENIED => "permission denied: only root and members of group avsd may do this \
                          (sudo adduser $USER avsd, then log in again)"
             .to_string(),

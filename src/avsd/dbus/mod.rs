@@ -16,6 +16,7 @@ mod daemon;
 mod dialog;
 mod microphone;
 mod player;
+pub mod polkit;
 mod signals;
 mod speaker;
 mod wakeword;
@@ -63,6 +64,9 @@ pub enum AvsError {
     AudioDevice(String),
     /// The microphone privacy switch is on.
     MicrophoneMuted(String),
+    /// The caller is neither root nor in group avsd, and polkit did not
+    /// authorize it (or could not be asked).
+    NotPermitted(String),
 }
 
 impl From<ActorError> for AvsError {
@@ -164,6 +168,8 @@ pub async fn serve(
     .map(String::from)
     .into();
     features.push(format!("login:{}", auth.method()));
+    let members = LoginReaders::from_system();
+    let gate = polkit::Gate::new(members.clone());
     let conn = zbus::connection::Builder::system()
         .map_err(BusError::Connect)?
         .serve_at(OBJECT_PATH, Daemon::new(features))
@@ -171,7 +177,7 @@ pub async fn serve(
         .serve_at(
             OBJECT_PATH,
             annotated::Annotated::new(
-                Authorization::new(auth.clone(), LoginReaders::from_system()),
+                Authorization::new(auth.clone(), members),
                 annotated::AUTHORIZATION,
             ),
         )
@@ -179,7 +185,7 @@ pub async fn serve(
         .serve_at(
             OBJECT_PATH,
             annotated::Annotated::new(
-                Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+                Dialog::new(dialog.clone(), gate.clone()).with_alerts(alerts.clone()),
                 annotated::DIALOG,
             ),
         )
@@ -190,7 +196,7 @@ pub async fn serve(
         .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
-            annotated::Annotated::new(Player::new(player.clone()), annotated::PLAYER),
+            annotated::Annotated::new(Player::new(player.clone(), gate), annotated::PLAYER),
         )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))

@@ -24,8 +24,7 @@ Exit status:
   1  failed: the request was made but did not work (see the message)
   2  usage error
   3  avsd is not running (or there is no system bus)
-  4  permission denied: only root and group avsd may do this (the talk and
-     media buttons: also the active local user, if polkit allows)
+  4  permission denied: only root and group avsd (buttons: or whom polkit allows)
   5  refused by avsd, which says why (for example: not logged in)";
 
 /// The exit code for a D-Bus error name.

@@ -179,6 +179,32 @@ async fn authorization_reasons_name_the_failure() {
     assert!(text.contains("cannot reach the companion"), "{text}");
     assert_eq!(reason, "companion-unreachable");
     all_announced_allowed(&rec, &allowed_values);
+    // avsctl shows it: after the words in `status`, as its own key in `show`.
+    let avsctl = |args: &[&str]| {
+        let out = std::process::Command::new(support::bin("avsctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &world.bus.address)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = avsctl(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Last error:") && l.ends_with(" [companion-unreachable]")),
+        "{status}"
+    );
+    let show = avsctl(&["show"]);
+    assert!(
+        show.lines()
+            .any(|l| l == "Authorization.LastErrorReason=companion-unreachable"),
+        "{show}"
+    );
+    assert!(
+        show.lines().any(|l| l == "Dialog.LastErrorReason=none"),
+        "{show}"
+    );
     assert!(allowed_values["Authorization.LastErrorReason"].contains(&reason));
 }
 

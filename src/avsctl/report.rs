@@ -358,6 +358,33 @@ mod tests {
     }
 
     #[test]
+    fn errors_carry_their_reason_for_scripts() {
+        let s = Snapshot {
+            auth_state: "error".into(),
+            last_error: "cannot reach the companion".into(),
+            last_error_reason: "companion-unreachable".into(),
+            dialog_error: "the microphone is muted".into(),
+            dialog_error_reason: "microphone-muted".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(
+            text.contains("Last error:    cannot reach the companion [companion-unreachable]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Dialog error:  the microphone is muted [microphone-muted]\n"),
+            "{text}"
+        );
+        // An older avsd without the reason: the line as before.
+        let old = Snapshot {
+            last_error_reason: String::new(),
+            ..s
+        };
+        assert!(report(&old, 0).contains("Last error:    cannot reach the companion\n"));
+    }
+
+    #[test]
     fn report_says_which_login_method_is_used() {
         let s = Snapshot {
             auth_state: "authorized".into(),

@@ -24,4 +24,3 @@ pub struct Cli {
     #[arg(long)]
     pub check_config: bool,
 }
-

@@ -259,3 +259,80 @@ async fn login_waits_out_an_unreachable_companion() {
     assert!(status.success(), "{status}\n{printed}{rest}");
     assert!(rest.contains("Logged in"), "{rest}");
 }
+
+/// A pipe whose reader is already gone: the first write to it fails
+/// with EPIPE (and raises SIGPIPE).
+fn closed_pipe() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    write
+}
+
+/// Ended quietly by SIGPIPE (status 141 in a shell), as `cat` is: no
+/// panic, no "failed printing to stdout" on stderr.
+fn ended_quietly(what: &str, status: std::process::ExitStatus, err: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGPIPE),
+        "avsctl {what} | (reader gone): {status:?}; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "avsctl {what}: {err}"
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_avsctl_quietly() {
+    let bus = Bus::start();
+    let _avsd = Daemon::start_ready(&bus, MINIMAL_CONFIG);
+    for args in [
+        &["status"][..],
+        &["show"],
+        &["show", "--value", "--property", "Dialog.State"],
+        &["volume"],
+        &["alerts"],
+        &["reset"],
+        &["--help"],
+    ] {
+        let out = Command::new(support::bin("avsctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .stdout(Stdio::from(closed_pipe()))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        ended_quietly(&args.join(" "), out.status, &text(&out.stderr));
+    }
+    // `watch` writes when something changes: it ends at the first change.
+    let watch = Command::new(support::bin("avsctl"))
+        .arg("watch")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::from(closed_pipe()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch = watch;
+    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Watching avsd"), "{line}");
+    // Start fails (no companion configured) and changes State and LastError.
+    let start = bus.busctl(&["call", DEST, PATH, "org.avsd.Avs1.Authorization", "Start"]);
+    assert!(!start.status.success());
+    let status = watch.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    ended_quietly("watch", status, &rest);
+}

@@ -122,6 +122,7 @@ fn shipped_manual_and_completions_are_generated_from_the_command_lines() {
     let programs = [
         (avsctl::cli::Cli::command(), "avsctl"),
         (avs_companion::cli::Cli::command(), "avs-companion"),
+        (avsd::cli::Cli::command(), "avsd"),
     ];
     for (cmd, name) in programs {
         for (file, text) in completions(cmd, name) {
@@ -180,11 +181,14 @@ fn each_manual_lists_the_commands_and_options_of_its_help() {
     // avs-companion(8) and avsd(8) are written by hand (they document the
     // config files and the service too): each names every subcommand and
     // long option their program has.
-    for (program, page, cmd) in [(
-        "avs-companion",
-        "avs-companion.8",
-        avs_companion::cli::Cli::command(),
-    )] {
+    for (program, page, cmd) in [
+        (
+            "avs-companion",
+            "avs-companion.8",
+            avs_companion::cli::Cli::command(),
+        ),
+        ("avsd", "avsd.8", avsd::cli::Cli::command()),
+    ] {
         let page = std::fs::read_to_string(support::repo().join("debian").join(page)).unwrap();
         let plain = page.replace("\\-", "-");
         for sub in help_commands(program) {

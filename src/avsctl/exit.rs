@@ -24,7 +24,7 @@ Exit status:
   1  failed: the request was made but did not work (see the message)
   2  usage error
   3  avsd is not running (or there is no system bus)
-  4  permission denied: only root and group avsd may do this
+  4  permission denied: only root and group avsd (buttons: or whom polkit allows)
   5  refused by avsd, which says why (for example: not logged in)";
 
 /// The exit code for a D-Bus error name.
@@ -32,7 +32,7 @@ pub fn for_error_name(name: &str) -> u8 {
     match name {
         "org.freedesktop.DBus.Error.ServiceUnknown"
         | "org.freedesktop.DBus.Error.NameHasNoOwner" => NOT_RUNNING,
-        "org.freedesktop.DBus.Error.AccessDenied" => DENIED,
+        "org.freedesktop.DBus.Error.AccessDenied" | "org.avsd.Avs1.Error.NotPermitted" => DENIED,
         n if n.starts_with("org.avsd.Avs1.Error.") => REFUSED,
         _ => FAILED,
     }
@@ -53,6 +53,7 @@ mod tests {
             DENIED
         );
         assert_eq!(for_error_name("org.avsd.Avs1.Error.NotAuthorized"), REFUSED);
+        assert_eq!(for_error_name("org.avsd.Avs1.Error.NotPermitted"), DENIED);
         assert_eq!(for_error_name("org.freedesktop.DBus.Error.Failed"), FAILED);
         for code in [OK, FAILED, USAGE, NOT_RUNNING, DENIED, REFUSED] {
             assert!(

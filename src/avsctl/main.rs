@@ -14,6 +14,7 @@ use avsctl::report::{self as ctl, Paint, Snapshot, VolumeRequest};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    die_quietly_on_sigpipe();
     let cli = Cli::parse();
     match run(cli.command).await {
         Ok(code) => code,
@@ -21,6 +22,19 @@ async fn main() -> ExitCode {
             eprintln!("avsctl: {}", explain(&e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// A reader that goes away (`avsctl status | head -1`) ends avsctl at
+/// once and quietly, as it ends `cat` or `ls`: the shell sees status 141
+/// (128 + SIGPIPE). Rust ignores SIGPIPE by default, and then every
+/// `print!` after the reader left panics ("failed printing to stdout");
+/// the default action covers every output path, present and future.
+fn die_quietly_on_sigpipe() {
+    // SAFETY: called first thing in main, before any thread of ours
+    // writes or installs handlers; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -300,6 +314,9 @@ async fn snapshot(
         last_error: auth.last_error().await?,
         // An avsd from before Dialog.LastError reads as "".
         dialog_error: dialog.last_error().await.unwrap_or_default(),
+        // An avsd from before LastErrorReason reads as "".
+        last_error_reason: auth.last_error_reason().await.unwrap_or_default(),
+        dialog_error_reason: dialog.last_error_reason().await.unwrap_or_default(),
         dialog_state: dialog.state().await?,
         connection: dialog.connection().await?,
         reconnect_attempt: dialog.reconnect_attempt().await?,
@@ -358,6 +375,8 @@ fn explain(e: &zbus::Error) -> String {
         return format!("{e} (is the system D-Bus running?)");
     };
     match exit::for_error_name(&name) {
+        // avsd's own refusal says what polkit said.
+        exit::DENIED if name == "org.avsd.Avs1.Error.NotPermitted" && !msg.is_empty() => msg,
         exit::DENIED => "permission denied: only root and members of group avsd may do this \
                          (sudo adduser $USER avsd, then log in again)"
             .to_string(),

@@ -38,6 +38,9 @@ pub trait Authorization {
     /// Last problem.
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
+    /// Last problem's reason, for programs.
+    #[zbus(property)]
+    fn last_error_reason(&self) -> zbus::Result<String>;
 }
 
 /// Client of `org.avsd.Avs1.Dialog`.
@@ -70,6 +73,9 @@ pub trait Dialog {
     /// Last dialog problem.
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
+    /// Last dialog problem's reason, for programs.
+    #[zbus(property)]
+    fn last_error_reason(&self) -> zbus::Result<String>;
 }
 
 /// Client of `org.avsd.Avs1.Speaker`.

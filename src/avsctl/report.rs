@@ -18,12 +18,16 @@ pub struct Snapshot {
     pub token_expires_at: u64,
     /// Authorization.LastError
     pub last_error: String,
+    /// Authorization.LastErrorReason (empty from an avsd without it)
+    pub last_error_reason: String,
     /// Dialog.State
     pub dialog_state: String,
     /// Dialog.Connection
     pub connection: String,
     /// Dialog.LastError
     pub dialog_error: String,
+    /// Dialog.LastErrorReason (empty from an avsd without it)
+    pub dialog_error_reason: String,
     /// Dialog.ReconnectAttempt
     pub reconnect_attempt: u32,
     /// Dialog.NextReconnectAt
@@ -89,10 +93,18 @@ pub fn report_painted(s: &Snapshot, now: u64, paint: Paint) -> String {
         ));
     }
     if !s.last_error.is_empty() {
-        out.push_str(&format!("Last error:    {}\n", s.last_error));
+        out.push_str(&format!(
+            "Last error:    {}{}\n",
+            s.last_error,
+            reason(&s.last_error_reason)
+        ));
     }
     if !s.dialog_error.is_empty() {
-        out.push_str(&format!("Dialog error:  {}\n", s.dialog_error));
+        out.push_str(&format!(
+            "Dialog error:  {}{}\n",
+            s.dialog_error,
+            reason(&s.dialog_error_reason)
+        ));
     }
     if s.auth_state == "waiting-for-user" {
         if s.login_url.is_empty() {
@@ -104,6 +116,16 @@ pub fn report_painted(s: &Snapshot, now: u64, paint: Paint) -> String {
         out.push_str("Run `avsctl login` to link this device with your Amazon account.\n");
     }
     out
+}
+
+/// ` [reason]` after an error line, so scripts and bug reports carry
+/// the machine-readable reason too; nothing from an avsd without one.
+fn reason(r: &str) -> String {
+    if r.is_empty() || r == "none" {
+        String::new()
+    } else {
+        format!(" [{r}]")
+    }
 }
 
 /// What `avsctl volume LEVEL` asks for.
@@ -333,6 +355,33 @@ mod tests {
                 assert!(visible.chars().count() <= 80, "too wide: {visible}");
             }
         }
+    }
+
+    #[test]
+    fn errors_carry_their_reason_for_scripts() {
+        let s = Snapshot {
+            auth_state: "error".into(),
+            last_error: "cannot reach the companion".into(),
+            last_error_reason: "companion-unreachable".into(),
+            dialog_error: "the microphone is muted".into(),
+            dialog_error_reason: "microphone-muted".into(),
+            ..Snapshot::default()
+        };
+        let text = report(&s, 0);
+        assert!(
+            text.contains("Last error:    cannot reach the companion [companion-unreachable]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Dialog error:  the microphone is muted [microphone-muted]\n"),
+            "{text}"
+        );
+        // An older avsd without the reason: the line as before.
+        let old = Snapshot {
+            last_error_reason: String::new(),
+            ..s
+        };
+        assert!(report(&old, 0).contains("Last error:    cannot reach the companion\n"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod audio;
 pub mod auth;
 pub mod avs;
+pub mod cli;
 pub mod daemon;
 pub mod dbus;
 pub mod device;

@@ -201,6 +201,8 @@ fn bus_config_rules(user: &str, send: bool) -> String {
         r#"  <!-- test only: the test user stands in for user avsd -->
   <policy user="{user}">
     <allow own="org.avsd.Avs1"/>{send}
+    <!-- and for polkitd (the stand-in of support::polkit) -->
+    <allow own="org.freedesktop.PolicyKit1"/>
   </policy>
 "#
     )

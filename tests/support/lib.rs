@@ -14,6 +14,7 @@ pub mod fifo;
 pub mod fleet;
 pub mod haproxy;
 pub mod media;
+pub mod polkit;
 pub mod sim;
 pub mod system;
 pub mod tls;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::companion_client::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
-use super::{AccessToken, AuthCommand, AuthError, AuthState, AuthStatus, Settings};
+use super::{AccessToken, AuthCommand, AuthError, AuthReason, AuthState, AuthStatus, Settings};
 use kit::backoff::Backoff;
 use kit::published::Publisher;
 use kit::secret::Secret;
@@ -236,6 +236,7 @@ impl Actor {
             self.publish(AuthStatus {
                 state: AuthState::Error,
                 last_error: message.clone(),
+                last_error_reason: AuthReason::NotConfigured,
                 ..AuthStatus::default()
             });
             return Err(AuthError::NotConfigured(message));
@@ -301,6 +302,7 @@ impl Actor {
     }
 
     pub(super) fn publish(&self, next: AuthStatus) {
+        let next = next.settled();
         self.status.send_if_modified(|cur| {
             let changed = *cur != next;
             *cur = next;

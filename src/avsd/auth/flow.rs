@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::actor::{Actor, Job, Outcome};
 use super::companion_client::{CallError, Registration, TokenResponse};
 use super::session::{self, Session};
-use super::{AccessToken, AuthState, AuthStatus};
+use super::{AccessToken, AuthReason, AuthState, AuthStatus};
 use kit::clock::unix_now;
 use kit::secret::Secret;
 
@@ -33,10 +33,13 @@ impl Actor {
     pub(super) fn outcome(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Registered(Ok(reg)) => self.registered(reg),
-            Outcome::Registered(Err(CallError::Refused(code))) => self.fail(format!(
-                "the companion refused to register this device (`{code}`); check \
+            Outcome::Registered(Err(CallError::Refused(code))) => self.fail(
+                AuthReason::LoginRefused,
+                format!(
+                    "the companion refused to register this device (`{code}`); check \
                  device.product_id and that the companion allows this product"
-            )),
+                ),
+            ),
             Outcome::Registered(Err(e)) => self.retry(Job::Register, &e),
             Outcome::Token(_, told, Ok(tok)) => self.got_token(tok, told),
             Outcome::Token(job, _, Err(CallError::Refused(code))) => self.refused(job, &code),
@@ -80,6 +83,7 @@ impl Actor {
             user_code: s.user_code.clone(),
             token_expires_at: 0,
             last_error: last_error.unwrap_or_default(),
+            last_error_reason: AuthReason::StateNotSaved,
         });
     }
 
@@ -154,6 +158,7 @@ impl Actor {
             state: AuthState::Authorized,
             token_expires_at: expires_at,
             last_error: save_error.unwrap_or_default(),
+            last_error_reason: AuthReason::StateNotSaved,
             ..AuthStatus::default()
         });
         if same {
@@ -214,6 +219,7 @@ impl Actor {
             "access_denied" => {
                 self.forget();
                 self.fail(
+                    AuthReason::LoginDenied,
                     "Amazon refused the login, or access was revoked; run `avsctl login` to \
                      log in again"
                         .to_string(),
@@ -229,6 +235,7 @@ impl Actor {
             "invalid_session" => {
                 self.forget();
                 self.fail(
+                    AuthReason::LinkRevoked,
                     "the companion no longer knows this device (was its database reset?); run \
                      `avsctl login` to register again"
                         .to_string(),
@@ -265,6 +272,10 @@ impl Actor {
             "{e}; retrying in {} s (attempt {attempt})",
             delay.as_secs().max(1)
         );
+        status.last_error_reason = match e {
+            CallError::Unreachable { .. } => AuthReason::CompanionUnreachable,
+            CallError::Refused(_) | CallError::Unexpected { .. } => AuthReason::CompanionError,
+        };
         if job == Job::Register && status.state != AuthState::Authorized {
             status.state = AuthState::Error;
         }
@@ -280,16 +291,18 @@ impl Actor {
         status.token_expires_at = 0;
         if status.last_error.is_empty() {
             status.last_error = "the access token expired before it could be renewed".to_string();
+            status.last_error_reason = AuthReason::TokenExpired;
         }
         tracing::warn!("access token expired: {}", status.last_error);
         self.publish(status);
     }
 
-    fn fail(&mut self, message: String) {
+    fn fail(&mut self, reason: AuthReason, message: String) {
         tracing::warn!("{message}");
         self.publish(AuthStatus {
             state: AuthState::Error,
             last_error: message,
+            last_error_reason: reason,
             ..AuthStatus::default()
         });
     }

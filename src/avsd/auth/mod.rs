@@ -59,6 +59,93 @@ pub struct AuthStatus {
     pub token_expires_at: u64,
     /// Last problem in words a person can act on; empty when none.
     pub last_error: String,
+    /// `last_error` as one of a closed set, for programs; set with it.
+    pub last_error_reason: AuthReason,
+}
+
+/// The `Authorization.LastErrorReason` values: why `LastError` says what
+/// it says, for programs that branch on it or translate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthReason {
+    /// No problem (`LastError` is empty).
+    #[default]
+    None,
+    /// A config key the login needs is missing or wrong.
+    NotConfigured,
+    /// The companion cannot be reached (network, TLS, timeout).
+    CompanionUnreachable,
+    /// The companion answered something avsd cannot use.
+    CompanionError,
+    /// LWA cannot be reached (method `code`).
+    LwaUnreachable,
+    /// LWA answered something avsd cannot use (method `code`).
+    LwaError,
+    /// The user denied the login at Amazon's page.
+    LoginDenied,
+    /// The companion or Amazon refused the login for a reason of the
+    /// device's set-up (client id, product id).
+    LoginRefused,
+    /// The login code expired or was already used before the login.
+    CodeExpired,
+    /// The link was removed: the companion forgot the device, or Amazon
+    /// no longer accepts its refresh token.
+    LinkRevoked,
+    /// The access token ran out before a new one arrived.
+    TokenExpired,
+    /// The session or token could not be saved in the state directory.
+    StateNotSaved,
+}
+
+impl AuthReason {
+    /// Every value, in the order the introspection lists them.
+    pub const ALL: [Self; 12] = [
+        Self::None,
+        Self::NotConfigured,
+        Self::CompanionUnreachable,
+        Self::CompanionError,
+        Self::LwaUnreachable,
+        Self::LwaError,
+        Self::LoginDenied,
+        Self::LoginRefused,
+        Self::CodeExpired,
+        Self::LinkRevoked,
+        Self::TokenExpired,
+        Self::StateNotSaved,
+    ];
+
+    /// The wire name on D-Bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::NotConfigured => "not-configured",
+            Self::CompanionUnreachable => "companion-unreachable",
+            Self::CompanionError => "companion-error",
+            Self::LwaUnreachable => "lwa-unreachable",
+            Self::LwaError => "lwa-error",
+            Self::LoginDenied => "login-denied",
+            Self::LoginRefused => "login-refused",
+            Self::CodeExpired => "code-expired",
+            Self::LinkRevoked => "link-revoked",
+            Self::TokenExpired => "token-expired",
+            Self::StateNotSaved => "state-not-saved",
+        }
+    }
+}
+
+impl AuthStatus {
+    /// The status as published: a reason only beside an error, and an
+    /// error never without one (a spot that forgot it is logged).
+    pub(crate) fn settled(mut self) -> Self {
+        if self.last_error.is_empty() {
+            self.last_error_reason = AuthReason::None;
+        } else if self.last_error_reason == AuthReason::None {
+            tracing::error!(
+                "Authorization.LastError set without a reason (a bug in avsd): {}",
+                self.last_error
+            );
+        }
+        self
+    }
 }
 
 /// A valid LWA access token and when it expires.

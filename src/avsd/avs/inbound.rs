@@ -37,8 +37,9 @@ pub enum Inbound {
     Answered {
         /// The dialog the Recognize started.
         dialog_request_id: String,
-        /// How the exchange ended, in words for `LastError` when it failed.
-        outcome: Result<(), String>,
+        /// How the exchange ended, in words for `LastError` (and its
+        /// reason) when it failed.
+        outcome: Result<(), (crate::dialog::DialogReason, String)>,
     },
     /// The user did something (Tap, Hold, Release, Stop): the inactivity
     /// clock starts again. Sent by the dialog.

@@ -91,4 +91,18 @@ impl Authorization {
     fn last_error(&self) -> String {
         self.auth.status().borrow().last_error.clone()
     }
+
+    /// Why LastError says what it says, for programs: one of the values
+    /// in this property's `org.avsd.Avs1.AllowedValues` annotation
+    /// (`none` when LastError is empty; more values may be added). Changes
+    /// with LastError, in the same PropertiesChanged signal.
+    #[zbus(property)]
+    fn last_error_reason(&self) -> String {
+        self.auth
+            .status()
+            .borrow()
+            .last_error_reason
+            .as_str()
+            .to_string()
+    }
 }

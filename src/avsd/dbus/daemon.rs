@@ -19,7 +19,7 @@ impl Daemon {
 
 #[interface(name = "org.avsd.Avs1.Daemon")]
 impl Daemon {
-    /// avsd's version, as `avsd --version` prints it (for example `0.1.0`).
+    /// avsd's version, as its version option (`avsd -V`) prints it (for example `0.1.0`).
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()

@@ -4,6 +4,7 @@ use zbus::interface;
 use zbus::message::Header;
 
 use super::AvsError;
+use super::polkit::{Gate, TALK};
 use crate::agents::alerts::AlertsHandle;
 use crate::dialog::{DialogError, DialogHandle, Trigger};
 
@@ -11,14 +12,16 @@ use crate::dialog::{DialogError, DialogHandle, Trigger};
 pub struct Dialog {
     dialog: DialogHandle,
     alerts: Option<AlertsHandle>,
+    gate: Gate,
 }
 
 impl Dialog {
-    /// Wrap a handle to the dialog actor.
-    pub fn new(dialog: DialogHandle) -> Self {
+    /// Wrap a handle to the dialog actor; `gate` says who may press.
+    pub fn new(dialog: DialogHandle, gate: Gate) -> Self {
         Self {
             dialog,
             alerts: None,
+            gate,
         }
     }
 
@@ -32,17 +35,32 @@ impl Dialog {
 #[interface(name = "org.avsd.Avs1.Dialog")]
 impl Dialog {
     /// Start a NEAR_FIELD Recognize (initiator TAP); AVS ends it.
-    async fn tap(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn tap(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, TALK).await?;
         Ok(self.dialog.trigger(Trigger::Tap).await?)
     }
 
     /// Start a CLOSE_TALK Recognize (initiator PRESS_AND_HOLD).
-    async fn hold(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn hold(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, TALK).await?;
         Ok(self.dialog.trigger(Trigger::Hold).await?)
     }
 
     /// End the CLOSE_TALK Recognize started by Hold.
-    async fn release(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn release(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, TALK).await?;
         match self.dialog.trigger(Trigger::Release).await {
             // Without a token or a connection no Hold can be in progress,
             // so there is nothing to release: success, as the contract says
@@ -53,7 +71,12 @@ impl Dialog {
     }
 
     /// Stop listening or speaking now, and silence a ringing alert.
-    async fn stop(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn stop(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, TALK).await?;
         // The alert first: it must go quiet even if the dialog is busy.
         if let Some(alerts) = &self.alerts {
             alerts.stop().await?;
@@ -72,6 +95,20 @@ impl Dialog {
     #[zbus(property)]
     fn last_error(&self) -> String {
         self.dialog.status().borrow().last_error.clone()
+    }
+
+    /// Why LastError says what it says, for programs: one of the values
+    /// in this property's `org.avsd.Avs1.AllowedValues` annotation
+    /// (`none` when LastError is empty; more values may be added). Changes
+    /// with LastError, in the same PropertiesChanged signal.
+    #[zbus(property)]
+    fn last_error_reason(&self) -> String {
+        self.dialog
+            .status()
+            .borrow()
+            .last_error_reason
+            .as_str()
+            .to_string()
     }
 
     /// `disconnected`, `connecting` or `connected`.

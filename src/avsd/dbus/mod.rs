@@ -10,11 +10,13 @@
 
 mod access;
 mod alerts;
+pub mod annotated;
 mod authorization;
 mod daemon;
 mod dialog;
 mod microphone;
 mod player;
+pub mod polkit;
 mod signals;
 mod speaker;
 mod wakeword;
@@ -62,6 +64,9 @@ pub enum AvsError {
     AudioDevice(String),
     /// The microphone privacy switch is on.
     MicrophoneMuted(String),
+    /// The caller is neither root nor in group avsd, and polkit did not
+    /// authorize it (or could not be asked).
+    NotPermitted(String),
 }
 
 impl From<ActorError> for AvsError {
@@ -163,25 +168,36 @@ pub async fn serve(
     .map(String::from)
     .into();
     features.push(format!("login:{}", auth.method()));
+    let members = LoginReaders::from_system();
+    let gate = polkit::Gate::new(members.clone());
     let conn = zbus::connection::Builder::system()
         .map_err(BusError::Connect)?
         .serve_at(OBJECT_PATH, Daemon::new(features))
         .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
-            Authorization::new(auth.clone(), LoginReaders::from_system()),
+            annotated::Annotated::new(
+                Authorization::new(auth.clone(), members),
+                annotated::AUTHORIZATION,
+            ),
         )
         .map_err(BusError::Serve)?
         .serve_at(
             OBJECT_PATH,
-            Dialog::new(dialog.clone()).with_alerts(alerts.clone()),
+            annotated::Annotated::new(
+                Dialog::new(dialog.clone(), gate.clone()).with_alerts(alerts.clone()),
+                annotated::DIALOG,
+            ),
         )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Alerts::new(alerts.clone()))
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Speaker::new(volume.clone()))
         .map_err(BusError::Serve)?
-        .serve_at(OBJECT_PATH, Player::new(player.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            annotated::Annotated::new(Player::new(player.clone(), gate), annotated::PLAYER),
+        )
         .map_err(BusError::Serve)?
         .serve_at(OBJECT_PATH, Microphone::new(microphone.clone()))
         .map_err(BusError::Serve)?

@@ -17,6 +17,7 @@ use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 
+use super::polkit::{Gate, MEDIA};
 use super::{AvsError, OBJECT_PATH};
 use crate::agents::audio_player::{Button, PlayerLink, View};
 
@@ -25,12 +26,13 @@ const PLAYER: &str = "org.avsd.Avs1.Player";
 /// The Player interface object.
 pub struct Player {
     link: PlayerLink,
+    gate: Gate,
 }
 
 impl Player {
-    /// Wrap the player's handle.
-    pub fn new(link: PlayerLink) -> Self {
-        Self { link }
+    /// Wrap the player's handle; `gate` says who may press.
+    pub fn new(link: PlayerLink, gate: Gate) -> Self {
+        Self { link, gate }
     }
 
     fn press(&self, button: Button) -> Result<(), AvsError> {
@@ -41,27 +43,52 @@ impl Player {
 #[interface(name = "org.avsd.Avs1.Player")]
 impl Player {
     /// Ask Alexa to play or resume (PlaybackController.PlayCommandIssued).
-    async fn play(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn play(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, MEDIA).await?;
         self.press(Button::Play)
     }
 
     /// Ask Alexa to pause (PlaybackController.PauseCommandIssued).
-    async fn pause(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn pause(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, MEDIA).await?;
         self.press(Button::Pause)
     }
 
     /// Pause when playing, else play.
-    async fn play_pause(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn play_pause(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, MEDIA).await?;
         self.press(Button::PlayPause)
     }
 
     /// Ask Alexa for the next item (PlaybackController.NextCommandIssued).
-    async fn next(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn next(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, MEDIA).await?;
         self.press(Button::Next)
     }
 
     /// Ask Alexa for the previous item (PreviousCommandIssued).
-    async fn previous(&self, #[zbus(header)] _header: Header<'_>) -> Result<(), AvsError> {
+    async fn previous(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AvsError> {
+        self.gate.check(conn, &header, MEDIA).await?;
         self.press(Button::Previous)
     }
 

@@ -61,6 +61,12 @@ fn auth_changes(old: &AuthStatus, new: &AuthStatus) -> Changes {
         c.changed
             .insert("LastError", Value::from(new.last_error.clone()));
     }
+    if new.last_error_reason != old.last_error_reason {
+        c.changed.insert(
+            "LastErrorReason",
+            Value::from(new.last_error_reason.as_str()),
+        );
+    }
     c
 }
 
@@ -74,6 +80,12 @@ fn dialog_changes(old: &DialogStatus, new: &DialogStatus) -> Changes {
     if new.last_error != old.last_error {
         c.changed
             .insert("LastError", Value::from(new.last_error.clone()));
+    }
+    if new.last_error_reason != old.last_error_reason {
+        c.changed.insert(
+            "LastErrorReason",
+            Value::from(new.last_error_reason.as_str()),
+        );
     }
     c
 }

@@ -68,6 +68,67 @@ pub struct DialogStatus {
     /// The last problem with a dialog (microphone, speaker, AVS's answer),
     /// in words a person can act on; empty when none.
     pub last_error: String,
+    /// `last_error` as one of a closed set, for programs; set with it.
+    pub last_error_reason: DialogReason,
+}
+
+/// The `Dialog.LastErrorReason` values: why `LastError` says what it says,
+/// for programs that branch on it or translate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DialogReason {
+    /// No problem (`LastError` is empty).
+    #[default]
+    None,
+    /// The microphone privacy switch is on (Microphone.Muted).
+    MicrophoneMuted,
+    /// The microphone could not be opened or failed while listening.
+    MicrophoneFailed,
+    /// Alexa's answer could not be played.
+    SpeakerFailed,
+    /// avsd holds no valid access token.
+    NotAuthorized,
+    /// avsd is not connected to Alexa.
+    NotConnected,
+    /// AVS refused the access token (HTTP 403).
+    TokenRefused,
+    /// Alexa did not answer the request (an error status, a broken stream).
+    AnswerFailed,
+    /// The wake-word model file (`wakeword.model`) does not exist.
+    ModelMissing,
+    /// The wake-word model file exists but cannot be used.
+    ModelUnusable,
+}
+
+impl DialogReason {
+    /// Every value, in the order the introspection lists them.
+    pub const ALL: [Self; 10] = [
+        Self::None,
+        Self::MicrophoneMuted,
+        Self::MicrophoneFailed,
+        Self::SpeakerFailed,
+        Self::NotAuthorized,
+        Self::NotConnected,
+        Self::TokenRefused,
+        Self::AnswerFailed,
+        Self::ModelMissing,
+        Self::ModelUnusable,
+    ];
+
+    /// The wire name on D-Bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::MicrophoneMuted => "microphone-muted",
+            Self::MicrophoneFailed => "microphone-failed",
+            Self::SpeakerFailed => "speaker-failed",
+            Self::NotAuthorized => "not-authorized",
+            Self::NotConnected => "not-connected",
+            Self::TokenRefused => "token-refused",
+            Self::AnswerFailed => "answer-failed",
+            Self::ModelMissing => "model-missing",
+            Self::ModelUnusable => "model-unusable",
+        }
+    }
 }
 
 /// Why a talk command was refused.
@@ -91,6 +152,19 @@ pub enum DialogError {
     /// The actor did not answer.
     #[error(transparent)]
     Actor(#[from] ActorError),
+}
+
+impl DialogError {
+    /// The `Dialog.LastErrorReason` for this refusal.
+    pub fn reason(&self) -> DialogReason {
+        match self {
+            Self::NotAuthorized(_) => DialogReason::NotAuthorized,
+            Self::NotConnected(_) => DialogReason::NotConnected,
+            Self::MicrophoneMuted(_) => DialogReason::MicrophoneMuted,
+            // Busy is never a LastError; the others are the microphone's.
+            Self::Busy(_) | Self::Audio(_) | Self::Actor(_) => DialogReason::MicrophoneFailed,
+        }
+    }
 }
 
 /// A talk trigger, as the D-Bus methods name them.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::CodeSettings;
 use super::lwa::{CodePair, LwaCallError, LwaClient, Tokens};
 use super::store::{self, Pending, Saved};
-use crate::auth::{AccessToken, AuthCommand, AuthError, AuthState, AuthStatus};
+use crate::auth::{AccessToken, AuthCommand, AuthError, AuthReason, AuthState, AuthStatus};
 use kit::backoff::Backoff;
 use kit::clock::unix_now;
 use kit::published::Publisher;
@@ -156,7 +156,7 @@ impl CodeActor {
     fn start(&mut self) -> Result<(), AuthError> {
         if let Err(message) = &self.s.lwa {
             let message = message.clone();
-            self.fail(message.clone());
+            self.fail(AuthReason::NotConfigured, message.clone());
             return Err(AuthError::NotConfigured(message));
         }
         self.forget();
@@ -238,6 +238,7 @@ impl CodeActor {
             user_code: p.user_code,
             token_expires_at: 0,
             last_error,
+            last_error_reason: AuthReason::StateNotSaved,
         });
     }
 
@@ -257,6 +258,7 @@ impl CodeActor {
     }
 
     pub(super) fn publish(&self, next: AuthStatus) {
+        let next = next.settled();
         self.status.send_if_modified(|cur| {
             let changed = *cur != next;
             *cur = next;

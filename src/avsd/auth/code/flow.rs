@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::actor::{CodeActor, Job, Outcome};
 use super::lwa::{CodePair, LwaCallError, Tokens};
 use super::store::{Pending, Saved};
-use crate::auth::{AccessToken, AuthState, AuthStatus};
+use crate::auth::{AccessToken, AuthReason, AuthState, AuthStatus};
 use kit::clock::unix_now;
 
 /// The longest poll interval `slow_down` can double to (the SDK's cap).
@@ -21,11 +21,14 @@ impl CodeActor {
     pub(super) fn outcome(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::CodePair(Ok(pair)) => self.got_pair(pair),
-            Outcome::CodePair(Err(LwaCallError::Refused(code))) => self.fail(format!(
-                "LWA refused to give a login code (`{code}`); check auth.client_id (the client \
+            Outcome::CodePair(Err(LwaCallError::Refused(code))) => self.fail(
+                AuthReason::LoginRefused,
+                format!(
+                    "LWA refused to give a login code (`{code}`); check auth.client_id (the client \
                  id of a security profile of type \"Other devices and platforms\") and \
                  device.product_id, then run `avsctl login`"
-            )),
+                ),
+            ),
             Outcome::CodePair(Err(e)) => self.retry(Job::CodePair, &e),
             Outcome::Tokens(job, Ok(t)) => self.got_tokens(job, t),
             Outcome::Tokens(job, Err(LwaCallError::Refused(code))) => self.refused(job, &code),
@@ -125,6 +128,7 @@ impl CodeActor {
             state: AuthState::Authorized,
             token_expires_at: expires_at,
             last_error: error.unwrap_or_default(),
+            last_error_reason: AuthReason::StateNotSaved,
             ..AuthStatus::default()
         });
         let head_start = self.s.renew_before.min(life / 2);
@@ -151,6 +155,7 @@ impl CodeActor {
             (Job::Poll, "access_denied") => {
                 self.forget();
                 self.fail(
+                    AuthReason::LoginDenied,
                     "the login was denied at Amazon's page; run `avsctl login` for a new code \
                      and press Allow"
                         .to_string(),
@@ -159,6 +164,7 @@ impl CodeActor {
             (Job::Poll, "invalid_grant") => {
                 self.forget();
                 self.fail(
+                    AuthReason::CodeExpired,
                     "LWA no longer knows this login code (already used, or unknown; \
                      `invalid_grant`); run `avsctl login` for a new code"
                         .to_string(),
@@ -167,6 +173,7 @@ impl CodeActor {
             (Job::Refresh, "invalid_grant") => {
                 self.forget();
                 self.fail(
+                    AuthReason::LinkRevoked,
                     "Amazon no longer accepts this device's refresh token (the link was removed \
                      in the Amazon account, or it expired; `invalid_grant`); run `avsctl login` \
                      to link again"
@@ -179,10 +186,13 @@ impl CodeActor {
             }
             (_, other) => {
                 self.forget();
-                self.fail(format!(
-                    "LWA refused the login (`{other}`); check auth.client_id and \
+                self.fail(
+                    AuthReason::LoginRefused,
+                    format!(
+                        "LWA refused the login (`{other}`); check auth.client_id and \
                      device.product_id, then run `avsctl login`"
-                ));
+                    ),
+                );
             }
         }
     }
@@ -190,6 +200,7 @@ impl CodeActor {
     pub(super) fn code_expired(&mut self) {
         self.forget();
         self.fail(
+            AuthReason::CodeExpired,
             "the login code expired before it was entered at Amazon's page; run `avsctl login` \
              for a new code"
                 .to_string(),
@@ -223,6 +234,10 @@ impl CodeActor {
             "{e}; retrying in {} s (attempt {attempt})",
             delay.as_secs().max(1)
         );
+        status.last_error_reason = match e {
+            LwaCallError::Unreachable { .. } => AuthReason::LwaUnreachable,
+            _ => AuthReason::LwaError,
+        };
         if job == Job::CodePair {
             status.state = AuthState::Error;
         }
@@ -237,16 +252,18 @@ impl CodeActor {
         status.token_expires_at = 0;
         if status.last_error.is_empty() {
             status.last_error = "the access token expired before it could be refreshed".into();
+            status.last_error_reason = AuthReason::TokenExpired;
         }
         tracing::warn!("access token expired: {}", status.last_error);
         self.publish(status);
     }
 
-    pub(super) fn fail(&mut self, message: String) {
+    pub(super) fn fail(&mut self, reason: AuthReason, message: String) {
         tracing::warn!("{message}");
         self.publish(AuthStatus {
             state: AuthState::Error,
             last_error: message,
+            last_error_reason: reason,
             ..AuthStatus::default()
         });
     }

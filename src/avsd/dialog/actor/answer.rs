@@ -8,7 +8,7 @@ use super::{Dialog, Queued};
 use crate::audio::PlayerEvent;
 use crate::avs::inbound::Inbound;
 use crate::dialog::speech::{Progress, Speaking};
-use crate::dialog::{Speech, SpeechDirective};
+use crate::dialog::{DialogReason, Speech, SpeechDirective};
 use avs_proto::message::{Event, ExceptionErrorType, SpeechActivity};
 
 /// How long a Speak from the downchannel waits for its audio part.
@@ -35,9 +35,9 @@ impl Dialog {
                 }
                 self.awaiting_answer = false;
                 self.upload = None;
-                if let Err(msg) = outcome {
+                if let Err((reason, msg)) = outcome {
                     tracing::warn!("{msg}");
-                    self.set_error(msg);
+                    self.set_error(reason, msg);
                     if let Some(l) = self.listening.take() {
                         l.abort.cancel();
                     }
@@ -129,7 +129,7 @@ impl Dialog {
                         Err(e) => {
                             let msg = e.to_string();
                             tracing::error!("cannot speak: {msg}");
-                            self.set_error(msg.clone());
+                            self.set_error(DialogReason::SpeakerFailed, msg.clone());
                             self.report(&next.raw, ExceptionErrorType::InternalError, &msg);
                         }
                     }
@@ -182,7 +182,7 @@ impl Dialog {
                 self.speech
                     .send_replace(speaking.state(SpeechActivity::Finished));
                 self.speaking = None;
-                self.set_error(msg);
+                self.set_error(DialogReason::SpeakerFailed, msg);
             }
             Progress::Player(PlayerEvent::Stopped) | Progress::Gone => self.speaking = None,
         }

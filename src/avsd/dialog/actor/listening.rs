@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Dialog, Listening, Note};
 use crate::audio::Capture;
-use crate::avs::connection::AudioPart;
+use crate::avs::connection::{AudioPart, SendError};
 use crate::avs::inbound::Inbound;
+use crate::dialog::DialogReason;
 use crate::dialog::mic_stream::{AUDIO_QUEUE, Ended, Listen};
 use avs_proto::message::{Event, new_dialog_request_id};
 
@@ -32,6 +33,7 @@ impl Dialog {
                 // learns from the timeout it would otherwise wait for.
                 self.queue_event(Event::expect_speech_timed_out());
             }
+            self.set_error(DialogReason::MicrophoneMuted, super::MUTED.into());
             return Err(super::MUTED.into());
         }
         // Its microphone closes before this one opens (the capture thread
@@ -42,7 +44,7 @@ impl Dialog {
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!("cannot listen: {msg}");
-                self.set_error(msg.clone());
+                self.set_error(DialogReason::MicrophoneFailed, msg.clone());
                 return Err(msg);
             }
         };
@@ -61,7 +63,7 @@ impl Dialog {
         wait: Option<std::time::Duration>,
         hold: bool,
     ) {
-        self.set_error(String::new());
+        self.set_error(DialogReason::None, String::new());
         self.turn += 1;
         let id = new_dialog_request_id();
         let event = Event::recognize(&id, profile, FORMAT, initiator, (self.context)());
@@ -115,7 +117,17 @@ impl Dialog {
                 .send(metadata, Some(audio))
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("Alexa did not answer the request: {e}"));
+                .map_err(|e| {
+                    let reason = match e {
+                        SendError::Forbidden(_) => DialogReason::TokenRefused,
+                        SendError::NotConnected => DialogReason::NotConnected,
+                        SendError::NotAuthorized(_) => DialogReason::NotAuthorized,
+                        SendError::Status { .. } | SendError::Stream(_) => {
+                            DialogReason::AnswerFailed
+                        }
+                    };
+                    (reason, format!("Alexa did not answer the request: {e}"))
+                });
             let _ = router
                 .send(Inbound::Answered {
                     dialog_request_id: id,
@@ -159,7 +171,7 @@ impl Dialog {
                         let msg = e.to_string();
                         tracing::error!("the microphone failed: {msg}");
                         self.stop_all();
-                        self.set_error(msg);
+                        self.set_error(DialogReason::MicrophoneFailed, msg);
                     }
                     Ended::Device(_) => {}
                 }

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 use super::mic_stream::Ended;
 use super::speech::{Attachments, Speaking};
 use super::{
-    DialogCommand, DialogError, DialogState, DialogStatus, Input, Links, Settings, Speech, Trigger,
+    DialogCommand, DialogError, DialogReason, DialogState, DialogStatus, Input, Links, Settings,
+    Speech, Trigger,
 };
 use crate::audio::{AudioError, Speaker};
 use crate::auth::{AuthState, AuthStatus};
@@ -260,6 +261,9 @@ impl Dialog {
             }
             Trigger::Tap | Trigger::Hold => {
                 if self.microphone.is_muted() {
+                    // Said on the Dialog too: the app showing the dialog
+                    // may not be the one whose button was refused.
+                    self.set_error(DialogReason::MicrophoneMuted, MUTED.into());
                     return Err(DialogError::MicrophoneMuted(MUTED.into()));
                 }
                 check(trigger, self.auth.borrow().state, *self.link_state.borrow())?;
@@ -353,10 +357,17 @@ impl Dialog {
         });
     }
 
-    fn set_error(&self, msg: String) {
+    /// Set LastError and its reason together (none for an empty one).
+    fn set_error(&self, reason: DialogReason, msg: String) {
+        let reason = if msg.is_empty() {
+            DialogReason::None
+        } else {
+            reason
+        };
         self.status.send_if_modified(|s| {
-            let changed = s.last_error != msg;
+            let changed = s.last_error != msg || s.last_error_reason != reason;
             s.last_error = msg;
+            s.last_error_reason = reason;
             changed
         });
     }

@@ -8,7 +8,7 @@ use super::{Dialog, Note};
 
 /// How long the watcher waits before opening a failed microphone again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-use crate::dialog::DialogState;
+use crate::dialog::{DialogReason, DialogState};
 use crate::wakeword::{WatchEnd, Woken, watch};
 
 impl Dialog {
@@ -74,7 +74,12 @@ impl Dialog {
         if self.wake.enabled.is_on()
             && let Err(msg) = &self.wake.engine
         {
-            self.set_error(msg.clone());
+            let reason = if self.wake.model.exists() {
+                DialogReason::ModelUnusable
+            } else {
+                DialogReason::ModelMissing
+            };
+            self.set_error(reason, msg.clone());
         }
     }
 
@@ -89,7 +94,7 @@ impl Dialog {
                 let msg = format!("the wake word cannot listen: {e}");
                 if self.status.borrow().last_error != msg {
                     tracing::error!("{msg} (trying again every {RETRY:?})");
-                    self.set_error(msg);
+                    self.set_error(DialogReason::MicrophoneFailed, msg);
                 }
             }
             WatchEnd::Woken(woken) => {
@@ -123,7 +128,7 @@ impl Dialog {
         );
         if let Err(e) = ready {
             tracing::warn!("heard the wake word, but cannot ask Alexa: {e}");
-            self.set_error(e.to_string());
+            self.set_error(e.reason(), e.to_string());
             capture.close().await;
             return;
         }

@@ -154,7 +154,10 @@ fn a_client_secret_readable_by_others_is_refused() {
 fn semantic_problems_are_all_reported() {
     let dir = tempfile::tempdir().unwrap();
     let text = enabled_sample(dir.path())
-        .replace("https://raspberrypi.local:8443/authresponse", "http://raspberrypi.local/auth")
+        .replace(
+            "https://raspberrypi.local:8443/authresponse",
+            "http://raspberrypi.local/auth",
+        )
         .replace("listen = \"0.0.0.0:8443\"", "listen = \"everywhere\"")
         .replace("my_pi_speaker = []\n", "")
         .replace("\"other-product\" = [\"0001\", \"0002\"]\n", "");

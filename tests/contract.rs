@@ -176,6 +176,78 @@ fn contract_error_table_matches_the_errors_avsd_returns() {
     assert_eq!(written, real, "CONTRACT.md's error table against AvsError");
 }
 
+/// The meaning cell of each property row: (interface, member) → text.
+fn contract_meanings(text: &str) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("### Interface ") {
+            current = Some(unquote(rest.trim()));
+            continue;
+        }
+        if line.starts_with('#') {
+            current = None;
+            continue;
+        }
+        if let (Some(iface), Some(row)) = (&current, cells(line))
+            && row.len() >= 4
+            && row[0].starts_with('`')
+        {
+            out.insert((iface.clone(), unquote(&row[0])), row[3].clone());
+        }
+    }
+    out
+}
+
+/// The words in backticks in `cell` that are values (no dots or spaces).
+fn quoted_values(cell: &str) -> BTreeSet<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty() && !w.contains(['.', ' ']))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn contract_lists_the_allowed_values_the_xml_annotates() {
+    let meanings = contract_meanings(&read("CONTRACT.md"));
+    let xml = read("dbus/org.avsd.Avs1.xml");
+    let node = Node::from_reader(xml.as_bytes()).expect("dbus/org.avsd.Avs1.xml parses");
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for iface in node.interfaces() {
+        for p in iface.properties() {
+            let Some(allowed) = p
+                .annotations()
+                .iter()
+                .find(|a| a.name() == "org.avsd.Avs1.AllowedValues")
+            else {
+                continue;
+            };
+            checked += 1;
+            let want: BTreeSet<String> = allowed
+                .value()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            let key = (iface.name().to_string(), p.name().to_string());
+            let got = meanings
+                .get(&key)
+                .map(|m| quoted_values(m))
+                .unwrap_or_default();
+            if got != want {
+                problems.push(format!(
+                    "{}.{}: XML allows {want:?}, CONTRACT.md lists {got:?}",
+                    key.0, key.1
+                ));
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} annotated properties found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn contract_parser_reads_a_table_and_ignores_prose() {
     let text = "### Interface `a.B`\n\nprose | not a row\n| member | kind | type | meaning |\n|---|---|---|---|\n| `X` | property | `s` | m |\n## Next\n| `Y` | method | `() → ()` | outside |\n";

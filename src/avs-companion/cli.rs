@@ -117,7 +117,11 @@ pub fn main() -> ExitCode {
         print!("{}", config.summary(&cli.config));
         return ExitCode::SUCCESS;
     }
-    let owner = super::owner::check(&config.database_path());
+    // The SQLite file's owner; PostgreSQL checks its own logins.
+    let owner = match config.storage.url {
+        None => super::owner::check(&config.database_path()),
+        Some(_) => super::owner::Verdict::Fine,
+    };
     if let Some(Command::Sessions { action }) = &cli.command {
         match owner {
             super::owner::Verdict::Refuse(why) => {

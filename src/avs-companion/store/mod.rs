@@ -4,11 +4,16 @@
 //! change is one transaction, so a crash leaves the old row, never half
 //! of a new one.
 
+mod migrate;
+mod pg;
+mod pool;
 mod sqlite;
 
 use std::sync::Arc;
 
 use kit::secret::Secret;
+pub use migrate::SchemaState;
+pub use pg::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure.
@@ -33,6 +38,26 @@ pub enum StoreError {
         path: String,
         /// What failed.
         source: std::io::Error,
+    },
+    /// PostgreSQL refused, failed, or could not be reached.
+    #[error("database {what}: {message}; fix: {fix}")]
+    Pg {
+        /// The URL (never a password).
+        what: String,
+        /// What went wrong, in words.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The schema cannot be brought to this program's version.
+    #[error("database {what}: {message}; fix: {fix}")]
+    Schema {
+        /// Which database.
+        what: String,
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        fix: String,
     },
     /// The blocking worker went away (shutdown or a panic).
     #[error("database worker stopped")]
@@ -205,6 +230,69 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError>;
     /// The ids of the sessions whose [`short_id`] starts with `prefix`.
     fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError>;
+}
+
+/// Open the store `config` names: PostgreSQL if `storage.url` is set,
+/// else the SQLite file. Blocking (it connects and migrates): call it off
+/// the async workers.
+pub fn open(config: &crate::config::CompanionConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.storage.url {
+        Some(url) => Ok(Arc::new(PgStore::open(&pg_options(config, url)?)?)),
+        None => Ok(Arc::new(SqliteStore::open(&config.database_path())?)),
+    }
+}
+
+/// Where the store `config` names stands, changing nothing: connects,
+/// logs in and reads the schema version (`--check-config`).
+pub fn check(config: &crate::config::CompanionConfig) -> Result<SchemaState, StoreError> {
+    match &config.storage.url {
+        Some(url) => PgStore::check(&pg_options(config, url)?),
+        None => {
+            let path = config.database_path();
+            if !path.exists() {
+                return Ok(SchemaState::Behind {
+                    at: None,
+                    want: migrate::latest(migrate::SQLITE),
+                });
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            );
+            let shown = path.display().to_string();
+            let mut conn = conn.map_err(|source| StoreError::Db {
+                path: shown.clone(),
+                source,
+            })?;
+            let history = sqlite::has_history(&conn).map_err(|source| StoreError::Db {
+                path: shown.clone(),
+                source,
+            })?;
+            migrate::state(migrate::SQLITE, &mut conn, history).map_err(|e| StoreError::Schema {
+                what: shown,
+                message: format!("cannot read the schema history: {e}"),
+                fix: "check that the file is an avs-companion database".into(),
+            })
+        }
+    }
+}
+
+fn pg_options(config: &crate::config::CompanionConfig, url: &str) -> Result<PgOptions, StoreError> {
+    let password = match &config.storage.password_file {
+        Some(p) => Some(
+            crate::config::read_owned_secret(p).map_err(|(message, fix)| StoreError::Pg {
+                what: format!("storage.password_file {}", p.display()),
+                message,
+                fix,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(PgOptions {
+        url: url.to_string(),
+        password,
+        max_connections: config.storage.max_connections,
+    })
 }
 
 /// A store shared by the async handlers; each call runs on the blocking

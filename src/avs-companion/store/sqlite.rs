@@ -20,35 +20,6 @@ const KEEP_ENDED_SECS: u64 = 24 * 3600;
 /// one, and only the newest few can still be finished.
 const STATES_PER_SESSION: i64 = 4;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    reg_code TEXT UNIQUE,
-    product_id TEXT NOT NULL,
-    dsn TEXT NOT NULL,
-    reg_expires_at INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    interval INTEGER NOT NULL,
-    last_poll_at INTEGER,
-    access_token TEXT,
-    access_expires_at INTEGER,
-    refresh_token TEXT,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS login_states (
-    state TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    cookie TEXT NOT NULL,
-    verifier TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-";
-
-/// Schema version 2 adds when a session was created, for `sessions list`.
-const MIGRATE_2: &str = "
-ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
-";
-
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -90,27 +61,26 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db)?;
-        let has_created: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = 'created_at'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(db)?
-            > 0;
-        if !has_created {
-            conn.execute_batch(MIGRATE_2).map_err(db)?;
-        }
-        if version < 2 {
-            conn.pragma_update(None, "user_version", 2).map_err(db)?;
-        }
+        adopt_legacy(&conn).map_err(db)?;
+        let history = has_history(&conn).map_err(db)?;
+        let mut conn = conn;
+        super::migrate::run(super::migrate::SQLITE, &mut conn, history, &shown)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the schema stands (for `--check-config`).
+    pub fn schema_state(&self) -> Result<super::SchemaState, StoreError> {
+        let mut conn = self.conn();
+        let history = has_history(&conn).map_err(|e| self.err(e))?;
+        super::migrate::state(super::migrate::SQLITE, &mut *conn, history).map_err(|e| {
+            StoreError::Schema {
+                what: self.path.display().to_string(),
+                message: format!("cannot read the schema history: {e}"),
+                fix: "check that the file is an avs-companion database".into(),
+            }
         })
     }
 
@@ -125,6 +95,33 @@ impl SqliteStore {
             source,
         }
     }
+}
+
+/// A database from before versioned migrations whose `sessions` lacks
+/// `created_at` (its `user_version` 1) gets it here, so the baseline
+/// migration, which creates tables only if missing, finds today's shape.
+fn adopt_legacy(conn: &Connection) -> rusqlite::Result<()> {
+    let columns = |table: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        stmt.query_map([table], |r| r.get(0))?.collect()
+    };
+    let sessions = columns("sessions")?;
+    if !sessions.is_empty() && !sessions.iter().any(|c| c == "created_at") {
+        conn.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether refinery's history table exists in `conn`.
+pub(super) fn has_history(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [super::migrate::HISTORY],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 fn now_secs() -> i64 {

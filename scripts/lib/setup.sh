@@ -55,5 +55,6 @@ need_rust() {
 
 # The packages every script needs: the private bus, busctl/systemd-analyze,
 # setpriv, ALSA headers for cpal, pkg-config, g++ for libFuzzer, and zbarimg
-# (zbar-tools) that reads back the QR code avsctl login prints.
-BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools)
+# (zbar-tools) that reads back the QR code avsctl login prints, and the
+# PostgreSQL server and psql the companion's store tests start as `nobody`.
+BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools postgresql)

@@ -12,6 +12,7 @@ pub mod dialog;
 pub mod faults;
 pub mod fifo;
 pub mod media;
+pub mod postgres;
 pub mod sim;
 pub mod system;
 pub mod tls;

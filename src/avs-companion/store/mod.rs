@@ -319,5 +319,7 @@ impl StoreHandle {
     }
 }
 
+#[cfg(any(test, feature = "store-suite"))]
+pub mod suite;
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,12 @@ pub(super) fn explain(e: &postgres::Error) -> (String, String) {
                 "check that PostgreSQL is running; the store reconnects by itself".into(),
             );
         }
-        let text = e.to_string();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
         if text.contains("password missing") {
             return (
                 "the server asks for a password and none is configured".into(),

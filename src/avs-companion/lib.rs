@@ -40,6 +40,7 @@ pub mod lwa_client;
 pub mod owner;
 pub mod pages;
 pub mod recent;
+pub mod refresh;
 pub mod register;
 pub mod revoke;
 pub mod server;

@@ -112,6 +112,7 @@ pub async fn run_with_clock(
         })
     };
     let supervisor = tokio::spawn(supervise(flow.clone(), shutdown.clone()));
+    let refresher = tokio::spawn(super::refresh::run(flow.clone(), shutdown.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "avs-companion serving HTTPS");
         kit::notify::ready(&format!("serving HTTPS on {addr}"));
@@ -123,6 +124,7 @@ pub async fn run_with_clock(
     .await;
     let _ = purger.await;
     let _ = supervisor.await;
+    let _ = refresher.await;
     Ok(())
 }
 

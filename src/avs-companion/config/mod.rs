@@ -112,6 +112,10 @@ pub struct LwaSection {
     /// Refreshes one session may force per minute by reporting a token AVS
     /// refused (`refusedToken`); more are answered `slow_down`.
     pub refused_refreshes_per_minute: u32,
+    /// Refresh tokens due within the refresh margin in the background, at
+    /// most this many a second per instance (spread with jitter); 0: only
+    /// when a device asks.
+    pub background_refreshes_per_second: u32,
 }
 
 impl Default for LwaSection {
@@ -126,6 +130,7 @@ impl Default for LwaSection {
             refresh_margin_secs: 600,
             request_timeout_secs: 30,
             refused_refreshes_per_minute: 4,
+            background_refreshes_per_second: 0,
         }
     }
 }

@@ -75,6 +75,10 @@ impl StrictConfig for CompanionConfig {
             "a whole number from 1 to 60, e.g. 4",
         ),
         (
+            "lwa.background_refreshes_per_second",
+            "a whole number from 0 (off) to 1000, e.g. 20",
+        ),
+        (
             "products",
             "product ids as keys, each with a list of allowed DSNs in quotes ([] for any)",
         ),
@@ -257,6 +261,12 @@ impl StrictConfig for CompanionConfig {
                 u64::from(self.lwa.refused_refreshes_per_minute),
                 1,
                 60,
+            ),
+            (
+                "lwa.background_refreshes_per_second",
+                u64::from(self.lwa.background_refreshes_per_second),
+                0,
+                1000,
             ),
             (
                 "timing.registration_ttl_secs",

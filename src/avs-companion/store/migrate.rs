@@ -11,16 +11,28 @@ use super::StoreError;
 pub(super) type List = &'static [(&'static str, &'static str)];
 
 /// SQLite's migrations.
-pub(super) const SQLITE: List = &[(
-    "V1__baseline",
-    include_str!("migrations/sqlite/V1__baseline.sql"),
-)];
+pub(super) const SQLITE: List = &[
+    (
+        "V1__baseline",
+        include_str!("migrations/sqlite/V1__baseline.sql"),
+    ),
+    (
+        "V2__token_versions_and_refresh_leases",
+        include_str!("migrations/sqlite/V2__token_versions_and_refresh_leases.sql"),
+    ),
+];
 
 /// PostgreSQL's migrations: the same versions and meaning as [`SQLITE`].
-pub(super) const POSTGRES: List = &[(
-    "V1__baseline",
-    include_str!("migrations/postgres/V1__baseline.sql"),
-)];
+pub(super) const POSTGRES: List = &[
+    (
+        "V1__baseline",
+        include_str!("migrations/postgres/V1__baseline.sql"),
+    ),
+    (
+        "V2__token_versions_and_refresh_leases",
+        include_str!("migrations/postgres/V2__token_versions_and_refresh_leases.sql"),
+    ),
+];
 
 /// Where a database's schema stands against this program's migrations.
 #[derive(Debug, Clone, PartialEq, Eq)]

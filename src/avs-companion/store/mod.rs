@@ -129,6 +129,24 @@ pub struct Session {
     pub last_poll_at: Option<u64>,
     /// Tokens, once linked.
     pub tokens: Option<Tokens>,
+    /// Grows with every change of the tokens (link, refresh, end): what
+    /// [`Store::update_tokens`] compares before it swaps.
+    pub version: u64,
+}
+
+/// A claim on refreshing a session: whoever holds an unexpired lease is
+/// the only one (across every instance) that may send the session's
+/// refresh token to LWA.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// A random value naming this holder (not the instance: two requests
+    /// in one instance are two holders).
+    pub token: String,
+    /// The time the lease is taken at, Unix seconds.
+    pub now: u64,
+    /// When it runs out if never released, Unix seconds: longer than a
+    /// refresh can take, so it never runs out under a live holder.
+    pub until: u64,
 }
 
 /// A login in progress: the `state` sent to LWA and what it is bound to.
@@ -213,8 +231,41 @@ pub trait Store: Send + Sync + 'static {
     /// device registered again replaces its old sessions).
     /// `Ok(false)` if it was not pending.
     fn link(&self, id: &str, tokens: &Tokens) -> Result<bool, StoreError>;
-    /// Replace the tokens of a linked session (after a refresh).
-    fn update_tokens(&self, id: &str, tokens: &Tokens) -> Result<(), StoreError>;
+    /// Replace the tokens of a linked session after a refresh, if their
+    /// version is still `version` (compare-and-swap: the version then
+    /// grows by one and any refresh lease is released). `Ok(false)`: the
+    /// tokens changed meanwhile (or the session ended) and nothing was
+    /// written.
+    fn update_tokens(&self, id: &str, version: u64, tokens: &Tokens) -> Result<bool, StoreError>;
+    /// Take the refresh lease of linked session `id` if nobody holds an
+    /// unexpired one (or `lease` already does); the session as it stands
+    /// under the lease, for the re-check before refreshing. `Ok(None)`:
+    /// someone else holds it, or the session is not linked.
+    fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError>;
+    /// Give the lease named `token` back early (a refresh that failed or
+    /// was not needed), or keep others off until `hold_until` (a failed
+    /// refresh's back-off). A lease someone else holds is left alone.
+    fn release_refresh(
+        &self,
+        id: &str,
+        token: &str,
+        hold_until: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Lease up to `limit` linked sessions whose access token expires by
+    /// `due_by` and whose lease is free or expired, soonest first, all
+    /// under `lease`; a session leased by another caller is skipped, never
+    /// waited for (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    fn lease_due(
+        &self,
+        due_by: u64,
+        lease: &Lease,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Revoke linked session `id` if its tokens are still at `version`
+    /// (LWA refused their refresh token: `invalid_grant`). `Ok(false)`:
+    /// another holder refreshed meanwhile, so the refusal was of a
+    /// superseded token, not a revocation.
+    fn revoke_if_unchanged(&self, id: &str, version: u64) -> Result<bool, StoreError>;
     /// End a session (denied or revoked), forgetting its tokens.
     fn end(&self, id: &str, status: Status) -> Result<(), StoreError>;
     /// Record a poll and the interval the device must keep.

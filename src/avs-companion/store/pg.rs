@@ -11,7 +11,9 @@ use postgres::error::SqlState;
 use postgres::{Config, GenericClient, Row};
 
 use super::pool::{Pool, PoolError};
-use super::{LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens};
+use super::{
+    Lease, LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens,
+};
 use kit::secret::Secret;
 
 const KEEP_ENDED_SECS: i64 = 24 * 3600;
@@ -235,6 +237,7 @@ fn session_from_row(r: &Row) -> Result<Session, postgres::Error> {
         interval: u(r.try_get("interval")?),
         last_poll_at: r.try_get::<_, Option<i64>>("last_poll_at")?.map(u),
         tokens,
+        version: u(r.try_get("token_version")?),
     })
 }
 
@@ -365,7 +368,8 @@ impl Store for PgStore {
             let mut tx = c.transaction()?;
             let n = tx.execute(
                 "UPDATE sessions SET status = 'linked', reg_code = NULL, access_token = $2,
-                 access_expires_at = $3, refresh_token = $4, updated_at = $5
+                 access_expires_at = $3, refresh_token = $4, updated_at = $5,
+                 token_version = token_version + 1, lease_token = NULL, lease_until = NULL
                  WHERE id = $1 AND status = 'pending'",
                 &[
                     &id,
@@ -385,7 +389,8 @@ impl Store for PgStore {
                 )?;
                 tx.execute(
                     "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                     access_expires_at = NULL, refresh_token = NULL, updated_at = $2
+                     access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = $2
                      WHERE id <> $1 AND status IN ('pending', 'linked')
                      AND (product_id, dsn) = (SELECT product_id, dsn FROM sessions WHERE id = $1)",
                     &[&id, &now_secs()],
@@ -397,20 +402,104 @@ impl Store for PgStore {
         run(&mut c).map_err(|e| self.err(&e))
     }
 
-    fn update_tokens(&self, id: &str, t: &Tokens) -> Result<(), StoreError> {
+    fn update_tokens(&self, id: &str, version: u64, t: &Tokens) -> Result<bool, StoreError> {
         self.conn()?
             .execute(
                 "UPDATE sessions SET access_token = $2, access_expires_at = $3, refresh_token = $4,
-                 updated_at = $5 WHERE id = $1 AND status = 'linked'",
+                 updated_at = $5, token_version = token_version + 1, lease_token = NULL,
+                 lease_until = NULL WHERE id = $1 AND status = 'linked' AND token_version = $6",
                 &[
                     &id,
                     &t.access.expose(),
                     &i(t.access_expires_at),
                     &t.refresh.expose(),
                     &now_secs(),
+                    &i(version),
                 ],
             )
-            .map(|_| ())
+            .map(|n| n == 1)
+            .map_err(|e| self.err(&e))
+    }
+
+    fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError> {
+        // The UPDATE locks the row; a second caller waits for the first to
+        // commit, then re-checks the WHERE against the leased row and
+        // matches nothing.
+        self.conn()?
+            .query_opt(
+                "UPDATE sessions SET lease_token = $2, lease_until = $3
+                 WHERE id = $1 AND status = 'linked'
+                 AND (lease_token IS NULL OR lease_until <= $4 OR lease_token = $2)
+                 RETURNING *",
+                &[&id, &lease.token, &i(lease.until), &i(lease.now)],
+            )
+            .and_then(|r| r.map(|r| session_from_row(&r)).transpose())
+            .map_err(|e| self.err(&e))
+    }
+
+    fn release_refresh(
+        &self,
+        id: &str,
+        token: &str,
+        hold_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let r = match hold_until {
+            Some(t) => c.execute(
+                "UPDATE sessions SET lease_until = $3 WHERE id = $1 AND lease_token = $2",
+                &[&id, &token, &i(t)],
+            ),
+            None => c.execute(
+                "UPDATE sessions SET lease_token = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_token = $2",
+                &[&id, &token],
+            ),
+        };
+        r.map(|_| ()).map_err(|e| self.err(&e))
+    }
+
+    fn lease_due(
+        &self,
+        due_by: u64,
+        lease: &Lease,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "UPDATE sessions SET lease_token = $1, lease_until = $2 WHERE id IN
+                 (SELECT id FROM sessions WHERE status = 'linked' AND access_expires_at <= $3
+                  AND (lease_token IS NULL OR lease_until <= $4)
+                  ORDER BY access_expires_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+                 RETURNING *",
+                &[
+                    &lease.token,
+                    &i(lease.until),
+                    &i(due_by),
+                    &i(lease.now),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .map_err(|e| self.err(&e))?;
+        let mut due = rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(&e))?;
+        due.sort_by_key(|s| s.tokens.as_ref().map_or(0, |t| t.access_expires_at));
+        Ok(due)
+    }
+
+    fn revoke_if_unchanged(&self, id: &str, version: u64) -> Result<bool, StoreError> {
+        self.conn()?
+            .execute(
+                "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = $3
+                 WHERE id = $1 AND status = 'linked' AND token_version = $2",
+                &[&id, &i(version), &now_secs()],
+            )
+            .map(|n| n == 1)
             .map_err(|e| self.err(&e))
     }
 
@@ -420,7 +509,8 @@ impl Store for PgStore {
             let mut tx = c.transaction()?;
             tx.execute(
                 "UPDATE sessions SET status = $2, reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = $3 WHERE id = $1",
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = $3 WHERE id = $1",
                 &[&id, &status.as_str(), &now_secs()],
             )?;
             tx.execute("DELETE FROM login_states WHERE session_id = $1", &[&id])?;
@@ -508,7 +598,8 @@ impl Store for PgStore {
             )?;
             let n = tx.execute(
                 "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = $3
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = $3
                  WHERE product_id = $1 AND dsn = $2 AND status IN ('pending', 'linked')",
                 &[&product_id, &dsn, &now_secs()],
             )?;

@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens};
+use super::{
+    Lease, LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens,
+};
 use kit::secret::Secret;
 
 /// Ended sessions are kept this long, so a device still polling hears
@@ -157,6 +159,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         interval: u(r.get("interval")?),
         last_poll_at: r.get::<_, Option<i64>>("last_poll_at")?.map(u),
         tokens,
+        version: u(r.get("token_version")?),
     })
 }
 
@@ -280,7 +283,8 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE sessions SET status = 'linked', reg_code = NULL, access_token = ?2,
-                 access_expires_at = ?3, refresh_token = ?4, updated_at = ?5
+                 access_expires_at = ?3, refresh_token = ?4, updated_at = ?5,
+                 token_version = token_version + 1, lease_token = NULL, lease_until = NULL
                  WHERE id = ?1 AND status = 'pending'",
                 params![
                     id,
@@ -306,7 +310,8 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
             tx.execute(
                 "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?2
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?2
                  WHERE id != ?1 AND status IN ('pending', 'linked')
                  AND (product_id, dsn) = (SELECT product_id, dsn FROM sessions WHERE id = ?1)",
                 params![id, now_secs()],
@@ -317,20 +322,105 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    fn update_tokens(&self, id: &str, t: &Tokens) -> Result<(), StoreError> {
+    fn update_tokens(&self, id: &str, version: u64, t: &Tokens) -> Result<bool, StoreError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET access_token = ?2, access_expires_at = ?3, refresh_token = ?4,
-                 updated_at = ?5 WHERE id = ?1 AND status = 'linked'",
+                 updated_at = ?5, token_version = token_version + 1, lease_token = NULL,
+                 lease_until = NULL WHERE id = ?1 AND status = 'linked' AND token_version = ?6",
                 params![
                     id,
                     t.access.expose(),
                     i(t.access_expires_at),
                     t.refresh.expose(),
-                    now_secs()
+                    now_secs(),
+                    i(version)
                 ],
             )
-            .map(|_| ())
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError> {
+        // One statement under SQLite's write lock: of two callers, the
+        // second sees the first's lease.
+        self.conn()
+            .query_row(
+                "UPDATE sessions SET lease_token = ?2, lease_until = ?3
+                 WHERE id = ?1 AND status = 'linked'
+                 AND (lease_token IS NULL OR lease_until <= ?4 OR lease_token = ?2)
+                 RETURNING *",
+                params![id, lease.token, i(lease.until), i(lease.now)],
+                session_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn release_refresh(
+        &self,
+        id: &str,
+        token: &str,
+        hold_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let r = match hold_until {
+            Some(t) => conn.execute(
+                "UPDATE sessions SET lease_until = ?3 WHERE id = ?1 AND lease_token = ?2",
+                params![id, token, i(t)],
+            ),
+            None => conn.execute(
+                "UPDATE sessions SET lease_token = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease_token = ?2",
+                params![id, token],
+            ),
+        };
+        r.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn lease_due(
+        &self,
+        due_by: u64,
+        lease: &Lease,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "UPDATE sessions SET lease_token = ?1, lease_until = ?2 WHERE id IN
+                 (SELECT id FROM sessions WHERE status = 'linked' AND access_expires_at <= ?3
+                  AND (lease_token IS NULL OR lease_until <= ?4)
+                  ORDER BY access_expires_at LIMIT ?5)
+                 RETURNING *",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut due: Vec<Session> = stmt
+            .query_map(
+                params![
+                    lease.token,
+                    i(lease.until),
+                    i(due_by),
+                    i(lease.now),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                session_from_row,
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        due.sort_by_key(|s| s.tokens.as_ref().map_or(0, |t| t.access_expires_at));
+        Ok(due)
+    }
+
+    fn revoke_if_unchanged(&self, id: &str, version: u64) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status = 'linked' AND token_version = ?2",
+                params![id, i(version), now_secs()],
+            )
+            .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 
@@ -339,7 +429,8 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
             "UPDATE sessions SET status = ?2, reg_code = NULL, access_token = NULL,
-             access_expires_at = NULL, refresh_token = NULL, updated_at = ?3 WHERE id = ?1",
+             access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3 WHERE id = ?1",
             params![id, status.as_str(), now_secs()],
         )
         .map_err(|e| self.err(e))?;
@@ -442,7 +533,8 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?3
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3
                  WHERE product_id = ?1 AND dsn = ?2 AND status IN ('pending', 'linked')",
                 params![product_id, dsn, now_secs()],
             )

@@ -39,6 +39,38 @@ pub const CASES: &[Case] = &[
         "only_the_newest_login_states_of_a_session_are_kept",
         only_the_newest_login_states_of_a_session_are_kept,
     ),
+    (
+        "update_tokens_is_a_compare_and_swap_on_the_version",
+        update_tokens_is_a_compare_and_swap_on_the_version,
+    ),
+    (
+        "one_holder_leases_a_refresh_until_it_releases_or_the_lease_runs_out",
+        one_holder_leases_a_refresh_until_it_releases_or_the_lease_runs_out,
+    ),
+    (
+        "storing_refreshed_tokens_releases_the_lease",
+        storing_refreshed_tokens_releases_the_lease,
+    ),
+    (
+        "a_failed_refresh_holds_others_off_until_its_back_off",
+        a_failed_refresh_holds_others_off_until_its_back_off,
+    ),
+    (
+        "background_leases_take_due_sessions_once_soonest_first",
+        background_leases_take_due_sessions_once_soonest_first,
+    ),
+    (
+        "an_invalid_grant_after_the_version_moved_is_not_a_revocation",
+        an_invalid_grant_after_the_version_moved_is_not_a_revocation,
+    ),
+    (
+        "exactly_one_of_many_concurrent_leases_wins",
+        exactly_one_of_many_concurrent_leases_wins,
+    ),
+    (
+        "concurrent_background_leases_never_share_a_session",
+        concurrent_background_leases_never_share_a_session,
+    ),
 ];
 
 /// Run every case, each on a store `fresh` makes; a failure names its case.
@@ -69,6 +101,7 @@ pub fn session(id: &str, code: &str, expires: u64) -> Session {
         interval: 5,
         last_poll_at: None,
         tokens: None,
+        version: 0,
     }
 }
 
@@ -144,7 +177,7 @@ pub fn ending_a_session_forgets_its_tokens_and_states(s: &dyn Store) {
     s.create_session(&session("s1", "AAAAAAAA", 100)).unwrap();
     s.add_state(&state("st", "s1", 50)).unwrap();
     s.link("s1", &tokens(1)).unwrap();
-    s.update_tokens("s1", &tokens(2)).unwrap();
+    assert!(s.update_tokens("s1", 1, &tokens(2)).unwrap());
     assert_eq!(
         s.session("s1")
             .unwrap()
@@ -160,7 +193,8 @@ pub fn ending_a_session_forgets_its_tokens_and_states(s: &dyn Store) {
     assert_eq!(got.status, Status::Revoked);
     assert!(got.tokens.is_none());
     // Tokens are only replaced on a linked session.
-    s.update_tokens("s1", &tokens(3)).unwrap();
+    let v = s.session("s1").unwrap().unwrap().version;
+    assert!(!s.update_tokens("s1", v, &tokens(3)).unwrap());
     assert!(s.session("s1").unwrap().unwrap().tokens.is_none());
 }
 
@@ -250,4 +284,231 @@ pub fn only_the_newest_login_states_of_a_session_are_kept(s: &dyn Store) {
         s.take_state("st9", Some("cookie-1"), 10).unwrap(),
         TakeState::Taken(_)
     ));
+}
+
+fn lease(token: &str, now: u64, until: u64) -> Lease {
+    Lease {
+        token: token.into(),
+        now,
+        until,
+    }
+}
+
+/// Linked session `id` of its own device, holding `tokens(n)` (its
+/// access token expires at 5000 + n).
+fn linked(s: &dyn Store, id: &str, n: u32) {
+    let code = format!("{:A>8}", n.to_string().replace(['0', '1'], "C"));
+    let mut new = session(id, &code, u64::MAX / 4);
+    new.dsn = format!("dsn-{id}");
+    assert!(s.create_session(&new).unwrap(), "{id}");
+    assert!(s.link(id, &tokens(n)).unwrap(), "{id}");
+}
+
+/// See the name.
+pub fn update_tokens_is_a_compare_and_swap_on_the_version(s: &dyn Store) {
+    linked(s, "s1", 1);
+    let v = s.session("s1").unwrap().unwrap().version;
+    assert!(s.update_tokens("s1", v, &tokens(2)).unwrap());
+    assert_eq!(s.session("s1").unwrap().unwrap().version, v + 1);
+    assert!(
+        !s.update_tokens("s1", v, &tokens(3)).unwrap(),
+        "a stale version writes nothing"
+    );
+    let got = s.session("s1").unwrap().unwrap();
+    assert_eq!(got.tokens.unwrap().refresh.expose(), "Atzr|2");
+    assert!(s.update_tokens("s1", v + 1, &tokens(4)).unwrap());
+    assert!(!s.update_tokens("nope", 0, &tokens(4)).unwrap());
+}
+
+/// See the name.
+pub fn one_holder_leases_a_refresh_until_it_releases_or_the_lease_runs_out(s: &dyn Store) {
+    linked(s, "s1", 1);
+    s.create_session(&session("pending", "PPPPPPPP", u64::MAX / 4))
+        .unwrap();
+    assert!(
+        s.lease_refresh("pending", &lease("a", 100, 200))
+            .unwrap()
+            .is_none()
+    );
+    let got = s.lease_refresh("s1", &lease("a", 100, 200)).unwrap();
+    assert_eq!(
+        got.expect("a free lease is taken")
+            .tokens
+            .unwrap()
+            .refresh
+            .expose(),
+        "Atzr|1",
+        "the session is read under the lease"
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("b", 150, 250))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("a", 160, 200))
+            .unwrap()
+            .is_some(),
+        "the holder may take it again"
+    );
+    s.release_refresh("s1", "b", None).unwrap();
+    assert!(
+        s.lease_refresh("s1", &lease("b", 170, 250))
+            .unwrap()
+            .is_none(),
+        "only the holder releases"
+    );
+    s.release_refresh("s1", "a", None).unwrap();
+    assert!(
+        s.lease_refresh("s1", &lease("b", 170, 250))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("c", 249, 300))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("c", 250, 300))
+            .unwrap()
+            .is_some(),
+        "an expired lease (a dead holder's) is taken over"
+    );
+}
+
+/// See the name.
+pub fn storing_refreshed_tokens_releases_the_lease(s: &dyn Store) {
+    linked(s, "s1", 1);
+    let got = s
+        .lease_refresh("s1", &lease("a", 100, 200))
+        .unwrap()
+        .unwrap();
+    assert!(s.update_tokens("s1", got.version, &tokens(2)).unwrap());
+    assert!(
+        s.lease_refresh("s1", &lease("b", 101, 200))
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// See the name.
+pub fn a_failed_refresh_holds_others_off_until_its_back_off(s: &dyn Store) {
+    linked(s, "s1", 1);
+    s.lease_refresh("s1", &lease("a", 100, 200))
+        .unwrap()
+        .unwrap();
+    s.release_refresh("s1", "a", Some(130)).unwrap();
+    assert!(
+        s.lease_refresh("s1", &lease("b", 129, 200))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("b", 130, 200))
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// See the name.
+pub fn background_leases_take_due_sessions_once_soonest_first(s: &dyn Store) {
+    for n in [3, 1, 2] {
+        linked(s, &format!("s{n}"), n);
+    }
+    s.create_session(&session("pending", "PPPPPPPP", u64::MAX / 4))
+        .unwrap();
+    let ids =
+        |v: Vec<Session>| -> Vec<String> { v.iter().map(|s| s.id.expose().to_string()).collect() };
+    let got = s.lease_due(5002, &lease("a", 100, 200), 10).unwrap();
+    assert_eq!(ids(got), ["s1", "s2"], "due by 5002, soonest first");
+    assert!(
+        s.lease_due(5002, &lease("b", 100, 200), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("b", 100, 200))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        ids(s.lease_due(9999, &lease("c", 100, 200), 1).unwrap()),
+        ["s3"]
+    );
+    assert!(
+        s.lease_due(9999, &lease("d", 199, 300), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(s.lease_due(9999, &lease("d", 200, 300), 10).unwrap()),
+        ["s1", "s2", "s3"],
+        "expired leases come back"
+    );
+}
+
+/// See the name.
+pub fn an_invalid_grant_after_the_version_moved_is_not_a_revocation(s: &dyn Store) {
+    linked(s, "s1", 1);
+    let v = s.session("s1").unwrap().unwrap().version;
+    assert!(s.update_tokens("s1", v, &tokens(2)).unwrap());
+    assert!(!s.revoke_if_unchanged("s1", v).unwrap());
+    let got = s.session("s1").unwrap().unwrap();
+    assert_eq!(got.status, Status::Linked);
+    assert!(s.revoke_if_unchanged("s1", got.version).unwrap());
+    let got = s.session("s1").unwrap().unwrap();
+    assert_eq!(got.status, Status::Revoked);
+    assert!(got.tokens.is_none());
+}
+
+/// See the name.
+pub fn exactly_one_of_many_concurrent_leases_wins(s: &dyn Store) {
+    linked(s, "s1", 1);
+    let won: usize = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|n| {
+                scope.spawn(move || {
+                    s.lease_refresh("s1", &lease(&format!("r{n}"), 100, 200))
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| usize::from(r.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(won, 1);
+}
+
+/// See the name.
+pub fn concurrent_background_leases_never_share_a_session(s: &dyn Store) {
+    for n in 1..=12 {
+        linked(s, &format!("s{n}"), n);
+    }
+    let mut got: Vec<String> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..4)
+            .map(|n| {
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = s
+                            .lease_due(9999, &lease(&format!("r{n}"), 100, 200), 2)
+                            .unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch.into_iter().map(|s| s.id.expose().to_string()));
+                    }
+                })
+            })
+            .collect();
+        racers.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
+    got.sort();
+    let mut want: Vec<String> = (1..=12).map(|n| format!("s{n}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every due session leased exactly once");
 }

@@ -56,6 +56,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "renew_server")]
         force: bool,
     },
+    /// Seal every refresh token and PKCE verifier in the database with the
+    /// newest key of storage.key_file (its last line), then forget the
+    /// older keys' checks so they may leave the file. Run it as the service
+    /// user; the service may keep running (restart it afterwards, so it
+    /// seals new values with the newest key too, and run this once more).
+    RotateKey,
     /// List or revoke device sessions in the service's database (run it as
     /// the service user; the service may keep running).
     Sessions {
@@ -133,6 +139,9 @@ pub fn main() -> ExitCode {
         }
         return super::sessions::main(&config, action);
     }
+    if let Some(Command::RotateKey) = &cli.command {
+        return rotate_key(&config);
+    }
     kit::logging::init(&config.log.level);
     // After logging starts, so the journal gets these at their priority.
     match owner {
@@ -191,6 +200,32 @@ async fn serve(config: CompanionConfig) -> ExitCode {
             // (`journalctl -p err`), not as a plain line of output.
             tracing::error!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `avs-companion rotate-key`.
+fn rotate_key(config: &CompanionConfig) -> ExitCode {
+    let Some(key_file) = &config.storage.key_file else {
+        eprintln!(
+            "avs-companion rotate-key: storage.key_file is not set; fix: make a key file (see the \
+             README's fleet section) and set storage.key_file"
+        );
+        return ExitCode::from(1);
+    };
+    let rotated = super::store::open_sealed(config).and_then(|s| s.rotate());
+    match rotated {
+        Ok(n) => {
+            println!(
+                "resealed {n} value(s) with the newest key of {}; once every instance has been \
+                 restarted and this has run again, older keys may leave the file",
+                key_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion rotate-key: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -150,6 +150,10 @@ pub struct StorageSection {
     pub password_file: Option<PathBuf>,
     /// PostgreSQL connections one instance keeps open at most.
     pub max_connections: usize,
+    /// Key file sealing refresh tokens and PKCE verifiers at rest (mode
+    /// 0600, owned by the service user; one `<id> <base64 key>` a line,
+    /// the newest last). Unset: they are stored in clear.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StorageSection {
@@ -159,6 +163,7 @@ impl Default for StorageSection {
             url: None,
             password_file: None,
             max_connections: 16,
+            key_file: None,
         }
     }
 }

@@ -92,6 +92,10 @@ impl StrictConfig for CompanionConfig {
             "the path of a file holding the database password, in quotes",
         ),
         (
+            "storage.key_file",
+            "the path of the key file sealing refresh tokens at rest, in quotes",
+        ),
+        (
             "storage.max_connections",
             "a whole number of connections, e.g. 16",
         ),
@@ -335,6 +339,11 @@ impl CompanionConfig {
                 "use a value from 1 to 1000, well under the server's max_connections divided by \
                  the number of instances",
             ));
+        }
+        if let Some(p) = &st.key_file
+            && let Err(e) = crate::store::seal::Keys::load(p)
+        {
+            out.push(Invalid::new("storage.key_file", e.0, e.1));
         }
         let Some(url) = &st.url else {
             if st.password_file.is_some() {

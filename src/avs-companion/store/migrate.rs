@@ -20,6 +20,10 @@ pub(super) const SQLITE: List = &[
         "V2__token_versions_and_refresh_leases",
         include_str!("migrations/sqlite/V2__token_versions_and_refresh_leases.sql"),
     ),
+    (
+        "V3__key_checks",
+        include_str!("migrations/sqlite/V3__key_checks.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations: the same versions and meaning as [`SQLITE`].
@@ -31,6 +35,10 @@ pub(super) const POSTGRES: List = &[
     (
         "V2__token_versions_and_refresh_leases",
         include_str!("migrations/postgres/V2__token_versions_and_refresh_leases.sql"),
+    ),
+    (
+        "V3__key_checks",
+        include_str!("migrations/postgres/V3__key_checks.sql"),
     ),
 ];
 

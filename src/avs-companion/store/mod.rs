@@ -7,6 +7,8 @@
 mod migrate;
 mod pg;
 mod pool;
+pub mod seal;
+mod sealed;
 mod sqlite;
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use kit::secret::Secret;
 pub use migrate::SchemaState;
 pub use pg::{PgOptions, PgStore};
+pub use sealed::SealedStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure.
@@ -45,6 +48,15 @@ pub enum StoreError {
         /// The URL (never a password).
         what: String,
         /// What went wrong, in words.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The key file does not fit the database, or a sealed value does not
+    /// open.
+    #[error("storage.key_file: {message}; fix: {fix}")]
+    Sealed {
+        /// What is wrong.
         message: String,
         /// What to do.
         fix: String,
@@ -209,6 +221,38 @@ pub enum TakeState {
     WrongBrowser,
 }
 
+/// Which secret column a [`SecretRow`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// `sessions.refresh_token`, keyed by session id.
+    Refresh,
+    /// `login_states.verifier`, keyed by state.
+    Verifier,
+}
+
+impl SecretKind {
+    /// The associated data a value of this kind in row `key` is sealed
+    /// with: a value moved to another row or column does not open.
+    pub fn aad(self, key: &str) -> String {
+        match self {
+            SecretKind::Refresh => format!("refresh_token:{key}"),
+            SecretKind::Verifier => format!("verifier:{key}"),
+        }
+    }
+}
+
+/// One stored secret as it lies in the database (sealed or, from before
+/// a key file, in clear), for `rotate-key`.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    /// Which column.
+    pub kind: SecretKind,
+    /// The session id or state naming the row.
+    pub key: String,
+    /// The stored value.
+    pub value: String,
+}
+
 /// Storage the flow needs. Methods block: call them through [`StoreHandle`].
 pub trait Store: Send + Sync + 'static {
     /// Insert a new session; `Ok(false)` if its registration code is taken.
@@ -281,16 +325,47 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError>;
     /// The ids of the sessions whose [`short_id`] starts with `prefix`.
     fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError>;
+    /// Every stored refresh token and verifier, as stored.
+    fn secrets(&self) -> Result<Vec<SecretRow>, StoreError>;
+    /// Replace a stored secret if it is still `old` (a refresh meanwhile
+    /// wins); `Ok(false)` if it changed or went.
+    fn replace_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
+    /// The key checks: (key id, check value) per key that sealed anything.
+    fn key_checks(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Record key `id`'s check value, if it has none yet.
+    fn add_key_check(&self, id: &str, check: &str) -> Result<(), StoreError>;
+    /// Forget every key check but `id`'s (after every value is sealed
+    /// with it).
+    fn retire_key_checks(&self, keep: &str) -> Result<(), StoreError>;
 }
 
 /// Open the store `config` names: PostgreSQL if `storage.url` is set,
 /// else the SQLite file. Blocking (it connects and migrates): call it off
 /// the async workers.
 pub fn open(config: &crate::config::CompanionConfig) -> Result<Arc<dyn Store>, StoreError> {
-    match &config.storage.url {
-        Some(url) => Ok(Arc::new(PgStore::open(&pg_options(config, url)?)?)),
-        None => Ok(Arc::new(SqliteStore::open(&config.database_path())?)),
-    }
+    Ok(Arc::new(open_sealed(config)?))
+}
+
+/// [`open`], as the sealing wrapper (for `rotate-key`).
+pub fn open_sealed(config: &crate::config::CompanionConfig) -> Result<SealedStore, StoreError> {
+    // The key first: a bad key file should not leave a migrated database.
+    let keys = match &config.storage.key_file {
+        Some(p) => Some(
+            seal::Keys::load(p).map_err(|(message, fix)| StoreError::Sealed { message, fix })?,
+        ),
+        None => None,
+    };
+    let inner: Arc<dyn Store> = match &config.storage.url {
+        Some(url) => Arc::new(PgStore::open(&pg_options(config, url)?)?),
+        None => Arc::new(SqliteStore::open(&config.database_path())?),
+    };
+    SealedStore::new(inner, keys)
 }
 
 /// Where the store `config` names stands, changing nothing: connects,

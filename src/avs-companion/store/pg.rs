@@ -12,7 +12,8 @@ use postgres::{Config, GenericClient, Row};
 
 use super::pool::{Pool, PoolError};
 use super::{
-    Lease, LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens,
+    Lease, LoginState, SecretKind, SecretRow, Session, SessionInfo, Status, Store, StoreError,
+    TakeState, Tokens,
 };
 use kit::secret::Secret;
 
@@ -622,5 +623,83 @@ impl Store for PgStore {
             }
         }
         Ok(out)
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretRow>, StoreError> {
+        let mut c = self.conn()?;
+        let mut out = Vec::new();
+        for (kind, sql) in [
+            (
+                SecretKind::Refresh,
+                "SELECT id, refresh_token FROM sessions WHERE refresh_token IS NOT NULL",
+            ),
+            (
+                SecretKind::Verifier,
+                "SELECT state, verifier FROM login_states",
+            ),
+        ] {
+            let rows = c.query(sql, &[]).map_err(|e| self.err(&e))?;
+            for r in rows {
+                out.push(SecretRow {
+                    kind,
+                    key: r.try_get(0).map_err(|e| self.err(&e))?,
+                    value: r.try_get(1).map_err(|e| self.err(&e))?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn replace_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = match kind {
+            SecretKind::Refresh => {
+                "UPDATE sessions SET refresh_token = $3 WHERE id = $1 AND refresh_token = $2"
+            }
+            SecretKind::Verifier => {
+                "UPDATE login_states SET verifier = $3 WHERE state = $1 AND verifier = $2"
+            }
+        };
+        self.conn()?
+            .execute(sql, &[&key, &old, &new])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(&e))
+    }
+
+    fn key_checks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT key_id, check_value FROM store_keys ORDER BY key_id",
+                &[],
+            )
+            .map_err(|e| self.err(&e))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(|e| self.err(&e))
+    }
+
+    fn add_key_check(&self, id: &str, check: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO store_keys (key_id, check_value) VALUES ($1, $2)
+                 ON CONFLICT (key_id) DO NOTHING",
+                &[&id, &check],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(&e))
+    }
+
+    fn retire_key_checks(&self, keep: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute("DELETE FROM store_keys WHERE key_id <> $1", &[&keep])
+            .map(|_| ())
+            .map_err(|e| self.err(&e))
     }
 }

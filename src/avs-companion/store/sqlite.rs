@@ -10,7 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Lease, LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens,
+    Lease, LoginState, SecretKind, SecretRow, Session, SessionInfo, Status, Store, StoreError,
+    TakeState, Tokens,
 };
 use kit::secret::Secret;
 
@@ -541,5 +542,80 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n)
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretRow>, StoreError> {
+        let conn = self.conn();
+        let mut out = Vec::new();
+        for (kind, sql) in [
+            (
+                SecretKind::Refresh,
+                "SELECT id, refresh_token FROM sessions WHERE refresh_token IS NOT NULL",
+            ),
+            (
+                SecretKind::Verifier,
+                "SELECT state, verifier FROM login_states",
+            ),
+        ] {
+            let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(key, value)| SecretRow { kind, key, value }),
+            );
+        }
+        Ok(out)
+    }
+
+    fn replace_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = match kind {
+            SecretKind::Refresh => {
+                "UPDATE sessions SET refresh_token = ?3 WHERE id = ?1 AND refresh_token = ?2"
+            }
+            SecretKind::Verifier => {
+                "UPDATE login_states SET verifier = ?3 WHERE state = ?1 AND verifier = ?2"
+            }
+        };
+        self.conn()
+            .execute(sql, params![key, old, new])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn key_checks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key_id, check_value FROM store_keys ORDER BY key_id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    fn add_key_check(&self, id: &str, check: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO store_keys (key_id, check_value) VALUES (?1, ?2)
+                 ON CONFLICT (key_id) DO NOTHING",
+                params![id, check],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn retire_key_checks(&self, keep: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM store_keys WHERE key_id <> ?1", [keep])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 }

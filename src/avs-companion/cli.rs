@@ -17,7 +17,8 @@ pub struct Cli {
     /// Config file.
     #[arg(long, default_value = DEFAULT_COMPANION_CONFIG, global = true)]
     pub config: PathBuf,
-    /// Check the config, print a summary, and exit (1 if it has problems).
+    /// Check the config and the database (reachable, login, schema
+    /// version), print a summary, and exit (1 if either has problems).
     #[arg(long)]
     pub check_config: bool,
     /// A subcommand instead of serving.
@@ -121,7 +122,27 @@ pub fn main() -> ExitCode {
     };
     if cli.check_config {
         print!("{}", config.summary(&cli.config));
-        return ExitCode::SUCCESS;
+        // Reachable, logged in, and a schema this program can use.
+        return match super::store::check(&config) {
+            Ok(state @ super::store::SchemaState::Ahead { .. }) => {
+                eprintln!(
+                    "{}: database {}: {}; fix: run the avs-companion version that migrated it (or \
+                     a newer one)",
+                    cli.config.display(),
+                    config.store_name(),
+                    state.describe()
+                );
+                ExitCode::from(1)
+            }
+            Ok(state) => {
+                println!("  schema:       {}", state.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
+                ExitCode::from(1)
+            }
+        };
     }
     // The SQLite file's owner; PostgreSQL checks its own logins.
     let owner = match config.storage.url {

@@ -95,3 +95,103 @@ fn check_config_connects_to_postgresql_and_says_what_is_wrong() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the database"), "{err}");
 }
+
+/// Instances A and B of the companion in-process, sharing one PostgreSQL
+/// database and a clock; the redirect URI (so every login link) is A's.
+struct Fleet {
+    env: Env,
+    sim: support::companion::Sim,
+    a: support::companion::Companion,
+    b: support::companion::Companion,
+    clock: std::sync::Arc<avs_companion::flow::ManualClock>,
+    _pg: Postgres,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+        let env = Env::new();
+        let url = pg.fresh_database();
+        let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirect = format!("https://{}/authresponse", la.local_addr().unwrap());
+        let sim = support::companion::Sim::start(&env, &redirect, &[]).await;
+        let clock = std::sync::Arc::new(avs_companion::flow::ManualClock::new());
+        let config = |l: &tokio::net::TcpListener| {
+            let toml = pg_toml(&env, &url, &pg.password_file())
+                .replace("https://localhost:8443/authresponse", &redirect)
+                .replace("https://127.0.0.1:9", &sim.base)
+                .replace("127.0.0.1:0", &l.local_addr().unwrap().to_string());
+            env.companion_config(&toml)
+        };
+        let (ca, cb) = (config(&la), config(&lb));
+        let a = support::companion::Companion::start(la, ca, clock.clone()).await;
+        let b = support::companion::Companion::start(lb, cb, clock.clone()).await;
+        Self {
+            env,
+            sim,
+            a,
+            b,
+            clock,
+            _pg: pg,
+        }
+    }
+
+    fn device(&self, c: &support::companion::Companion) -> support::companion::Device {
+        support::companion::Device {
+            client: self.env.client(),
+            base: c.base.clone(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_moves_between_instances_and_concurrent_polls_on_both_refresh_once() {
+    let f = Fleet::start().await;
+    let (a, b) = (f.device(&f.a), f.device(&f.b));
+    // Registered on B; the user logs in through A; the device polls B.
+    let (_, session, login_url) = b.register_ok("0001").await;
+    assert!(login_url.starts_with(&f.a.base), "{login_url}");
+    let browser = support::companion::Browser {
+        client: f.env.client_builder().cookie_store(true).build().unwrap(),
+    };
+    let consent = browser.open_device_page(&login_url).await;
+    let back = browser.consent(&consent, true).await;
+    let (status, page, _) = browser.get(&back).await;
+    assert_eq!(status, 200, "{page}");
+    f.clock.advance(5);
+    let (status, v) = b.poll(&session).await;
+    assert_eq!(status, 200, "{v}");
+    let first = v["access_token"].as_str().unwrap().to_string();
+
+    // Within the refresh margin: four polls at once, two on each instance,
+    // while the stand-in holds the refresh.
+    f.clock.advance(3100);
+    f.sim
+        .control("delay", serde_json::json!({"count": 1, "millis": 300}))
+        .await;
+    let (r1, r2, r3, r4) = tokio::join!(
+        a.poll(&session),
+        b.poll(&session),
+        a.poll(&session),
+        b.poll(&session)
+    );
+    let tokens: Vec<String> = [r1, r2, r3, r4]
+        .into_iter()
+        .map(|(status, v)| {
+            assert_eq!(status, 200, "{v}");
+            v["access_token"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0] && *t != first),
+        "one new token for all: {tokens:?}"
+    );
+    assert_eq!(f.sim.counter("refresh_grants").await, 1);
+    assert_eq!(
+        f.sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
+        None
+    );
+    f.a.stop().await;
+    f.b.stop().await;
+}

@@ -22,7 +22,7 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long a request whose stored token is still valid waits for another
 /// holder's refresh before it answers with the stored token.
-const HOLDER_WAIT: Duration = Duration::from_secs(2);
+const HOLDER_WAIT: Duration = Duration::from_secs(5);
 
 /// The longest `refusedToken` taken (LWA's access tokens are under 2 KiB).
 const MAX_REFUSED_TOKEN: usize = 4096;

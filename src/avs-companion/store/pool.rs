@@ -63,6 +63,25 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a blocking client runs its own small runtime, which
+        // panics on an async worker (where the service's last store handle
+        // may go): close them on a thread of their own there.
+        let idle = std::mem::take(&mut self.slots().idle);
+        if idle.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(idle));
+        } else {
+            drop(idle);
+        }
+    }
+}
+
 impl Pool {
     /// A pool of at most `max` connections made from `config`.
     pub(super) fn new(config: Config, max: usize, wait: Duration) -> Self {

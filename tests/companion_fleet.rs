@@ -104,14 +104,18 @@ struct Fleet {
     a: support::companion::Companion,
     b: support::companion::Companion,
     clock: std::sync::Arc<avs_companion::flow::ManualClock>,
-    _pg: Postgres,
+    pg: Postgres,
+    /// The database's name.
+    db: String,
 }
 
 impl Fleet {
-    async fn start() -> Self {
+    /// `lwa_extra`: lines added to both instances' `[lwa]`.
+    async fn start(lwa_extra: &str) -> Self {
         let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
         let env = Env::new();
         let url = pg.fresh_database();
+        let db = url.rsplit('/').next().unwrap().to_string();
         let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let redirect = format!("https://{}/authresponse", la.local_addr().unwrap());
@@ -121,7 +125,8 @@ impl Fleet {
             let toml = pg_toml(&env, &url, &pg.password_file())
                 .replace("https://localhost:8443/authresponse", &redirect)
                 .replace("https://127.0.0.1:9", &sim.base)
-                .replace("127.0.0.1:0", &l.local_addr().unwrap().to_string());
+                .replace("127.0.0.1:0", &l.local_addr().unwrap().to_string())
+                .replace("\n[products]", &format!("{lwa_extra}\n\n[products]"));
             env.companion_config(&toml)
         };
         let (ca, cb) = (config(&la), config(&lb));
@@ -133,8 +138,36 @@ impl Fleet {
             a,
             b,
             clock,
-            _pg: pg,
+            pg,
+            db,
         }
+    }
+
+    /// Register on B, log in through A, first token from B: the session id.
+    async fn link(&self, dsn: &str) -> String {
+        let (_, session, login_url) = self.device(&self.b).register_ok(dsn).await;
+        assert!(login_url.starts_with(&self.a.base), "{login_url}");
+        let browser = support::companion::Browser {
+            client: self
+                .env
+                .client_builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        };
+        let consent = browser.open_device_page(&login_url).await;
+        let back = browser.consent(&consent, true).await;
+        let (status, page, _) = browser.get(&back).await;
+        assert_eq!(status, 200, "{page}");
+        session
+    }
+
+    /// `sql`'s one value, from the shared database.
+    async fn query(&self, sql: &str) -> String {
+        let (pg, db, sql) = (&self.pg, self.db.clone(), sql.to_string());
+        tokio::task::block_in_place(|| pg.psql(&db, &sql))
+            .trim()
+            .to_string()
     }
 
     fn device(&self, c: &support::companion::Companion) -> support::companion::Device {
@@ -147,18 +180,10 @@ impl Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_moves_between_instances_and_concurrent_polls_on_both_refresh_once() {
-    let f = Fleet::start().await;
+    let f = Fleet::start("").await;
     let (a, b) = (f.device(&f.a), f.device(&f.b));
     // Registered on B; the user logs in through A; the device polls B.
-    let (_, session, login_url) = b.register_ok("0001").await;
-    assert!(login_url.starts_with(&f.a.base), "{login_url}");
-    let browser = support::companion::Browser {
-        client: f.env.client_builder().cookie_store(true).build().unwrap(),
-    };
-    let consent = browser.open_device_page(&login_url).await;
-    let back = browser.consent(&consent, true).await;
-    let (status, page, _) = browser.get(&back).await;
-    assert_eq!(status, 200, "{page}");
+    let session = f.link("0001").await;
     f.clock.advance(5);
     let (status, v) = b.poll(&session).await;
     assert_eq!(status, 200, "{v}");
@@ -192,6 +217,50 @@ async fn a_login_moves_between_instances_and_concurrent_polls_on_both_refresh_on
         f.sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
         None
     );
+    f.a.stop().await;
+    f.b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_refresh_on_two_instances_refreshes_each_due_session_once() {
+    let f = Fleet::start("background_refreshes_per_second = 2").await;
+    let n = 6;
+    for i in 0..n {
+        f.link(&format!("bg-{i}")).await;
+    }
+    assert_eq!(
+        f.query("SELECT count(*) FROM sessions WHERE status = 'linked' AND token_version = 1")
+            .await,
+        n.to_string()
+    );
+    assert_eq!(f.sim.counter("refresh_grants").await, 0, "not due yet");
+    // Into every session's refresh margin: both instances' refreshers
+    // lease them, without any device asking.
+    f.clock.advance(3100);
+    let done = format!(
+        "SELECT count(*) = {n} FROM sessions WHERE token_version = 2 AND lease_token IS NULL"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f.query(&done).await != "t" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every session refreshed: {}",
+            f.query("SELECT string_agg(token_version || '/' || coalesce(lease_token, '-'), ' ') FROM sessions").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // No lease is held, so no refresh is under way: each session was
+    // refreshed once, by one of the two instances.
+    assert_eq!(f.sim.counter("refresh_grants").await, n);
+    assert_eq!(
+        f.sim.get("counters").await["errors"]["invalid_grant"].as_u64(),
+        None
+    );
+    // The devices get the refreshed tokens from the database.
+    let stored = f
+        .query("SELECT count(DISTINCT access_token) FROM sessions WHERE access_expires_at > 0")
+        .await;
+    assert_eq!(stored, n.to_string());
     f.a.stop().await;
     f.b.stop().await;
 }

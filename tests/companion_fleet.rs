@@ -264,3 +264,44 @@ async fn background_refresh_on_two_instances_refreshes_each_due_session_once() {
     f.a.stop().await;
     f.b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_away_valid_tokens_still_answer_and_nothing_is_lost() {
+    let mut f = Fleet::start("").await;
+    let (a, b) = (f.device(&f.a), f.device(&f.b));
+    let session = f.link("0001").await;
+    f.clock.advance(5);
+    let (status, v) = b.poll(&session).await;
+    assert_eq!(status, 200, "{v}");
+    let first = v["access_token"].as_str().unwrap().to_string();
+
+    tokio::task::block_in_place(|| f.pg.stop());
+    let (status, v) = b.poll(&session).await;
+    assert_eq!(
+        (status, v["access_token"].as_str()),
+        (200, Some(first.as_str())),
+        "{v}"
+    );
+    let (status, v) = a.poll(&session).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (500, Some("server_error")),
+        "A never gave this session a token: {v}"
+    );
+
+    tokio::task::block_in_place(|| f.pg.resume());
+    let (status, v) = a.poll(&session).await;
+    assert_eq!(
+        (status, v["access_token"].as_str()),
+        (200, Some(first.as_str())),
+        "{v}"
+    );
+    // Refreshes work again once it is back, through reconnected pools.
+    f.clock.advance(3100);
+    let (status, v) = b.poll(&session).await;
+    assert_eq!(status, 200, "{v}");
+    assert_ne!(v["access_token"].as_str(), Some(first.as_str()));
+    assert_eq!(f.sim.counter("refresh_grants").await, 1);
+    f.a.stop().await;
+    f.b.stop().await;
+}

@@ -182,14 +182,36 @@ pub async fn access_token(
             "unknown session: register again with POST /provision/regCode",
         )
     };
-    let session = load(flow, &id).await?.ok_or_else(unknown)?;
+    let session = match load(flow, &id).await {
+        Ok(s) => s.ok_or_else(unknown)?,
+        Err(e) => {
+            // The database is unreachable: a token still valid is better
+            // than an error (not the one AVS refused, of course).
+            let now = flow.now();
+            if refused.is_none()
+                && let Some(c) = flow.token_cache.get(&id, now)
+            {
+                check_cert(flow, cert_names, &c.product_id, &c.dsn)?;
+                tracing::warn!("the database is unreachable; answered from the token cache");
+                return Ok(json!({
+                    "access_token": c.access.expose(),
+                    "token_type": "bearer",
+                    "expires_in": c.expires_at.saturating_sub(now),
+                }));
+            }
+            return Err(e);
+        }
+    };
     check_cert(flow, cert_names, &session.product_id, &session.dsn)?;
     let now = flow.now();
     match session.status {
-        Status::Denied | Status::Revoked => Err(DeviceError::bad(
-            "access_denied",
-            "the user refused or revoked access: register again",
-        )),
+        Status::Denied | Status::Revoked => {
+            flow.token_cache.remove(&id);
+            Err(DeviceError::bad(
+                "access_denied",
+                "the user refused or revoked access: register again",
+            ))
+        }
         Status::Pending => {
             if now >= session.reg_expires_at {
                 return Err(DeviceError::bad(
@@ -222,7 +244,28 @@ pub async fn access_token(
                 ))
             }
         }
-        Status::Linked => linked(flow, &id, session, refused).await,
+        Status::Linked => {
+            let (product_id, dsn) = (session.product_id.clone(), session.dsn.clone());
+            let answer = linked(flow, &id, session, refused).await;
+            match &answer {
+                Ok(v) => {
+                    if let (Some(access), Some(expires_in)) =
+                        (v["access_token"].as_str(), v["expires_in"].as_u64())
+                    {
+                        let cached = super::token_cache::Cached {
+                            access: Secret::new(access),
+                            expires_at: now + expires_in,
+                            product_id,
+                            dsn,
+                        };
+                        flow.token_cache.put(&id, cached, now);
+                    }
+                }
+                Err(e) if e.error == "access_denied" => flow.token_cache.remove(&id),
+                Err(_) => {}
+            }
+            answer
+        }
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Flow {
     pub refused: super::device::RefusalLimiter,
     /// Sign-ins that linked a device lately, for a reloaded success page.
     pub recent_links: super::recent::RecentLinks,
+    /// The last token each session was given, for when the database is
+    /// unreachable.
+    pub token_cache: super::token_cache::TokenCache,
 }
 
 impl Flow {
@@ -104,6 +107,7 @@ impl Flow {
             clock,
             refused,
             recent_links: Default::default(),
+            token_cache: Default::default(),
         }
     }
 

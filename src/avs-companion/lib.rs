@@ -46,6 +46,7 @@ pub mod revoke;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod token_cache;
 
 pub use config::CompanionConfig;
 pub use server::{run, run_with_clock};

@@ -63,15 +63,45 @@ fn check_config_connects_to_postgresql_and_says_what_is_wrong() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(", current"), "{out}");
 
+    // Sealed with key k1: the check opens the database's key check with
+    // the key file, and tells a different key apart.
+    let key = env.dir.path().join("store.key");
+    let write_key = || {
+        std::fs::write(
+            &key,
+            avs_companion::store::seal::new_key_line("k1").unwrap(),
+        )
+        .unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    };
+    write_key();
+    let original = std::fs::read(&key).unwrap();
+    config.storage.key_file = Some(key.clone());
+    drop(avs_companion::store::open(&config).unwrap());
+    let with_key =
+        pg_toml(&env, &url, &pg.password_file()) + &format!("key_file = \"{}\"\n", key.display());
+    let (code, out, err) = check(&env, &with_key);
+    assert_eq!(code, 0, "{out}{err}");
+    write_key();
+    let (code, _, err) = check(&env, &with_key);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("key `k1` in storage.key_file is not the key this database was sealed with"),
+        "{err}"
+    );
+    std::fs::write(&key, original).unwrap();
+    let key_line = format!("key_file = \"{}\"\n", key.display());
+
     let wrong = env.dir.path().join("wrong-password");
     std::fs::write(&wrong, "nope\n").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (code, _, err) = check(&env, &pg_toml(&env, &url, &wrong));
+    let (code, _, err) = check(&env, &(pg_toml(&env, &url, &wrong) + &key_line));
     assert_eq!(code, 1);
     assert!(err.contains("authentication failed"), "{err}");
 
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let (code, _, err) = check(&env, &pg_toml(&env, &url, &wrong));
+    let (code, _, err) = check(&env, &(pg_toml(&env, &url, &wrong) + &key_line));
     assert_eq!(code, 1);
     assert!(
         err.contains("storage.password_file") && err.contains("chmod 600"),
@@ -83,7 +113,10 @@ fn check_config_connects_to_postgresql_and_says_what_is_wrong() {
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
          VALUES (99, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
     );
-    let (code, _, err) = check(&env, &pg_toml(&env, &url, &pg.password_file()));
+    let (code, _, err) = check(
+        &env,
+        &(pg_toml(&env, &url, &pg.password_file()) + &key_line),
+    );
     assert_eq!(code, 1);
     assert!(
         err.contains("schema version 99 is newer than this avs-companion knows"),
@@ -91,7 +124,10 @@ fn check_config_connects_to_postgresql_and_says_what_is_wrong() {
     );
 
     pg.stop();
-    let (code, _, err) = check(&env, &pg_toml(&env, &url, &pg.password_file()));
+    let (code, _, err) = check(
+        &env,
+        &(pg_toml(&env, &url, &pg.password_file()) + &key_line),
+    );
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the database"), "{err}");
 }

@@ -518,7 +518,7 @@ pub fn read_secret(path: &Path) -> Result<Secret, (String, String)> {
     if mode & 0o077 != 0 {
         return Err((
             format!(
-                "`{}` has mode {mode:04o}: group or others can read the client secret",
+                "`{}` has mode {mode:04o}: group or others can read the secret in it",
                 path.display()
             ),
             format!("run: chmod 600 {}", path.display()),

@@ -355,12 +355,7 @@ pub fn open(config: &crate::config::CompanionConfig) -> Result<Arc<dyn Store>, S
 /// [`open`], as the sealing wrapper (for `rotate-key`).
 pub fn open_sealed(config: &crate::config::CompanionConfig) -> Result<SealedStore, StoreError> {
     // The key first: a bad key file should not leave a migrated database.
-    let keys = match &config.storage.key_file {
-        Some(p) => Some(
-            seal::Keys::load(p).map_err(|(message, fix)| StoreError::Sealed { message, fix })?,
-        ),
-        None => None,
-    };
+    let keys = load_keys(config)?;
     let inner: Arc<dyn Store> = match &config.storage.url {
         Some(url) => Arc::new(PgStore::open(&pg_options(config, url)?)?),
         None => Arc::new(SqliteStore::open(&config.database_path())?),
@@ -371,36 +366,67 @@ pub fn open_sealed(config: &crate::config::CompanionConfig) -> Result<SealedStor
 /// Where the store `config` names stands, changing nothing: connects,
 /// logs in and reads the schema version (`--check-config`).
 pub fn check(config: &crate::config::CompanionConfig) -> Result<SchemaState, StoreError> {
-    match &config.storage.url {
-        Some(url) => PgStore::check(&pg_options(config, url)?),
-        None => {
-            let path = config.database_path();
-            if !path.exists() {
-                return Ok(SchemaState::Behind {
-                    at: None,
-                    want: migrate::latest(migrate::SQLITE),
-                });
-            }
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            );
-            let shown = path.display().to_string();
-            let mut conn = conn.map_err(|source| StoreError::Db {
-                path: shown.clone(),
-                source,
-            })?;
-            let history = sqlite::has_history(&conn).map_err(|source| StoreError::Db {
-                path: shown.clone(),
-                source,
-            })?;
-            migrate::state(migrate::SQLITE, &mut conn, history).map_err(|e| StoreError::Schema {
-                what: shown,
-                message: format!("cannot read the schema history: {e}"),
-                fix: "check that the file is an avs-companion database".into(),
-            })
-        }
+    let keys = load_keys(config)?;
+    let (state, checks) = match &config.storage.url {
+        Some(url) => PgStore::check(&pg_options(config, url)?)?,
+        None => check_sqlite(&config.database_path())?,
+    };
+    // A wrong key file, told now rather than at the service's start.
+    sealed::check_keys(keys.as_ref(), &checks)?;
+    Ok(state)
+}
+
+fn load_keys(config: &crate::config::CompanionConfig) -> Result<Option<seal::Keys>, StoreError> {
+    config
+        .storage
+        .key_file
+        .as_ref()
+        .map(|p| seal::Keys::load(p).map_err(|(message, fix)| StoreError::Sealed { message, fix }))
+        .transpose()
+}
+
+/// The SQLite file's schema and key checks, read-only.
+fn check_sqlite(
+    path: &std::path::Path,
+) -> Result<(SchemaState, Vec<(String, String)>), StoreError> {
+    let want = migrate::latest(migrate::SQLITE);
+    if !path.exists() {
+        return Ok((SchemaState::Behind { at: None, want }, Vec::new()));
     }
+    let shown = path.display().to_string();
+    let db = |source| StoreError::Db {
+        path: shown.clone(),
+        source,
+    };
+    let mut conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(db)?;
+    let history = sqlite::has_history(&conn).map_err(db)?;
+    let state =
+        migrate::state(migrate::SQLITE, &mut conn, history).map_err(|e| StoreError::Schema {
+            what: shown.clone(),
+            message: format!("cannot read the schema history: {e}"),
+            fix: "check that the file is an avs-companion database".into(),
+        })?;
+    let has_keys: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'store_keys'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    let mut checks = Vec::new();
+    if has_keys {
+        let mut stmt = conn
+            .prepare("SELECT key_id, check_value FROM store_keys")
+            .map_err(db)?;
+        checks = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db)?;
+    }
+    Ok((state, checks))
 }
 
 fn pg_options(config: &crate::config::CompanionConfig, url: &str) -> Result<PgOptions, StoreError> {

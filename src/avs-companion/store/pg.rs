@@ -134,7 +134,10 @@ impl PgStore {
 
     /// Where the schema stands, without changing anything (for
     /// `--check-config`).
-    pub fn check(opts: &PgOptions) -> Result<super::SchemaState, StoreError> {
+    /// Also returns the database's key checks (see `store::seal`).
+    pub fn check(
+        opts: &PgOptions,
+    ) -> Result<(super::SchemaState, Vec<(String, String)>), StoreError> {
         let what = redact(&opts.url);
         let mut c = opts.config()?.connect(postgres::NoTls).map_err(|e| {
             let (message, fix) = explain(&e);
@@ -152,13 +155,32 @@ impl PgStore {
                 fix,
             }
         })?;
-        super::migrate::state(super::migrate::POSTGRES, &mut c, history).map_err(|e| {
-            StoreError::Schema {
-                what,
-                message: format!("cannot read the schema history: {e}"),
-                fix: "check that the database user may read the tables".into(),
-            }
-        })
+        let state =
+            super::migrate::state(super::migrate::POSTGRES, &mut c, history).map_err(|e| {
+                StoreError::Schema {
+                    what: what.clone(),
+                    message: format!("cannot read the schema history: {e}"),
+                    fix: "check that the database user may read the tables".into(),
+                }
+            })?;
+        let read_checks =
+            |c: &mut postgres::Client| -> Result<Vec<(String, String)>, postgres::Error> {
+                let has: bool = c
+                    .query_one("SELECT to_regclass('store_keys') IS NOT NULL", &[])?
+                    .try_get(0)?;
+                if !has {
+                    return Ok(Vec::new());
+                }
+                c.query("SELECT key_id, check_value FROM store_keys", &[])?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+            };
+        let checks = read_checks(&mut c).map_err(|e| {
+            let (message, fix) = explain(&e);
+            StoreError::Pg { what, message, fix }
+        })?;
+        Ok((state, checks))
     }
 
     fn conn(&self) -> Result<super::pool::Conn<'_>, StoreError> {

@@ -29,6 +29,46 @@ fn sealed_err(e: SealError) -> StoreError {
     }
 }
 
+/// Check `keys` against the database's key `checks`: every key that sealed
+/// something must be in the file and be the same key. The active key: the
+/// file's newest one the database has a check for (`None`: no key yet).
+pub(super) fn check_keys(
+    keys: Option<&Keys>,
+    checks: &[(String, String)],
+) -> Result<Option<String>, StoreError> {
+    let Some(keys) = keys else {
+        if let Some((id, _)) = checks.first() {
+            return Err(StoreError::Sealed {
+                message: format!(
+                    "the database holds refresh tokens sealed with key `{id}` but \
+                     storage.key_file is not set"
+                ),
+                fix: "set storage.key_file to the key file this database was used with".into(),
+            });
+        }
+        return Ok(None);
+    };
+    for (id, check) in checks {
+        if !keys.ids().any(|k| k == id) {
+            return Err(StoreError::Sealed {
+                message: format!(
+                    "the database holds values sealed with key `{id}`, which storage.key_file lacks"
+                ),
+                fix: format!(
+                    "put key `{id}` back into storage.key_file (after `avs-companion rotate-key` \
+                     no value needs it any more)"
+                ),
+            });
+        }
+        keys.verify_check(id, check).map_err(sealed_err)?;
+    }
+    Ok(keys
+        .ids()
+        .filter(|k| checks.iter().any(|(id, _)| id == k))
+        .last()
+        .map(str::to_string))
+}
+
 impl SealedStore {
     /// Wrap `inner`, checking the key file against the database: every key
     /// that sealed something must be in the file and be the same key. A
@@ -36,41 +76,14 @@ impl SealedStore {
     /// file's newest key.
     pub fn new(inner: Arc<dyn Store>, keys: Option<Keys>) -> Result<Self, StoreError> {
         let checks = inner.key_checks()?;
+        let active = check_keys(keys.as_ref(), &checks)?;
         let Some(keys) = keys else {
-            if let Some((id, _)) = checks.first() {
-                return Err(StoreError::Sealed {
-                    message: format!(
-                        "the database holds refresh tokens sealed with key `{id}` but \
-                         storage.key_file is not set"
-                    ),
-                    fix: "set storage.key_file to the key file this database was used with".into(),
-                });
-            }
             return Ok(Self {
                 inner,
                 keys: None,
                 active: String::new(),
             });
         };
-        for (id, check) in &checks {
-            if !keys.ids().any(|k| k == id) {
-                return Err(StoreError::Sealed {
-                    message: format!(
-                        "the database holds values sealed with key `{id}`, which storage.key_file lacks"
-                    ),
-                    fix: format!(
-                        "put key `{id}` back into storage.key_file (after `avs-companion rotate-key` \
-                         no value needs it any more)"
-                    ),
-                });
-            }
-            keys.verify_check(id, check).map_err(sealed_err)?;
-        }
-        let active = keys
-            .ids()
-            .filter(|k| checks.iter().any(|(id, _)| id == k))
-            .last()
-            .map(str::to_string);
         let first_key = active.is_none();
         let active = active.unwrap_or_else(|| keys.newest().to_string());
         let store = Self {

@@ -16,9 +16,12 @@ fn enabled_sample(dir: &Path) -> String {
     let mut out = String::new();
     for line in SAMPLE.lines() {
         let body = line.strip_prefix("# ").unwrap_or("");
-        let is_key = body
-            .split_once(" = ")
-            .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' '));
+        // storage.url and its password_file stay off (they switch from the
+        // sample's SQLite file to a PostgreSQL server), and so does the
+        // key file the sample only describes.
+        let is_key = body.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && !k.contains(' ') && !matches!(k, "url" | "password_file" | "key_file")
+        });
         out.push_str(if is_key { body } else { line });
         out.push('\n');
     }

@@ -22,6 +22,9 @@ _avs__companion() {
             avs__companion,make-certs)
                 cmd="avs__companion__subcmd__make__subcmd__certs"
                 ;;
+            avs__companion,rotate-key)
+                cmd="avs__companion__subcmd__rotate__subcmd__key"
+                ;;
             avs__companion,sessions)
                 cmd="avs__companion__subcmd__sessions"
                 ;;
@@ -30,6 +33,9 @@ _avs__companion() {
                 ;;
             avs__companion__subcmd__help,make-certs)
                 cmd="avs__companion__subcmd__help__subcmd__make__subcmd__certs"
+                ;;
+            avs__companion__subcmd__help,rotate-key)
+                cmd="avs__companion__subcmd__help__subcmd__rotate__subcmd__key"
                 ;;
             avs__companion__subcmd__help,sessions)
                 cmd="avs__companion__subcmd__help__subcmd__sessions"
@@ -65,7 +71,7 @@ _avs__companion() {
 
     case "${cmd}" in
         avs__companion)
-            opts="-h -V --config --check-config --help --version make-certs sessions help"
+            opts="-h -V --config --check-config --help --version make-certs rotate-key sessions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -83,7 +89,7 @@ _avs__companion() {
             return 0
             ;;
         avs__subcmd__companion__subcmd__help)
-            opts="make-certs sessions help"
+            opts="make-certs rotate-key sessions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +117,20 @@ _avs__companion() {
             return 0
             ;;
         avs__subcmd__companion__subcmd__help__subcmd__make__subcmd__certs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        avs__subcmd__companion__subcmd__help__subcmd__rotate__subcmd__key)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -189,6 +209,24 @@ _avs__companion() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        avs__subcmd__companion__subcmd__rotate__subcmd__key)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

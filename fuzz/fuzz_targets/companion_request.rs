@@ -128,6 +128,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
         interval: 5,
         last_poll_at: None,
         tokens: None,
+        version: 0,
     };
     assert!(sqlite.create_session(&linked).expect("create session"));
     let tokens = Tokens {

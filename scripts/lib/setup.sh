@@ -68,6 +68,8 @@ need_nextest() {
 # setpriv, ALSA headers for cpal, pkg-config, g++ for libFuzzer, and zbarimg
 # (zbar-tools) that reads back the QR code avsctl login prints, haproxy
 # (the load balancer the multi-instance companion tests start in front of
-# it), and python3-jeepney, libglib2.0-dev, libglib2.0-dev-bin: the D-Bus
-# client examples in dbus/examples/ that tests/dbus_examples.rs builds and runs.
-BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools haproxy python3-jeepney libglib2.0-dev libglib2.0-dev-bin)
+# it), the PostgreSQL server and psql the companion's store tests start as
+# `nobody`, and python3-jeepney, libglib2.0-dev, libglib2.0-dev-bin: the
+# D-Bus client examples in dbus/examples/ that tests/dbus_examples.rs builds
+# and runs.
+BASE_APT=(dbus-daemon dbus-bin systemd util-linux libasound2-dev pkg-config ca-certificates g++ zbar-tools haproxy postgresql python3-jeepney libglib2.0-dev libglib2.0-dev-bin)

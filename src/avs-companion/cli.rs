@@ -17,7 +17,8 @@ pub struct Cli {
     /// Config file.
     #[arg(long, default_value = DEFAULT_COMPANION_CONFIG, global = true)]
     pub config: PathBuf,
-    /// Check the config, print a summary, and exit (1 if it has problems).
+    /// Check the config and the database (reachable, login, schema
+    /// version), print a summary, and exit (1 if either has problems).
     #[arg(long)]
     pub check_config: bool,
     /// A subcommand instead of serving.
@@ -56,6 +57,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "renew_server")]
         force: bool,
     },
+    /// Seal every refresh token and PKCE verifier in the database with the
+    /// newest key of storage.key_file (its last line), then forget the
+    /// older keys' checks so they may leave the file. Run it as the service
+    /// user; the service may keep running (restart it afterwards, so it
+    /// seals new values with the newest key too, and run this once more).
+    RotateKey,
     /// List or revoke device sessions in the service's database (run it as
     /// the service user; the service may keep running).
     Sessions {
@@ -115,9 +122,33 @@ pub fn main() -> ExitCode {
     };
     if cli.check_config {
         print!("{}", config.summary(&cli.config));
-        return ExitCode::SUCCESS;
+        // Reachable, logged in, and a schema this program can use.
+        return match super::store::check(&config) {
+            Ok(state @ super::store::SchemaState::Ahead { .. }) => {
+                eprintln!(
+                    "{}: database {}: {}; fix: run the avs-companion version that migrated it (or \
+                     a newer one)",
+                    cli.config.display(),
+                    config.store_name(),
+                    state.describe()
+                );
+                ExitCode::from(1)
+            }
+            Ok(state) => {
+                println!("  schema:       {}", state.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
+                ExitCode::from(1)
+            }
+        };
     }
-    let owner = super::owner::check(&config.database_path());
+    // The SQLite file's owner; PostgreSQL checks its own logins.
+    let owner = match config.storage.url {
+        None => super::owner::check(&config.database_path()),
+        Some(_) => super::owner::Verdict::Fine,
+    };
     if let Some(Command::Sessions { action }) = &cli.command {
         match owner {
             super::owner::Verdict::Refuse(why) => {
@@ -128,6 +159,9 @@ pub fn main() -> ExitCode {
             super::owner::Verdict::Fine => {}
         }
         return super::sessions::main(&config, action);
+    }
+    if let Some(Command::RotateKey) = &cli.command {
+        return rotate_key(&config);
     }
     kit::logging::init(&config.log.level);
     // After logging starts, so the journal gets these at their priority.
@@ -187,6 +221,32 @@ async fn serve(config: CompanionConfig) -> ExitCode {
             // (`journalctl -p err`), not as a plain line of output.
             tracing::error!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `avs-companion rotate-key`.
+fn rotate_key(config: &CompanionConfig) -> ExitCode {
+    let Some(key_file) = &config.storage.key_file else {
+        eprintln!(
+            "avs-companion rotate-key: storage.key_file is not set; fix: make a key file (see the \
+             README's fleet section) and set storage.key_file"
+        );
+        return ExitCode::from(1);
+    };
+    let rotated = super::store::open_sealed(config).and_then(|s| s.rotate());
+    match rotated {
+        Ok(n) => {
+            println!(
+                "resealed {n} value(s) with the newest key of {}; once every instance has been \
+                 restarted and this has run again, older keys may leave the file",
+                key_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avs-companion rotate-key: {e}");
+            ExitCode::from(1)
         }
     }
 }

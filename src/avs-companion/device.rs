@@ -10,9 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::flow::{Flow, RETRY_BUDGET, ct_eq, with_retry};
+use super::flow::{Flow, RETRY_BUDGET, ct_eq};
 use super::store::{Session, Status, Tokens};
-use kit::backoff::Backoff;
 use kit::secret::Secret;
 
 /// RFC 8628 adds this much to the interval after each `slow_down`.
@@ -20,6 +19,10 @@ const SLOW_DOWN_STEP: u64 = 5;
 
 /// The window of [`RefusalLimiter`].
 const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a request whose stored token is still valid waits for another
+/// holder's refresh before it answers with the stored token.
+const HOLDER_WAIT: Duration = Duration::from_secs(5);
 
 /// The longest `refusedToken` taken (LWA's access tokens are under 2 KiB).
 const MAX_REFUSED_TOKEN: usize = 4096;
@@ -179,14 +182,36 @@ pub async fn access_token(
             "unknown session: register again with POST /provision/regCode",
         )
     };
-    let session = load(flow, &id).await?.ok_or_else(unknown)?;
+    let session = match load(flow, &id).await {
+        Ok(s) => s.ok_or_else(unknown)?,
+        Err(e) => {
+            // The database is unreachable: a token still valid is better
+            // than an error (not the one AVS refused, of course).
+            let now = flow.now();
+            if refused.is_none()
+                && let Some(c) = flow.token_cache.get(&id, now)
+            {
+                check_cert(flow, cert_names, &c.product_id, &c.dsn)?;
+                tracing::warn!("the database is unreachable; answered from the token cache");
+                return Ok(json!({
+                    "access_token": c.access.expose(),
+                    "token_type": "bearer",
+                    "expires_in": c.expires_at.saturating_sub(now),
+                }));
+            }
+            return Err(e);
+        }
+    };
     check_cert(flow, cert_names, &session.product_id, &session.dsn)?;
     let now = flow.now();
     match session.status {
-        Status::Denied | Status::Revoked => Err(DeviceError::bad(
-            "access_denied",
-            "the user refused or revoked access: register again",
-        )),
+        Status::Denied | Status::Revoked => {
+            flow.token_cache.remove(&id);
+            Err(DeviceError::bad(
+                "access_denied",
+                "the user refused or revoked access: register again",
+            ))
+        }
         Status::Pending => {
             if now >= session.reg_expires_at {
                 return Err(DeviceError::bad(
@@ -219,7 +244,28 @@ pub async fn access_token(
                 ))
             }
         }
-        Status::Linked => linked(flow, &id, session, refused).await,
+        Status::Linked => {
+            let (product_id, dsn) = (session.product_id.clone(), session.dsn.clone());
+            let answer = linked(flow, &id, session, refused).await;
+            match &answer {
+                Ok(v) => {
+                    if let (Some(access), Some(expires_in)) =
+                        (v["access_token"].as_str(), v["expires_in"].as_u64())
+                    {
+                        let cached = super::token_cache::Cached {
+                            access: Secret::new(access),
+                            expires_at: now + expires_in,
+                            product_id,
+                            dsn,
+                        };
+                        flow.token_cache.put(&id, cached, now);
+                    }
+                }
+                Err(e) if e.error == "access_denied" => flow.token_cache.remove(&id),
+                Err(_) => {}
+            }
+            answer
+        }
     }
 }
 
@@ -240,7 +286,8 @@ fn token_json(t: &Tokens, now: u64) -> Value {
 }
 
 /// A linked session: the cached token while it has more than the margin
-/// left, else a refresh (one at a time per session, retried with back-off).
+/// left, else a refresh by whoever holds the session's refresh lease (see
+/// [`super::refresh`]), retried with back-off.
 /// With `refused` (the token AVS answered 403 to): the cached token if it
 /// is another one (someone refreshed already), else a refresh now, within
 /// the session's [`RefusalLimiter`] allowance.
@@ -273,22 +320,89 @@ async fn linked(
     if let Some(v) = cached(&session, flow.now()) {
         return Ok(v);
     }
-    let lock = flow.refresh_lock(id);
-    let _guard = lock.lock().await;
-    // Another request may have refreshed while this one waited.
-    let session = load(flow, id)
-        .await?
-        .ok_or_else(|| DeviceError::bad("invalid_session", "unknown session: register again"))?;
-    if session.status != Status::Linked {
-        return Err(DeviceError::bad(
-            "access_denied",
-            "the user revoked access: register again",
-        ));
+    // The refresh lease, shared by every instance: whoever holds it
+    // refreshes; the others answer from the database.
+    let start = tokio::time::Instant::now();
+    loop {
+        let lease = super::refresh::new_lease(flow);
+        let taking = lease.clone();
+        let key = id.to_string();
+        let leased = flow
+            .store
+            .call(move |s| s.lease_refresh(&key, &taking))
+            .await
+            .map_err(|_| DeviceError::internal())?;
+        let Some(session) = leased else {
+            let session = load(flow, id).await?.ok_or_else(|| {
+                DeviceError::bad("invalid_session", "unknown session: register again")
+            })?;
+            if session.status != Status::Linked {
+                return Err(DeviceError::bad(
+                    "access_denied",
+                    "the user revoked access: register again",
+                ));
+            }
+            let now = flow.now();
+            if let Some(v) = cached(&session, now) {
+                return Ok(v);
+            }
+            // Someone else is refreshing: wait for its new token, but not
+            // long while the stored one is still valid (a held lease may be
+            // a failed refresh's back-off), unless AVS refused that one.
+            let valid = session
+                .tokens
+                .as_ref()
+                .filter(|t| t.access_expires_at > now && refused.is_none());
+            let patience = if valid.is_some() {
+                HOLDER_WAIT
+            } else {
+                RETRY_BUDGET
+            };
+            if start.elapsed() >= patience {
+                return match valid {
+                    Some(t) => Ok(token_json(t, now)),
+                    None => Err(unavailable()),
+                };
+            }
+            let wait = rand::Rng::random_range(&mut rand::rng(), 50..250);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            continue;
+        };
+        return refresh_under_lease(flow, id, session, lease, refused.as_ref(), &cached).await;
     }
+}
+
+fn unavailable() -> DeviceError {
+    DeviceError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "Login with Amazon is unreachable; retry in a minute",
+    )
+}
+
+/// The on-demand refresh, holding the session's lease: re-check (someone
+/// may have refreshed while this request waited), then refresh.
+async fn refresh_under_lease(
+    flow: &Flow,
+    id: &str,
+    session: Session,
+    lease: super::store::Lease,
+    refused: Option<&Secret>,
+    cached: &(dyn Fn(&Session, u64) -> Option<Value> + Sync),
+) -> Result<Value, DeviceError> {
+    let release = |token: String| async move {
+        let key = id.to_string();
+        let _ = flow
+            .store
+            .call(move |s| s.release_refresh(&key, &token, None))
+            .await;
+    };
     if let Some(v) = cached(&session, flow.now()) {
+        release(lease.token).await;
         return Ok(v);
     }
     let Some(old) = session.tokens.clone() else {
+        release(lease.token).await;
         return Err(DeviceError::bad(
             "access_denied",
             "no tokens held: register again",
@@ -296,6 +410,7 @@ async fn linked(
     };
     if refused.is_some() {
         if let Err(wait) = flow.refused.try_take(id) {
+            release(lease.token).await;
             let wait = wait.as_secs().max(1);
             tracing::warn!(
                 product = %session.product_id, dsn = %session.dsn,
@@ -312,57 +427,32 @@ async fn linked(
         }
         tracing::info!(product = %session.product_id, dsn = %session.dsn, "AVS refused the device's access token; refreshing at LWA now");
     }
-    let mut backoff = Backoff::token_service();
-    let result = with_retry(&mut backoff, RETRY_BUDGET, "refresh", || {
-        flow.lwa.refresh(&old.refresh)
-    })
-    .await;
-    let now = flow.now();
-    match result {
-        Ok(g) => {
-            let tokens = Tokens {
-                access: g.access,
-                access_expires_at: now + g.expires_in,
-                refresh: g.refresh,
-            };
-            let key = id.to_string();
-            let stored = tokens.clone();
-            // Stored before the answer goes out, so a rotated refresh token
-            // is never lost to a crash.
-            flow.store
-                .call(move |s| s.update_tokens(&key, &stored))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot store refreshed tokens");
-                    DeviceError::internal()
-                })?;
-            tracing::info!(product = %session.product_id, dsn = %session.dsn, "access token refreshed");
-            warn_if_short_lived(g.expires_in, margin);
-            Ok(token_json(&tokens, now))
+    use super::refresh::Outcome;
+    match super::refresh::refresh_leased(flow, &session, &lease, RETRY_BUDGET, 0).await {
+        Outcome::Refreshed(tokens) => Ok(token_json(&tokens, flow.now())),
+        Outcome::Superseded(now_stored) => {
+            let now = flow.now();
+            match now_stored.tokens {
+                Some(t) if now_stored.status == Status::Linked && t.access_expires_at > now => {
+                    Ok(token_json(&t, now))
+                }
+                _ => Err(DeviceError::bad(
+                    "access_denied",
+                    "the user revoked access: register again",
+                )),
+            }
         }
-        Err(e) if e.is_invalid_grant() => {
-            let key = id.to_string();
-            flow.store
-                .call(move |s| s.end(&key, Status::Revoked))
-                .await
-                .map_err(|_| DeviceError::internal())?;
-            tracing::warn!(product = %session.product_id, dsn = %session.dsn, "LWA refused the refresh token; session ended");
-            Err(DeviceError::bad(
-                "access_denied",
-                "the user revoked access at Amazon: register again",
-            ))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "refresh failed");
+        Outcome::Revoked => Err(DeviceError::bad(
+            "access_denied",
+            "the user revoked access at Amazon: register again",
+        )),
+        Outcome::Unavailable => {
+            let now = flow.now();
             if old.access_expires_at > now && refused.is_none() {
                 // Still valid: better a short-lived token than none.
                 return Ok(token_json(&old, now));
             }
-            Err(DeviceError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "Login with Amazon is unreachable; retry in a minute",
-            ))
+            Err(unavailable())
         }
     }
 }

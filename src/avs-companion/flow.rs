@@ -2,10 +2,9 @@
 //! ([`super::browser`]) and the device side ([`super::device`]): the clock,
 //! random values, and LWA calls with back-off.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -82,13 +81,13 @@ pub struct Flow {
     pub clock: Arc<dyn Clock>,
     /// Rate limits of the routes anyone can call.
     pub limits: super::limits::Limiters,
-    /// One refresh at a time per session, so a rotated refresh token is
-    /// stored before anyone uses it again.
-    refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Refreshes forced by devices reporting a refused token, per session.
     pub refused: super::device::RefusalLimiter,
     /// Sign-ins that linked a device lately, for a reloaded success page.
     pub recent_links: super::recent::RecentLinks,
+    /// The last token each session was given, for when the database is
+    /// unreachable.
+    pub token_cache: super::token_cache::TokenCache,
 }
 
 impl Flow {
@@ -106,23 +105,15 @@ impl Flow {
             store,
             lwa,
             clock,
-            refresh_locks: Mutex::new(HashMap::new()),
             refused,
             recent_links: Default::default(),
+            token_cache: Default::default(),
         }
     }
 
     /// The current time.
     pub fn now(&self) -> u64 {
         self.clock.now()
-    }
-
-    /// The lock that serializes refreshes of session `id`.
-    pub fn refresh_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.refresh_locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Drop locks nobody holds, so the map does not grow with sessions.
-        map.retain(|_, l| Arc::strong_count(l) > 1);
-        map.entry(id.to_string()).or_default().clone()
     }
 }
 

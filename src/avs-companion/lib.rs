@@ -40,11 +40,13 @@ pub mod lwa_client;
 pub mod owner;
 pub mod pages;
 pub mod recent;
+pub mod refresh;
 pub mod register;
 pub mod revoke;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod token_cache;
 
 pub use config::CompanionConfig;
 pub use server::{run, run_with_clock};

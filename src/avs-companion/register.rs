@@ -103,6 +103,7 @@ pub async fn register(flow: &Flow, body: &[u8], peer: &Peer) -> Result<Value, De
             interval,
             last_poll_at: None,
             tokens: None,
+            version: 0,
         };
         let id = session.id.clone();
         let created = flow

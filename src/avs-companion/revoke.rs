@@ -40,6 +40,7 @@ pub async fn revoke(flow: &Flow, body: &[u8], cert_names: &[String]) -> Result<V
             )
         })?;
     check_cert(flow, cert_names, &session.product_id, &session.dsn)?;
+    flow.token_cache.remove(&id);
     flow.store
         .call(move |s| s.end(&id, Status::Revoked))
         .await

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{CompanionConfig, read_secret};
 use super::flow::{Clock, Flow, SystemClock};
 use super::lwa_client::LwaClient;
-use super::store::{SqliteStore, StoreHandle};
+use super::store::StoreHandle;
 use super::{browser, device, pages, register, revoke};
 use https::Peer;
 use https::http::{self as h, Resp};
@@ -84,13 +84,14 @@ pub async fn run_with_clock(
     let secret = read_secret(&config.lwa.client_secret_file)
         .map_err(|(what, fix)| StartError::Secret(what, fix))?;
     let lwa = LwaClient::new(&config, secret).map_err(StartError::Lwa)?;
-    let db_path = config.database_path();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+    let config = Arc::new(config);
+    let opening = config.clone();
+    let store = tokio::task::spawn_blocking(move || super::store::open(&opening))
         .await
         .map_err(|_| super::store::StoreError::Worker)??;
-    let store = StoreHandle::new(Arc::new(store));
+    let store = StoreHandle::new(store);
     let limits = config.server.limits();
-    let flow = Arc::new(Flow::new(Arc::new(config), store, lwa, clock));
+    let flow = Arc::new(Flow::new(config, store, lwa, clock));
 
     let purger = {
         let flow = flow.clone();
@@ -111,6 +112,7 @@ pub async fn run_with_clock(
         })
     };
     let supervisor = tokio::spawn(supervise(flow.clone(), shutdown.clone()));
+    let refresher = tokio::spawn(super::refresh::run(flow.clone(), shutdown.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "avs-companion serving HTTPS");
         kit::notify::ready(&format!("serving HTTPS on {addr}"));
@@ -122,6 +124,7 @@ pub async fn run_with_clock(
     .await;
     let _ = purger.await;
     let _ = supervisor.await;
+    let _ = refresher.await;
     Ok(())
 }
 

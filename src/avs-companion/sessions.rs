@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use super::cli::SessionsAction;
 use super::config::CompanionConfig;
-use super::store::{SqliteStore, Status, Store};
+use super::store::{Status, Store};
 
 /// Run a `sessions` subcommand; prints what it did, or why it could not.
 pub fn main(config: &CompanionConfig, action: &SessionsAction) -> ExitCode {
     let path = config.database_path();
-    if !path.is_file() {
+    if config.storage.url.is_none() && !path.is_file() {
         eprintln!(
             "avs-companion sessions: no database at {}; fix: run this as the service user with the \
              service's config (and STATE_DIRECTORY, if the unit sets it), after the service has started once",
@@ -19,15 +19,16 @@ pub fn main(config: &CompanionConfig, action: &SessionsAction) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    let store = match SqliteStore::open(&path) {
+    let store = match super::store::open(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("avs-companion sessions: {e}");
             return ExitCode::from(1);
         }
     };
+    let store = store.as_ref();
     let result = match action {
-        SessionsAction::List => list(&store),
+        SessionsAction::List => list(store),
         SessionsAction::Revoke {
             product: Some(product),
             serial: Some(serial),
@@ -45,7 +46,7 @@ pub fn main(config: &CompanionConfig, action: &SessionsAction) -> ExitCode {
                 println!("revoked {n} session(s) of {product} {serial}");
                 Ok(())
             }),
-        SessionsAction::Revoke { id: Some(id), .. } => revoke_short(&store, id),
+        SessionsAction::Revoke { id: Some(id), .. } => revoke_short(store, id),
         SessionsAction::Revoke { .. } => {
             Err("give PRODUCT SERIAL, or --id SHORT_ID from `sessions list`".into())
         }
@@ -59,7 +60,7 @@ pub fn main(config: &CompanionConfig, action: &SessionsAction) -> ExitCode {
     }
 }
 
-fn list(store: &SqliteStore) -> Result<(), String> {
+fn list(store: &dyn Store) -> Result<(), String> {
     let rows = store.list().map_err(|e| e.to_string())?;
     println!(
         "{:<10}  {:<24}  {:<16}  {:<8}  {:<20}  {:<20}",
@@ -80,7 +81,7 @@ fn list(store: &SqliteStore) -> Result<(), String> {
     Ok(())
 }
 
-fn revoke_short(store: &SqliteStore, prefix: &str) -> Result<(), String> {
+fn revoke_short(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let prefix = prefix.to_ascii_lowercase();
     if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(

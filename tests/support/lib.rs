@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod haproxy;
 pub mod media;
 pub mod polkit;
+pub mod postgres;
 pub mod sim;
 pub mod system;
 pub mod tls;

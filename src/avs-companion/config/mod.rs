@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use kit::strict::LogConfig;
-pub use validate::read_secret;
+pub use validate::{read_owned_secret, read_secret};
 
 /// Where `avs-companion` reads its config when `--config` is not given.
 pub const DEFAULT_COMPANION_CONFIG: &str = "/etc/avsd/companion.toml";
@@ -112,6 +112,10 @@ pub struct LwaSection {
     /// Refreshes one session may force per minute by reporting a token AVS
     /// refused (`refusedToken`); more are answered `slow_down`.
     pub refused_refreshes_per_minute: u32,
+    /// Refresh tokens due within the refresh margin in the background, at
+    /// most this many a second per instance (spread with jitter); 0: only
+    /// when a device asks.
+    pub background_refreshes_per_second: u32,
 }
 
 impl Default for LwaSection {
@@ -126,17 +130,42 @@ impl Default for LwaSection {
             refresh_margin_secs: 600,
             request_timeout_secs: 30,
             refused_refreshes_per_minute: 4,
+            background_refreshes_per_second: 0,
         }
     }
 }
 
-/// `[storage]`
-#[derive(Debug, Default, Deserialize)]
+/// `[storage]`: SQLite (the default) or PostgreSQL (`url`).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// SQLite file; unset means `$STATE_DIRECTORY/companion.sqlite3`, else
     /// `/var/lib/avs-companion/companion.sqlite3`.
     pub database: Option<PathBuf>,
+    /// `postgres://USER@HOST:PORT/DATABASE`: use PostgreSQL instead of
+    /// SQLite (every instance of a fleet names the same database).
+    pub url: Option<String>,
+    /// File holding the PostgreSQL user's password (mode 0600, owned by
+    /// the service user).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL connections one instance keeps open at most.
+    pub max_connections: usize,
+    /// Key file sealing refresh tokens and PKCE verifiers at rest (mode
+    /// 0600, owned by the service user; one `<id> <base64 key>` a line,
+    /// the newest last). Unset: they are stored in clear.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            database: None,
+            url: None,
+            password_file: None,
+            max_connections: 16,
+            key_file: None,
+        }
+    }
 }
 
 /// `[timing]`
@@ -203,6 +232,14 @@ impl CompanionConfig {
         dir.join(DB_FILE)
     }
 
+    /// Where the store is, in words (the URL has no password).
+    pub fn store_name(&self) -> String {
+        match &self.storage.url {
+            Some(url) => url.clone(),
+            None => self.database_path().display().to_string(),
+        }
+    }
+
     /// The public base URL (origin of the redirect URI), for login links.
     pub fn public_base(&self) -> String {
         match url::Url::parse(&self.lwa.redirect_uri) {
@@ -245,7 +282,7 @@ impl CompanionConfig {
             self.lwa.redirect_uri,
             self.lwa.token_url,
             self.products.keys().cloned().collect::<Vec<_>>().join(", "),
-            self.database_path().display()
+            self.store_name()
         ) + &expires
             + &kit::strict::dropins_line(path)
     }

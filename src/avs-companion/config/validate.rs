@@ -75,10 +75,30 @@ impl StrictConfig for CompanionConfig {
             "a whole number from 1 to 60, e.g. 4",
         ),
         (
+            "lwa.background_refreshes_per_second",
+            "a whole number from 0 (off) to 1000, e.g. 20",
+        ),
+        (
             "products",
             "product ids as keys, each with a list of allowed DSNs in quotes ([] for any)",
         ),
         ("storage.database", "an absolute file path in quotes"),
+        (
+            "storage.url",
+            "a PostgreSQL URL in quotes, e.g. \"postgres://avs@db.example:5432/avs\"",
+        ),
+        (
+            "storage.password_file",
+            "the path of a file holding the database password, in quotes",
+        ),
+        (
+            "storage.key_file",
+            "the path of the key file sealing refresh tokens at rest, in quotes",
+        ),
+        (
+            "storage.max_connections",
+            "a whole number of connections, e.g. 16",
+        ),
         (
             "timing.registration_ttl_secs",
             "a whole number of seconds, e.g. 600",
@@ -226,6 +246,7 @@ impl StrictConfig for CompanionConfig {
                 "give the full path, starting with /",
             ));
         }
+        self.check_storage(&mut out);
         for (key, v, lo, hi) in [
             (
                 "lwa.refresh_margin_secs",
@@ -244,6 +265,12 @@ impl StrictConfig for CompanionConfig {
                 u64::from(self.lwa.refused_refreshes_per_minute),
                 1,
                 60,
+            ),
+            (
+                "lwa.background_refreshes_per_second",
+                u64::from(self.lwa.background_refreshes_per_second),
+                0,
+                1000,
             ),
             (
                 "timing.registration_ttl_secs",
@@ -301,6 +328,70 @@ impl StrictConfig for CompanionConfig {
 }
 
 impl CompanionConfig {
+    /// `[storage]`: one backend, a PostgreSQL URL without a password, and
+    /// a password file nobody else can read.
+    fn check_storage(&self, out: &mut Vec<Invalid>) {
+        let st = &self.storage;
+        if !(1..=1000).contains(&st.max_connections) {
+            out.push(Invalid::new(
+                "storage.max_connections",
+                format!("{} is out of range", st.max_connections),
+                "use a value from 1 to 1000, well under the server's max_connections divided by \
+                 the number of instances",
+            ));
+        }
+        if let Some(p) = &st.key_file
+            && let Err(e) = crate::store::seal::Keys::load(p)
+        {
+            out.push(Invalid::new("storage.key_file", e.0, e.1));
+        }
+        let Some(url) = &st.url else {
+            if st.password_file.is_some() {
+                out.push(Invalid::new(
+                    "storage.password_file",
+                    "set, but storage.url is not: SQLite needs no password",
+                    "remove it, or set storage.url to use PostgreSQL",
+                ));
+            }
+            return;
+        };
+        if st.database.is_some() {
+            out.push(Invalid::new(
+                "storage.database",
+                "set together with storage.url",
+                "keep one: storage.url for PostgreSQL, storage.database for SQLite",
+            ));
+        }
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                if u.password().is_some() {
+                    out.push(Invalid::new(
+                        "storage.url",
+                        "holds a password, which would show in logs and `ps`",
+                        "remove it from the URL and put it in the file storage.password_file names",
+                    ));
+                }
+                if u.username().is_empty() {
+                    out.push(Invalid::new(
+                        "storage.url",
+                        format!("`{url}` names no user"),
+                        "write it as postgres://USER@HOST:PORT/DATABASE",
+                    ));
+                }
+            }
+            _ => out.push(Invalid::new(
+                "storage.url",
+                format!("`{url}` is not a postgres:// URL"),
+                "write it as postgres://USER@HOST:PORT/DATABASE",
+            )),
+        }
+        if let Some(p) = &st.password_file
+            && let Err(e) = read_owned_secret(p)
+        {
+            out.push(Invalid::new("storage.password_file", e.0, e.1));
+        }
+    }
+
     /// What is wrong inside the certificate and key files, each with its
     /// config key.
     pub fn file_problems(&self) -> Vec<Invalid> {
@@ -330,7 +421,8 @@ impl CompanionConfig {
         // A database (or its -wal, -shm) root made by running the service
         // by hand: the service user then fails at its first write.
         let db = self.database_path();
-        for suffix in ["", "-wal", "-shm"] {
+        let sqlite = self.storage.url.is_none();
+        for suffix in ["", "-wal", "-shm"].into_iter().filter(|_| sqlite) {
             let mut file = db.clone().into_os_string();
             file.push(suffix);
             let file = std::path::PathBuf::from(file);
@@ -386,6 +478,26 @@ fn check_file(out: &mut Vec<Invalid>, key: &str, path: &Path, hint: &str) {
     }
 }
 
+/// Read a secret file that must also belong to this process's user (or
+/// root): a file someone else owns could be swapped under the service.
+pub fn read_owned_secret(path: &Path) -> Result<Secret, (String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let secret = read_secret(path)?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(euid);
+    if owner != euid && owner != 0 {
+        return Err((
+            format!(
+                "`{}` belongs to uid {owner}, not to the service user (uid {euid})",
+                path.display()
+            ),
+            format!("run: chown {euid} {}", path.display()),
+        ));
+    }
+    Ok(secret)
+}
+
 /// Read the client secret, refusing a file others could read.
 /// The error is (what is wrong, how to fix it).
 pub fn read_secret(path: &Path) -> Result<Secret, (String, String)> {
@@ -406,7 +518,7 @@ pub fn read_secret(path: &Path) -> Result<Secret, (String, String)> {
     if mode & 0o077 != 0 {
         return Err((
             format!(
-                "`{}` has mode {mode:04o}: group or others can read the client secret",
+                "`{}` has mode {mode:04o}: group or others can read the secret in it",
                 path.display()
             ),
             format!("run: chmod 600 {}", path.display()),

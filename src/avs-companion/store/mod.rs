@@ -4,11 +4,19 @@
 //! change is one transaction, so a crash leaves the old row, never half
 //! of a new one.
 
+mod migrate;
+mod pg;
+mod pool;
+pub mod seal;
+mod sealed;
 mod sqlite;
 
 use std::sync::Arc;
 
 use kit::secret::Secret;
+pub use migrate::SchemaState;
+pub use pg::{PgOptions, PgStore};
+pub use sealed::SealedStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure.
@@ -33,6 +41,35 @@ pub enum StoreError {
         path: String,
         /// What failed.
         source: std::io::Error,
+    },
+    /// PostgreSQL refused, failed, or could not be reached.
+    #[error("database {what}: {message}; fix: {fix}")]
+    Pg {
+        /// The URL (never a password).
+        what: String,
+        /// What went wrong, in words.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The key file does not fit the database, or a sealed value does not
+    /// open.
+    #[error("storage.key_file: {message}; fix: {fix}")]
+    Sealed {
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The schema cannot be brought to this program's version.
+    #[error("database {what}: {message}; fix: {fix}")]
+    Schema {
+        /// Which database.
+        what: String,
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        fix: String,
     },
     /// The blocking worker went away (shutdown or a panic).
     #[error("database worker stopped")]
@@ -104,6 +141,24 @@ pub struct Session {
     pub last_poll_at: Option<u64>,
     /// Tokens, once linked.
     pub tokens: Option<Tokens>,
+    /// Grows with every change of the tokens (link, refresh, end): what
+    /// [`Store::update_tokens`] compares before it swaps.
+    pub version: u64,
+}
+
+/// A claim on refreshing a session: whoever holds an unexpired lease is
+/// the only one (across every instance) that may send the session's
+/// refresh token to LWA.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// A random value naming this holder (not the instance: two requests
+    /// in one instance are two holders).
+    pub token: String,
+    /// The time the lease is taken at, Unix seconds.
+    pub now: u64,
+    /// When it runs out if never released, Unix seconds: longer than a
+    /// refresh can take, so it never runs out under a live holder.
+    pub until: u64,
 }
 
 /// A login in progress: the `state` sent to LWA and what it is bound to.
@@ -166,6 +221,38 @@ pub enum TakeState {
     WrongBrowser,
 }
 
+/// Which secret column a [`SecretRow`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// `sessions.refresh_token`, keyed by session id.
+    Refresh,
+    /// `login_states.verifier`, keyed by state.
+    Verifier,
+}
+
+impl SecretKind {
+    /// The associated data a value of this kind in row `key` is sealed
+    /// with: a value moved to another row or column does not open.
+    pub fn aad(self, key: &str) -> String {
+        match self {
+            SecretKind::Refresh => format!("refresh_token:{key}"),
+            SecretKind::Verifier => format!("verifier:{key}"),
+        }
+    }
+}
+
+/// One stored secret as it lies in the database (sealed or, from before
+/// a key file, in clear), for `rotate-key`.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    /// Which column.
+    pub kind: SecretKind,
+    /// The session id or state naming the row.
+    pub key: String,
+    /// The stored value.
+    pub value: String,
+}
+
 /// Storage the flow needs. Methods block: call them through [`StoreHandle`].
 pub trait Store: Send + Sync + 'static {
     /// Insert a new session; `Ok(false)` if its registration code is taken.
@@ -188,8 +275,41 @@ pub trait Store: Send + Sync + 'static {
     /// device registered again replaces its old sessions).
     /// `Ok(false)` if it was not pending.
     fn link(&self, id: &str, tokens: &Tokens) -> Result<bool, StoreError>;
-    /// Replace the tokens of a linked session (after a refresh).
-    fn update_tokens(&self, id: &str, tokens: &Tokens) -> Result<(), StoreError>;
+    /// Replace the tokens of a linked session after a refresh, if their
+    /// version is still `version` (compare-and-swap: the version then
+    /// grows by one and any refresh lease is released). `Ok(false)`: the
+    /// tokens changed meanwhile (or the session ended) and nothing was
+    /// written.
+    fn update_tokens(&self, id: &str, version: u64, tokens: &Tokens) -> Result<bool, StoreError>;
+    /// Take the refresh lease of linked session `id` if nobody holds an
+    /// unexpired one (or `lease` already does); the session as it stands
+    /// under the lease, for the re-check before refreshing. `Ok(None)`:
+    /// someone else holds it, or the session is not linked.
+    fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError>;
+    /// Give the lease named `token` back early (a refresh that failed or
+    /// was not needed), or keep others off until `hold_until` (a failed
+    /// refresh's back-off). A lease someone else holds is left alone.
+    fn release_refresh(
+        &self,
+        id: &str,
+        token: &str,
+        hold_until: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Lease up to `limit` linked sessions whose access token expires by
+    /// `due_by` and whose lease is free or expired, soonest first, all
+    /// under `lease`; a session leased by another caller is skipped, never
+    /// waited for (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    fn lease_due(
+        &self,
+        due_by: u64,
+        lease: &Lease,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Revoke linked session `id` if its tokens are still at `version`
+    /// (LWA refused their refresh token: `invalid_grant`). `Ok(false)`:
+    /// another holder refreshed meanwhile, so the refusal was of a
+    /// superseded token, not a revocation.
+    fn revoke_if_unchanged(&self, id: &str, version: u64) -> Result<bool, StoreError>;
     /// End a session (denied or revoked), forgetting its tokens.
     fn end(&self, id: &str, status: Status) -> Result<(), StoreError>;
     /// Record a poll and the interval the device must keep.
@@ -205,6 +325,126 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_device(&self, product_id: &str, dsn: &str) -> Result<usize, StoreError>;
     /// The ids of the sessions whose [`short_id`] starts with `prefix`.
     fn ids_by_short_id(&self, prefix: &str) -> Result<Vec<Secret>, StoreError>;
+    /// Every stored refresh token and verifier, as stored.
+    fn secrets(&self) -> Result<Vec<SecretRow>, StoreError>;
+    /// Replace a stored secret if it is still `old` (a refresh meanwhile
+    /// wins); `Ok(false)` if it changed or went.
+    fn replace_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
+    /// The key checks: (key id, check value) per key that sealed anything.
+    fn key_checks(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Record key `id`'s check value, if it has none yet.
+    fn add_key_check(&self, id: &str, check: &str) -> Result<(), StoreError>;
+    /// Forget every key check but `id`'s (after every value is sealed
+    /// with it).
+    fn retire_key_checks(&self, keep: &str) -> Result<(), StoreError>;
+}
+
+/// Open the store `config` names: PostgreSQL if `storage.url` is set,
+/// else the SQLite file. Blocking (it connects and migrates): call it off
+/// the async workers.
+pub fn open(config: &crate::config::CompanionConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(open_sealed(config)?))
+}
+
+/// [`open`], as the sealing wrapper (for `rotate-key`).
+pub fn open_sealed(config: &crate::config::CompanionConfig) -> Result<SealedStore, StoreError> {
+    // The key first: a bad key file should not leave a migrated database.
+    let keys = load_keys(config)?;
+    let inner: Arc<dyn Store> = match &config.storage.url {
+        Some(url) => Arc::new(PgStore::open(&pg_options(config, url)?)?),
+        None => Arc::new(SqliteStore::open(&config.database_path())?),
+    };
+    SealedStore::new(inner, keys)
+}
+
+/// Where the store `config` names stands, changing nothing: connects,
+/// logs in and reads the schema version (`--check-config`).
+pub fn check(config: &crate::config::CompanionConfig) -> Result<SchemaState, StoreError> {
+    let keys = load_keys(config)?;
+    let (state, checks) = match &config.storage.url {
+        Some(url) => PgStore::check(&pg_options(config, url)?)?,
+        None => check_sqlite(&config.database_path())?,
+    };
+    // A wrong key file, told now rather than at the service's start.
+    sealed::check_keys(keys.as_ref(), &checks)?;
+    Ok(state)
+}
+
+fn load_keys(config: &crate::config::CompanionConfig) -> Result<Option<seal::Keys>, StoreError> {
+    config
+        .storage
+        .key_file
+        .as_ref()
+        .map(|p| seal::Keys::load(p).map_err(|(message, fix)| StoreError::Sealed { message, fix }))
+        .transpose()
+}
+
+/// The SQLite file's schema and key checks, read-only.
+fn check_sqlite(
+    path: &std::path::Path,
+) -> Result<(SchemaState, Vec<(String, String)>), StoreError> {
+    let want = migrate::latest(migrate::SQLITE);
+    if !path.exists() {
+        return Ok((SchemaState::Behind { at: None, want }, Vec::new()));
+    }
+    let shown = path.display().to_string();
+    let db = |source| StoreError::Db {
+        path: shown.clone(),
+        source,
+    };
+    let mut conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(db)?;
+    let history = sqlite::has_history(&conn).map_err(db)?;
+    let state =
+        migrate::state(migrate::SQLITE, &mut conn, history).map_err(|e| StoreError::Schema {
+            what: shown.clone(),
+            message: format!("cannot read the schema history: {e}"),
+            fix: "check that the file is an avs-companion database".into(),
+        })?;
+    let has_keys: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'store_keys'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    let mut checks = Vec::new();
+    if has_keys {
+        let mut stmt = conn
+            .prepare("SELECT key_id, check_value FROM store_keys")
+            .map_err(db)?;
+        checks = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db)?;
+    }
+    Ok((state, checks))
+}
+
+fn pg_options(config: &crate::config::CompanionConfig, url: &str) -> Result<PgOptions, StoreError> {
+    let password = match &config.storage.password_file {
+        Some(p) => Some(
+            crate::config::read_owned_secret(p).map_err(|(message, fix)| StoreError::Pg {
+                what: format!("storage.password_file {}", p.display()),
+                message,
+                fix,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(PgOptions {
+        url: url.to_string(),
+        password,
+        max_connections: config.storage.max_connections,
+    })
 }
 
 /// A store shared by the async handlers; each call runs on the blocking
@@ -231,5 +471,7 @@ impl StoreHandle {
     }
 }
 
+#[cfg(any(test, feature = "store-suite"))]
+pub mod suite;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{LoginState, Session, SessionInfo, Status, Store, StoreError, TakeState, Tokens};
+use super::{
+    Lease, LoginState, SecretKind, SecretRow, Session, SessionInfo, Status, Store, StoreError,
+    TakeState, Tokens,
+};
 use kit::secret::Secret;
 
 /// Ended sessions are kept this long, so a device still polling hears
@@ -19,35 +22,6 @@ const KEEP_ENDED_SECS: u64 = 24 * 3600;
 /// Login states kept per session: each press of "Login with Amazon" adds
 /// one, and only the newest few can still be finished.
 const STATES_PER_SESSION: i64 = 4;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    reg_code TEXT UNIQUE,
-    product_id TEXT NOT NULL,
-    dsn TEXT NOT NULL,
-    reg_expires_at INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    interval INTEGER NOT NULL,
-    last_poll_at INTEGER,
-    access_token TEXT,
-    access_expires_at INTEGER,
-    refresh_token TEXT,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS login_states (
-    state TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    cookie TEXT NOT NULL,
-    verifier TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-";
-
-/// Schema version 2 adds when a session was created, for `sessions list`.
-const MIGRATE_2: &str = "
-ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
-";
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -90,27 +64,26 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db)?;
-        let has_created: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = 'created_at'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(db)?
-            > 0;
-        if !has_created {
-            conn.execute_batch(MIGRATE_2).map_err(db)?;
-        }
-        if version < 2 {
-            conn.pragma_update(None, "user_version", 2).map_err(db)?;
-        }
+        adopt_legacy(&conn).map_err(db)?;
+        let history = has_history(&conn).map_err(db)?;
+        let mut conn = conn;
+        super::migrate::run(super::migrate::SQLITE, &mut conn, history, &shown)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the schema stands (for `--check-config`).
+    pub fn schema_state(&self) -> Result<super::SchemaState, StoreError> {
+        let mut conn = self.conn();
+        let history = has_history(&conn).map_err(|e| self.err(e))?;
+        super::migrate::state(super::migrate::SQLITE, &mut *conn, history).map_err(|e| {
+            StoreError::Schema {
+                what: self.path.display().to_string(),
+                message: format!("cannot read the schema history: {e}"),
+                fix: "check that the file is an avs-companion database".into(),
+            }
         })
     }
 
@@ -125,6 +98,33 @@ impl SqliteStore {
             source,
         }
     }
+}
+
+/// A database from before versioned migrations whose `sessions` lacks
+/// `created_at` (its `user_version` 1) gets it here, so the baseline
+/// migration, which creates tables only if missing, finds today's shape.
+fn adopt_legacy(conn: &Connection) -> rusqlite::Result<()> {
+    let columns = |table: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        stmt.query_map([table], |r| r.get(0))?.collect()
+    };
+    let sessions = columns("sessions")?;
+    if !sessions.is_empty() && !sessions.iter().any(|c| c == "created_at") {
+        conn.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether refinery's history table exists in `conn`.
+pub(super) fn has_history(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [super::migrate::HISTORY],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 fn now_secs() -> i64 {
@@ -160,6 +160,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         interval: u(r.get("interval")?),
         last_poll_at: r.get::<_, Option<i64>>("last_poll_at")?.map(u),
         tokens,
+        version: u(r.get("token_version")?),
     })
 }
 
@@ -283,7 +284,8 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE sessions SET status = 'linked', reg_code = NULL, access_token = ?2,
-                 access_expires_at = ?3, refresh_token = ?4, updated_at = ?5
+                 access_expires_at = ?3, refresh_token = ?4, updated_at = ?5,
+                 token_version = token_version + 1, lease_token = NULL, lease_until = NULL
                  WHERE id = ?1 AND status = 'pending'",
                 params![
                     id,
@@ -309,7 +311,8 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
             tx.execute(
                 "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?2
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?2
                  WHERE id != ?1 AND status IN ('pending', 'linked')
                  AND (product_id, dsn) = (SELECT product_id, dsn FROM sessions WHERE id = ?1)",
                 params![id, now_secs()],
@@ -320,20 +323,105 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    fn update_tokens(&self, id: &str, t: &Tokens) -> Result<(), StoreError> {
+    fn update_tokens(&self, id: &str, version: u64, t: &Tokens) -> Result<bool, StoreError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET access_token = ?2, access_expires_at = ?3, refresh_token = ?4,
-                 updated_at = ?5 WHERE id = ?1 AND status = 'linked'",
+                 updated_at = ?5, token_version = token_version + 1, lease_token = NULL,
+                 lease_until = NULL WHERE id = ?1 AND status = 'linked' AND token_version = ?6",
                 params![
                     id,
                     t.access.expose(),
                     i(t.access_expires_at),
                     t.refresh.expose(),
-                    now_secs()
+                    now_secs(),
+                    i(version)
                 ],
             )
-            .map(|_| ())
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError> {
+        // One statement under SQLite's write lock: of two callers, the
+        // second sees the first's lease.
+        self.conn()
+            .query_row(
+                "UPDATE sessions SET lease_token = ?2, lease_until = ?3
+                 WHERE id = ?1 AND status = 'linked'
+                 AND (lease_token IS NULL OR lease_until <= ?4 OR lease_token = ?2)
+                 RETURNING *",
+                params![id, lease.token, i(lease.until), i(lease.now)],
+                session_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn release_refresh(
+        &self,
+        id: &str,
+        token: &str,
+        hold_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let r = match hold_until {
+            Some(t) => conn.execute(
+                "UPDATE sessions SET lease_until = ?3 WHERE id = ?1 AND lease_token = ?2",
+                params![id, token, i(t)],
+            ),
+            None => conn.execute(
+                "UPDATE sessions SET lease_token = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease_token = ?2",
+                params![id, token],
+            ),
+        };
+        r.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn lease_due(
+        &self,
+        due_by: u64,
+        lease: &Lease,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "UPDATE sessions SET lease_token = ?1, lease_until = ?2 WHERE id IN
+                 (SELECT id FROM sessions WHERE status = 'linked' AND access_expires_at <= ?3
+                  AND (lease_token IS NULL OR lease_until <= ?4)
+                  ORDER BY access_expires_at LIMIT ?5)
+                 RETURNING *",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut due: Vec<Session> = stmt
+            .query_map(
+                params![
+                    lease.token,
+                    i(lease.until),
+                    i(due_by),
+                    i(lease.now),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                session_from_row,
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        due.sort_by_key(|s| s.tokens.as_ref().map_or(0, |t| t.access_expires_at));
+        Ok(due)
+    }
+
+    fn revoke_if_unchanged(&self, id: &str, version: u64) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status = 'linked' AND token_version = ?2",
+                params![id, i(version), now_secs()],
+            )
+            .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 
@@ -342,7 +430,8 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
             "UPDATE sessions SET status = ?2, reg_code = NULL, access_token = NULL,
-             access_expires_at = NULL, refresh_token = NULL, updated_at = ?3 WHERE id = ?1",
+             access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3 WHERE id = ?1",
             params![id, status.as_str(), now_secs()],
         )
         .map_err(|e| self.err(e))?;
@@ -445,12 +534,88 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE sessions SET status = 'revoked', reg_code = NULL, access_token = NULL,
-                 access_expires_at = NULL, refresh_token = NULL, updated_at = ?3
+                 access_expires_at = NULL, refresh_token = NULL, token_version = token_version + 1,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?3
                  WHERE product_id = ?1 AND dsn = ?2 AND status IN ('pending', 'linked')",
                 params![product_id, dsn, now_secs()],
             )
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n)
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretRow>, StoreError> {
+        let conn = self.conn();
+        let mut out = Vec::new();
+        for (kind, sql) in [
+            (
+                SecretKind::Refresh,
+                "SELECT id, refresh_token FROM sessions WHERE refresh_token IS NOT NULL",
+            ),
+            (
+                SecretKind::Verifier,
+                "SELECT state, verifier FROM login_states",
+            ),
+        ] {
+            let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(key, value)| SecretRow { kind, key, value }),
+            );
+        }
+        Ok(out)
+    }
+
+    fn replace_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = match kind {
+            SecretKind::Refresh => {
+                "UPDATE sessions SET refresh_token = ?3 WHERE id = ?1 AND refresh_token = ?2"
+            }
+            SecretKind::Verifier => {
+                "UPDATE login_states SET verifier = ?3 WHERE state = ?1 AND verifier = ?2"
+            }
+        };
+        self.conn()
+            .execute(sql, params![key, old, new])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn key_checks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key_id, check_value FROM store_keys ORDER BY key_id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    fn add_key_check(&self, id: &str, check: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO store_keys (key_id, check_value) VALUES (?1, ?2)
+                 ON CONFLICT (key_id) DO NOTHING",
+                params![id, check],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn retire_key_checks(&self, keep: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM store_keys WHERE key_id <> ?1", [keep])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 }

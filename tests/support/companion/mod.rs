@@ -461,7 +461,9 @@ impl DbSnapshot {
         conn.busy_timeout(WAIT).unwrap();
         let names: Vec<String> = conn
             .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                // The migration history describes the schema, not the flow.
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                 AND name <> 'refinery_schema_history'",
             )
             .unwrap()
             .query_map([], |r| r.get(0))

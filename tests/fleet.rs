@@ -126,7 +126,13 @@ async fn fleet(env: Env, store: Store) {
             .replace("level = \"debug\"", "level = \"info\"")
             .replace(
                 "[lwa]\n",
-                &format!("[lwa]\nrefresh_margin_secs = {REFRESH_MARGIN}\n"),
+                // A short request timeout keeps refresh leases short (a
+                // lease outlasts one request): an instance killed while it
+                // holds one frees the session within seconds, well inside
+                // the churn, as its 30 s default would not.
+                &format!(
+                    "[lwa]\nrefresh_margin_secs = {REFRESH_MARGIN}\nrequest_timeout_secs = 3\n"
+                ),
             )
             .replace(
                 &format!("[storage]\ndatabase = \"{}\"\n", env.db.display()),

@@ -19,7 +19,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::flow::{Flow, RETRY_BUDGET, random_token, with_retry};
+use super::flow::{Flow, random_token, with_retry};
+use super::lwa_client::LwaError;
 use super::store::{Lease, Session, Tokens};
 use kit::backoff::Backoff;
 
@@ -37,11 +38,21 @@ pub enum Outcome {
     Unavailable,
 }
 
-/// Longer than one refresh can take (the retry budget plus one request's
-/// timeout), so a live holder's lease never runs out under it.
+/// Longer than one request to LWA can take: the holder renews the lease
+/// before each request (see [`refresh_leased`]), so a live holder's lease
+/// never runs out under a request, and a dead holder's (an instance killed
+/// mid-refresh) frees the session within seconds, not after a whole retry
+/// budget.
 pub fn lease_secs(flow: &Flow) -> u64 {
-    RETRY_BUDGET.as_secs() + flow.config.lwa.request_timeout_secs + 10
+    flow.config.lwa.request_timeout_secs + LEASE_MARGIN_SECS
 }
+
+/// Room in a lease beyond one request: the database round trips around it.
+const LEASE_MARGIN_SECS: u64 = 5;
+
+/// The error code that stops a refresh whose lease another holder took
+/// (never sent by LWA: OAuth codes have no dashes).
+const LEASE_LOST: &str = "lease-lost";
 
 /// A new lease, from now.
 pub fn new_lease(flow: &Flow) -> Lease {
@@ -70,8 +81,29 @@ pub async fn refresh_leased(
     };
     let version = session.version;
     let mut backoff = Backoff::token_service();
-    let result = with_retry(&mut backoff, budget, "refresh", || {
-        flow.lwa.refresh(&old.refresh)
+    let result = with_retry(&mut backoff, budget, "refresh", || async {
+        // The refresh token goes to LWA only while the lease is this
+        // holder's: one that ran out during a back-off may have been taken
+        // over, and two uses of one refresh token can revoke the grant.
+        let (key, token, until) = (
+            id.clone(),
+            lease.token.clone(),
+            flow.now() + lease_secs(flow),
+        );
+        match flow
+            .store
+            .call(move |s| s.renew_refresh(&key, &token, until))
+            .await
+        {
+            Ok(true) => flow.lwa.refresh(&old.refresh).await,
+            Ok(false) => Err(LwaError::Rejected {
+                status: 0,
+                error: LEASE_LOST.into(),
+            }),
+            Err(e) => Err(LwaError::Unavailable(format!(
+                "cannot renew the refresh lease: {e}"
+            ))),
+        }
     })
     .await;
     let now = flow.now();
@@ -127,6 +159,13 @@ pub async fn refresh_leased(
                     Outcome::Unavailable
                 }
             }
+        }
+        Err(LwaError::Rejected { error, .. }) if error == LEASE_LOST => {
+            // Another holder refreshes now; the device asks again and gets
+            // what that one stores.
+            tracing::info!(product = %session.product_id, dsn = %session.dsn,
+                "this refresh's lease ran out during a back-off and another holder took it; leaving the refresh to it");
+            Outcome::Unavailable
         }
         Err(e) => {
             tracing::warn!(error = %e, product = %session.product_id, dsn = %session.dsn, "refresh failed");

@@ -286,6 +286,12 @@ pub trait Store: Send + Sync + 'static {
     /// under the lease, for the re-check before refreshing. `Ok(None)`:
     /// someone else holds it, or the session is not linked.
     fn lease_refresh(&self, id: &str, lease: &Lease) -> Result<Option<Session>, StoreError>;
+    /// Extend the lease named `token` of session `id` to `until`, before
+    /// each call to LWA, so a lease need only outlast one request and a
+    /// dead holder's runs out soon. `Ok(false)`: the lease is no longer
+    /// this holder's (it ran out and someone else took it, or was released):
+    /// do not call LWA.
+    fn renew_refresh(&self, id: &str, token: &str, until: u64) -> Result<bool, StoreError>;
     /// Give the lease named `token` back early (a refresh that failed or
     /// was not needed), or keep others off until `hold_until` (a failed
     /// refresh's back-off). A lease someone else holds is left alone.

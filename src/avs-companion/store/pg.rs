@@ -460,6 +460,17 @@ impl Store for PgStore {
             .map_err(|e| self.err(&e))
     }
 
+    fn renew_refresh(&self, id: &str, token: &str, until: u64) -> Result<bool, StoreError> {
+        let mut c = self.conn()?;
+        c.execute(
+            "UPDATE sessions SET lease_until = $3
+             WHERE id = $1 AND lease_token = $2 AND status = 'linked'",
+            &[&id, &token, &i(until)],
+        )
+        .map(|n| n == 1)
+        .map_err(|e| self.err(&e))
+    }
+
     fn release_refresh(
         &self,
         id: &str,

@@ -217,6 +217,10 @@ impl Store for SealedStore {
         self.opened_opt(self.inner.lease_refresh(id, lease)?)
     }
 
+    fn renew_refresh(&self, id: &str, token: &str, until: u64) -> Result<bool, StoreError> {
+        self.inner.renew_refresh(id, token, until)
+    }
+
     fn release_refresh(
         &self,
         id: &str,

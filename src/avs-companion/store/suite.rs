@@ -48,6 +48,10 @@ pub const CASES: &[Case] = &[
         one_holder_leases_a_refresh_until_it_releases_or_the_lease_runs_out,
     ),
     (
+        "only_the_holder_renews_a_lease_and_a_renewed_lease_keeps_others_off",
+        only_the_holder_renews_a_lease_and_a_renewed_lease_keeps_others_off,
+    ),
+    (
         "storing_refreshed_tokens_releases_the_lease",
         storing_refreshed_tokens_releases_the_lease,
     ),
@@ -375,6 +379,43 @@ pub fn one_holder_leases_a_refresh_until_it_releases_or_the_lease_runs_out(s: &d
             .is_some(),
         "an expired lease (a dead holder's) is taken over"
     );
+}
+
+/// See the name.
+pub fn only_the_holder_renews_a_lease_and_a_renewed_lease_keeps_others_off(s: &dyn Store) {
+    linked(s, "s1", 1);
+    assert!(
+        s.lease_refresh("s1", &lease("a", 100, 110))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        !s.renew_refresh("s1", "b", 500).unwrap(),
+        "b holds no lease"
+    );
+    assert!(s.renew_refresh("s1", "a", 130).unwrap());
+    assert!(
+        s.lease_refresh("s1", &lease("b", 120, 200))
+            .unwrap()
+            .is_none(),
+        "the renewed lease still holds at 120"
+    );
+    assert!(
+        s.lease_refresh("s1", &lease("b", 130, 200))
+            .unwrap()
+            .is_some(),
+        "and runs out at 130"
+    );
+    assert!(
+        !s.renew_refresh("s1", "a", 300).unwrap(),
+        "a lost its lease to b: it must not call LWA"
+    );
+    s.release_refresh("s1", "b", None).unwrap();
+    assert!(
+        !s.renew_refresh("s1", "b", 300).unwrap(),
+        "a released lease is gone"
+    );
+    assert!(!s.renew_refresh("nope", "a", 300).unwrap());
 }
 
 /// See the name.

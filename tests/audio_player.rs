@@ -702,3 +702,92 @@ async fn a_play_whose_attachment_never_comes_fails_and_the_queue_moves_on() {
         "{failed:#}"
     );
 }
+
+/// A Recognize is answered only once the user stopped talking; the music's
+/// progress reports due meanwhile go out on their own streams, on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_are_on_time_while_a_tap_dialog_runs() {
+    let (rig, _speaker) = rig().await;
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "tone", 9.0, &["sine", "440"]);
+    // A long question: the Recognize stays unanswered for seconds.
+    let question = speech16(
+        dir,
+        "q",
+        "what is the name of the song that is playing on the radio right now please",
+    );
+    let question_ms = question.len() / 32;
+    rig.avs
+        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
+        .await;
+    let report = json!({"progressReport": {"progressReportIntervalInMilliseconds": 1000}});
+    rig.avs
+        .push(
+            &format!("?attach=tone&file={}", path_str(&mp3)),
+            play("t1", "tone", "REPLACE_ALL", report),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let started = std::time::Instant::now();
+
+    rig.dialog.tap().await.expect("Tap");
+    let tapped = started.elapsed();
+    let said = mic.say(question);
+    rig.wait_state("thinking", 0).await;
+    let answered = started.elapsed();
+    let _ = said.await;
+    rig.wait_state("idle", 1).await;
+    println!(
+        "question {question_ms} ms; tapped {} ms and thinking {} ms after PlaybackStarted",
+        tapped.as_millis(),
+        answered.as_millis()
+    );
+    // The Recognize was in flight across at least two report times.
+    let covered: Vec<u64> = (1..9u64)
+        .map(|n| n * 1000)
+        .filter(|due| (tapped.as_millis() as u64 + 100..answered.as_millis() as u64).contains(due))
+        .collect();
+    assert!(
+        covered.len() >= 2,
+        "the dialog spans report times ({covered:?})"
+    );
+
+    let last = *covered.last().unwrap_or(&0);
+    let count = last / 1000 + 1;
+    let stats = rig
+        .avs_wait(&format!(
+            "event=AudioPlayer.ProgressReportIntervalElapsed&count={count}"
+        ))
+        .await;
+    let log = log(&stats);
+    let start = log
+        .iter()
+        .find(|e| e.0 == "AudioPlayer.PlaybackStarted")
+        .map(|e| e.3)
+        .expect("PlaybackStarted");
+    let reports: Vec<(u64, u64)> = log
+        .iter()
+        .filter(|e| e.0 == "AudioPlayer.ProgressReportIntervalElapsed")
+        .map(|e| (e.2.unwrap_or_default(), e.3 - start))
+        .collect();
+    println!("reports (offset, arrived): {reports:?}");
+    for due in covered {
+        let (offset, arrived) = reports[(due / 1000 - 1) as usize];
+        assert!(
+            offset.abs_diff(due) <= 200,
+            "the report due at {due} ms says {offset} ms"
+        );
+        // The documented ±200 ms, plus a loaded machine's scheduling of
+        // PlaybackStarted's arrival and of this one (see the first test).
+        assert!(
+            arrived.abs_diff(due) <= 400,
+            "the report due at {due} ms arrived {arrived} ms after PlaybackStarted, \
+             during the Recognize"
+        );
+    }
+    assert!(
+        event_names(&stats).contains(&"SpeechRecognizer.Recognize".to_string()),
+        "{stats:#}"
+    );
+}

@@ -791,3 +791,109 @@ async fn progress_reports_are_on_time_while_a_tap_dialog_runs() {
         "{stats:#}"
     );
 }
+
+/// ISO 8601 of a Unix time in whole seconds, as AVS writes `scheduledTime`.
+fn iso(secs: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S+0000"])
+        .output()
+        .expect("date runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An alert pauses the music (whatever its interruptedBehavior), and once
+/// it stops the music carries on at the offset where it paused, with
+/// PlaybackPaused and PlaybackResumed; the stand-in checks both offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_pauses_the_music_and_it_resumes_where_it_was() {
+    let world = support::system::World::new(3600).await;
+    let avs = support::system::AvsSim::start(&world.env, &[]).await;
+    let sync = tempfile::tempdir().unwrap();
+    let flag = sync.path().join("synchronized");
+    std::fs::write(&flag, b"").unwrap();
+    let rig = Rig::start_on(
+        world,
+        avs,
+        |c| format!("{c}[alerts]\nclock_sync_file = \"{}\"\n", flag.display()),
+        AUDIO,
+    )
+    .await;
+    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "tone", 14.0, &["sine", "440"]);
+    let report = json!({"progressReport": {"progressReportIntervalInMilliseconds": 1000}});
+    rig.avs
+        .push(
+            &format!("?attach=tone&file={}", path_str(&mp3)),
+            play("t1", "tone", "REPLACE_ALL", report),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let start = speaker.played().len();
+    wait_len(&speaker, start + 600 * BYTES_PER_MS).await;
+
+    // A timer a few seconds from now, two loops of its pattern (2.4 s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let set_alert = json!({"directive": {
+        "header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "set-timer"},
+        "payload": {"token": "timer-1", "type": "TIMER", "scheduledTime": iso(now + 3),
+                    "assets": [], "assetPlayOrder": [],
+                    "loopCount": 2, "loopPauseInMilliSeconds": 0}
+    }});
+    rig.avs.push("", set_alert).await;
+    rig.avs_wait("event=Alerts.AlertStarted").await;
+    let ringing = speaker.played().len();
+    rig.avs_wait("event=Alerts.AlertStopped").await;
+    let stopped = speaker.played().len();
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackResumed").await;
+    wait_len(&speaker, stopped + 1000 * BYTES_PER_MS).await;
+
+    let played = speaker.played();
+    let ms = BYTES_PER_MS;
+    let before = tone_level(&played, ringing - 800 * ms, ringing - 200 * ms);
+    let during = tone_level(&played, ringing + 300 * ms, stopped - 300 * ms);
+    let after = tone_level(&played, stopped + 400 * ms, stopped + 1000 * ms);
+    println!("tone: before {before:.4}, while the timer rings {during:.4}, after {after:.4}");
+    assert!(before > 0.4, "the music plays ({before})");
+    assert!(during < 0.02 * before, "paused under the alert ({during})");
+    assert!(
+        (after / before - 1.0).abs() < 0.05,
+        "full level again after the alert ({after} vs {before})"
+    );
+
+    let log = log(&stats);
+    println!("events: {log:?}");
+    assert!(
+        stats["rejections"].as_array().is_none_or(Vec::is_empty),
+        "the stand-in refused: {:#}",
+        stats["rejections"]
+    );
+    let pauses: Vec<(&str, u64)> = log
+        .iter()
+        .filter(|e| {
+            e.1 == "t1"
+                && matches!(
+                    e.0.as_str(),
+                    "AudioPlayer.PlaybackPaused" | "AudioPlayer.PlaybackResumed"
+                )
+        })
+        .map(|e| {
+            (
+                e.0.trim_start_matches("AudioPlayer."),
+                e.2.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let [("PlaybackPaused", paused), ("PlaybackResumed", resumed)] = pauses[..] else {
+        panic!("one PlaybackPaused, then one PlaybackResumed: {pauses:?}");
+    };
+    println!("paused at {paused} ms, resumed at {resumed} ms");
+    assert!(
+        resumed.abs_diff(paused) <= 100,
+        "resumed at {resumed} ms, paused at {paused} ms"
+    );
+    assert!(paused >= 600, "paused while playing ({paused} ms)");
+}

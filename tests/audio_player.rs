@@ -702,3 +702,198 @@ async fn a_play_whose_attachment_never_comes_fails_and_the_queue_moves_on() {
         "{failed:#}"
     );
 }
+
+/// A Recognize is answered only once the user stopped talking; the music's
+/// progress reports due meanwhile go out on their own streams, on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_are_on_time_while_a_tap_dialog_runs() {
+    let (rig, _speaker) = rig().await;
+    let mic = Mic::new(&rig.path("mic.fifo"), 320);
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "tone", 9.0, &["sine", "440"]);
+    // A long question: the Recognize stays unanswered for seconds.
+    let question = speech16(
+        dir,
+        "q",
+        "what is the name of the song that is playing on the radio right now please",
+    );
+    let question_ms = question.len() / 32;
+    rig.avs
+        .post("/dialog?end_of_speech_ms=500&stop_capture_ms=10000")
+        .await;
+    let report = json!({"progressReport": {"progressReportIntervalInMilliseconds": 1000}});
+    rig.avs
+        .push(
+            &format!("?attach=tone&file={}", path_str(&mp3)),
+            play("t1", "tone", "REPLACE_ALL", report),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let started = std::time::Instant::now();
+
+    rig.dialog.tap().await.expect("Tap");
+    let tapped = started.elapsed();
+    let said = mic.say(question);
+    rig.wait_state("thinking", 0).await;
+    let answered = started.elapsed();
+    let _ = said.await;
+    rig.wait_state("idle", 1).await;
+    println!(
+        "question {question_ms} ms; tapped {} ms and thinking {} ms after PlaybackStarted",
+        tapped.as_millis(),
+        answered.as_millis()
+    );
+    // The Recognize was in flight across at least two report times.
+    let covered: Vec<u64> = (1..9u64)
+        .map(|n| n * 1000)
+        .filter(|due| (tapped.as_millis() as u64 + 100..answered.as_millis() as u64).contains(due))
+        .collect();
+    assert!(
+        covered.len() >= 2,
+        "the dialog spans report times ({covered:?})"
+    );
+
+    let last = *covered.last().unwrap_or(&0);
+    let count = last / 1000 + 1;
+    let stats = rig
+        .avs_wait(&format!(
+            "event=AudioPlayer.ProgressReportIntervalElapsed&count={count}"
+        ))
+        .await;
+    let log = log(&stats);
+    let start = log
+        .iter()
+        .find(|e| e.0 == "AudioPlayer.PlaybackStarted")
+        .map(|e| e.3)
+        .expect("PlaybackStarted");
+    let reports: Vec<(u64, u64)> = log
+        .iter()
+        .filter(|e| e.0 == "AudioPlayer.ProgressReportIntervalElapsed")
+        .map(|e| (e.2.unwrap_or_default(), e.3 - start))
+        .collect();
+    println!("reports (offset, arrived): {reports:?}");
+    for due in covered {
+        let (offset, arrived) = reports[(due / 1000 - 1) as usize];
+        assert!(
+            offset.abs_diff(due) <= 200,
+            "the report due at {due} ms says {offset} ms"
+        );
+        // The documented ±200 ms, plus a loaded machine's scheduling of
+        // PlaybackStarted's arrival and of this one (see the first test).
+        assert!(
+            arrived.abs_diff(due) <= 400,
+            "the report due at {due} ms arrived {arrived} ms after PlaybackStarted, \
+             during the Recognize"
+        );
+    }
+    assert!(
+        event_names(&stats).contains(&"SpeechRecognizer.Recognize".to_string()),
+        "{stats:#}"
+    );
+}
+
+/// ISO 8601 of a Unix time in whole seconds, as AVS writes `scheduledTime`.
+fn iso(secs: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S+0000"])
+        .output()
+        .expect("date runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An alert pauses the music (whatever its interruptedBehavior), and once
+/// it stops the music carries on at the offset where it paused, with
+/// PlaybackPaused and PlaybackResumed; the stand-in checks both offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_pauses_the_music_and_it_resumes_where_it_was() {
+    let world = support::system::World::new(3600).await;
+    let avs = support::system::AvsSim::start(&world.env, &[]).await;
+    let sync = tempfile::tempdir().unwrap();
+    let flag = sync.path().join("synchronized");
+    std::fs::write(&flag, b"").unwrap();
+    let rig = Rig::start_on(
+        world,
+        avs,
+        |c| format!("{c}[alerts]\nclock_sync_file = \"{}\"\n", flag.display()),
+        AUDIO,
+    )
+    .await;
+    let speaker = Speaker::new(&rig.path("spk.fifo"), SPEAKER_10MS);
+    let dir = rig.dir.path();
+    let mp3 = track(dir, "tone", 14.0, &["sine", "440"]);
+    let report = json!({"progressReport": {"progressReportIntervalInMilliseconds": 1000}});
+    rig.avs
+        .push(
+            &format!("?attach=tone&file={}", path_str(&mp3)),
+            play("t1", "tone", "REPLACE_ALL", report),
+        )
+        .await;
+    rig.avs_wait("event=AudioPlayer.PlaybackStarted").await;
+    let start = speaker.played().len();
+    wait_len(&speaker, start + 600 * BYTES_PER_MS).await;
+
+    // A timer a few seconds from now, two loops of its pattern (2.4 s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let set_alert = json!({"directive": {
+        "header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "set-timer"},
+        "payload": {"token": "timer-1", "type": "TIMER", "scheduledTime": iso(now + 3),
+                    "assets": [], "assetPlayOrder": [],
+                    "loopCount": 2, "loopPauseInMilliSeconds": 0}
+    }});
+    rig.avs.push("", set_alert).await;
+    rig.avs_wait("event=Alerts.AlertStarted").await;
+    let ringing = speaker.played().len();
+    rig.avs_wait("event=Alerts.AlertStopped").await;
+    let stopped = speaker.played().len();
+    let stats = rig.avs_wait("event=AudioPlayer.PlaybackResumed").await;
+    wait_len(&speaker, stopped + 1000 * BYTES_PER_MS).await;
+
+    let played = speaker.played();
+    let ms = BYTES_PER_MS;
+    let before = tone_level(&played, ringing - 800 * ms, ringing - 200 * ms);
+    let during = tone_level(&played, ringing + 300 * ms, stopped - 300 * ms);
+    let after = tone_level(&played, stopped + 400 * ms, stopped + 1000 * ms);
+    println!("tone: before {before:.4}, while the timer rings {during:.4}, after {after:.4}");
+    assert!(before > 0.4, "the music plays ({before})");
+    assert!(during < 0.02 * before, "paused under the alert ({during})");
+    assert!(
+        (after / before - 1.0).abs() < 0.05,
+        "full level again after the alert ({after} vs {before})"
+    );
+
+    let log = log(&stats);
+    println!("events: {log:?}");
+    assert!(
+        stats["rejections"].as_array().is_none_or(Vec::is_empty),
+        "the stand-in refused: {:#}",
+        stats["rejections"]
+    );
+    let pauses: Vec<(&str, u64)> = log
+        .iter()
+        .filter(|e| {
+            e.1 == "t1"
+                && matches!(
+                    e.0.as_str(),
+                    "AudioPlayer.PlaybackPaused" | "AudioPlayer.PlaybackResumed"
+                )
+        })
+        .map(|e| {
+            (
+                e.0.trim_start_matches("AudioPlayer."),
+                e.2.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let [("PlaybackPaused", paused), ("PlaybackResumed", resumed)] = pauses[..] else {
+        panic!("one PlaybackPaused, then one PlaybackResumed: {pauses:?}");
+    };
+    println!("paused at {paused} ms, resumed at {resumed} ms");
+    assert!(
+        resumed.abs_diff(paused) <= 100,
+        "resumed at {resumed} ms, paused at {paused} ms"
+    );
+    assert!(paused >= 600, "paused while playing ({paused} ms)");
+}

@@ -166,6 +166,7 @@ async fn each_codec_and_playlist_plays_from_its_offset() {
         ("m3u", m3u),
         ("pls", pls),
         ("hls", "/hls/vod.m3u8"),
+        ("hls-ts", "/hls/ts-aac/vod.m3u8"),
     ] {
         let (events, level) = b.play_through(token, path, OFFSET_MS).await;
         println!("{token}: {:?}, rms {level:.3}", names(&events));
@@ -192,8 +193,9 @@ async fn each_codec_and_playlist_plays_from_its_offset() {
     }
     b.still_well().await;
 
-    // Live HLS never ends: it plays until AVS stops it.
-    let url = b.url("/hls/live.m3u8");
+    // Live HLS never ends: it plays until AVS stops it (MPEG-TS here,
+    // radio's usual kind).
+    let url = b.url("/hls/ts-mp3/live.m3u8");
     b.after("PlaybackStarted", b.rig.avs.push("", play("live", &url, 0)))
         .await;
     let before = b.speaker.played().len();

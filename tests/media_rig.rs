@@ -21,7 +21,7 @@ pub fn media_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = support::repo().join("target/test-media");
-        let complete = avs_sim::media::FILES.iter().all(|f| dir.join(f).is_file());
+        let complete = avs_sim::media::complete(&dir);
         if !complete {
             let status = Command::new(support::repo().join("scripts/make-media"))
                 .arg(&dir)

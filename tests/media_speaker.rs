@@ -1,7 +1,8 @@
 //! AudioPlayer streams through the real speaker: `Speaker::play_media`
 //! decodes what `avsd::media` fetches from avs-sim's media server and plays
 //! it through ALSA (the `spk` FIFO of tests/support/audio.rs); what ALSA
-//! was given correlates with ffmpeg's decode of the same file.
+//! was given correlates with ffmpeg's decode of the same file (or HLS
+//! playlist: packed ADTS and MPEG-TS of AAC and of MP3).
 
 #[path = "media_rig.rs"]
 mod media_rig;
@@ -78,3 +79,17 @@ alsa_test!(an_aac_stream_plays_through_the_speaker, |dir: &Path| {
 alsa_test!(an_hls_playlist_plays_through_the_speaker, |dir: &Path| {
     plays_like_ffmpeg(dir, "/hls/vod.m3u8", "tone.aac");
 });
+
+alsa_test!(
+    an_mpeg_ts_hls_of_aac_plays_through_the_speaker,
+    |dir: &Path| {
+        plays_like_ffmpeg(dir, "/hls/ts-aac/vod.m3u8", "ts-aac/vod.m3u8");
+    }
+);
+
+alsa_test!(
+    an_mpeg_ts_hls_of_mp3_plays_through_the_speaker,
+    |dir: &Path| {
+        plays_like_ffmpeg(dir, "/hls/ts-mp3/vod.m3u8", "ts-mp3/vod.m3u8");
+    }
+);

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The folder holding every file of `avs_sim::media::FILES`; made on first
+/// The folder holding what `scripts/make-media` makes (`avs_sim::media::complete`); made on first
 /// use (needs sox, lame and ffmpeg: `scripts/test-audio-deps`).
 pub fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = crate::repo().join("target/test-media");
-        let complete = avs_sim::media::FILES.iter().all(|f| dir.join(f).is_file());
+        let complete = avs_sim::media::complete(&dir);
         if !complete {
             let status = Command::new(crate::repo().join("scripts/make-media"))
                 .arg(&dir)

@@ -3,7 +3,8 @@
 //! answer them, per token: PlaybackStarted before any progress report or
 //! pause, exactly one terminal event (Finished, Stopped, Failed) per
 //! played stream, `expectedPreviousToken` honoured, the offsets each event
-//! reports against the stand-in's own clock, and the progress reports at
+//! reports against the stand-in's own clock, a pause resumed where it was
+//! paused and no progress report while paused, and the progress reports at
 //! their documented offsets. The PlaybackController events need the
 //! device's context; AVS answers a pause button with `AudioPlayer.Stop`
 //! and a play button with a Play that resumes the stream where it stopped,
@@ -40,6 +41,9 @@ struct SentPlay {
     interval_ms: Option<u64>,
 }
 
+/// How far a resumed offset may be from the paused one.
+const RESUME_SLACK_MS: u64 = 100;
+
 /// A stream the device said it plays.
 #[derive(Debug, Clone)]
 struct Playing {
@@ -49,6 +53,8 @@ struct Playing {
     /// Time spent paused so far, and since when it is paused now.
     paused_ms: u64,
     paused_since: Option<Instant>,
+    /// The offset PlaybackPaused reported, while paused.
+    paused_at: Option<u64>,
     terminal: bool,
     delay_reported: bool,
     /// The highest offset reported so far.
@@ -282,6 +288,7 @@ impl AudioPlayerState {
                         start_offset,
                         paused_ms: 0,
                         paused_since: None,
+                        paused_at: None,
                         terminal: false,
                         delay_reported: false,
                         last_offset: start_offset,
@@ -305,6 +312,7 @@ impl AudioPlayerState {
                             start_offset: 0,
                             paused_ms: 0,
                             paused_since: None,
+                            paused_at: None,
                             terminal: true,
                             delay_reported: true,
                             last_offset: 0,
@@ -344,11 +352,34 @@ impl AudioPlayerState {
                     s.last_offset = s.last_offset.max(offset);
                 }
                 match name {
-                    "PlaybackPaused" => s.paused_since = Some(now),
-                    "PlaybackResumed" => {
-                        if let Some(p) = s.paused_since.take() {
-                            s.paused_ms += now.duration_since(p).as_millis() as u64;
+                    "PlaybackPaused" => {
+                        if s.paused_since.is_some() {
+                            return Err(bad("already paused: PlaybackResumed comes first".into()));
                         }
+                        s.paused_since = Some(now);
+                        s.paused_at = offset;
+                    }
+                    "PlaybackResumed" => {
+                        let Some(p) = s.paused_since.take() else {
+                            return Err(bad("not paused: no PlaybackPaused came before it".into()));
+                        };
+                        s.paused_ms += now.duration_since(p).as_millis() as u64;
+                        // A pause for focus carries on where it was.
+                        if let (Some(at), Some(o)) = (s.paused_at.take(), offset)
+                            && o.abs_diff(at) > RESUME_SLACK_MS
+                        {
+                            return Err(bad(format!(
+                                "resumed at offsetInMilliseconds {o}, but paused at {at}: \
+                                 playback carries on where it was paused"
+                            )));
+                        }
+                    }
+                    "ProgressReportDelayElapsed" | "ProgressReportIntervalElapsed"
+                        if s.paused_since.is_some() =>
+                    {
+                        return Err(bad(
+                            "a progress report while paused: the offset does not move".into(),
+                        ));
                     }
                     "ProgressReportDelayElapsed" => {
                         let Some(delay) = play.delay_ms else {

@@ -1,6 +1,7 @@
 //! HLS from one ADTS file: cut at frame boundaries into segments of about
 //! a second, each a packed-audio segment (RFC 8216 §3.4) that starts with
-//! its ID3 PRIV timestamp; a VOD playlist of them, a live one that grows
+//! its ID3 PRIV timestamp; or from MPEG-TS segments ffmpeg made (the
+//! common case for radio). A VOD playlist of them, a live one that grows
 //! with time (its segments cycle through the file), and a master playlist.
 
 use std::time::{Duration, Instant};
@@ -14,11 +15,14 @@ const RATES: [u32; 13] = [
 /// Live segments listed at once.
 const LIVE_WINDOW: u64 = 4;
 
-/// The segments of one ADTS file.
+/// The segments of one ADTS file, or of an MPEG-TS HLS encoding.
 pub struct Hls {
     segments: Vec<(Bytes, Duration)>,
     target: u64,
     live_since: std::sync::Mutex<Option<Instant>>,
+    /// The segments' extension and type: `aac` (packed audio, each with
+    /// its ID3 timestamp) or `ts` (MPEG-TS, as the muxer made them).
+    ts: bool,
 }
 
 impl Hls {
@@ -55,16 +59,64 @@ impl Hls {
         if segments.is_empty() || rate == 0 {
             return Err("the ADTS file has no frames".into());
         }
+        Ok(Self::of(segments, false))
+    }
+
+    /// The MPEG-TS segments ffmpeg's HLS muxer wrote into `dir`, in the
+    /// order and with the durations of its `vod.m3u8`.
+    pub fn from_ts(dir: &std::path::Path) -> Result<Self, String> {
+        let list = dir.join("vod.m3u8");
+        let text =
+            std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
+        let mut segments = Vec::new();
+        let mut duration = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(d) = line.strip_prefix("#EXTINF:") {
+                let secs: f64 = d
+                    .split(',')
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| format!("{}: bad #EXTINF `{line}`", list.display()))?;
+                duration = Some(Duration::from_secs_f64(secs));
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let d = duration.take().ok_or(format!(
+                    "{}: `{line}` has no #EXTINF before it",
+                    list.display()
+                ))?;
+                let path = dir.join(line);
+                let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                segments.push((Bytes::from(data), d));
+            }
+        }
+        if segments.is_empty() {
+            return Err(format!("{}: no segments", list.display()));
+        }
+        Ok(Self::of(segments, true))
+    }
+
+    fn of(segments: Vec<(Bytes, Duration)>, ts: bool) -> Self {
         let target = segments
             .iter()
             .map(|(_, d)| d.as_secs_f64().round().max(1.0) as u64)
             .max()
             .unwrap_or(1);
-        Ok(Self {
+        Self {
             segments,
             target,
             live_since: std::sync::Mutex::new(None),
-        })
+            ts,
+        }
+    }
+
+    /// The segments' file extension.
+    pub fn extension(&self) -> &'static str {
+        if self.ts { "ts" } else { "aac" }
+    }
+
+    /// The segments' Content-Type.
+    pub fn mime(&self) -> &'static str {
+        if self.ts { "video/mp2t" } else { "audio/aac" }
     }
 
     /// How many segments the file makes.
@@ -75,8 +127,9 @@ impl Hls {
     fn entry(&self, out: &mut String, n: u64, prefix: &str) {
         let (_, d) = &self.segments[(n % self.segments.len() as u64) as usize];
         out.push_str(&format!(
-            "#EXTINF:{:.3},\n{prefix}{n}.aac\n",
-            d.as_secs_f64()
+            "#EXTINF:{:.3},\n{prefix}{n}.{}\n",
+            d.as_secs_f64(),
+            self.extension()
         ));
     }
 
@@ -118,9 +171,13 @@ impl Hls {
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=96000,CODECS=\"mp4a.40.2\"\nvod.m3u8\n".into()
     }
 
-    /// Segment `n` (cycling), with its ID3 timestamp in front.
+    /// Segment `n` (cycling), a packed-audio one with its ID3 timestamp
+    /// in front.
     pub fn segment(&self, n: u64) -> Bytes {
         let i = (n % self.segments.len() as u64) as usize;
+        if self.ts {
+            return self.segments[i].0.clone();
+        }
         let start: Duration = self.segments[..i].iter().map(|(_, d)| *d).sum();
         let mut out = timestamp_tag((start.as_secs_f64() * 90_000.0) as u64);
         out.extend_from_slice(&self.segments[i].0);

@@ -21,6 +21,9 @@
 //! - `/hls/vod.m3u8`, `/hls/live.m3u8` (grows with time), `/hls/master.m3u8`,
 //!   their segments `/hls/seg/N.aac` and `/hls/live/N.aac` (ADTS cut from
 //!   `tone.aac`, each with its ID3 timestamp).
+//! - The same in MPEG-TS under `/hls/ts-aac/` (ADTS AAC) and `/hls/ts-mp3/`
+//!   (MPEG audio): `vod.m3u8`, `live.m3u8`, `seg/N.ts`, `live/N.ts`
+//!   (`video/mp2t`, the segments ffmpeg's HLS muxer made).
 //! - `/stats`: `{requests: [{path, query, range, icy}], drops, stalls}`;
 //!   `POST /reset` clears it. Anything else: 404.
 
@@ -67,10 +70,26 @@ pub const FILES: &[&str] = &[
     "tone.wav",
 ];
 
+/// The MPEG-TS HLS folders `scripts/make-media` makes (`vod.m3u8` and
+/// its `N.ts` segments in each).
+pub const TS_DIRS: &[&str] = &["ts-aac", "ts-mp3"];
+
+/// Whether `dir` holds everything `scripts/make-media` makes.
+pub fn complete(dir: &Path) -> bool {
+    FILES.iter().all(|f| dir.join(f).is_file())
+        && TS_DIRS
+            .iter()
+            .all(|d| dir.join(d).join("vod.m3u8").is_file())
+}
+
 /// What the media server serves.
 pub struct Media {
     files: HashMap<String, Bytes>,
     hls: Hls,
+    /// MPEG-TS HLS of ADTS AAC and of MP3 (`scripts/make-media`'s
+    /// `ts-aac/` and `ts-mp3/`).
+    ts_aac: Hls,
+    ts_mp3: Hls,
     stats: Mutex<Value>,
 }
 
@@ -90,9 +109,19 @@ impl Media {
             files.insert((*name).to_string(), Bytes::from(data));
         }
         let hls = Hls::new(&files["tone.aac"], 1.0).map_err(|e| format!("tone.aac: {e}"))?;
+        let ts = |sub: &str| {
+            Hls::from_ts(&dir.join(sub)).map_err(|e| {
+                format!(
+                    "{e}; make the media again with `scripts/make-media {}`",
+                    dir.display()
+                )
+            })
+        };
         Ok(Self {
             files,
             hls,
+            ts_aac: ts(TS_DIRS[0])?,
+            ts_mp3: ts(TS_DIRS[1])?,
             stats: Mutex::new(empty_stats()),
         })
     }
@@ -336,28 +365,35 @@ fn get(
             MediaBody::full(s),
         )
     };
-    match path {
-        "/hls/vod.m3u8" => return m3u8(media.hls.vod()),
-        "/hls/live.m3u8" => return m3u8(media.hls.live()),
-        "/hls/master.m3u8" => return m3u8(Hls::master()),
+    let (hls, rest) = match (
+        path.strip_prefix("/hls/ts-aac/"),
+        path.strip_prefix("/hls/ts-mp3/"),
+        path.strip_prefix("/hls/"),
+    ) {
+        (Some(rest), _, _) => (&media.ts_aac, rest),
+        (_, Some(rest), _) => (&media.ts_mp3, rest),
+        (_, _, Some(rest)) => (&media.hls, rest),
+        _ => return plain(StatusCode::NOT_FOUND, "not found"),
+    };
+    match rest {
+        "vod.m3u8" => return m3u8(hls.vod()),
+        "live.m3u8" => return m3u8(hls.live()),
+        "master.m3u8" => return m3u8(Hls::master()),
         _ => {}
     }
-    let segment = path
-        .strip_prefix("/hls/seg/")
-        .and_then(|n| n.strip_suffix(".aac")?.parse::<u64>().ok())
-        .filter(|&n| n < media.hls.segment_count() as u64)
-        .or_else(|| {
-            path.strip_prefix("/hls/live/")?
-                .strip_suffix(".aac")?
-                .parse()
-                .ok()
-        });
+    let number = |s: &str| {
+        s.strip_suffix(hls.extension())?
+            .strip_suffix('.')?
+            .parse::<u64>()
+            .ok()
+    };
+    let segment = rest
+        .strip_prefix("seg/")
+        .and_then(number)
+        .filter(|&n| n < hls.segment_count() as u64)
+        .or_else(|| rest.strip_prefix("live/").and_then(number));
     match segment {
-        Some(n) => typed(
-            StatusCode::OK,
-            "audio/aac",
-            MediaBody::full(media.hls.segment(n)),
-        ),
+        Some(n) => typed(StatusCode::OK, hls.mime(), MediaBody::full(hls.segment(n))),
         None => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use url::Url;
 
 use super::icy::{Demuxer, split_title};
+use super::ts::TsDemuxer;
 use super::{AudioItem, Counters, FormatHint, Limits, MAX_PIECE, MediaErrorKind, MediaEvent};
 
 /// Why a stream stops: the error type for `PlaybackFailed` and a message
@@ -46,6 +47,9 @@ pub(super) struct Out {
     pub(super) events: mpsc::Sender<MediaEvent>,
     pub(super) counters: Arc<Counters>,
     pub(super) format_sent: bool,
+    /// The bytes are MPEG-TS: demuxed here, the decoder sees the audio
+    /// inside (its hint waits until the PMT names the codec).
+    pub(super) ts: Option<(TsDemuxer, Option<FormatHint>)>,
 }
 
 impl Out {
@@ -82,8 +86,42 @@ impl Out {
         self.send(AudioItem::Seeked(pos)).await
     }
 
+    /// The decoder's hint for an MPEG-TS body: from here on the bytes
+    /// are demuxed, and the hint goes out with the codec the PMT names.
+    pub(super) async fn format_ts(&mut self, hint: FormatHint) -> Result<(), Failure> {
+        if self.ts.is_none() {
+            let pending = (!self.format_sent).then_some(hint);
+            self.format_sent = true;
+            self.ts = Some((TsDemuxer::new(), pending));
+        }
+        Ok(())
+    }
+
+    /// Hands on `data` (demuxed first if it is MPEG-TS).
+    pub(super) async fn bytes(&mut self, data: Bytes) -> Result<(), Failure> {
+        let Some((demuxer, pending)) = &mut self.ts else {
+            return self.pieces(data).await;
+        };
+        let mut audio = BytesMut::new();
+        demuxer
+            .feed(&data, &mut audio)
+            .map_err(|e| Failure::new(MediaErrorKind::InvalidRequest, e))?;
+        if audio.is_empty() {
+            return Ok(());
+        }
+        if let Some(mut hint) = pending.take() {
+            if let Some(codec) = demuxer.audio() {
+                let (mime, extension) = codec.hint();
+                hint.mime = Some(mime.to_string());
+                hint.extension = Some(extension.to_string());
+            }
+            self.send(AudioItem::Format(hint)).await?;
+        }
+        self.pieces(audio.freeze()).await
+    }
+
     /// Hands on `data` in pieces of at most [`MAX_PIECE`], waiting for room.
-    pub(super) async fn bytes(&mut self, mut data: Bytes) -> Result<(), Failure> {
+    async fn pieces(&mut self, mut data: Bytes) -> Result<(), Failure> {
         while !data.is_empty() {
             let piece = data.split_to(data.len().min(MAX_PIECE));
             let n = piece.len();

@@ -38,8 +38,9 @@
 //! channel is full (metadata is dropped instead). The stutter events say
 //! the network stalled, while the speaker may still have audio queued.
 //! `offset_ms` is skipped before the speaker sees any audio: the player's
-//! own offset counts from there. Decoding failures (an unknown format,
-//! MPEG-TS HLS segments) come from the speaker as
+//! own offset counts from there. MPEG-TS (HLS segments or a `.ts` URL)
+//! is demuxed here ([`ts`]): the decoder sees the ADTS or MPEG audio inside.
+//! Decoding failures (an unknown format) come from the speaker as
 //! [`PlayerEvent::Failed`](crate::audio::PlayerEvent::Failed).
 //!
 //! [`Player`]: crate::audio::Player
@@ -53,6 +54,7 @@ pub mod fetch;
 pub mod icy;
 pub mod playlist;
 mod resolve;
+pub mod ts;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -355,6 +357,7 @@ fn channels(limits: &Limits) -> (fetch::Out, MediaStream, mpsc::Receiver<u64>) {
         events: event_tx,
         counters: counters.clone(),
         format_sent: false,
+        ts: None,
     };
     let stream = MediaStream {
         audio: MediaAudio {

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::fetch::{Body, Ctx, Failure, Out, accepts_ranges, content_length, get, mime, pump};
 use super::playlist::{self, MediaPlaylist, Playlist};
-use super::{FormatHint, Limits, MediaErrorKind};
+use super::{FormatHint, Limits, MediaErrorKind, ts};
 
 /// Runs one stream to its end and reports how it ended.
 pub(super) async fn run(
@@ -84,14 +84,20 @@ async fn play(ctx: &mut Ctx, url: Url, offset_ms: u64, depth: u32) -> Result<(),
             Some("audio/mp4" | "audio/x-m4a" | "video/mp4")
         ) || matches!(extension.as_deref(), Some("m4a" | "mp4" | "m4b" | "mov"));
         let seekable = mp4 && length.is_some() && accepts_ranges(&resp);
+        let ts = ts::looks_like_ts(mime.as_deref(), extension.as_deref(), &first);
         let hint = FormatHint {
             mime,
             extension,
             skip_ms: offset_ms,
             length,
-            seekable,
+            seekable: seekable && !ts,
         };
-        ctx.out.format(hint).await?;
+        if ts {
+            ctx.out.format_ts(hint).await?;
+        } else {
+            ctx.out.format(hint).await?;
+        }
+        let seekable = seekable && !ts;
         return pump(ctx, resp, first, &at, Body::File { seekable }).await;
     }
     if depth >= ctx.limits.playlist_depth {
@@ -223,7 +229,11 @@ async fn hls(
                 skip_ms: skip,
                 ..FormatHint::default()
             };
-            ctx.out.format(hint).await?;
+            if ts::looks_like_ts(hint.mime.as_deref(), hint.extension.as_deref(), &first) {
+                ctx.out.format_ts(hint).await?;
+            } else {
+                ctx.out.format(hint).await?;
+            }
             pump(ctx, resp, first, &s.url, Body::Segment).await?;
             next = s.sequence + 1;
             fresh = true;

@@ -80,19 +80,25 @@ pub(crate) async fn exchange(
     let head = form
         .head(&metadata)
         .map_err(|e| SendError::Stream(e.to_string()))?;
-    // Held from opening until response headers: AVS wants each event to be
-    // answered before the next begins.
-    let mut opening = gate.opening.lock().await;
-    opening.wait().await;
-    let (resp, body) = link
-        .open(
+    // Held from opening until response headers, per interface: AVS answers
+    // an interface's events in the order they began, and a Recognize that
+    // is answered only once the user stopped talking must not hold back a
+    // progress report due meanwhile (a separate interface, its own stream).
+    let _in_order = gate.order(namespace(&metadata)).lock_owned().await;
+    let (resp, body) = {
+        // Opening is serialized (streams start in the order events were
+        // let through) and waits out a back-off AVS asked for.
+        let opening = gate.opening.lock().await;
+        opening.wait().await;
+        link.open(
             Method::POST,
             EVENTS_PATH,
             &token.value,
             Some(&form.content_type()),
             true,
         )
-        .await?;
+        .await?
+    };
     let mut body = body.ok_or_else(|| SendError::Stream("no request body stream".into()))?;
     body.send_data(head, false)
         .map_err(|e| SendError::Stream(e.to_string()))?;
@@ -151,8 +157,7 @@ pub(crate) async fn exchange(
     }
     .map_err(|e| SendError::Stream(e.to_string()))?;
     let status = resp.status().as_u16();
-    opening.record(status);
-    drop(opening);
+    gate.opening.lock().await.record(status);
     let content_type = resp
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -187,6 +192,30 @@ pub(crate) async fn exchange(
     // first) has nothing left to say. Dropping it resets the stream.
     drop(upload);
     result
+}
+
+/// The interface (`header.namespace`) of an event, for its ordering; an
+/// event that does not parse is ordered with the others like it.
+fn namespace(metadata: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        namespace: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event {
+        header: Header,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        event: Event,
+    }
+    match serde_json::from_str::<Envelope>(metadata) {
+        // PlaybackController's buttons act on what AudioPlayer reports:
+        // AVS sees them in the order they happened.
+        Ok(e) if e.event.header.namespace == "PlaybackController" => "AudioPlayer".to_string(),
+        Ok(e) => e.event.header.namespace,
+        Err(_) => String::new(),
+    }
 }
 
 /// Ends the audio upload with the exchange, also when the exchange itself

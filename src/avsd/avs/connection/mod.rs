@@ -143,13 +143,33 @@ pub enum Command {
     Ping(oneshot::Sender<()>),
 }
 
-/// The event-side rules shared by every sender: at most 8 events in flight,
-/// a new stream opens only once the previous one has response headers, and
-/// none opens while AVS asked us to back off.
+/// The event-side rules shared by every sender: at most 8 events in flight
+/// on their own streams, an interface's next event opens only once its
+/// previous one has response headers, and none opens while AVS asked us to
+/// back off.
 #[derive(Debug)]
 pub(crate) struct Gate {
     slots: Semaphore,
     opening: Mutex<Throttle>,
+    /// One turn per interface (namespace). The map holds the namespaces
+    /// avsd's own agents send, a fixed handful, never anything from AVS.
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),
+            opening: Mutex::new(Throttle::new()),
+            turns: Default::default(),
+        }
+    }
+
+    /// The turn of `namespace`'s events.
+    pub(crate) fn order(&self, namespace: String) -> Arc<Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry(namespace).or_default().clone()
+    }
 }
 
 /// Back-off after AVS answers an event with 429 or 5xx: the next event
@@ -314,10 +334,7 @@ pub fn spawn(
     let (state_tx, state) = published::channel(ConnectionState::Disconnected);
     let (reconnect_tx, reconnect) = published::channel(Reconnect::default());
     let settings = Arc::new(settings);
-    let gate = Arc::new(Gate {
-        slots: Semaphore::new(MAX_EVENTS_IN_FLIGHT),
-        opening: Mutex::new(Throttle::new()),
-    });
+    let gate = Arc::new(Gate::new());
     let sup = supervisor::Supervisor {
         endpoint: settings.endpoint.clone(),
         rejected: None,

@@ -136,6 +136,14 @@ impl EchoCanceller {
         self.double_talk = 0;
     }
 
+    /// Forgets the far end played so far but not the room: for a far end
+    /// that starts again after a pause in which blocks were not processed.
+    pub fn clear_far(&mut self) {
+        let zero = [Complex32::new(0.0, 0.0); BINS];
+        self.far = [0.0; FFT];
+        self.spectra.iter_mut().for_each(|s| *s = zero);
+    }
+
     /// What it has seen so far.
     pub fn stats(&self) -> Stats {
         self.stats

@@ -1,0 +1,289 @@
+//! The far end for echo cancellation: what the speaker played, as the
+//! capture side needs it.
+//!
+//! ```text
+//! output callback ─mono, lock-free─▶ TAP ring (+ frame count, time handed to ALSA)
+//!     "avsd-capture" thread: pull ▶ resample to 16 kHz ▶ align by time ▶ aec::EchoCanceller
+//! ```
+//!
+//! The speaker's real-time callback only stores samples into a fixed ring
+//! of atomics and two counters: no lock, no allocation, never a wait. The
+//! capture thread follows it: it maps each microphone block to the far-end
+//! samples handed to ALSA at the same moment (both sides timestamp their
+//! callbacks on one monotonic clock), less a small lead, and the adaptive
+//! filter finds the rest of the delay (the output buffer, the air, the
+//! capture buffer) within its span. The canceller is kept from one capture
+//! to the next: the room does not change between two requests.
+
+use std::collections::VecDeque;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::resample::{AudioSample, MonoResampler};
+
+/// Far-end frames the ring holds (about 1.4 s at 48 kHz).
+const RING: usize = 1 << 16;
+/// Filter partitions of 10 ms: echo paths up to 250 ms past the lead.
+const PARTITIONS: usize = 25;
+/// A microphone block waits at most this long for its far end (the
+/// output hands over a 20 ms period at once, the resampler holds 15 ms).
+const MAX_WAIT_NS: u64 = 80_000_000;
+/// Far end kept at 16 kHz: the filter's span, the lead and some slack.
+const HISTORY: usize = 16_000;
+/// A speaker silent this long (no callback) is closed: nothing to cancel.
+const IDLE_NS: u64 = 200_000_000;
+/// Alignment drifting this far (30 ms) is taken again from the clocks.
+const DRIFT_LIMIT: f64 = 480.0;
+
+/// The played samples, written by the output callback.
+pub struct Tap {
+    ring: Box<[AtomicU32]>,
+    /// Frames ever written.
+    written: AtomicU64,
+    /// When the last callback handed its frames over (ns since `EPOCH`).
+    at_ns: AtomicU64,
+    rate: AtomicU32,
+    /// Counts outputs opened: a follower of an older one starts again.
+    stream: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+static TAP: LazyLock<Tap> = LazyLock::new(|| Tap {
+    ring: (0..RING).map(|_| AtomicU32::new(0)).collect(),
+    written: AtomicU64::new(0),
+    at_ns: AtomicU64::new(0),
+    rate: AtomicU32::new(0),
+    stream: AtomicU64::new(0),
+});
+
+/// Nanoseconds on the one clock both sides stamp with.
+pub fn now_ns() -> u64 {
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// The tap. Call it first outside any audio callback (opening the output
+/// does), so the ring is made there and not in the callback.
+pub fn tap() -> &'static Tap {
+    &TAP
+}
+
+impl Tap {
+    /// Said by the speaker thread when an output opens at `rate`.
+    pub fn opened(&self, rate: u32) {
+        LazyLock::force(&EPOCH);
+        self.rate.store(rate, Ordering::Relaxed);
+        self.stream.fetch_add(1, Ordering::Release);
+    }
+
+    /// From the output callback: the interleaved samples just handed to
+    /// ALSA. Stores, never waits or allocates.
+    pub fn write<T: AudioSample>(&self, out: &[T], channels: usize) {
+        let channels = channels.max(1);
+        let start = self.written.load(Ordering::Relaxed);
+        let scale = 1.0 / channels as f32;
+        let mut n = 0u64;
+        for frame in out.chunks_exact(channels) {
+            let mono = frame.iter().map(|s| s.to_f32()).sum::<f32>() * scale;
+            self.ring[((start + n) as usize) & (RING - 1)].store(mono.to_bits(), Ordering::Relaxed);
+            n += 1;
+        }
+        self.at_ns.store(now_ns(), Ordering::Relaxed);
+        self.written.store(start + n, Ordering::Release);
+    }
+}
+
+/// The capture thread's side: follows the tap and cancels the echo.
+pub struct EchoCanceller {
+    aec: aec::EchoCanceller,
+    /// The output being followed, its rate and the next frame to pull.
+    stream: u64,
+    rate: u32,
+    next: u64,
+    resampler: Option<MonoResampler>,
+    /// The device frame the resampler started at.
+    first_frame: u64,
+    /// The 16 kHz far end, and the index of its first sample.
+    history: VecDeque<f32>,
+    history_start: i64,
+    /// Index of the sample after the last loud one.
+    sound_until: i64,
+    /// Far-end index = microphone index + offset.
+    offset: Option<i64>,
+    drift: f64,
+    pulled: Vec<f32>,
+    resampled: Vec<f32>,
+    /// The canceller ran on the last block (not passed through).
+    active: bool,
+}
+
+impl Default for EchoCanceller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EchoCanceller {
+    /// A canceller with nothing learnt yet.
+    pub fn new() -> Self {
+        Self {
+            aec: aec::EchoCanceller::new(PARTITIONS),
+            stream: u64::MAX,
+            rate: 0,
+            next: 0,
+            resampler: None,
+            first_frame: 0,
+            history: VecDeque::with_capacity(HISTORY),
+            history_start: 0,
+            sound_until: i64::MIN,
+            offset: None,
+            drift: 0.0,
+            pulled: Vec::with_capacity(RING),
+            resampled: Vec::with_capacity(RING),
+            active: false,
+        }
+    }
+
+    /// A new capture starts: its block numbers start again at 0.
+    pub fn restart(&mut self) {
+        self.offset = None;
+        self.active = false;
+    }
+
+    /// Cancels the echo from `block` (16 kHz, -1..1), the microphone's
+    /// block number `index` of this capture, captured at `at_ns`. False
+    /// (and `block` untouched) while the far end of that moment is not
+    /// there yet: call again shortly (a block waits at most 80 ms).
+    pub fn process(&mut self, block: &mut [f32; aec::BLOCK], index: i64, at_ns: u64) -> bool {
+        let tap = tap();
+        let now = now_ns();
+        self.follow(tap, now);
+        let Some(far_start) = self.align(tap, index, at_ns) else {
+            self.active = false;
+            return true;
+        };
+        let n = aec::BLOCK as i64;
+        let span = self.aec.span() as i64;
+        if self.sound_until <= far_start - span {
+            // Nothing played within the filter's reach: pass through.
+            self.active = false;
+            return true;
+        }
+        let end = self.history_start + self.history.len() as i64;
+        if far_start + n > end && now.saturating_sub(at_ns) < MAX_WAIT_NS {
+            return false;
+        }
+        if !self.active {
+            self.aec.clear_far();
+            self.active = true;
+        }
+        let mut far = [0.0f32; aec::BLOCK];
+        let end = self.history_start + self.history.len() as i64;
+        for (i, f) in far.iter_mut().enumerate() {
+            let at = far_start + i as i64;
+            if at >= self.history_start && at < end {
+                *f = self.history[(at - self.history_start) as usize];
+            }
+        }
+        if far_start + n > end || far_start < self.history_start {
+            // Out of step with the far end: take the alignment again.
+            self.offset = None;
+        }
+        let near = *block;
+        self.aec.process(&far, &near, block);
+        true
+    }
+
+    /// Pulls what the speaker played since last time.
+    fn follow(&mut self, tap: &Tap, now: u64) {
+        let stream = tap.stream.load(Ordering::Acquire);
+        let written = tap.written.load(Ordering::Acquire);
+        let at = tap.at_ns.load(Ordering::Relaxed);
+        let rate = tap.rate.load(Ordering::Relaxed);
+        let idle = now.saturating_sub(at) > IDLE_NS;
+        if stream != self.stream || rate != self.rate || idle || self.resampler.is_none() {
+            if idle && self.resampler.is_none() {
+                return;
+            }
+            self.stream = stream;
+            self.rate = rate;
+            self.next = written;
+            self.first_frame = written;
+            self.resampler = if idle || rate == 0 {
+                None
+            } else {
+                MonoResampler::new(rate, aec::BLOCK as u32 * 100).ok()
+            };
+            self.history.clear();
+            self.history_start = 0;
+            self.sound_until = i64::MIN;
+            self.offset = None;
+            return;
+        }
+        let Some(resampler) = self.resampler.as_mut() else {
+            return;
+        };
+        if written.saturating_sub(self.next) as usize > RING / 2 {
+            // Fell behind the ring (a stalled capture thread): start over.
+            self.resampler = None;
+            return;
+        }
+        self.pulled.clear();
+        for f in self.next..written {
+            let bits = tap.ring[(f as usize) & (RING - 1)].load(Ordering::Relaxed);
+            self.pulled.push(f32::from_bits(bits));
+        }
+        self.next = written;
+        self.resampled.clear();
+        if resampler.process(&self.pulled, &mut self.resampled).is_err() {
+            self.resampler = None;
+            return;
+        }
+        for &s in &self.resampled {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+                self.history_start += 1;
+            }
+            self.history.push_back(s);
+            if s.abs() > 1e-4 {
+                self.sound_until = self.history_start + self.history.len() as i64;
+            }
+        }
+    }
+
+    /// The far-end index paired with microphone block `index`, taken from
+    /// the clocks when not known, checked against them now and then.
+    fn align(&mut self, tap: &Tap, index: i64, at_ns: u64) -> Option<i64> {
+        self.resampler.as_ref()?;
+        let rate = f64::from(self.rate.max(1));
+        let written = tap.written.load(Ordering::Acquire);
+        let at = tap.at_ns.load(Ordering::Relaxed);
+        // The device frame handed to ALSA when the block's last sample
+        // was captured, then its sample at 16 kHz.
+        let frame = written as f64 + (at_ns as f64 - at as f64) * 1e-9 * rate;
+        // (The resampler's output is aligned with its input: it trims its
+        // own delay.)
+        let far = (frame - self.first_frame as f64) * 16_000.0 / rate;
+        let mic_end = (index + 1) * aec::BLOCK as i64;
+        let measured = far.round() as i64 - mic_end;
+        match self.offset {
+            None => {
+                self.offset = Some(measured);
+                self.drift = 0.0;
+            }
+            Some(offset) => {
+                self.drift += ((measured - offset) as f64 - self.drift) * 0.02;
+                if self.drift.abs() > DRIFT_LIMIT {
+                    tracing::debug!(
+                        drift_samples = self.drift,
+                        "echo canceller: playback and capture drifted apart; aligning again"
+                    );
+                    self.offset = Some(measured);
+                    self.drift = 0.0;
+                    self.aec.clear_far();
+                }
+            }
+        }
+        self.offset.map(|o| index * aec::BLOCK as i64 + o)
+    }
+}

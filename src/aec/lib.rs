@@ -30,7 +30,9 @@ pub const BLOCK: usize = 160;
 const FFT: usize = 2 * BLOCK;
 const BINS: usize = BLOCK + 1;
 /// The step: the fraction of the error the filter corrects each block.
-const MU: f32 = 0.5;
+const MU: f32 = 0.8;
+/// Partitions brought back to a linear convolution each block.
+const CONSTRAINED: usize = 1;
 /// How fast each bin's far-end power follows the signal (per block).
 const POWER_SMOOTHING: f32 = 0.1;
 /// A block whose residual is this many times what single talk left is
@@ -59,7 +61,7 @@ pub struct EchoCanceller {
     head: usize,
     /// The filter, one spectrum per partition (partition k: k blocks late).
     weights: Vec<[Complex32; BINS]>,
-    /// Each bin's smoothed far-end power.
+    /// Each bin's far-end power over the filter's reach, smoothed.
     power: [f32; BINS],
     /// Which partition is constrained next.
     constrain: usize,
@@ -187,8 +189,17 @@ impl EchoCanceller {
             return;
         }
 
-        for (p, x) in self.power.iter_mut().zip(&self.spectra[self.head]) {
-            *p += (x.norm_sqr() - *p) * POWER_SMOOTHING;
+        // Each bin's power over the whole filter's reach (all partitions):
+        // normalising by the newest block alone would make steps huge in a
+        // pause of the far end while its echo still comes in.
+        let mut reach = [0.0f32; BINS];
+        for x in &self.spectra {
+            for (r, x) in reach.iter_mut().zip(x) {
+                *r += x.norm_sqr();
+            }
+        }
+        for (p, r) in self.power.iter_mut().zip(&reach) {
+            *p += (r - *p) * POWER_SMOOTHING;
         }
         self.time[..BLOCK].fill(0.0);
         self.time[BLOCK..].copy_from_slice(out);
@@ -197,27 +208,28 @@ impl EchoCanceller {
         // Regularisation: a bin with next to no far-end power learns
         // nothing instead of blowing up.
         let floor = self.power.iter().sum::<f32>() / BINS as f32 * 1e-3 + 1e-9;
-        let norm = self.partitions as f32;
         for k in 0..self.partitions {
             let x = &self.spectra[(self.head + k) % self.partitions];
             let w = &mut self.weights[k];
             for b in 0..BINS {
-                let step = MU / (norm * self.power[b] + floor);
+                let step = MU / (self.power[b] + floor);
                 w[b] += x[b].conj() * self.error[b] * step;
             }
         }
         // Bring one partition back to a linear convolution: its impulse
         // response's second half (the circular wrap) set to zero.
-        let c = self.constrain;
-        self.constrain = (c + 1) % self.partitions;
-        self.freq = self.weights[c];
-        self.ifft_time();
-        for v in &mut self.time[..BLOCK] {
-            *v *= scale;
+        for _ in 0..CONSTRAINED.min(self.partitions) {
+            let c = self.constrain;
+            self.constrain = (c + 1) % self.partitions;
+            self.freq = self.weights[c];
+            self.ifft_time();
+            for v in &mut self.time[..BLOCK] {
+                *v *= scale;
+            }
+            self.time[BLOCK..].fill(0.0);
+            self.fft_time();
+            self.weights[c] = self.freq;
         }
-        self.time[BLOCK..].fill(0.0);
-        self.fft_time();
-        self.weights[c] = self.freq;
     }
 
     /// Whether this block may teach the filter (single talk, far end on).

@@ -156,3 +156,31 @@ fn cpu_per_second_of_audio() {
     let per_second = started.elapsed() / 4;
     println!("20 partitions (200 ms): {per_second:?} of CPU per second of audio");
 }
+
+/// Speech with pauses between phrases (0.6 s on, 0.4 s off).
+fn phrases(seed: u32, n: usize) -> Vec<f32> {
+    let mut x = speechlike(seed, n);
+    for (i, v) in x.iter_mut().enumerate() {
+        if i % 16_000 >= 9_600 {
+            *v = 0.0;
+        }
+    }
+    x
+}
+
+#[test]
+fn a_long_delay_and_phrases_with_pauses() {
+    let seconds = 8;
+    let far = phrases(5, 16_000 * seconds);
+    let mut ir = vec![0.0f32; 1_600];
+    ir.extend(room());
+    let echo = convolve(&far, &ir);
+    let mut aec = EchoCanceller::new(30);
+    let out = cancel(&mut aec, &far, &echo);
+    let second = |s: usize| 16_000 * s..16_000 * (s + 1);
+    let erle: Vec<f64> = (0..seconds)
+        .map(|s| db(&echo[second(s)], &out[second(s)]))
+        .collect();
+    println!("ERLE per second, 200 ms away, with pauses (dB): {erle:.1?}; {:?}", aec.stats());
+    assert!(erle[3] > 15.0, "{erle:.1?}");
+}

@@ -24,8 +24,14 @@ use super::resample::{AudioSample, MonoResampler};
 
 /// Far-end frames the ring holds (about 1.4 s at 48 kHz).
 const RING: usize = 1 << 16;
-/// Filter partitions of 10 ms: echo paths up to 250 ms past the lead.
-const PARTITIONS: usize = 25;
+/// Filter partitions of 10 ms: echo paths up to 300 ms, from the output
+/// buffer (40 ms), the air and the capture buffer to the room's tail.
+const PARTITIONS: usize = 30;
+/// A microphone block is paired with the far end of 40 ms before its
+/// moment by the clocks: an output callback that comes late makes the
+/// clocks read a later far end than the one really heard, and a far end
+/// paired too late cannot be cancelled (its echo would come before it).
+const BIAS: i64 = 640;
 /// A microphone block waits at most this long for its far end (the
 /// output hands over a 20 ms period at once, the resampler holds 15 ms).
 const MAX_WAIT_NS: u64 = 80_000_000;
@@ -33,8 +39,11 @@ const MAX_WAIT_NS: u64 = 80_000_000;
 const HISTORY: usize = 16_000;
 /// A speaker silent this long (no callback) is closed: nothing to cancel.
 const IDLE_NS: u64 = 200_000_000;
-/// Alignment drifting this far (30 ms) is taken again from the clocks.
-const DRIFT_LIMIT: f64 = 480.0;
+/// Alignment drifting this far (100 ms: a lost period, an output opened
+/// again) is taken again from the clocks. Less is left to the filter: the
+/// streams are sample-locked once aligned, and the clocks' readings jitter by
+/// tens of ms on a loaded machine.
+const DRIFT_LIMIT: f64 = 1_600.0;
 
 /// The played samples, written by the output callback.
 pub struct Tap {
@@ -115,7 +124,15 @@ pub struct EchoCanceller {
     resampled: Vec<f32>,
     /// The canceller ran on the last block (not passed through).
     active: bool,
+    /// Microphone and residual power over the blocks cancelled since the
+    /// last report, and how many.
+    report: (f64, f64, u32),
+    /// Times the pairing moved for a far end that came late.
+    shifts: u32,
 }
+
+/// Blocks cancelled between two reports of the echo removed (5 s).
+const REPORT_BLOCKS: u32 = 500;
 
 impl Default for EchoCanceller {
     fn default() -> Self {
@@ -141,6 +158,8 @@ impl EchoCanceller {
             pulled: Vec::with_capacity(RING),
             resampled: Vec::with_capacity(RING),
             active: false,
+            report: (0.0, 0.0, 0),
+            shifts: 0,
         }
     }
 
@@ -185,12 +204,35 @@ impl EchoCanceller {
                 *f = self.history[(at - self.history_start) as usize];
             }
         }
-        if far_start + n > end || far_start < self.history_start {
-            // Out of step with the far end: take the alignment again.
+        if far_start + n > end {
+            // Waited long enough and still not there: the far end really
+            // comes later than the clocks said. Pair later blocks with
+            // what did come, keeping the filter.
+            if let Some(o) = self.offset.as_mut() {
+                *o -= far_start + n - end;
+                self.shifts += 1;
+            }
+        } else if far_start < self.history_start {
             self.offset = None;
         }
         let near = *block;
         self.aec.process(&far, &near, block);
+        let power = |x: &[f32]| x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+        self.report.0 += power(&near);
+        self.report.1 += power(&block[..]);
+        self.report.2 += 1;
+        if self.report.2 == REPORT_BLOCKS {
+            let (mic, left, _) = std::mem::take(&mut self.report);
+            tracing::debug!(
+                "echo canceller: the microphone {:.1} dB weaker after it over the last 5 s \
+                 (microphone at {:.1} dBFS; far end {} samples ahead, drifting {:.0}, moved {} times)",
+                10.0 * (mic / left.max(1e-12)).log10(),
+                10.0 * (mic / f64::from(REPORT_BLOCKS * aec::BLOCK as u32)).max(1e-12).log10(),
+                self.offset.unwrap_or(0),
+                self.drift,
+                self.shifts,
+            );
+        }
         true
     }
 
@@ -260,12 +302,14 @@ impl EchoCanceller {
         let at = tap.at_ns.load(Ordering::Relaxed);
         // The device frame handed to ALSA when the block's last sample
         // was captured, then its sample at 16 kHz.
-        let frame = written as f64 + (at_ns as f64 - at as f64) * 1e-9 * rate;
+        // Never past the last callback: a late callback (a busy machine, a
+        // blocking driver) would otherwise point at frames not played yet.
+        let frame = written as f64 + (at_ns as f64 - at as f64).min(0.0) * 1e-9 * rate;
         // (The resampler's output is aligned with its input: it trims its
         // own delay.)
         let far = (frame - self.first_frame as f64) * 16_000.0 / rate;
         let mic_end = (index + 1) * aec::BLOCK as i64;
-        let measured = far.round() as i64 - mic_end;
+        let measured = far.round() as i64 - mic_end - BIAS;
         match self.offset {
             None => {
                 self.offset = Some(measured);

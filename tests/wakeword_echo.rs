@@ -23,8 +23,8 @@ const CONFIG: &str = "capture_device = \"mic\"\ncapture_format = \"i16:16000:1\"
 const WATCHING: &str = "listening for the wake word";
 /// Bytes of 48 kHz stereo s16 per 10 ms tick.
 const SPK_TICK: usize = 1_920;
-/// Echo the room holds back before letting it through (30 ms).
-const PREFILL: usize = 480;
+/// Echo the room holds back before letting it through (80 ms).
+const PREFILL: usize = 1_280;
 /// 150 ms at 16 kHz: how far the indices may be from the word.
 const TOLERANCE: i64 = 2_400;
 
@@ -138,7 +138,7 @@ impl Tick for Room {
             self.talking.extend(next);
         }
         // The speaker's FIFO gives its bytes in bursts: the room holds
-        // 30 ms back, so the echo is one unbroken stream, as in the air.
+        // 80 ms back, so the echo is one unbroken stream, as in the air.
         if self.echo.len() >= PREFILL {
             self.flowing = true;
         }

@@ -30,7 +30,7 @@ pub const BLOCK: usize = 160;
 const FFT: usize = 2 * BLOCK;
 const BINS: usize = BLOCK + 1;
 /// The step: the fraction of the error the filter corrects each block.
-const MU: f32 = 0.8;
+const MU: f32 = 0.6;
 /// Partitions brought back to a linear convolution each block.
 const CONSTRAINED: usize = 1;
 /// How fast each bin's far-end power follows the signal (per block).
@@ -43,11 +43,16 @@ const RATIO_SMOOTHING: f32 = 0.05;
 /// The residual ratio before anything is learnt: the echo path may be
 /// louder than the far end itself.
 const START_RATIO: f32 = 100.0;
+/// Block power (sum of squares) taken for silence: -70 dBFS.
+const SILENT: f32 = BLOCK as f32 * 1e-7;
+/// Blocks in a row (100 ms) louder after the filter than before it, after
+/// which the filter starts again.
+const DIVERGED_LIMIT: u32 = 10;
 /// Double talk longer than this (2 s) is taken for a changed room instead.
 const DOUBLE_TALK_LIMIT: u32 = 200;
 /// Far-end block power (sum of squares of samples in -1..1) below which
 /// nothing is learnt: -70 dBFS.
-const FAR_FLOOR: f32 = BLOCK as f32 * 1e-7;
+const FAR_FLOOR: f32 = SILENT;
 
 /// The adaptive echo canceller of one microphone.
 pub struct EchoCanceller {
@@ -76,7 +81,8 @@ pub struct EchoCanceller {
     /// (see [`START_RATIO`]).
     ratio: Option<f32>,
     double_talk: u32,
-    /// Blocks of near-end talk seen so far (double talk).
+    /// Blocks in a row whose residual was louder than the microphone.
+    diverged: u32,
     stats: Stats,
 }
 
@@ -87,6 +93,9 @@ pub struct Stats {
     pub blocks: u64,
     /// Blocks where adaptation stopped for double talk.
     pub double_talk_blocks: u64,
+    /// Times the filter made the microphone louder for long and was
+    /// started again.
+    pub resets: u64,
 }
 
 impl EchoCanceller {
@@ -117,6 +126,7 @@ impl EchoCanceller {
             far_long: 0.0,
             ratio: None,
             double_talk: 0,
+            diverged: 0,
             stats: Stats::default(),
         }
     }
@@ -136,6 +146,7 @@ impl EchoCanceller {
         self.far_long = 0.0;
         self.ratio = None;
         self.double_talk = 0;
+        self.diverged = 0;
     }
 
     /// Forgets the far end played so far but not the room: for a far end
@@ -176,10 +187,29 @@ impl EchoCanceller {
         self.ifft_time();
         let scale = 1.0 / FFT as f32;
         let mut residual = 0.0f32;
+        let mut mic = 0.0f32;
         for i in 0..BLOCK {
             let e = near[i] - self.time[BLOCK + i] * scale;
             out[i] = e;
             residual += e * e;
+            mic += near[i] * near[i];
+        }
+        // Never louder than the microphone: a filter that makes it louder
+        // is wrong (the far end jumped, the room changed); one that stays
+        // wrong is started again.
+        if residual > 2.0 * mic + SILENT {
+            out.copy_from_slice(near);
+            // (Into silence it is only not learnt yet: the echo of a far
+            // end that just started has not come.)
+            if mic > SILENT {
+                self.diverged += 1;
+            }
+            if self.diverged >= DIVERGED_LIMIT {
+                self.stats.resets += 1;
+                self.reset();
+            }
+        } else {
+            self.diverged = 0;
         }
 
         let far_power: f32 = far.iter().map(|v| v * v).sum();

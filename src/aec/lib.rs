@@ -93,6 +93,9 @@ pub struct Stats {
     pub blocks: u64,
     /// Blocks where adaptation stopped for double talk.
     pub double_talk_blocks: u64,
+    /// Blocks passed through as they were: the filter would have made
+    /// them louder.
+    pub passed: u64,
     /// Times the filter made the microphone louder for long and was
     /// started again.
     pub resets: u64,
@@ -199,6 +202,7 @@ impl EchoCanceller {
         // wrong is started again.
         if residual > 2.0 * mic + SILENT {
             out.copy_from_slice(near);
+            self.stats.passed += 1;
             // (Into silence it is only not learnt yet: the echo of a far
             // end that just started has not come.)
             if mic > SILENT {
@@ -228,8 +232,10 @@ impl EchoCanceller {
                 *r += x.norm_sqr();
             }
         }
+        // Smoothed on the way down only: at an onset after silence a
+        // lagging power would make the step far too large.
         for (p, r) in self.power.iter_mut().zip(&reach) {
-            *p += (r - *p) * POWER_SMOOTHING;
+            *p = (*p + (r - *p) * POWER_SMOOTHING).max(*r);
         }
         self.time[..BLOCK].fill(0.0);
         self.time[BLOCK..].copy_from_slice(out);
@@ -237,7 +243,8 @@ impl EchoCanceller {
         self.error = self.freq;
         // Regularisation: a bin with next to no far-end power learns
         // nothing instead of blowing up.
-        let floor = self.power.iter().sum::<f32>() / BINS as f32 * 1e-3 + 1e-9;
+        let floor = self.power.iter().sum::<f32>() / BINS as f32 * 1e-3
+            + FFT as f32 * SILENT / BLOCK as f32 * self.partitions as f32;
         for k in 0..self.partitions {
             let x = &self.spectra[(self.head + k) % self.partitions];
             let w = &mut self.weights[k];

@@ -36,7 +36,15 @@ const BIAS: i64 = 640;
 /// output hands over a 20 ms period at once, the resampler holds 15 ms).
 const MAX_WAIT_NS: u64 = 80_000_000;
 /// Far end kept at 16 kHz: the filter's span, the lead and some slack.
-const HISTORY: usize = 16_000;
+const HISTORY: usize = 48_000;
+/// The delay estimate: how many blocks of microphone loudness it compares
+/// (2 s), how often (1 s), up to what delay (600 ms), where in the filter
+/// the main echo is put (60 ms in), and how far off it must be to move.
+const ESTIMATE_BLOCKS: usize = 200;
+const ESTIMATE_EVERY: u32 = 100;
+const MAX_LAG_BLOCKS: i64 = 60;
+const TARGET_LAG_BLOCKS: i64 = 6;
+const MOVE_BLOCKS: i64 = 5;
 /// A speaker silent this long (no callback) is closed: nothing to cancel.
 const IDLE_NS: u64 = 200_000_000;
 /// Alignment drifting this far (100 ms: a lost period, an output opened
@@ -44,6 +52,30 @@ const IDLE_NS: u64 = 200_000_000;
 /// streams are sample-locked once aligned, and the clocks' readings jitter by
 /// tens of ms on a loaded machine.
 const DRIFT_LIMIT: f64 = 1_600.0;
+
+/// The wake-word engine that listens to the far end itself, when the
+/// wake word is on (`wakeword::Wake` sets it).
+static FAR_WORD: std::sync::Mutex<Option<wakeword::WakeWord>> = std::sync::Mutex::new(None);
+/// Until when (`now_ns`) a detection on the microphone is avsd's own
+/// voice: the far end said the word shortly before.
+static OWN_WORD_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// How long after the far end says the wake word its echo may still wake
+/// the microphone's engine (the output buffer, the room, the engine's own
+/// late report).
+const OWN_WORD_NS: u64 = 2_000_000_000;
+
+/// Has a second engine listen to what avsd plays, so that the wake word
+/// in avsd's own output is known and not taken for a user's (a safety net
+/// under the canceller, which needs a second or two to learn a room).
+pub fn listen_to_far_end(word: wakeword::WakeWord) {
+    *FAR_WORD.lock().unwrap_or_else(|p| p.into_inner()) = Some(word);
+}
+
+/// Whether avsd itself said the wake word so recently that a detection on
+/// the microphone now is its echo.
+pub fn own_wake_word() -> bool {
+    now_ns() < OWN_WORD_UNTIL.load(Ordering::Relaxed)
+}
 
 /// The played samples, written by the output callback.
 pub struct Tap {
@@ -129,6 +161,14 @@ pub struct EchoCanceller {
     report: (f64, f64, u32),
     /// Times the pairing moved for a far end that came late.
     shifts: u32,
+    /// Each recent microphone block's loudness and the far-end index it
+    /// was paired with; blocks since the last estimate; the last estimate.
+    loudness: VecDeque<(f32, i64)>,
+    since_estimate: u32,
+    last_lag: Option<i64>,
+    /// The echo's delay was found in the signals: from then on they, not
+    /// the clocks, keep the pairing.
+    locked: bool,
 }
 
 /// Blocks cancelled between two reports of the echo removed (5 s).
@@ -160,12 +200,18 @@ impl EchoCanceller {
             active: false,
             report: (0.0, 0.0, 0),
             shifts: 0,
+            loudness: VecDeque::with_capacity(ESTIMATE_BLOCKS),
+            since_estimate: 0,
+            last_lag: None,
+            locked: false,
         }
     }
 
     /// A new capture starts: its block numbers start again at 0.
     pub fn restart(&mut self) {
         self.offset = None;
+        self.locked = false;
+        self.loudness.clear();
         self.active = false;
     }
 
@@ -216,6 +262,16 @@ impl EchoCanceller {
             self.offset = None;
         }
         let near = *block;
+        if self.loudness.len() == ESTIMATE_BLOCKS {
+            self.loudness.pop_front();
+        }
+        let loud = near.iter().map(|v| v * v).sum::<f32>().sqrt();
+        self.loudness.push_back((loud, far_start));
+        self.since_estimate += 1;
+        if self.since_estimate >= ESTIMATE_EVERY && self.loudness.len() == ESTIMATE_BLOCKS {
+            self.since_estimate = 0;
+            self.estimate_delay();
+        }
         self.aec.process(&far, &near, block);
         let power = |x: &[f32]| x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
         self.report.0 += power(&near);
@@ -225,15 +281,113 @@ impl EchoCanceller {
             let (mic, left, _) = std::mem::take(&mut self.report);
             tracing::debug!(
                 "echo canceller: the microphone {:.1} dB weaker after it over the last 5 s \
-                 (microphone at {:.1} dBFS; far end {} samples ahead, drifting {:.0}, moved {} times)",
+                 (microphone at {:.1} dBFS; far end {} samples ahead, drifting {:.0}, moved {} times; {:?})",
                 10.0 * (mic / left.max(1e-12)).log10(),
                 10.0 * (mic / f64::from(REPORT_BLOCKS * aec::BLOCK as u32)).max(1e-12).log10(),
                 self.offset.unwrap_or(0),
                 self.drift,
                 self.shifts,
+                self.aec.stats(),
             );
         }
         true
+    }
+
+    /// Finds the echo's delay from the loudness of the microphone and of
+    /// the far end (10 ms blocks, normalised correlation), and moves the
+    /// pairing when two estimates in a row agree that the main echo lies
+    /// away from where the filter wants it: the clocks say only roughly
+    /// when a sample was played or heard (buffers, a driver, a FIFO), and
+    /// an echo outside the filter's reach cannot be cancelled.
+    fn estimate_delay(&mut self) {
+        let end = self.history_start + self.history.len() as i64;
+        let n = aec::BLOCK as i64;
+        let far_loudness = |start: i64| -> Option<f32> {
+            if start < self.history_start || start + n > end {
+                return None;
+            }
+            let from = (start - self.history_start) as usize;
+            Some(
+                self.history
+                    .range(from..from + aec::BLOCK)
+                    .map(|v| v * v)
+                    .sum::<f32>()
+                    .sqrt(),
+            )
+        };
+        let mic: Vec<f32> = self.loudness.iter().map(|(l, _)| *l).collect();
+        let mean = |x: &[f32]| x.iter().sum::<f32>() / x.len().max(1) as f32;
+        let mic_mean = mean(&mic);
+        let mut best = (0.0f32, 0i64);
+        for lag in 0..=MAX_LAG_BLOCKS {
+            let far: Option<Vec<f32>> = self
+                .loudness
+                .iter()
+                .map(|(_, start)| far_loudness(start + n - lag * n))
+                .collect();
+            let Some(far) = far else { continue };
+            let far_mean = mean(&far);
+            let (mut dot, mut em, mut ef) = (0.0f32, 0.0f32, 0.0f32);
+            for (m, f) in mic.iter().zip(&far) {
+                let (m, f) = (m - mic_mean, f - far_mean);
+                dot += m * f;
+                em += m * m;
+                ef += f * f;
+            }
+            let c = dot / (em * ef).sqrt().max(1e-12);
+            if c > best.0 {
+                best = (c, lag);
+            }
+        }
+        let (corr, lag) = best;
+        if corr < 0.5 {
+            self.last_lag = None;
+            return;
+        }
+        let agreed = self.last_lag.is_some_and(|l| (l - lag).abs() <= 1);
+        self.last_lag = Some(lag);
+        self.locked |= agreed;
+        if agreed && (lag - TARGET_LAG_BLOCKS).abs() > MOVE_BLOCKS {
+            tracing::debug!(
+                lag_ms = lag * 10,
+                correlation = corr,
+                "echo canceller: the echo comes {} ms after the far end it was paired with; \
+                 pairing again",
+                lag * 10
+            );
+            if let Some(o) = self.offset.as_mut() {
+                *o -= (lag - TARGET_LAG_BLOCKS) * n;
+            }
+            self.loudness.clear();
+            self.last_lag = None;
+            self.aec.reset();
+        }
+    }
+
+    /// Feeds the far end's new samples to the far-end engine.
+    fn far_word(&mut self) {
+        if self.resampled.is_empty() {
+            return;
+        }
+        // Never waited for: the engine is only ever set from elsewhere.
+        let Ok(mut word) = FAR_WORD.try_lock() else {
+            return;
+        };
+        let Some(word) = word.as_mut() else { return };
+        let mut pcm = [0i16; aec::BLOCK];
+        let mut heard = false;
+        for piece in self.resampled.chunks(aec::BLOCK) {
+            for (p, s) in pcm.iter_mut().zip(piece) {
+                *p = (s * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16;
+            }
+            word.process(&pcm[..piece.len()], |e| {
+                heard |= matches!(e, wakeword::Event::Detected(_));
+            });
+        }
+        if heard {
+            tracing::debug!("the wake word is in avsd's own output: its echo will not wake avsd");
+            OWN_WORD_UNTIL.store(now_ns() + OWN_WORD_NS, Ordering::Relaxed);
+        }
     }
 
     /// Pulls what the speaker played since last time.
@@ -260,6 +414,8 @@ impl EchoCanceller {
             self.history_start = 0;
             self.sound_until = i64::MIN;
             self.offset = None;
+            self.locked = false;
+            self.loudness.clear();
             return;
         }
         let Some(resampler) = self.resampler.as_mut() else {
@@ -281,6 +437,7 @@ impl EchoCanceller {
             self.resampler = None;
             return;
         }
+        self.far_word();
         for &s in &self.resampled {
             if self.history.len() == HISTORY {
                 self.history.pop_front();
@@ -315,6 +472,7 @@ impl EchoCanceller {
                 self.offset = Some(measured);
                 self.drift = 0.0;
             }
+            Some(_) if self.locked => {}
             Some(offset) => {
                 self.drift += ((measured - offset) as f64 - self.drift) * 0.02;
                 if self.drift.abs() > DRIFT_LIMIT {

@@ -181,6 +181,9 @@ fn a_long_delay_and_phrases_with_pauses() {
     let erle: Vec<f64> = (0..seconds)
         .map(|s| db(&echo[second(s)], &out[second(s)]))
         .collect();
-    println!("ERLE per second, 200 ms away, with pauses (dB): {erle:.1?}; {:?}", aec.stats());
+    println!(
+        "ERLE per second, 200 ms away, with pauses (dB): {erle:.1?}; {:?}",
+        aec.stats()
+    );
     assert!(erle[3] > 15.0, "{erle:.1?}");
 }

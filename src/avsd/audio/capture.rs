@@ -320,9 +320,15 @@ fn run(
         }
     };
     match format.sample {
-        SampleKind::I16 => stream::<i16>(&name, dev, format, stream_config, shared, tx, ready, echo),
-        SampleKind::I32 => stream::<i32>(&name, dev, format, stream_config, shared, tx, ready, echo),
-        SampleKind::F32 => stream::<f32>(&name, dev, format, stream_config, shared, tx, ready, echo),
+        SampleKind::I16 => {
+            stream::<i16>(&name, dev, format, stream_config, shared, tx, ready, echo)
+        }
+        SampleKind::I32 => {
+            stream::<i32>(&name, dev, format, stream_config, shared, tx, ready, echo)
+        }
+        SampleKind::F32 => {
+            stream::<f32>(&name, dev, format, stream_config, shared, tx, ready, echo)
+        }
     }
 }
 
@@ -375,7 +381,9 @@ fn stream<T: SizedSample + AudioSample>(
         if n < data.len() {
             cb_shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
-        cb_shared.captured_at.store(echo::now_ns(), Ordering::Relaxed);
+        cb_shared
+            .captured_at
+            .store(echo::now_ns(), Ordering::Relaxed);
         cb_shared
             .captured
             .fetch_add((data.len() / channels) as u64, Ordering::Release);
@@ -423,7 +431,15 @@ fn stream<T: SizedSample + AudioSample>(
     }
     echo.restart();
     let rate = format.rate;
-    convert(name, consumer, channels, resampler, &shared, &tx, (echo, rate));
+    convert(
+        name,
+        consumer,
+        channels,
+        resampler,
+        &shared,
+        &tx,
+        (echo, rate),
+    );
     // Dropping the stream joins cpal's ALSA thread; done here, off the async side.
     drop(stream);
     tracing::debug!(device = name, "capture closed");
@@ -459,8 +475,8 @@ impl Blocks {
         self.len = 0;
         // The block's last sample as a device frame, and the time the
         // callback that brought the newest frame ran.
-        let frame = ((self.index + 1) * aec::BLOCK as i64) as f64 * self.rate
-            / f64::from(AVS_SAMPLE_RATE);
+        let frame =
+            ((self.index + 1) * aec::BLOCK as i64) as f64 * self.rate / f64::from(AVS_SAMPLE_RATE);
         let at = shared.captured_at.load(Ordering::Relaxed);
         let captured = shared.captured.load(Ordering::Acquire) as f64;
         let age_ns = ((captured - frame).max(0.0) / self.rate * 1e9) as u64;

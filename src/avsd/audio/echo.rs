@@ -283,7 +283,9 @@ impl EchoCanceller {
                 "echo canceller: the microphone {:.1} dB weaker after it over the last 5 s \
                  (microphone at {:.1} dBFS; far end {} samples ahead, drifting {:.0}, moved {} times; {:?})",
                 10.0 * (mic / left.max(1e-12)).log10(),
-                10.0 * (mic / f64::from(REPORT_BLOCKS * aec::BLOCK as u32)).max(1e-12).log10(),
+                10.0 * (mic / f64::from(REPORT_BLOCKS * aec::BLOCK as u32))
+                    .max(1e-12)
+                    .log10(),
                 self.offset.unwrap_or(0),
                 self.drift,
                 self.shifts,
@@ -433,7 +435,10 @@ impl EchoCanceller {
         }
         self.next = written;
         self.resampled.clear();
-        if resampler.process(&self.pulled, &mut self.resampled).is_err() {
+        if resampler
+            .process(&self.pulled, &mut self.resampled)
+            .is_err()
+        {
             self.resampler = None;
             return;
         }

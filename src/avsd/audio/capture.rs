@@ -321,13 +321,13 @@ fn run(
     };
     match format.sample {
         SampleKind::I16 => {
-            stream::<i16>(&name, dev, format, stream_config, shared, tx, ready, echo)
+            stream::<i16>(&name, dev, format, stream_config, shared, (tx, ready), echo)
         }
         SampleKind::I32 => {
-            stream::<i32>(&name, dev, format, stream_config, shared, tx, ready, echo)
+            stream::<i32>(&name, dev, format, stream_config, shared, (tx, ready), echo)
         }
         SampleKind::F32 => {
-            stream::<f32>(&name, dev, format, stream_config, shared, tx, ready, echo)
+            stream::<f32>(&name, dev, format, stream_config, shared, (tx, ready), echo)
         }
     }
 }
@@ -358,8 +358,7 @@ fn stream<T: SizedSample + AudioSample>(
     format: StreamFormat,
     config: cpal::StreamConfig,
     shared: Arc<Shared>,
-    tx: Chunks,
-    ready: Ready,
+    (tx, ready): (Chunks, Ready),
     echo: &mut EchoCanceller,
 ) {
     // Starts the shared clock here, not in the callback.

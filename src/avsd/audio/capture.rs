@@ -21,6 +21,7 @@
 //! period. Measured through ALSA's file plugin (tests/audio.rs): under 1 ms
 //! from a complete period to its chunk at 16 kHz, 11 to 15 ms at 48 kHz.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
@@ -32,6 +33,7 @@ use cpal::traits::{DeviceTrait, StreamTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::device::{self, SampleKind, StreamFormat};
+use super::echo::{self, EchoCanceller};
 use super::resample::{AudioSample, MonoResampler, downmix_into};
 use super::{AVS_CHUNK_BYTES, AVS_SAMPLE_RATE, AudioError, DEFAULT_DEVICE, Direction};
 
@@ -83,6 +85,11 @@ struct Shared {
     stop: AtomicBool,
     failed: AtomicBool,
     overruns: AtomicU64,
+    /// Device frames captured, and when the last callback brought them
+    /// (`echo::now_ns`): when each microphone sample was heard, for
+    /// pairing it with what the speaker played then.
+    captured: AtomicU64,
+    captured_at: AtomicU64,
     /// The first fatal error, kept as cpal gave it: moving it in does not
     /// allocate on the audio thread, formatting it later does.
     error: Mutex<Option<cpal::Error>>,
@@ -123,8 +130,10 @@ fn submit(job: Job) -> Result<Thread, AudioError> {
     let handle = thread::Builder::new()
         .name("avsd-capture".into())
         .spawn(move || {
+            // Kept from one capture to the next: the room stays the same.
+            let mut echo = EchoCanceller::new();
             for job in queue {
-                run(job.config, job.shared, job.tx, job.ready);
+                run(job.config, job.shared, job.tx, job.ready, &mut echo);
                 // Sent after the cpal stream is gone: the device is free again.
                 let _ = job.closed.send(());
             }
@@ -171,6 +180,8 @@ impl Capture {
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             overruns: AtomicU64::new(0),
+            captured: AtomicU64::new(0),
+            captured_at: AtomicU64::new(0),
             error: Mutex::new(None),
         });
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
@@ -269,7 +280,13 @@ type Chunks = mpsc::Sender<Result<Bytes, AudioError>>;
 
 /// One capture on the worker thread: open the device, then convert until
 /// told to stop.
-fn run(config: CaptureConfig, shared: Arc<Shared>, tx: Chunks, ready: Ready) {
+fn run(
+    config: CaptureConfig,
+    shared: Arc<Shared>,
+    tx: Chunks,
+    ready: Ready,
+    echo: &mut EchoCanceller,
+) {
     let name = config.device.clone();
     let opened = (|| {
         let host = device::alsa_host(&name, Direction::Capture)?;
@@ -303,9 +320,15 @@ fn run(config: CaptureConfig, shared: Arc<Shared>, tx: Chunks, ready: Ready) {
         }
     };
     match format.sample {
-        SampleKind::I16 => stream::<i16>(&name, dev, format, stream_config, shared, tx, ready),
-        SampleKind::I32 => stream::<i32>(&name, dev, format, stream_config, shared, tx, ready),
-        SampleKind::F32 => stream::<f32>(&name, dev, format, stream_config, shared, tx, ready),
+        SampleKind::I16 => {
+            stream::<i16>(&name, dev, format, stream_config, shared, (tx, ready), echo)
+        }
+        SampleKind::I32 => {
+            stream::<i32>(&name, dev, format, stream_config, shared, (tx, ready), echo)
+        }
+        SampleKind::F32 => {
+            stream::<f32>(&name, dev, format, stream_config, shared, (tx, ready), echo)
+        }
     }
 }
 
@@ -335,9 +358,11 @@ fn stream<T: SizedSample + AudioSample>(
     format: StreamFormat,
     config: cpal::StreamConfig,
     shared: Arc<Shared>,
-    tx: Chunks,
-    ready: Ready,
+    (tx, ready): (Chunks, Ready),
+    echo: &mut EchoCanceller,
 ) {
+    // Starts the shared clock here, not in the callback.
+    let _ = echo::now_ns();
     let channels = usize::from(format.channels);
     // A whole number of frames, so the ring never splits a frame across its
     // wrap point and a partial write can never shift the channel order.
@@ -355,6 +380,12 @@ fn stream<T: SizedSample + AudioSample>(
         if n < data.len() {
             cb_shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
+        cb_shared
+            .captured_at
+            .store(echo::now_ns(), Ordering::Relaxed);
+        cb_shared
+            .captured
+            .fetch_add((data.len() / channels) as u64, Ordering::Release);
         // unpark is a futex wake: it never blocks.
         cb_converter.unpark();
     };
@@ -397,10 +428,61 @@ fn stream<T: SizedSample + AudioSample>(
     if ready.send(Ok(format)).is_err() {
         return;
     }
-    convert(name, consumer, channels, resampler, &shared, &tx);
+    echo.restart();
+    let rate = format.rate;
+    convert(
+        name,
+        consumer,
+        channels,
+        resampler,
+        &shared,
+        &tx,
+        (echo, rate),
+    );
     // Dropping the stream joins cpal's ALSA thread; done here, off the async side.
     drop(stream);
     tracing::debug!(device = name, "capture closed");
+}
+
+/// The microphone in 10 ms blocks, each with its number and when its last
+/// sample was heard.
+struct Blocks {
+    rate: f64,
+    filling: [f32; aec::BLOCK],
+    len: usize,
+    index: i64,
+    pending: VecDeque<([f32; aec::BLOCK], i64, u64)>,
+}
+
+impl Blocks {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            filling: [0.0; aec::BLOCK],
+            len: 0,
+            index: 0,
+            pending: VecDeque::with_capacity(CHANNEL_CHUNKS),
+        }
+    }
+
+    fn push(&mut self, sample: f32, shared: &Shared) {
+        self.filling[self.len] = sample;
+        self.len += 1;
+        if self.len < aec::BLOCK {
+            return;
+        }
+        self.len = 0;
+        // The block's last sample as a device frame, and the time the
+        // callback that brought the newest frame ran.
+        let frame =
+            ((self.index + 1) * aec::BLOCK as i64) as f64 * self.rate / f64::from(AVS_SAMPLE_RATE);
+        let at = shared.captured_at.load(Ordering::Relaxed);
+        let captured = shared.captured.load(Ordering::Acquire) as f64;
+        let age_ns = ((captured - frame).max(0.0) / self.rate * 1e9) as u64;
+        self.pending
+            .push_back((self.filling, self.index, at.saturating_sub(age_ns)));
+        self.index += 1;
+    }
 }
 
 /// Drains the ring into AVS chunks until stopped, failed or unwanted.
@@ -411,7 +493,9 @@ fn convert<T: AudioSample>(
     mut resampler: MonoResampler,
     shared: &Shared,
     tx: &Chunks,
+    (echo, rate): (&mut EchoCanceller, u32),
 ) {
+    let mut block = Blocks::new(rate);
     let mut device_samples: Vec<T> = vec![T::default(); consumer.buffer().capacity()];
     let mut mono = Vec::new();
     let mut resampled = Vec::new();
@@ -436,15 +520,24 @@ fn convert<T: AudioSample>(
                 return;
             }
             for s in &resampled {
-                chunk.put_i16_le(i16::from_f32(*s));
-                if chunk.len() == AVS_CHUNK_BYTES {
-                    let full = chunk.split().freeze();
-                    if tx.blocking_send(Ok(full)).is_err() {
-                        return; // Capture dropped.
-                    }
-                    chunk.reserve(AVS_CHUNK_BYTES);
-                }
+                block.push(*s, shared);
             }
+        }
+        // Out once the far end of their moment is known (at once when
+        // nothing plays), echo removed.
+        while let Some((samples, index, at)) = block.pending.front_mut() {
+            if !echo.process(samples, *index, *at) {
+                break;
+            }
+            for s in samples.iter() {
+                chunk.put_i16_le(i16::from_f32(*s));
+            }
+            block.pending.pop_front();
+            let full = chunk.split().freeze();
+            if tx.blocking_send(Ok(full)).is_err() {
+                return; // Capture dropped.
+            }
+            chunk.reserve(AVS_CHUNK_BYTES);
         }
         if failed {
             let detail = shared
@@ -461,7 +554,7 @@ fn convert<T: AudioSample>(
             }));
             return;
         }
-        if frames == 0 {
+        if frames == 0 || !block.pending.is_empty() {
             // Woken by the callback each period; the timeout only bounds how
             // late a stop request is noticed.
             thread::park_timeout(Duration::from_millis(50));

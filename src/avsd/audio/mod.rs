@@ -32,6 +32,7 @@
 mod capture;
 mod decode;
 mod device;
+pub mod echo;
 pub mod focus;
 pub mod media_decode;
 pub mod microphone;

@@ -75,6 +75,10 @@ impl Wake {
                     config.model.display(),
                     word.manifest().wake_word
                 );
+                // A second engine for what avsd itself plays.
+                if let Ok(far) = wakeword::WakeWord::open(&config.model) {
+                    crate::audio::echo::listen_to_far_end(far);
+                }
                 Ok(Arc::new(Mutex::new(Engine { word, fed: 0 })))
             }
             Err(e) => {
@@ -180,6 +184,13 @@ pub async fn watch(
             ring_first += 1;
         }
         ring.push_back((chunk, loud));
+        if hit.is_some() && crate::audio::echo::own_wake_word() {
+            tracing::info!(
+                "heard the wake word just after avsd itself said it: its echo, not a user; \
+                 going on listening"
+            );
+            hit = None;
+        }
         if let Some(d) = hit {
             let rel_end = d.end_sample.saturating_sub(base);
             let fired = (rel_end.saturating_sub(1) / CHUNK_SAMPLES).saturating_sub(ring_first);

@@ -112,10 +112,14 @@ fn build<T: SizedSample + AudioSample>(
     let device_error = Arc::new(Mutex::new(None));
     let xruns = Arc::new(AtomicU64::new(0));
     let cb_count = callbacks.clone();
+    let tap = crate::audio::echo::tap();
+    tap.opened(format.rate);
     // The real-time callback: the mixer only copies, sums and counts.
     let data_cb = move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
         cb_count.fetch_add(1, Ordering::Relaxed);
         mixer.mix(out, channels);
+        // The far end for echo cancellation (`audio::echo`).
+        tap.write(out, channels);
     };
     let (err_failed, err_slot) = (failed.clone(), device_error.clone());
     let owner = thread::current();

@@ -1,6 +1,11 @@
-//! The wake word in the dialog: keeping a watcher on the microphone while
-//! idle (`crate::wakeword`), and turning its detection into a Recognize
-//! with initiator WAKEWORD that streams from 500 ms before the word.
+//! The wake word in the dialog: keeping a watcher on the microphone
+//! whenever avsd is not listening already (`crate::wakeword`): idle, while
+//! music plays, while Alexa thinks and while she speaks, with her own voice
+//! and the music taken out of the microphone by the echo canceller
+//! (`audio::echo`); and turning its detection into a Recognize with
+//! initiator WAKEWORD that streams from 500 ms before the word. A detection
+//! while an answer is awaited or spoken barges in, as a Tap does: the
+//! answer stops (SpeechInterrupted) and the new request starts.
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,13 +18,16 @@ use crate::wakeword::{WatchEnd, Woken, watch};
 
 impl Dialog {
     /// Start the watcher when it should run and does not, stop it when it
-    /// runs and should not (listening, muted, switched off).
+    /// runs and should not (listening, muted, switched off). It keeps
+    /// running from idle to thinking to speaking and back: reopening the
+    /// microphone would lose the canceller's alignment and the engine's
+    /// context at the moments a user is most likely to say "Alexa, stop".
     pub(super) fn keep_watching(&mut self) {
         let engine = self.wake.engine.as_ref().ok();
         let wanted = engine.is_some()
             && self.wake.enabled.is_on()
             && !self.microphone.is_muted()
-            && self.derive() == DialogState::Idle;
+            && self.derive() != DialogState::Listening;
         match (&self.watching, wanted, engine) {
             (Some(_), false, _) => self.stop_watching(),
             (None, true, Some(engine)) => {
@@ -117,7 +125,8 @@ impl Dialog {
             preroll,
             detected,
         } = woken;
-        if self.derive() != DialogState::Idle || self.microphone.is_muted() {
+        let state = self.derive();
+        if state == DialogState::Listening || self.microphone.is_muted() {
             capture.close().await;
             return;
         }
@@ -133,11 +142,21 @@ impl Dialog {
             return;
         }
         tracing::info!(
-            "wake word heard (score {:.2}, samples {}..{} of the request's audio)",
+            "wake word heard (score {:.2}, samples {}..{} of the request's audio{})",
             detected.score,
             detected.start,
-            detected.end
+            detected.end,
+            match state {
+                DialogState::Speaking => ", barging in on Alexa's answer",
+                DialogState::Thinking => ", dropping the awaited answer",
+                _ => "",
+            }
         );
+        if state != DialogState::Idle {
+            // Barge-in, as for a Tap: the answer stops, the new request
+            // replaces it; music ducks under the new dialog as before.
+            self.stop_all();
+        }
         let _ = self.wake.detected.send(detected);
         let _ = self
             .router

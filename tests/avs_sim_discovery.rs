@@ -79,6 +79,7 @@ async fn avsd_declares_exactly_its_registered_agents_and_its_contexts_pass() {
         ),
         player: avsd::agents::audio_player::PlayerLink::new().0,
         alerts: avsd::agents::alerts::channel().0,
+        wake_word: false,
     })
     .unwrap();
     let want: Vec<Value> = registry

@@ -51,20 +51,32 @@ async fn bad_wakeword_recognizes_are_refused_and_a_good_one_is_answered() {
             assert_eq!(resp.status(), 400, "{why}");
             let (_, description) = exception(&body_of(resp).await);
             assert!(description.contains(why), "{description}");
-            assert!(description.contains("SpeechRecognizer 2.3"), "{description}");
+            assert!(
+                description.contains("SpeechRecognizer 2.3"),
+                "{description}"
+            );
         }
     };
     refused("sent no Alexa.Discovery").await;
-    let (status, _) = event(&link, &token, &report(&token, avsd_speech_recognizer(false))).await;
+    let (status, _) = event(
+        &link,
+        &token,
+        &report(&token, avsd_speech_recognizer(false)),
+    )
+    .await;
     assert_eq!(status, 202);
     refused("declared SpeechRecognizer 2.0 without a wakeWords configuration").await;
     // A 2.3 declaration AVS would refuse: an unknown scope.
     let mut bad = avsd_speech_recognizer(true);
-    bad.configurations = Some(json!({"wakeWords": [{"scopes": ["KITCHEN"], "values": [["ALEXA"]]}]}));
+    bad.configurations =
+        Some(json!({"wakeWords": [{"scopes": ["KITCHEN"], "values": [["ALEXA"]]}]}));
     let (status, body) = event(&link, &token, &report(&token, bad)).await;
     assert_eq!(status, 400);
     let (_, description) = exception(&body);
-    assert!(description.contains("configurations.wakeWords[0].scopes[0]"), "{description}");
+    assert!(
+        description.contains("configurations.wakeWords[0].scopes[0]"),
+        "{description}"
+    );
     // avsd's declaration with a model loaded.
     let (status, body) = event(&link, &token, &report(&token, avsd_speech_recognizer(true))).await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));

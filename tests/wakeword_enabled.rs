@@ -99,7 +99,10 @@ async fn a_changed_config_wins_over_the_older_user_setting() {
     kill(avsd);
 
     let avsd = start(&bus, true, state.path());
-    assert!(!enabled(&bus).await, "the user's off wins over the same avsd.toml");
+    assert!(
+        !enabled(&bus).await,
+        "the user's off wins over the same avsd.toml"
+    );
     kill(avsd);
 
     // The administrator turns it off in avsd.toml: the user's older
@@ -115,6 +118,9 @@ async fn a_changed_config_wins_over_the_older_user_setting() {
     kill(avsd);
 
     let avsd = start(&bus, true, state.path());
-    assert!(enabled(&bus).await, "avsd.toml's true, no older setting left");
+    assert!(
+        enabled(&bus).await,
+        "avsd.toml's true, no older setting left"
+    );
     kill(avsd);
 }

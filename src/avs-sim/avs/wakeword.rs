@@ -44,8 +44,13 @@ pub(super) fn check_configurations(conf: &Value) -> Result<(), String> {
         let e = entry
             .as_object()
             .ok_or_else(|| format!("{at} is not an object"))?;
-        if let Some(other) = e.keys().find(|k| !matches!(k.as_str(), "scopes" | "values")) {
-            return Err(format!("{at}.{other} is not a key of a wakeWords entry (scopes, values)"));
+        if let Some(other) = e
+            .keys()
+            .find(|k| !matches!(k.as_str(), "scopes" | "values"))
+        {
+            return Err(format!(
+                "{at}.{other} is not a key of a wakeWords entry (scopes, values)"
+            ));
         }
         let scopes = e
             .get("scopes")
@@ -119,10 +124,12 @@ pub(super) fn check_declared(
                     .get("scopes")
                     .and_then(Value::as_array)
                     .is_some_and(|s| s.iter().any(|s| s == "DEFAULT"));
-                let has_word = e
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .is_some_and(|v| v.iter().flat_map(|set| set.as_array()).flatten().any(|w| w == word));
+                let has_word = e.get("values").and_then(Value::as_array).is_some_and(|v| {
+                    v.iter()
+                        .flat_map(|set| set.as_array())
+                        .flatten()
+                        .any(|w| w == word)
+                });
                 in_default && has_word
             })
         });
@@ -237,12 +244,30 @@ mod tests {
             (json!([]), "not an object"),
             (json!({}), "wakeWords is missing"),
             (json!({"wakeWords": [], }), "non-empty array"),
-            (json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["ALEXA"]]}], "x": 1}), "x is not"),
-            (json!({"wakeWords": [{"scopes": ["KITCHEN"], "values": [["ALEXA"]]}]}), "scopes[0]"),
-            (json!({"wakeWords": [{"scopes": [], "values": [["ALEXA"]]}]}), "scopes is missing"),
-            (json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["alexa"]]}]}), "\"alexa\" is not a wake word"),
-            (json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": ["ALEXA"]}]}), "values[0] is not"),
-            (json!({"wakeWords": [{"scopes": ["DEFAULT"], "words": [["ALEXA"]]}]}), "words is not a key"),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["ALEXA"]]}], "x": 1}),
+                "x is not",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["KITCHEN"], "values": [["ALEXA"]]}]}),
+                "scopes[0]",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": [], "values": [["ALEXA"]]}]}),
+                "scopes is missing",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["alexa"]]}]}),
+                "\"alexa\" is not a wake word",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": ["ALEXA"]}]}),
+                "values[0] is not",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "words": [["ALEXA"]]}]}),
+                "words is not a key",
+            ),
         ];
         for (conf, named) in cases {
             let err = check_configurations(&conf).expect_err(&conf.to_string());

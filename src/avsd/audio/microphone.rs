@@ -249,10 +249,16 @@ mod tests {
         assert!(load(true).is_on(), "nothing saved: the config");
         assert!(!load(false).is_on(), "nothing saved: the config");
         load(true).set(false);
-        assert!(!load(true).is_on(), "the user's value wins over the config it was set under");
+        assert!(
+            !load(true).is_on(),
+            "the user's value wins over the config it was set under"
+        );
         assert!(!load(true).is_on(), "and keeps winning");
         assert!(!load(false).is_on(), "avsd.toml changed: it wins");
-        assert!(load(true).is_on(), "the user's old value was dropped with the change");
+        assert!(
+            load(true).is_on(),
+            "the user's old value was dropped with the change"
+        );
         load(true).set(false);
         std::fs::write(dir.path().join("w.json"), b"garbage").unwrap();
         assert!(!load(true).is_on(), "unreadable: the safe value");

@@ -79,6 +79,11 @@ async fn avsd_declares_exactly_its_registered_agents_and_its_contexts_pass() {
         ),
         player: avsd::agents::audio_player::PlayerLink::new().0,
         alerts: avsd::agents::alerts::channel().0,
+        // As the daemon decides it: its config names no model, so the
+        // default one, which loads where the package is installed.
+        wake_word: avsd::wakeword::Wake::from_config(&Default::default(), state.path())
+            .engine
+            .is_ok(),
     })
     .unwrap();
     let want: Vec<Value> = registry

@@ -117,7 +117,8 @@ async fn the_switch_survives_a_restart() {
     assert!(microphone(&bus).await.muted().await.unwrap(), "still muted");
     avsctl(&bus, &["mic", "on"]);
     assert!(!microphone(&bus).await.muted().await.unwrap());
-    // The wake word's switch, off by default, is not kept across restarts.
+    // The wake word's switch, off by default (tests/wakeword_enabled.rs
+    // checks that it is kept across restarts).
     let status = avsctl(&bus, &["status"]);
     assert!(status.contains("Wake word:     off\n"), "{status}");
     avsctl(&bus, &["wakeword", "on"]);

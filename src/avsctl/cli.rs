@@ -77,8 +77,8 @@ pub enum Command {
         /// `on` or `off`.
         state: Switch,
     },
-    /// Listen for "Alexa" while idle, or stop (until avsd restarts; the
-    /// default is `wakeword.enabled` in avsd.toml).
+    /// Listen for "Alexa" while idle, or stop; it stays so across restarts
+    /// (until `wakeword.enabled` in avsd.toml is changed).
     Wakeword {
         /// `on` or `off`.
         state: Switch,

@@ -63,6 +63,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
     // master gain.
     let speaker = crate::audio::Speaker::new(dialog_settings.playback.clone());
     let (alerts, alerts_inbox) = agents::alerts::channel();
+    let wake = crate::wakeword::Wake::from_config(&config.wakeword, &config.state_dir());
     let agents = match agents::for_daemon(agents::Deps {
         state_dir: config.state_dir(),
         inactivity_report_every: Duration::from_secs(config.avs.inactivity_report_secs),
@@ -71,6 +72,7 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         volume: volume.clone(),
         player: player.clone(),
         alerts: alerts.clone(),
+        wake_word: wake.engine.is_ok(),
     }) {
         Ok(agents) => agents,
         Err(e) => {
@@ -126,7 +128,6 @@ pub async fn run(config: AvsdConfig, shutdown: CancellationToken) -> Result<(), 
         shutdown.child_token(),
     );
     let microphone = crate::audio::MicSwitch::load(&config.state_dir());
-    let wake = crate::wakeword::Wake::from_config(&config.wakeword);
     let dialog = dialog::spawn(
         dialog_settings,
         dialog::Links {

@@ -328,6 +328,10 @@ fn check_capability(c: &Value, at: &str) -> Result<Declared, Refusal> {
                     "{at}: {interface} {version} has no configurations"
                 )));
             }
+            if interface == "SpeechRecognizer" {
+                super::wakeword::check_configurations(v)
+                    .map_err(|e| invalid(format!("{at}.configurations.{e}")))?;
+            }
             Some(v.clone())
         }
     };

@@ -165,7 +165,9 @@ pub(super) async fn event(
                 Ok(())
             } else {
                 let context = meta.context.as_deref().unwrap_or_default();
-                check_context(context, ctx.declared().as_ref())
+                let declared = ctx.declared();
+                check_context(context, declared.as_ref())?;
+                super::wakeword::check_declared(meta.payload.get("initiator"), declared.as_ref())
             }
         })
         .err()

@@ -4,10 +4,152 @@
 //! at 16 kHz), the word is inside the audio, and the audio begins about
 //! 500 ms before it, so the cloud can verify the word. A wake word is a
 //! NEAR_FIELD or FAR_FIELD request, which the cloud ends with StopCapture.
+//!
+//! The word must be one the device declared: SpeechRecognizer 2.3 (the
+//! version that added both the Recognize's `wakeWord` and the capability's
+//! `wakeWords` configuration) with `{"wakeWords": [{"scopes": ["DEFAULT"],
+//! "values": [["ALEXA"]]}]}` (AVS "SpeechRecognizer 2.3", capability
+//! assertion). The configuration itself is checked when the Discovery
+//! report arrives.
 
 use serde_json::Value;
 
+use super::capabilities::Declaration;
 use super::rules::Refusal;
+
+/// The one scope AVS documents for `wakeWords`.
+const SCOPES: &[&str] = &["DEFAULT"];
+/// The wake words Alexa devices offer in English (the word is upper case in
+/// the configuration and in the Recognize).
+const WORDS: &[&str] = &["ALEXA", "AMAZON", "ECHO", "COMPUTER"];
+
+/// Check a SpeechRecognizer `configurations` object (2.3 and later); the
+/// error names the key under `configurations`.
+pub(super) fn check_configurations(conf: &Value) -> Result<(), String> {
+    let map = conf.as_object().ok_or("is not an object")?;
+    if let Some(other) = map.keys().find(|k| *k != "wakeWords") {
+        return Err(format!(
+            "{other} is not a SpeechRecognizer configuration (only wakeWords is)"
+        ));
+    }
+    let Some(list) = map.get("wakeWords") else {
+        return Err("wakeWords is missing".into());
+    };
+    let list = list
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or("wakeWords is not a non-empty array")?;
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("wakeWords[{i}]");
+        let e = entry
+            .as_object()
+            .ok_or_else(|| format!("{at} is not an object"))?;
+        if let Some(other) = e
+            .keys()
+            .find(|k| !matches!(k.as_str(), "scopes" | "values"))
+        {
+            return Err(format!(
+                "{at}.{other} is not a key of a wakeWords entry (scopes, values)"
+            ));
+        }
+        let scopes = e
+            .get("scopes")
+            .and_then(Value::as_array)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{at}.scopes is missing or not a non-empty array"))?;
+        for (j, scope) in scopes.iter().enumerate() {
+            match scope.as_str() {
+                Some(s) if SCOPES.contains(&s) => {}
+                _ => {
+                    return Err(format!(
+                        "{at}.scopes[{j}] {scope} is not a wake-word scope ({})",
+                        SCOPES.join(", ")
+                    ));
+                }
+            }
+        }
+        let values = e
+            .get("values")
+            .and_then(Value::as_array)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{at}.values is missing or not a non-empty array of arrays"))?;
+        for (j, set) in values.iter().enumerate() {
+            let words = set
+                .as_array()
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| format!("{at}.values[{j}] is not a non-empty array of words"))?;
+            for word in words {
+                match word.as_str() {
+                    Some(w) if WORDS.contains(&w) => {}
+                    _ => {
+                        return Err(format!(
+                            "{at}.values[{j}]: {word} is not a wake word AVS knows ({})",
+                            WORDS.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A WAKEWORD Recognize is taken only from a device that declared its word
+/// (see the module's notes); other initiators pass.
+pub(super) fn check_declared(
+    initiator: Option<&Value>,
+    declared: Option<&Declaration>,
+) -> Result<(), Refusal> {
+    let Some(init) =
+        initiator.filter(|i| i.get("type").and_then(Value::as_str) == Some("WAKEWORD"))
+    else {
+        return Ok(());
+    };
+    let word = init
+        .pointer("/payload/wakeWord")
+        .and_then(Value::as_str)
+        .unwrap_or("ALEXA");
+    let speech = declared.and_then(|d| {
+        d.capabilities
+            .iter()
+            .find(|c| c.interface == "SpeechRecognizer")
+    });
+    let listed = speech
+        .and_then(|c| c.configurations.as_ref())
+        .and_then(|c| c.get("wakeWords"))
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries.iter().any(|e| {
+                let in_default = e
+                    .get("scopes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| s.iter().any(|s| s == "DEFAULT"));
+                let has_word = e.get("values").and_then(Value::as_array).is_some_and(|v| {
+                    v.iter()
+                        .flat_map(|set| set.as_array())
+                        .flatten()
+                        .any(|w| w == word)
+                });
+                in_default && has_word
+            })
+        });
+    if listed {
+        return Ok(());
+    }
+    let what = match (declared, speech) {
+        (None, _) => "the device sent no Alexa.Discovery.AddOrUpdateReport".to_string(),
+        (Some(_), None) => "the device did not declare SpeechRecognizer".to_string(),
+        (Some(_), Some(c)) if c.configurations.is_none() => format!(
+            "the device declared SpeechRecognizer {} without a wakeWords configuration",
+            c.version
+        ),
+        (Some(_), Some(_)) => format!("the device's wakeWords do not list {word} in scope DEFAULT"),
+    };
+    Err(Refusal::invalid(format!(
+        "event.payload.initiator: a WAKEWORD Recognize for {word} needs SpeechRecognizer 2.3 \
+         declared with configurations.wakeWords listing [\"{word}\"] in scope DEFAULT; {what}"
+    )))
+}
 
 /// Audio AVS wants before the word: 500 ms at 16 kHz, with 10 % slack for
 /// a device that cuts its pre-roll on a chunk or frame boundary.
@@ -93,6 +235,45 @@ pub(super) fn check_inside(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn wake_words_configurations_are_checked_key_by_key() {
+        let good = json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["ALEXA"]]}]});
+        assert_eq!(check_configurations(&good), Ok(()));
+        let cases = [
+            (json!([]), "not an object"),
+            (json!({}), "wakeWords is missing"),
+            (json!({"wakeWords": [], }), "non-empty array"),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["ALEXA"]]}], "x": 1}),
+                "x is not",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["KITCHEN"], "values": [["ALEXA"]]}]}),
+                "scopes[0]",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": [], "values": [["ALEXA"]]}]}),
+                "scopes is missing",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": [["alexa"]]}]}),
+                "\"alexa\" is not a wake word",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "values": ["ALEXA"]}]}),
+                "values[0] is not",
+            ),
+            (
+                json!({"wakeWords": [{"scopes": ["DEFAULT"], "words": [["ALEXA"]]}]}),
+                "words is not a key",
+            ),
+        ];
+        for (conf, named) in cases {
+            let err = check_configurations(&conf).expect_err(&conf.to_string());
+            assert!(err.contains(named), "{conf}: {err}");
+        }
+    }
 
     fn wake(start: Value, end: Value, word: &str) -> Value {
         json!({"type": "WAKEWORD", "payload": {

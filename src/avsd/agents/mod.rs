@@ -249,6 +249,8 @@ pub struct Deps {
     pub player: audio_player::PlayerLink,
     /// The alerts actor, started once the connection exists.
     pub alerts: alerts::AlertsHandle,
+    /// A wake-word model is loaded: SpeechRecognizer declares its word.
+    pub wake_word: bool,
 }
 
 /// The daemon's agents: one line per AVS interface.
@@ -260,6 +262,7 @@ pub fn for_daemon(deps: Deps) -> Result<Registry, DuplicateNamespace> {
     ))?;
     registry.register(speech_recognizer::SpeechRecognizer::new(
         deps.dialog.clone(),
+        deps.wake_word,
     ))?;
     // Before SpeechSynthesizer, which takes every attachment it is offered:
     // the player takes those its Plays name.

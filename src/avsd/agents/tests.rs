@@ -31,6 +31,7 @@ fn daemon_registry() -> (Registry, mpsc::Receiver<Input>, watch::Sender<SpeechSt
         ),
         player: audio_player::PlayerLink::new().0,
         alerts: alerts::channel().0,
+        wake_word: false,
     })
     .expect("each namespace once");
     (registry, dialog_rx, speech_tx)

@@ -16,6 +16,10 @@ pub const MICROPHONE_FILE: &str = "microphone.json";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
     on: bool,
+    /// For a switch whose default comes from avsd.toml: that default when
+    /// the user set the switch, so a later edit of avsd.toml is noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<bool>,
 }
 
 /// The microphone privacy switch: on means muted.
@@ -29,6 +33,8 @@ pub struct Switch {
     /// Where it is saved; `None` for a switch kept in memory only.
     path: Option<PathBuf>,
     state_dir: PathBuf,
+    /// The config's default, saved with the value (see [`Switch::load_over_config`]).
+    config: Option<bool>,
     /// Serialises writers so the file and the published value agree.
     tx: Arc<Mutex<Publisher<bool>>>,
     rx: Subscriber<bool>,
@@ -61,12 +67,65 @@ impl Switch {
         safe: bool,
     ) -> Self {
         let path = state_dir.join(file);
-        let on = load(&path, name, default, safe);
+        let on = load(&path, name, safe).map_or(default, |s| s.on);
+        Self::persisted(name, path, state_dir, None, on)
+    }
+
+    /// The switch `name` saved in `file` of `state_dir`, whose default is
+    /// `config` (a key of avsd.toml): the value the user last set wins
+    /// while avsd.toml still says what it said then; once the administrator
+    /// changes the key, avsd.toml wins again (until the user sets the
+    /// switch anew). `safe` when the file cannot be read.
+    pub fn load_over_config(
+        state_dir: &Path,
+        name: &'static str,
+        file: &str,
+        config: bool,
+        safe: bool,
+    ) -> Self {
+        let path = state_dir.join(file);
+        let on = match load(&path, name, safe) {
+            None => config,
+            Some(Saved {
+                on,
+                config: Some(then),
+            }) if then != config => {
+                // The administrator's newer word wins; forget the user's
+                // older one, or a second edit of avsd.toml back to `then`
+                // would bring it back.
+                tracing::info!(
+                    "{name}: {config} as avsd.toml says; it was set to {on} in {} while \
+                     avsd.toml said {then}, and avsd.toml changed since",
+                    path.display()
+                );
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!("cannot remove {}: {e}", path.display());
+                }
+                config
+            }
+            Some(s) => {
+                if s.on != config {
+                    tracing::info!("{name}: {} (set by the user, saved in {file})", s.on);
+                }
+                s.on
+            }
+        };
+        Self::persisted(name, path, state_dir, Some(config), on)
+    }
+
+    fn persisted(
+        name: &'static str,
+        path: PathBuf,
+        state_dir: &Path,
+        config: Option<bool>,
+        on: bool,
+    ) -> Self {
         let (tx, rx) = published::channel(on);
         Self {
             name,
             path: Some(path),
             state_dir: state_dir.to_path_buf(),
+            config,
             tx: Arc::new(Mutex::new(tx)),
             rx,
         }
@@ -79,6 +138,7 @@ impl Switch {
             name,
             path: None,
             state_dir: PathBuf::new(),
+            config: None,
             tx: Arc::new(Mutex::new(tx)),
             rx,
         }
@@ -111,7 +171,11 @@ impl Switch {
         if *tx.borrow() == on {
             return;
         }
-        let json = serde_json::to_vec(&Saved { on }).unwrap_or_default();
+        let saved = Saved {
+            on,
+            config: self.config,
+        };
+        let json = serde_json::to_vec(&saved).unwrap_or_default();
         if let Some(path) = &self.path
             && let Err(e) = fsutil::ensure_private_dir(&self.state_dir)
                 .and_then(|()| fsutil::write_atomic(path, &json))
@@ -128,30 +192,35 @@ impl Switch {
     }
 }
 
-/// The saved switch; an unreadable file gives `safe`, since a privacy
-/// switch that cannot be read must not turn the microphone on.
-fn load(path: &Path, name: &str, default: bool, safe: bool) -> bool {
+/// The saved switch, `None` when nothing was saved; an unreadable file
+/// gives `safe`, since a privacy switch that cannot be read must not turn
+/// the microphone on.
+fn load(path: &Path, name: &str, safe: bool) -> Option<Saved> {
+    let unreadable = Some(Saved {
+        on: safe,
+        config: None,
+    });
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return default,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::error!(
                 "cannot read the {name} switch {}: {e}; using {safe} (fix the file's \
                  permissions, or delete it)",
                 path.display()
             );
-            return safe;
+            return unreadable;
         }
     };
     match serde_json::from_str::<Saved>(&text) {
-        Ok(s) => s.on,
+        Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(
                 "the {name} switch {} is not valid ({e}); using {safe} (set it again over \
                  D-Bus or avsctl to rewrite it, or delete the file)",
                 path.display()
             );
-            safe
+            unreadable
         }
     }
 }
@@ -171,5 +240,27 @@ mod tests {
         assert!(!MicSwitch::load(dir.path()).is_muted());
         std::fs::write(dir.path().join(MICROPHONE_FILE), b"{").unwrap();
         assert!(MicSwitch::load(dir.path()).is_muted());
+    }
+
+    #[test]
+    fn a_switch_over_config_follows_the_user_until_the_config_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |config| Switch::load_over_config(dir.path(), "w", "w.json", config, false);
+        assert!(load(true).is_on(), "nothing saved: the config");
+        assert!(!load(false).is_on(), "nothing saved: the config");
+        load(true).set(false);
+        assert!(
+            !load(true).is_on(),
+            "the user's value wins over the config it was set under"
+        );
+        assert!(!load(true).is_on(), "and keeps winning");
+        assert!(!load(false).is_on(), "avsd.toml changed: it wins");
+        assert!(
+            load(true).is_on(),
+            "the user's old value was dropped with the change"
+        );
+        load(true).set(false);
+        std::fs::write(dir.path().join("w.json"), b"garbage").unwrap();
+        assert!(!load(true).is_on(), "unreadable: the safe value");
     }
 }

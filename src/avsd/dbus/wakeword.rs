@@ -35,8 +35,9 @@ impl WakeWord {
 #[interface(name = "org.avsd.Avs1.WakeWord")]
 impl WakeWord {
     /// Whether avsd listens for the wake word while idle (the microphone
-    /// then stays open unless Microphone.Muted). Starts as
-    /// `wakeword.enabled` in avsd.toml says; root and group avsd may set it.
+    /// then stays open unless Microphone.Muted). Root and group avsd may
+    /// set it; it survives restarts. `wakeword.enabled` in avsd.toml is the
+    /// value until it is set, and wins again once that key is changed.
     #[zbus(property)]
     fn enabled(&self) -> bool {
         self.wake.enabled.is_on()

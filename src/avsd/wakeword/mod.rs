@@ -28,6 +28,9 @@ use span::CHUNK_SAMPLES;
 const RING_CHUNKS: usize = 250;
 /// Audio streamed before the word's start: 500 ms, as Amazon asks.
 pub const PREROLL_CHUNKS: usize = 50;
+/// The file in the state directory that keeps `WakeWord.Enabled` as the
+/// user last set it (over D-Bus or avsctl).
+pub const WAKEWORD_FILE: &str = "wakeword.json";
 /// Detections queued for the D-Bus signal.
 const DETECTED_QUEUE: usize = 8;
 
@@ -54,7 +57,9 @@ pub struct Detected {
 pub struct Wake {
     /// The engine, or why it could not be loaded (file, what, fix).
     pub engine: Result<Arc<Mutex<Engine>>, String>,
-    /// `WakeWord.Enabled`: starts as the config says, kept in memory.
+    /// `WakeWord.Enabled`: as the user last set it, saved in
+    /// [`WAKEWORD_FILE`]; `wakeword.enabled` until then, or once avsd.toml
+    /// changes that key.
     pub enabled: Switch,
     /// The configured model path.
     pub model: PathBuf,
@@ -65,9 +70,14 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// Load the configured model. A model that cannot be loaded is logged
-    /// (when the wake word is on) and kept as its error: Tap still works.
-    pub fn from_config(config: &WakeWordConfig) -> Self {
+    /// Load the configured model and the saved switch from `state_dir`. A
+    /// model that cannot be loaded is logged (when the wake word is on) and
+    /// kept as its error: Tap still works.
+    pub fn from_config(config: &WakeWordConfig, state_dir: &std::path::Path) -> Self {
+        // Off when the saved switch cannot be read: listening is the side
+        // that must not be turned on by a broken file.
+        let enabled =
+            Switch::load_over_config(state_dir, "wake word", WAKEWORD_FILE, config.enabled, false);
         let engine = match wakeword::WakeWord::open(&config.model) {
             Ok(word) => {
                 tracing::info!(
@@ -83,7 +93,7 @@ impl Wake {
             }
             Err(e) => {
                 let msg = format!("{e} (wakeword.model in avsd.toml); Tap still works");
-                if config.enabled {
+                if enabled.is_on() {
                     tracing::error!("the wake word is off: {msg}");
                 }
                 Err(msg)
@@ -91,7 +101,7 @@ impl Wake {
         };
         Self {
             engine,
-            enabled: Switch::in_memory("wake word", config.enabled),
+            enabled,
             model: config.model.clone(),
             profile: config.profile.clone(),
             detected: broadcast::channel(DETECTED_QUEUE).0,

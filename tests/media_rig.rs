@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use avsd::media::{self, Limits, MediaClient, MediaStream};
 use serde_json::Value;
@@ -18,19 +17,7 @@ pub const RATE: u32 = 8000;
 
 /// The media files, made once per run under target/ (never committed).
 pub fn media_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = support::repo().join("target/test-media");
-        let complete = avs_sim::media::complete(&dir);
-        if !complete {
-            let status = Command::new(support::repo().join("scripts/make-media"))
-                .arg(&dir)
-                .status()
-                .expect("scripts/make-media runs");
-            assert!(status.success(), "scripts/make-media failed (sox, lame and ffmpeg are needed: scripts/test-audio-deps)");
-        }
-        dir
-    })
+    support::media::dir()
 }
 
 /// The media server on a free port, with a client that trusts its CA.
